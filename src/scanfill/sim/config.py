@@ -1,0 +1,64 @@
+"""Configuration objects of the simulator; plain frozen dataclasses so they cross process lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from scanfill.sim.ledger import LedgerConfig
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Faults, each off by default; `rate_*` is a probability per request, `every_*` a schedule
+    (every Nth request). Decisions come from a seeded generator so a run can be replayed."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rate_429: float = 0.0
+    rate_503: float = 0.0
+    rate_502: float = 0.0
+    rate_403: float = 0.0
+    rate_drop: float = 0.0  # connection closed mid-body
+    rate_hang: float = 0.0  # request never answered (until hang_s)
+    every_429: int = 0
+    every_503: int = 0
+    every_502: int = 0
+    every_403: int = 0
+    every_drop: int = 0
+    every_hang: int = 0
+    retry_after_s: float = 1.0
+    hang_s: float = 3600.0
+    gzip: bool = True  # compress when the client sends Accept-Encoding: gzip
+    client_rps: float = 0.0  # per-client rate limit (requests/s, 0 = none), answered with 429
+    max_page: int = 0  # cap on items per page below the requested count (0 = none)
+    data_only: bool = True  # faults hit only the paging endpoints, not discovery
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """One scan in the simulated network."""
+
+    name: str = "sv-1"
+    late_join: float = 0.0  # share of each range this scan lacks; > 0 means `complete: false`
+    faults: FaultConfig | None = None  # overrides the network-wide faults for this scan
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    instances: tuple[InstanceConfig, ...] = (InstanceConfig(),)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    prerender: bool = False  # render every update once at start so serving costs no generation
+    cache_mb: int = 256  # LRU of rendered updates when not pre-rendering
+    host: str = "127.0.0.1"
+    port: int = 0  # first port; instance k listens on port + k (0 = free ports)
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    @staticmethod
+    def from_json(data: bytes | str) -> SimConfig:
+        return msgspec.json.decode(data, type=SimConfig)

@@ -1,0 +1,618 @@
+"""A deterministic synthetic Splice ledger that costs no memory to "hold".
+
+Update *i* of a synchronizer is a pure function of (seed, migration, synchronizer, i): its record
+time is `start + i*gap + h(i)` with `0 <= h(i) < gap`, so times are strictly increasing, any time
+maps back to an index in O(1), and paging by time is arithmetic rather than a scan. Every few
+updates two neighbours sit exactly 1 us apart, which is what breaks millisecond-rounding clients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from scanfill.timeutil import MIN_US, format_instant, format_us, parse_us
+
+ROUND_TICK_US = 600_000_000  # Splice opens a mining round every ~10 minutes
+NEIGHBOUR_PERIOD = 37  # updates i, i+1 with i % 37 == 0 are exactly 1 us apart
+IMPORT_TIME = format_us(MIN_US)
+V1_OFFSET = "000000000000000001"
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MigrationSpec:
+    """One migration: its id, when it starts, and how much each synchronizer holds."""
+
+    migration_id: int
+    start: str
+    updates: int  # per synchronizer
+    synchronizers: int = 1
+    gap_us: int = 2_000_000  # mean spacing of updates on one synchronizer
+    import_updates: int = 0
+
+    @property
+    def start_us(self) -> int:
+        return parse_us(self.start)
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """Everything that defines a ledger; equal configs serve byte-identical responses."""
+
+    seed: int = 1
+    migrations: tuple[MigrationSpec, ...] = field(default_factory=lambda: default_migrations(60_000))
+    events_mean: float = 12.0
+    labels: bool = True
+    reassignment_rate: float = 0.02  # share of updates that are reassignments (multi-synchronizer only)
+    payload_pad: int = 0  # extra bytes of text per created event, to scale row size
+    round_zero: int = 1000
+
+    @staticmethod
+    def for_rows(rows: int, seed: int = 1, **kwargs: Any) -> LedgerConfig:
+        """A default-shaped ledger of about `rows` database rows (updates + events)."""
+        mean = float(kwargs.get("events_mean", 12.0))
+        updates = max(30, int(rows / (1 + mean)))
+        shape = {k: kwargs.pop(k) for k in ("ids", "synchronizers", "gap_us") if k in kwargs}
+        return LedgerConfig(seed=seed, migrations=default_migrations(updates, **shape), **kwargs)
+
+
+def default_migrations(
+    total_updates: int, ids: tuple[int, ...] = (0, 1, 3), synchronizers: int = 1, gap_us: int = 2_000_000
+) -> tuple[MigrationSpec, ...]:
+    """Migrations (by default 0, 1, 3: ids with a gap) whose time ranges overlap, like MainNet.
+
+    Later migrations are larger, and each one after the first carries a few import updates.
+    """
+    weights = list(range(2, 2 + len(ids)))
+    per = [max(10, total_updates * w // (sum(weights) * synchronizers)) for w in weights]
+    out = []
+    start = parse_us("2024-06-24T21:08:00Z")
+    for k, (mid, n) in enumerate(zip(ids, per, strict=True)):
+        out.append(MigrationSpec(mid, format_us(start), n, synchronizers=synchronizers, gap_us=gap_us,
+                                 import_updates=0 if k == 0 else 20 + 10 * k))
+        start += n * gap_us - 300_000_000  # the next one starts 5 minutes before this one ends
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class UpdateHeader:
+    """What a test needs to know about an update without rendering its payload."""
+
+    update_id: str
+    migration_id: int
+    synchronizer_id: str  # effective: target of an assignment, source of an unassignment
+    record_us: int
+    kind: str  # transaction | assignment | unassignment
+    shape: str  # transfer | marker | rounds | traffic | assign | unassign
+    event_count: int
+    round: int | None
+
+    @property
+    def record_time(self) -> str:
+        return format_us(self.record_us)
+
+    def event_ids(self) -> list[str]:
+        return [f"{self.update_id}:{n}" for n in range(self.event_count)]
+
+
+def _mix(*parts: int | str) -> int:
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _hex(*parts: int | str, n: int = 32) -> str:
+    return hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=n).hexdigest()
+
+
+class Ledger:
+    """Read-only view of the synthetic history defined by a `LedgerConfig`."""
+
+    def __init__(self, config: LedgerConfig) -> None:
+        self.config = config
+        self.seed = config.seed
+        self.specs = {m.migration_id: m for m in config.migrations}
+        ids = sorted(self.specs)
+        self.previous = {mid: (ids[k - 1] if k else None) for k, mid in enumerate(ids)}
+        self.genesis_us = min(m.start_us for m in config.migrations)
+        self._starts = {m.migration_id: m.start_us for m in config.migrations}
+        self.dso = f"DSO::1220{_hex(self.seed, 'dso')}"
+        self.parties = [
+            f"{name}-{k}::1220{_hex(self.seed, 'party', k)}"
+            for k, name in enumerate(
+                ["Cumberland-GasStation", "validator", "digital-asset", "alice", "bob", "c7-wallet"] * 6
+            )
+        ]
+        self.packages = {
+            name: _hex(self.seed, "pkg", name)
+            for name in (
+                "splice-amulet",
+                "splice-dso-governance",
+                "splice-wallet-payments",
+                "splice-amulet-name-service",
+            )
+        }
+
+    # ----- layout -----------------------------------------------------------------------------
+
+    def migration_ids(self) -> list[int]:
+        return sorted(self.specs)
+
+    def synchronizers(self, migration_id: int) -> list[str]:
+        spec = self.specs.get(migration_id)
+        if spec is None:
+            return []
+        return [self.synchronizer_id(s) for s in range(spec.synchronizers)]
+
+    def synchronizer_id(self, s: int) -> str:
+        if s == 0:
+            return f"global-domain::1220{_hex(self.seed, 'dso')}"
+        return f"app-synchronizer-{s}::1220{_hex(self.seed, 'sync', s)}"
+
+    def sync_index(self, migration_id: int, synchronizer_id: str) -> int | None:
+        try:
+            return self.synchronizers(migration_id).index(synchronizer_id)
+        except ValueError:
+            return None
+
+    def record_us(self, m: int, s: int, i: int) -> int:
+        spec = self.specs[m]
+        g = spec.gap_us
+        phase = i % NEIGHBOUR_PERIOD
+        if phase == 0:
+            h = g - 1
+        elif phase == 1:
+            h = 0
+        else:
+            h = _mix(self.seed, "t", m, s, i) % g
+        return self._starts[m] + i * g + h
+
+    def index_at_or_after(self, m: int, s: int, t_us: int) -> int:
+        """Smallest index whose record time is >= t_us (the count when none is)."""
+        spec = self.specs[m]
+        rel = t_us - self._starts[m]
+        if rel <= 0:
+            return 0
+        i = rel // spec.gap_us
+        if i >= spec.updates:
+            return spec.updates
+        return i if self.record_us(m, s, i) >= t_us else min(i + 1, spec.updates)
+
+    def range_us(self, m: int, s: int) -> tuple[int, int]:
+        n = self.specs[m].updates
+        return self.record_us(m, s, 0), self.record_us(m, s, n - 1)
+
+    def round_at(self, t_us: int) -> int:
+        return self.config.round_zero + (t_us - self.genesis_us) // ROUND_TICK_US
+
+    # ----- headers ------------------------------------------------------------------------------
+
+    def update_id(self, m: int, s: int, i: int) -> str:
+        return f"1220{_hex(self.seed, 'u', m, s, i)}"
+
+    def header(self, m: int, s: int, i: int) -> UpdateHeader:
+        spec = self.specs[m]
+        t = self.record_us(m, s, i)
+        r = _mix(self.seed, "k", m, s, i)
+        uid = self.update_id(m, s, i)
+        sync = self.synchronizer_id(s)
+        if spec.synchronizers > 1 and (r % 10_000) < self.config.reassignment_rate * 10_000:
+            shape = "assign" if (r >> 20) % 2 == 0 else "unassign"
+            n = 1 if shape == "assign" else 0
+            return UpdateHeader(uid, m, sync, t, shape + "ment", shape, n, None)
+        pick = (r >> 16) % 100
+        shape = "transfer" if pick < 55 else "marker" if pick < 80 else "rounds" if pick < 85 else "traffic"
+        mean = self.config.events_mean
+        spread = ((r >> 32) % 1001) / 1000.0  # uniform in [0, 1]
+        n = int(round(mean * (0.25 + 1.5 * spread)))  # mean-preserving spread over [0.25, 1.75] x mean
+        n = max(4, min(n, 40))
+        rnd = None if shape == "marker" else self.round_at(t)
+        return UpdateHeader(uid, m, sync, t, "transaction", shape, n, rnd)
+
+    def headers(self, m: int, s: int, lo: int = 0, hi: int | None = None) -> Iterator[UpdateHeader]:
+        hi = self.specs[m].updates if hi is None else hi
+        for i in range(lo, hi):
+            yield self.header(m, s, i)
+
+    def expected(
+        self, m: int, synchronizer_id: str, at_or_after_us: int | None = None, before_us: int | None = None
+    ) -> list[UpdateHeader]:
+        """Exactly the updates a complete backfill of this range must store, oldest first."""
+        s = self.sync_index(m, synchronizer_id)
+        if s is None:
+            return []
+        lo = 0 if at_or_after_us is None else self.index_at_or_after(m, s, at_or_after_us)
+        hi = self.specs[m].updates if before_us is None else self.index_at_or_after(m, s, before_us)
+        return list(self.headers(m, s, lo, hi))
+
+    def expected_all(self) -> list[UpdateHeader]:
+        out: list[UpdateHeader] = []
+        for m in self.migration_ids():
+            for sid in self.synchronizers(m):
+                out.extend(self.expected(m, sid))
+        return out
+
+    def total_updates(self) -> int:
+        return sum(spec.updates * spec.synchronizers for spec in self.specs.values())
+
+    # ----- import updates -----------------------------------------------------------------------
+
+    def import_ids(self, m: int) -> list[str]:
+        """Import updates of a migration, ascending by update id (which is the contract id)."""
+        spec = self.specs.get(m)
+        if spec is None:
+            return []
+        return sorted(self.contract_id("import", m, k) for k in range(spec.import_updates))
+
+    def import_update(self, m: int, cid: str) -> Json:
+        rng = random.Random(cid)
+        owner = rng.choice(self.parties)
+        created = self._starts[m] - 86_400_000_000
+        ev = self._created(
+            f"{cid}:0", cid, "splice-amulet", "Splice.Amulet", "Amulet",
+            self._amulet_args(owner, rng, self.round_at(max(created, self.genesis_us))),
+            created, [self.dso, owner], [],
+        )
+        return {
+            "update_id": cid,
+            "migration_id": m,
+            "workflow_id": f"canton-network-acs-import-{cid}",
+            "record_time": IMPORT_TIME,
+            "synchronizer_id": self.synchronizer_id(0),
+            "effective_at": format_instant(MIN_US),
+            "offset": V1_OFFSET,
+            "root_event_ids": [f"{cid}:0"],
+            "events_by_id": {f"{cid}:0": ev},
+        }
+
+    # ----- full updates -------------------------------------------------------------------------
+
+    def contract_id(self, *parts: int | str) -> str:
+        h = hashlib.blake2b("/".join(map(str, (self.seed, "c", *parts))).encode(), digest_size=64).hexdigest()
+        return f"00{h[:64]}ca101220{h[64:]}"
+
+    def template(self, package: str, module: str, entity: str) -> str:
+        return f"{self.packages[package]}:{module}:{entity}"
+
+    def update(self, m: int, s: int, i: int) -> Json:
+        """Update i of (m, s) in the V1 shape updates-before serves (protobuf_json values)."""
+        h = self.header(m, s, i)
+        rng = random.Random(_mix(self.seed, "p", m, s, i))
+        if h.kind != "transaction":
+            return self._reassignment(h, m, s, i, rng)
+        uid = h.update_id
+        eff_us = h.record_us - rng.randrange(1, 2_000_000)
+        if rng.random() < 0.3:
+            eff_us -= eff_us % 1000  # effective_at is printed in groups of 3 digits
+        events, roots = self._tree(h, m, s, i, rng, eff_us)
+        order = sorted(events)  # a plain map: not preorder (x:10 sorts before x:2)
+        return {
+            "update_id": uid,
+            "migration_id": m,
+            "workflow_id": "",
+            "record_time": format_us(h.record_us),
+            "synchronizer_id": h.synchronizer_id,
+            "effective_at": format_instant(eff_us),
+            "offset": V1_OFFSET,
+            "root_event_ids": roots,
+            "events_by_id": {k: events[k] for k in order},
+        }
+
+    # ----- value builders (protobuf_json) -------------------------------------------------------
+
+    def _rec(self, *fields: tuple[str, Json]) -> Json:
+        if self.config.labels:
+            return {"record": {"fields": [{"label": k, "value": v} for k, v in fields]}}
+        return {"record": {"fields": [{"value": v} for _, v in fields]}}
+
+    @staticmethod
+    def _num(x: int) -> Json:
+        return {"numeric": f"{x // 10**10}.{x % 10**10:010d}"}
+
+    @staticmethod
+    def _i64(n: int) -> Json:
+        return {"int64": str(n)}
+
+    def _round(self, n: int) -> Json:
+        return self._rec(("number", self._i64(n)))
+
+    def _amulet_args(self, owner: str, rng: random.Random, rnd: int) -> Json:
+        fields: list[tuple[str, Json]] = [
+            ("dso", {"party": self.dso}),
+            ("owner", {"party": owner}),
+            ("amount", self._rec(
+                ("initialAmount", self._num(rng.randrange(10**10, 10**16))),
+                ("createdAt", self._round(rnd)),
+                ("ratePerRound", self._rec(("rate", self._num(190259)))),
+            )),
+        ]
+        if self.config.payload_pad:
+            fields.append(("meta", {"text": "x" * self.config.payload_pad}))
+        return self._rec(*fields)
+
+    def _created(
+        self, eid: str, cid: str, package: str, module: str, entity: str, args: Json,
+        created_us: int, signatories: list[str], observers: list[str],
+    ) -> Json:
+        return {
+            "event_type": "created_event",
+            "event_id": eid,
+            "contract_id": cid,
+            "template_id": self.template(package, module, entity),
+            "package_name": package,
+            "create_arguments": args,
+            "created_at": format_instant(created_us),
+            "signatories": sorted(set(signatories)),
+            "observers": sorted(set(observers)),
+        }
+
+    def _exercised(
+        self, eid: str, cid: str, package: str, module: str, entity: str, choice: str, arg: Json,
+        children: list[str], result: Json, consuming: bool, acting: list[str],
+    ) -> Json:
+        return {
+            "event_type": "exercised_event",
+            "event_id": eid,
+            "contract_id": cid,
+            "template_id": self.template(package, module, entity),
+            "package_name": package,
+            "choice": choice,
+            "choice_argument": arg,
+            "child_event_ids": children,
+            "exercise_result": result,
+            "consuming": consuming,
+            "interface_id": None,
+            "acting_parties": acting,
+        }
+
+    def _earlier_cid(self, m: int, s: int, i: int, rng: random.Random) -> str:
+        j = max(0, i - rng.randrange(1, 60))
+        return self.contract_id(m, s, j, rng.randrange(0, 4))
+
+    def _tree(
+        self, h: UpdateHeader, m: int, s: int, i: int, rng: random.Random, eff_us: int
+    ) -> tuple[dict[str, Json], list[str]]:
+        uid, n, rnd = h.update_id, h.event_count, h.round
+        ids = [f"{uid}:{k}" for k in range(n)]
+        sender, receiver = rng.sample(self.parties, 2)
+        ev: dict[str, Json] = {}
+        unit: Json = {"unit": {}}
+
+        def archive(k: int) -> None:
+            cid = self._earlier_cid(m, s, i, rng)
+            ev[ids[k]] = self._exercised(
+                ids[k], cid, "splice-amulet", "Splice.Amulet", "Amulet", "Archive",
+                self._rec(), [], unit, True, [sender],
+            )
+
+        def create(k: int, entity: str, args: Json, module: str = "Splice.Amulet",
+                   package: str = "splice-amulet") -> None:
+            cid = self.contract_id(m, s, i, k)
+            ev[ids[k]] = self._created(ids[k], cid, package, module, entity, args, eff_us,
+                                       [self.dso, sender], [receiver])
+
+        if h.shape == "transfer":
+            assert rnd is not None
+            a = max(1, (n - 2) // 2)
+            kids = ids[2:]
+            summary = self._rec(
+                ("inputAmuletAmount", self._num(rng.randrange(10**12, 10**16))),
+                ("holdingFees", self._num(rng.randrange(0, 10**9))),
+                ("outputFees", self._rec(*[(f"_{k}", self._num(rng.randrange(0, 10**9))) for k in range(2)])),
+                ("senderChangeFee", self._num(rng.randrange(0, 10**9))),
+                ("senderChangeAmount", self._num(rng.randrange(10**10, 10**15))),
+                ("amuletPrice", self._num(50000000 + rng.randrange(0, 10**8))),
+                ("balanceChanges", {"genMap": {"entries": [
+                    {"key": {"party": p}, "value": self._rec(
+                        ("changeToInitialAmountAsOfRoundZero", self._num(rng.randrange(0, 10**14))),
+                        ("changeToHoldingFeesRate", self._num(rng.randrange(0, 10**6))),
+                    )} for p in (sender, receiver)
+                ]}}),
+            )
+            result = self._rec(
+                ("round", self._round(rnd)),
+                ("summary", summary),
+                ("createdAmulets", {"list": {"elements": [
+                    {"variant": {"constructor": "TransferResultAmulet",
+                                 "value": {"contractId": self.contract_id(m, s, i, k)}}}
+                    for k in range(2 + a, n)
+                ]}}),
+                ("senderChangeAmulet", {"optional": {"value": {"contractId": self.contract_id(m, s, i, n - 1)}}}),
+            )
+            transfer_arg = self._rec(
+                ("transfer", self._rec(
+                    ("sender", {"party": sender}),
+                    ("provider", {"party": rng.choice(self.parties)}),
+                    ("inputs", {"list": {"elements": [
+                        {"variant": {"constructor": "InputAmulet",
+                                     "value": {"contractId": self._earlier_cid(m, s, i, rng)}}}
+                        for _ in range(a)
+                    ]}}),
+                    ("outputs", {"list": {"elements": [self._rec(
+                        ("receiver", {"party": receiver}),
+                        ("amount", self._num(rng.randrange(10**10, 10**15))),
+                        ("lock", {"optional": {}}),
+                    )]}}),
+                )),
+                ("context", self._rec(("openMiningRound", {"contractId": self.contract_id("round", rnd)}))),
+            )
+            ev[ids[0]] = self._exercised(
+                ids[0], self.contract_id(m, s, i, "preapproval"), "splice-amulet", "Splice.AmuletRules",
+                "TransferPreapproval", "TransferPreapproval_Send",
+                self._rec(("amount", self._num(rng.randrange(10**10, 10**15))),
+                          ("description", {"optional": {}})),
+                [ids[1]], self._rec(("result", {"contractId": self.contract_id(m, s, i, 2 + a)})),
+                False, [sender],
+            )
+            ev[ids[1]] = self._exercised(
+                ids[1], self.contract_id("amulet-rules"), "splice-amulet", "Splice.AmuletRules",
+                "AmuletRules", "AmuletRules_Transfer", transfer_arg, kids, result, False, [sender],
+            )
+            for k in range(2, 2 + a):
+                archive(k)
+            for k in range(2 + a, n):
+                if k < 2 + a + 2 or k == n - 1:
+                    create(k, "Amulet", self._amulet_args(receiver if k == 2 + a else sender, rng, rnd))
+                else:
+                    entity = ("AppRewardCoupon", "ValidatorRewardCoupon")[k % 2]
+                    create(k, entity, self._rec(
+                        ("dso", {"party": self.dso}), ("provider", {"party": sender}),
+                        ("amount", self._num(rng.randrange(10**8, 10**12))), ("round", self._round(rnd)),
+                    ))
+            return ev, [ids[0]]
+
+        kids = ids[1:]
+        if h.shape == "marker":
+            ev[ids[0]] = self._exercised(
+                ids[0], self.contract_id(m, s, i, "right"), "splice-amulet", "Splice.Amulet",
+                "FeaturedAppRight", "FeaturedAppRight_CreateActivityMarker",
+                self._rec(("beneficiaries", {"list": {"elements": [
+                    self._rec(("beneficiary", {"party": p}), ("weight", self._num(10**10)))
+                    for p in (sender,)
+                ]}})),
+                kids, self._rec(("activityMarkers", {"list": {"elements": [
+                    {"contractId": self.contract_id(m, s, i, k)} for k in range(1, n)
+                ]}})), False, [sender],
+            )
+            for k in range(1, n):
+                create(k, "FeaturedAppActivityMarker", self._rec(
+                    ("dso", {"party": self.dso}), ("provider", {"party": sender}),
+                    ("beneficiary", {"party": receiver}), ("weight", self._num(10**10)),
+                ))
+            return ev, [ids[0]]
+
+        assert rnd is not None
+        if h.shape == "rounds":
+            ev[ids[0]] = self._exercised(
+                ids[0], self.contract_id("dso-rules"), "splice-dso-governance", "Splice.DsoRules",
+                "DsoRules", "DsoRules_AdvanceOpenMiningRounds", self._rec(
+                    ("amuletRulesCid", {"contractId": self.contract_id("amulet-rules")}),
+                    ("roundToArchiveCid", {"contractId": self.contract_id("round", rnd - 3)}),
+                ), kids, unit, False, [self.dso],
+            )
+            create(1, "OpenMiningRound", self._rec(
+                ("dso", {"party": self.dso}), ("round", self._round(rnd)),
+                ("amuletPrice", self._num(5 * 10**9)),
+                ("opensAt", {"timestamp": str(h.record_us)}),
+                ("targetClosesAt", {"timestamp": str(h.record_us + 2 * ROUND_TICK_US)}),
+                ("issuingFor", {"record": {"fields": [{"label": "microseconds", "value": self._i64(0)}]}}),
+                ("tickDuration", self._rec(("microseconds", self._i64(ROUND_TICK_US)))),
+            ), module="Splice.Round")
+            for k in range(2, n):
+                if k == 2:
+                    ev[ids[k]] = self._exercised(
+                        ids[k], self.contract_id("round", rnd - 3), "splice-amulet", "Splice.Round",
+                        "OpenMiningRound", "Archive", self._rec(), [], unit, True, [self.dso],
+                    )
+                else:
+                    entity = ("IssuingMiningRound", "SummarizingMiningRound", "ClosedMiningRound")[k % 3]
+                    create(k, entity, self._rec(
+                        ("dso", {"party": self.dso}), ("round", self._round(rnd - 1 - k % 3)),
+                    ), module="Splice.Round")
+            return ev, [ids[0]]
+
+        # traffic purchase: the result carries the round
+        ev[ids[0]] = self._exercised(
+            ids[0], self.contract_id("amulet-rules"), "splice-amulet", "Splice.AmuletRules",
+            "AmuletRules", "AmuletRules_BuyMemberTraffic", self._rec(
+                ("provider", {"party": sender}),
+                ("memberId", {"text": f"PAR::{sender.split('::')[0]}::1220{_hex(sender)}"}),
+                ("trafficAmount", self._i64(rng.randrange(10**5, 10**8))),
+            ), kids, self._rec(("round", self._round(rnd)),
+                               ("purchasedTraffic", {"contractId": self.contract_id(m, s, i, n - 1)})),
+            False, [sender],
+        )
+        for k in range(1, n):
+            if k < n - 2:
+                archive(k)
+            elif k == n - 2:
+                create(k, "Amulet", self._amulet_args(sender, rng, rnd))
+            else:
+                create(k, "MemberTraffic", self._rec(
+                    ("dso", {"party": self.dso}), ("totalPurchased", self._i64(rng.randrange(10**6, 10**9))),
+                ), module="Splice.DecentralizedSynchronizer")
+        return ev, [ids[0]]
+
+    def _reassignment(self, h: UpdateHeader, m: int, s: int, i: int, rng: random.Random) -> Json:
+        spec = self.specs[m]
+        other = self.synchronizer_id((s + 1) % spec.synchronizers)
+        here = h.synchronizer_id
+        unassign_id = f"1220{_hex(self.seed, 'unassign', m, s, i)}"
+        submitter = rng.choice(self.parties)
+        cid = self.contract_id(m, s, i, "reassigned")
+        if h.kind == "assignment":
+            created = self._created(
+                f"{h.update_id}:0", cid, "splice-amulet", "Splice.Amulet", "FeaturedAppRight",
+                self._rec(("dso", {"party": self.dso}), ("provider", {"party": submitter})),
+                h.record_us - 3_600_000_000, [self.dso], [submitter],
+            )
+            event: Json = {
+                "submitter": submitter, "source_synchronizer": other, "target_synchronizer": here,
+                "migration_id": m, "unassign_id": unassign_id, "created_event": created,
+                "reassignment_counter": 1 + rng.randrange(0, 5),
+            }
+        else:
+            event = {
+                "submitter": submitter, "source_synchronizer": here, "migration_id": m,
+                "target_synchronizer": other, "unassign_id": unassign_id,
+                "reassignment_counter": 1 + rng.randrange(0, 5), "contract_id": cid,
+            }
+        return {"update_id": h.update_id, "offset": V1_OFFSET, "record_time": format_us(h.record_us),
+                "event": event}
+
+
+# ----- compact_json ------------------------------------------------------------------------------
+
+
+def to_compact(value: Json) -> Any:
+    """protobuf_json -> compact_json (the lossy JS-codegen encoding /v2/updates defaults to)."""
+    ((tag, v),) = value.items()
+    if tag == "record":
+        return {f.get("label") or f"_{k + 1}": to_compact(f["value"]) for k, f in enumerate(v.get("fields", []))}
+    if tag in ("numeric", "int64", "text", "party", "contractId"):
+        return v
+    if tag == "timestamp":
+        return format_us(int(v))
+    if tag in ("bool", "date"):
+        return v
+    if tag == "unit":
+        return {}
+    if tag == "optional":
+        return to_compact(v["value"]) if "value" in v else None
+    if tag == "list":
+        return [to_compact(e) for e in v.get("elements", [])]
+    if tag == "textMap":
+        return {e["key"]: to_compact(e["value"]) for e in v.get("entries", [])}
+    if tag == "genMap":
+        return [[to_compact(e["key"]), to_compact(e["value"])] for e in v.get("entries", [])]
+    if tag == "variant":
+        return {"tag": v["constructor"], "value": to_compact(v["value"])}
+    if tag == "enum":
+        return v["constructor"]
+    return v
+
+
+def event_to_compact(ev: Json) -> Json:
+    out = dict(ev)
+    for key in ("create_arguments", "choice_argument", "exercise_result"):
+        if key in out:
+            out[key] = to_compact(out[key])
+    return out
+
+
+def to_v2(update: Json, compact: bool) -> Json:
+    """The /v2/updates shape: no `offset` on transactions, `events_by_id` sorted by key."""
+    if "event" in update:
+        if compact and "created_event" in update["event"]:
+            event = dict(update["event"])
+            event["created_event"] = event_to_compact(event["created_event"])
+            return {**update, "event": event}
+        return update
+    out = {k: v for k, v in update.items() if k != "offset"}
+    evs = update["events_by_id"]
+    out["events_by_id"] = {k: (event_to_compact(evs[k]) if compact else evs[k]) for k in sorted(evs)}
+    return out

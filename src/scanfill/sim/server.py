@@ -1,0 +1,458 @@
+"""The simulated Scan HTTP API (aiohttp), several scans over one ledger, with fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import heapq
+import random
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from scanfill.sim.config import FaultConfig, InstanceConfig, SimConfig
+from scanfill.sim.ledger import Ledger, to_v2
+from scanfill.timeutil import MIN_US, TimestampError, format_instant, format_us, parse_us
+
+PAGE_LIMIT = 1000
+SNAPSHOT_PERIOD_US = 3 * 3600 * 1_000_000
+DATA_PATHS = ("/v0/backfilling/updates-before", "/v2/updates", "/v0/backfilling/import-updates")
+
+
+class BadRequest(Exception):
+    """A request Scan would answer with 400 `{"error": ...}`."""
+
+
+class Renderer:
+    """Rendered update bytes, either all pre-rendered or kept in a byte-bounded LRU."""
+
+    def __init__(self, ledger: Ledger, cache_bytes: int) -> None:
+        self.ledger = ledger
+        self.cache_bytes = cache_bytes
+        self._lru: OrderedDict[tuple[int, int, int], bytes] = OrderedDict()
+        self._size = 0
+        self._pre: dict[tuple[int, int], list[bytes]] = {}
+
+    def prerender(self) -> None:
+        for m in self.ledger.migration_ids():
+            spec = self.ledger.specs[m]
+            for s in range(spec.synchronizers):
+                self._pre[(m, s)] = [orjson.dumps(self.ledger.update(m, s, i)) for i in range(spec.updates)]
+
+    def item(self, m: int, s: int, i: int) -> bytes:
+        pre = self._pre.get((m, s))
+        if pre is not None:
+            return pre[i]
+        key = (m, s, i)
+        got = self._lru.get(key)
+        if got is not None:
+            self._lru.move_to_end(key)
+            return got
+        data = orjson.dumps(self.ledger.update(m, s, i))
+        self._lru[key] = data
+        self._size += len(data)
+        while self._size > self.cache_bytes and self._lru:
+            _, old = self._lru.popitem(last=False)
+            self._size -= len(old)
+        return data
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    pages: int = 0
+    items: int = 0
+    bytes: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    by_path: dict[str, int] = field(default_factory=dict)
+
+
+class ScanInstance:
+    """One scan: its own completeness, faults, counters and rate-limit buckets."""
+
+    def __init__(self, sim: Simulation, index: int, config: InstanceConfig) -> None:
+        self.sim = sim
+        self.index = index
+        self.config = config
+        self.faults: FaultConfig = config.faults or sim.config.faults
+        self.stats = Stats()
+        self._rng = random.Random(self.faults.seed * 7919 + index)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self.public_url = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.config.late_join <= 0
+
+    def min_index(self, m: int) -> int:
+        return int(self.sim.ledger.specs[m].updates * self.config.late_join) if self.config.late_join > 0 else 0
+
+    # ----- faults -------------------------------------------------------------------------------
+
+    def _fault(self, name: str) -> bool:
+        f = self.faults
+        every = getattr(f, f"every_{name}")
+        if every and self.stats.requests % every == 0:
+            return True
+        rate = getattr(f, f"rate_{name}")
+        return bool(rate) and self._rng.random() < rate
+
+    def _count(self, name: str) -> None:
+        self.stats.faults[name] = self.stats.faults.get(name, 0) + 1
+
+    def _rate_limited(self, client: str) -> bool:
+        rps = self.faults.client_rps
+        if rps <= 0:
+            return False
+        now = time.monotonic()
+        tokens, last = self._buckets.get(client, (rps, now))
+        tokens = min(rps, tokens + (now - last) * rps)
+        if tokens < 1:
+            self._buckets[client] = (tokens, now)
+            return True
+        self._buckets[client] = (tokens - 1, now)
+        return False
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/sim/"):
+            return await handler(request)  # type: ignore[no-any-return]
+        self.stats.requests += 1
+        path = request.path.removeprefix("/api/scan")
+        self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
+        f = self.faults
+        subject = path in DATA_PATHS or not f.data_only
+        if subject:
+            client = request.headers.get("X-Client-Id") or (request.remote or "?")
+            if self._rate_limited(client):
+                self._count("rate_limit")
+                return _too_many(f)
+            if self._fault("hang"):
+                self._count("hang")
+                await asyncio.sleep(f.hang_s)
+            if self._fault("429"):
+                self._count("429")
+                return _too_many(f)
+            if self._fault("503"):
+                self._count("503")
+                return _error(503, f"The server is taking too long to respond to the ({request.method}) "
+                                   f"request at {request.path}")
+            if self._fault("502"):
+                self._count("502")
+                return _error(502, "Bad gateway: upstream scan connection failed")
+            if self._fault("403"):
+                self._count("403")
+                return web.Response(status=403, content_type="text/html",
+                                    text="<html><body><h1>403 Forbidden</h1>IP not allow-listed</body></html>")
+            if f.latency_ms or f.jitter_ms:
+                await asyncio.sleep((f.latency_ms + self._rng.random() * f.jitter_ms) / 1000)
+        resp = await handler(request)
+        if subject and isinstance(resp, web.Response) and resp.status == 200 and self._fault("drop"):
+            self._count("drop")
+            return await _drop_mid_body(request, resp)
+        if f.gzip and isinstance(resp, web.Response) and "gzip" in request.headers.get("Accept-Encoding", ""):
+            body = resp.body
+            if isinstance(body, bytes) and len(body) > 512:
+                resp.body = gzip.compress(body, compresslevel=1)
+                resp.headers["Content-Encoding"] = "gzip"
+        if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+            self.stats.bytes += len(resp.body)
+        return resp  # type: ignore[no-any-return]
+
+    # ----- handlers -----------------------------------------------------------------------------
+
+    async def migration_info(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        m = _int(body, "migration_id")
+        ledger = self.sim.ledger
+        if m not in ledger.specs:
+            return _error(404, f"No data for migration {m}")
+        spec = ledger.specs[m]
+        ranges = []
+        lo_i = self.min_index(m)
+        for s in range(spec.synchronizers):
+            if lo_i >= spec.updates:
+                continue
+            ranges.append({
+                "synchronizer_id": ledger.synchronizer_id(s),
+                "min": format_instant(ledger.record_us(m, s, lo_i)),
+                "max": format_instant(ledger.record_us(m, s, spec.updates - 1)),
+            })
+        imports = ledger.import_ids(m)
+        return _ok({
+            "previous_migration_id": ledger.previous[m],
+            "record_time_range": ranges,
+            "last_import_update_id": imports[-1] if imports else None,
+            "complete": self.complete,
+            "import_updates_complete": self.complete,
+        })
+
+    async def updates_before(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        m = _int(body, "migration_id")
+        sync = _str(body, "synchronizer_id")
+        if "::" not in sync:
+            raise BadRequest(f"Invalid synchronizer id {sync!r}: expected <identifier>::<fingerprint>")
+        before = _time(body, "before")
+        after = _time(body, "at_or_after") if body.get("at_or_after") is not None else None
+        count = _count(body, "count")
+        if self.faults.max_page:
+            count = min(count, self.faults.max_page)
+        ledger = self.sim.ledger
+        s = ledger.sync_index(m, sync)
+        items: list[bytes] = []
+        if s is not None:
+            lo = max(self.min_index(m), ledger.index_at_or_after(m, s, after) if after is not None else 0)
+            hi = ledger.index_at_or_after(m, s, before)
+            render = self.sim.renderer.item
+            items = [render(m, s, i) for i in range(hi - 1, max(lo, hi - count) - 1, -1)]
+            if after is not None and after <= MIN_US and len(items) < count and before > MIN_US and s == 0:
+                for cid in reversed(ledger.import_ids(m)):
+                    if len(items) >= count:
+                        break
+                    items.append(orjson.dumps(ledger.import_update(m, cid)))
+        return self._page(items)
+
+    def _page(self, items: list[bytes]) -> web.Response:
+        self.stats.pages += 1
+        self.stats.items += len(items)
+        return web.Response(body=b'{"transactions":[' + b",".join(items) + b"]}",
+                            content_type="application/json")
+
+    async def import_updates(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        m = _int(body, "migration_id")
+        after = _str(body, "after_update_id")
+        limit = _count(body, "limit")
+        ledger = self.sim.ledger
+        ids = [cid for cid in ledger.import_ids(m) if cid > after][:limit]
+        return self._page([orjson.dumps(ledger.import_update(m, cid)) for cid in ids])
+
+    async def updates_v2(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        size = _count(body, "page_size")
+        encoding = body.get("daml_value_encoding") or "compact_json"
+        if encoding not in ("compact_json", "protobuf_json"):
+            raise BadRequest(f"Invalid daml_value_encoding {encoding!r}")
+        if not self.complete:
+            return _error(503, "This scan instance has not yet replicated all data. Please try again later.")
+        after = body.get("after")
+        ledger = self.sim.ledger
+        am, at = -1, MIN_US
+        if after is not None:
+            if not isinstance(after, dict):
+                raise BadRequest("after must be an object")
+            am = _int(after, "after_migration_id")
+            at = _time(after, "after_record_time")
+        out: list[bytes] = []
+        for m in ledger.migration_ids():
+            if m < am or len(out) >= size:
+                continue
+            spec = ledger.specs[m]
+            heads = []
+            for s in range(spec.synchronizers):
+                i = ledger.index_at_or_after(m, s, at + 1) if m == am else 0
+                if i < spec.updates:
+                    heads.append((ledger.record_us(m, s, i), ledger.synchronizer_id(s), s, i))
+            heapq.heapify(heads)
+            while heads and len(out) < size:
+                _, sid, s, i = heapq.heappop(heads)
+                out.append(orjson.dumps(to_v2(ledger.update(m, s, i), encoding == "compact_json")))
+                if i + 1 < spec.updates:
+                    heapq.heappush(heads, (ledger.record_us(m, s, i + 1), sid, s, i + 1))
+        return self._page(out)
+
+    async def update_by_id(self, request: web.Request) -> web.Response:
+        uid = request.match_info["update_id"]
+        where = self.sim.locate(uid)
+        if where is None:
+            return _error(404, f"Transaction with id {uid} not found")
+        encoding = request.query.get("daml_value_encoding", "compact_json")
+        m, s, i = where
+        return _ok(to_v2(self.sim.ledger.update(m, s, i), encoding == "compact_json"))
+
+    async def migrations_last(self, request: web.Request) -> web.Response:
+        return _ok({"migration_id": max(self.sim.ledger.migration_ids())})
+
+    async def scans(self, request: web.Request) -> web.Response:
+        return _ok({"scans": [{
+            "domainId": self.sim.ledger.synchronizer_id(0),
+            "scans": [{"publicUrl": inst.public_url, "svName": inst.config.name} for inst in self.sim.instances],
+        }]})
+
+    async def backfilling_status(self, request: web.Request) -> web.Response:
+        return _ok({"complete": self.complete})
+
+    async def snapshot_timestamp(self, request: web.Request) -> web.Response:
+        try:
+            before = parse_us(request.query["before"])
+            m = int(request.query["migration_id"])
+        except (KeyError, ValueError, TimestampError) as exc:
+            raise BadRequest(f"Invalid query: {exc}") from None
+        spec = self.sim.ledger.specs.get(m)
+        if spec is not None:
+            snap = before - (before % SNAPSHOT_PERIOD_US)
+            first = spec.start_us + (-spec.start_us % SNAPSHOT_PERIOD_US)
+            if snap >= first:
+                return _ok({"record_time": format_instant(snap)})
+        return _error(404, f"No snapshots found before {request.query['before']}")
+
+    async def dso(self, request: web.Request) -> web.Response:
+        ledger = self.sim.ledger
+        return _ok({"sv_party_id": ledger.parties[0], "dso_party_id": ledger.dso,
+                    "latest_mining_round": None, "voting_threshold": 1})
+
+    async def sim_stats(self, request: web.Request) -> web.Response:
+        st = self.stats
+        return _ok({"requests": st.requests, "pages": st.pages, "items": st.items, "bytes": st.bytes,
+                    "faults": st.faults, "by_path": st.by_path})
+
+    async def sim_faults(self, request: web.Request) -> web.Response:
+        """Change this scan's faults while it runs (tests turn chaos on and off mid-run)."""
+        import msgspec
+
+        body = await request.read()
+        self.faults = msgspec.json.decode(body, type=FaultConfig)
+        self._rng = random.Random(self.faults.seed * 7919 + self.index)
+        return _ok({"ok": True})
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.middleware, _errors], client_max_size=4 * 1024 * 1024)
+        p = "/api/scan"
+        app.router.add_post(p + "/v0/backfilling/migration-info", self.migration_info)
+        app.router.add_post(p + "/v0/backfilling/updates-before", self.updates_before)
+        app.router.add_get(p + "/v0/backfilling/status", self.backfilling_status)
+        app.router.add_post(p + "/v0/backfilling/import-updates", self.import_updates)
+        app.router.add_post(p + "/v2/updates", self.updates_v2)
+        app.router.add_get(p + "/v2/updates/{update_id}", self.update_by_id)
+        app.router.add_get(p + "/v0/migrations/last", self.migrations_last)
+        app.router.add_get(p + "/v0/scans", self.scans)
+        app.router.add_get(p + "/v0/state/acs/snapshot-timestamp", self.snapshot_timestamp)
+        app.router.add_get(p + "/v0/dso", self.dso)
+        app.router.add_get("/sim/stats", self.sim_stats)
+        app.router.add_post("/sim/faults", self.sim_faults)
+        return app
+
+
+class Simulation:
+    """The shared ledger and renderer behind every scan instance of one simulator."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.ledger = Ledger(config.ledger)
+        self.renderer = Renderer(self.ledger, config.cache_mb * 1024 * 1024)
+        if config.prerender:
+            self.renderer.prerender()
+        self.instances = [ScanInstance(self, k, inst) for k, inst in enumerate(config.instances)]
+        self._ids: dict[str, tuple[int, int, int]] | None = None
+
+    def locate(self, update_id: str) -> tuple[int, int, int] | None:
+        if self._ids is None:
+            self._ids = {}
+            for m in self.ledger.migration_ids():
+                spec = self.ledger.specs[m]
+                for s in range(spec.synchronizers):
+                    for i in range(spec.updates):
+                        self._ids[self.ledger.update_id(m, s, i)] = (m, s, i)
+        return self._ids.get(update_id)
+
+    async def start(self) -> list[web.AppRunner]:
+        runners = []
+        for k, inst in enumerate(self.instances):
+            runner = web.AppRunner(inst.app(), access_log=None, handle_signals=False)
+            await runner.setup()
+            port = self.config.port + k if self.config.port else 0
+            site = web.TCPSite(runner, self.config.host, port, reuse_address=True)
+            await site.start()
+            server = site._server
+            assert server is not None and server.sockets  # type: ignore[attr-defined]
+            bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+            inst.public_url = f"http://{self.config.host}:{bound}/api/scan"
+            runners.append(runner)
+        return runners
+
+    @property
+    def urls(self) -> list[str]:
+        return [inst.public_url for inst in self.instances]
+
+
+# ----- helpers -----------------------------------------------------------------------------------
+
+
+def _ok(obj: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json")
+
+
+def _too_many(f: FaultConfig) -> web.Response:
+    return web.Response(status=429, text="Too Many Requests: Server is busy, please try again later.",
+                        content_type="text/plain", headers={"Retry-After": f"{f.retry_after_s:g}"})
+
+
+async def _drop_mid_body(request: web.Request, resp: web.Response) -> web.StreamResponse:
+    body = resp.body if isinstance(resp.body, bytes) else b""
+    stream = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    stream.content_length = len(body) + 1
+    await stream.prepare(request)
+    await stream.write(body[: len(body) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return stream
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except BadRequest as exc:
+        return _error(400, str(exc))
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request content was malformed: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request content was malformed: expected a JSON object")
+    return body
+
+
+def _int(body: dict[str, Any], key: str) -> int:
+    v = body.get(key)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise BadRequest(f"The request content was malformed: field {key} must be an integer")
+    return v
+
+
+def _str(body: dict[str, Any], key: str) -> str:
+    v = body.get(key)
+    if not isinstance(v, str):
+        raise BadRequest(f"The request content was malformed: field {key} must be a string")
+    return v
+
+
+def _time(body: dict[str, Any], key: str) -> int:
+    try:
+        return parse_us(_str(body, key))
+    except TimestampError as exc:
+        raise BadRequest(f"Invalid timestamp for {key}: {exc}") from None
+
+
+def _count(body: dict[str, Any], key: str) -> int:
+    n = _int(body, key)
+    if n > PAGE_LIMIT:
+        raise BadRequest(f"Exceeded limit maximum ({n} > {PAGE_LIMIT}).")
+    if n < 1:
+        raise BadRequest("Limit must be at least 1.")
+    return n
+
+
+__all__ = ["Simulation", "format_us"]
