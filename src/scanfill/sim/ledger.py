@@ -73,8 +73,16 @@ def default_migrations(
     out = []
     start = parse_us("2024-06-24T21:08:00Z")
     for k, (mid, n) in enumerate(zip(ids, per, strict=True)):
-        out.append(MigrationSpec(mid, format_us(start), n, synchronizers=synchronizers, gap_us=gap_us,
-                                 import_updates=0 if k == 0 else 20 + 10 * k))
+        out.append(
+            MigrationSpec(
+                mid,
+                format_us(start),
+                n,
+                synchronizers=synchronizers,
+                gap_us=gap_us,
+                import_updates=0 if k == 0 else 20 + 10 * k,
+            )
+        )
         start += n * gap_us - 300_000_000  # the next one starts 5 minutes before this one ends
     return tuple(out)
 
@@ -208,7 +216,7 @@ class Ledger:
         shape = "transfer" if pick < 55 else "marker" if pick < 80 else "rounds" if pick < 85 else "traffic"
         mean = self.config.events_mean
         spread = ((r >> 32) % 1001) / 1000.0  # uniform in [0, 1]
-        n = int(round(mean * (0.25 + 1.5 * spread)))  # mean-preserving spread over [0.25, 1.75] x mean
+        n = round(mean * (0.25 + 1.5 * spread))  # mean-preserving spread over [0.25, 1.75] x mean
         n = max(4, min(n, 40))
         rnd = None if shape == "marker" else self.round_at(t)
         return UpdateHeader(uid, m, sync, t, "transaction", shape, n, rnd)
@@ -253,9 +261,15 @@ class Ledger:
         owner = rng.choice(self.parties)
         created = self._starts[m] - 86_400_000_000
         ev = self._created(
-            f"{cid}:0", cid, "splice-amulet", "Splice.Amulet", "Amulet",
+            f"{cid}:0",
+            cid,
+            "splice-amulet",
+            "Splice.Amulet",
+            "Amulet",
             self._amulet_args(owner, rng, self.round_at(max(created, self.genesis_us))),
-            created, [self.dso, owner], [],
+            created,
+            [self.dso, owner],
+            [],
         )
         return {
             "update_id": cid,
@@ -324,19 +338,30 @@ class Ledger:
         fields: list[tuple[str, Json]] = [
             ("dso", {"party": self.dso}),
             ("owner", {"party": owner}),
-            ("amount", self._rec(
-                ("initialAmount", self._num(rng.randrange(10**10, 10**16))),
-                ("createdAt", self._round(rnd)),
-                ("ratePerRound", self._rec(("rate", self._num(190259)))),
-            )),
+            (
+                "amount",
+                self._rec(
+                    ("initialAmount", self._num(rng.randrange(10**10, 10**16))),
+                    ("createdAt", self._round(rnd)),
+                    ("ratePerRound", self._rec(("rate", self._num(190259)))),
+                ),
+            ),
         ]
         if self.config.payload_pad:
             fields.append(("meta", {"text": "x" * self.config.payload_pad}))
         return self._rec(*fields)
 
     def _created(
-        self, eid: str, cid: str, package: str, module: str, entity: str, args: Json,
-        created_us: int, signatories: list[str], observers: list[str],
+        self,
+        eid: str,
+        cid: str,
+        package: str,
+        module: str,
+        entity: str,
+        args: Json,
+        created_us: int,
+        signatories: list[str],
+        observers: list[str],
     ) -> Json:
         return {
             "event_type": "created_event",
@@ -351,8 +376,18 @@ class Ledger:
         }
 
     def _exercised(
-        self, eid: str, cid: str, package: str, module: str, entity: str, choice: str, arg: Json,
-        children: list[str], result: Json, consuming: bool, acting: list[str],
+        self,
+        eid: str,
+        cid: str,
+        package: str,
+        module: str,
+        entity: str,
+        choice: str,
+        arg: Json,
+        children: list[str],
+        result: Json,
+        consuming: bool,
+        acting: list[str],
     ) -> Json:
         return {
             "event_type": "exercised_event",
@@ -385,15 +420,26 @@ class Ledger:
         def archive(k: int) -> None:
             cid = self._earlier_cid(m, s, i, rng)
             ev[ids[k]] = self._exercised(
-                ids[k], cid, "splice-amulet", "Splice.Amulet", "Amulet", "Archive",
-                self._rec(), [], unit, True, [sender],
+                ids[k],
+                cid,
+                "splice-amulet",
+                "Splice.Amulet",
+                "Amulet",
+                "Archive",
+                self._rec(),
+                [],
+                unit,
+                True,
+                [sender],
             )
 
-        def create(k: int, entity: str, args: Json, module: str = "Splice.Amulet",
-                   package: str = "splice-amulet") -> None:
+        def create(
+            k: int, entity: str, args: Json, module: str = "Splice.Amulet", package: str = "splice-amulet"
+        ) -> None:
             cid = self.contract_id(m, s, i, k)
-            ev[ids[k]] = self._created(ids[k], cid, package, module, entity, args, eff_us,
-                                       [self.dso, sender], [receiver])
+            ev[ids[k]] = self._created(
+                ids[k], cid, package, module, entity, args, eff_us, [self.dso, sender], [receiver]
+            )
 
         if h.shape == "transfer":
             assert rnd is not None
@@ -406,51 +452,110 @@ class Ledger:
                 ("senderChangeFee", self._num(rng.randrange(0, 10**9))),
                 ("senderChangeAmount", self._num(rng.randrange(10**10, 10**15))),
                 ("amuletPrice", self._num(50000000 + rng.randrange(0, 10**8))),
-                ("balanceChanges", {"genMap": {"entries": [
-                    {"key": {"party": p}, "value": self._rec(
-                        ("changeToInitialAmountAsOfRoundZero", self._num(rng.randrange(0, 10**14))),
-                        ("changeToHoldingFeesRate", self._num(rng.randrange(0, 10**6))),
-                    )} for p in (sender, receiver)
-                ]}}),
+                (
+                    "balanceChanges",
+                    {
+                        "genMap": {
+                            "entries": [
+                                {
+                                    "key": {"party": p},
+                                    "value": self._rec(
+                                        ("changeToInitialAmountAsOfRoundZero", self._num(rng.randrange(0, 10**14))),
+                                        ("changeToHoldingFeesRate", self._num(rng.randrange(0, 10**6))),
+                                    ),
+                                }
+                                for p in (sender, receiver)
+                            ]
+                        }
+                    },
+                ),
             )
             result = self._rec(
                 ("round", self._round(rnd)),
                 ("summary", summary),
-                ("createdAmulets", {"list": {"elements": [
-                    {"variant": {"constructor": "TransferResultAmulet",
-                                 "value": {"contractId": self.contract_id(m, s, i, k)}}}
-                    for k in range(2 + a, n)
-                ]}}),
+                (
+                    "createdAmulets",
+                    {
+                        "list": {
+                            "elements": [
+                                {
+                                    "variant": {
+                                        "constructor": "TransferResultAmulet",
+                                        "value": {"contractId": self.contract_id(m, s, i, k)},
+                                    }
+                                }
+                                for k in range(2 + a, n)
+                            ]
+                        }
+                    },
+                ),
                 ("senderChangeAmulet", {"optional": {"value": {"contractId": self.contract_id(m, s, i, n - 1)}}}),
             )
             transfer_arg = self._rec(
-                ("transfer", self._rec(
-                    ("sender", {"party": sender}),
-                    ("provider", {"party": rng.choice(self.parties)}),
-                    ("inputs", {"list": {"elements": [
-                        {"variant": {"constructor": "InputAmulet",
-                                     "value": {"contractId": self._earlier_cid(m, s, i, rng)}}}
-                        for _ in range(a)
-                    ]}}),
-                    ("outputs", {"list": {"elements": [self._rec(
-                        ("receiver", {"party": receiver}),
-                        ("amount", self._num(rng.randrange(10**10, 10**15))),
-                        ("lock", {"optional": {}}),
-                    )]}}),
-                )),
+                (
+                    "transfer",
+                    self._rec(
+                        ("sender", {"party": sender}),
+                        ("provider", {"party": rng.choice(self.parties)}),
+                        (
+                            "inputs",
+                            {
+                                "list": {
+                                    "elements": [
+                                        {
+                                            "variant": {
+                                                "constructor": "InputAmulet",
+                                                "value": {"contractId": self._earlier_cid(m, s, i, rng)},
+                                            }
+                                        }
+                                        for _ in range(a)
+                                    ]
+                                }
+                            },
+                        ),
+                        (
+                            "outputs",
+                            {
+                                "list": {
+                                    "elements": [
+                                        self._rec(
+                                            ("receiver", {"party": receiver}),
+                                            ("amount", self._num(rng.randrange(10**10, 10**15))),
+                                            ("lock", {"optional": {}}),
+                                        )
+                                    ]
+                                }
+                            },
+                        ),
+                    ),
+                ),
                 ("context", self._rec(("openMiningRound", {"contractId": self.contract_id("round", rnd)}))),
             )
             ev[ids[0]] = self._exercised(
-                ids[0], self.contract_id(m, s, i, "preapproval"), "splice-amulet", "Splice.AmuletRules",
-                "TransferPreapproval", "TransferPreapproval_Send",
-                self._rec(("amount", self._num(rng.randrange(10**10, 10**15))),
-                          ("description", {"optional": {}})),
-                [ids[1]], self._rec(("result", {"contractId": self.contract_id(m, s, i, 2 + a)})),
-                False, [sender],
+                ids[0],
+                self.contract_id(m, s, i, "preapproval"),
+                "splice-amulet",
+                "Splice.AmuletRules",
+                "TransferPreapproval",
+                "TransferPreapproval_Send",
+                self._rec(("amount", self._num(rng.randrange(10**10, 10**15))), ("description", {"optional": {}})),
+                [ids[1]],
+                self._rec(("result", {"contractId": self.contract_id(m, s, i, 2 + a)})),
+                False,
+                [sender],
             )
             ev[ids[1]] = self._exercised(
-                ids[1], self.contract_id("amulet-rules"), "splice-amulet", "Splice.AmuletRules",
-                "AmuletRules", "AmuletRules_Transfer", transfer_arg, kids, result, False, [sender],
+                ids[1],
+                self.contract_id("amulet-rules"),
+                "splice-amulet",
+                "Splice.AmuletRules",
+                "AmuletRules",
+                "AmuletRules_Transfer",
+                transfer_arg,
+                kids,
+                result,
+                False,
+                [sender],
             )
             for k in range(2, 2 + a):
                 archive(k)
@@ -459,72 +564,142 @@ class Ledger:
                     create(k, "Amulet", self._amulet_args(receiver if k == 2 + a else sender, rng, rnd))
                 else:
                     entity = ("AppRewardCoupon", "ValidatorRewardCoupon")[k % 2]
-                    create(k, entity, self._rec(
-                        ("dso", {"party": self.dso}), ("provider", {"party": sender}),
-                        ("amount", self._num(rng.randrange(10**8, 10**12))), ("round", self._round(rnd)),
-                    ))
+                    create(
+                        k,
+                        entity,
+                        self._rec(
+                            ("dso", {"party": self.dso}),
+                            ("provider", {"party": sender}),
+                            ("amount", self._num(rng.randrange(10**8, 10**12))),
+                            ("round", self._round(rnd)),
+                        ),
+                    )
             return ev, [ids[0]]
 
         kids = ids[1:]
         if h.shape == "marker":
             ev[ids[0]] = self._exercised(
-                ids[0], self.contract_id(m, s, i, "right"), "splice-amulet", "Splice.Amulet",
-                "FeaturedAppRight", "FeaturedAppRight_CreateActivityMarker",
-                self._rec(("beneficiaries", {"list": {"elements": [
-                    self._rec(("beneficiary", {"party": p}), ("weight", self._num(10**10)))
-                    for p in (sender,)
-                ]}})),
-                kids, self._rec(("activityMarkers", {"list": {"elements": [
-                    {"contractId": self.contract_id(m, s, i, k)} for k in range(1, n)
-                ]}})), False, [sender],
+                ids[0],
+                self.contract_id(m, s, i, "right"),
+                "splice-amulet",
+                "Splice.Amulet",
+                "FeaturedAppRight",
+                "FeaturedAppRight_CreateActivityMarker",
+                self._rec(
+                    (
+                        "beneficiaries",
+                        {
+                            "list": {
+                                "elements": [
+                                    self._rec(("beneficiary", {"party": p}), ("weight", self._num(10**10)))
+                                    for p in (sender,)
+                                ]
+                            }
+                        },
+                    )
+                ),
+                kids,
+                self._rec(
+                    (
+                        "activityMarkers",
+                        {"list": {"elements": [{"contractId": self.contract_id(m, s, i, k)} for k in range(1, n)]}},
+                    )
+                ),
+                False,
+                [sender],
             )
             for k in range(1, n):
-                create(k, "FeaturedAppActivityMarker", self._rec(
-                    ("dso", {"party": self.dso}), ("provider", {"party": sender}),
-                    ("beneficiary", {"party": receiver}), ("weight", self._num(10**10)),
-                ))
+                create(
+                    k,
+                    "FeaturedAppActivityMarker",
+                    self._rec(
+                        ("dso", {"party": self.dso}),
+                        ("provider", {"party": sender}),
+                        ("beneficiary", {"party": receiver}),
+                        ("weight", self._num(10**10)),
+                    ),
+                )
             return ev, [ids[0]]
 
         assert rnd is not None
         if h.shape == "rounds":
             ev[ids[0]] = self._exercised(
-                ids[0], self.contract_id("dso-rules"), "splice-dso-governance", "Splice.DsoRules",
-                "DsoRules", "DsoRules_AdvanceOpenMiningRounds", self._rec(
+                ids[0],
+                self.contract_id("dso-rules"),
+                "splice-dso-governance",
+                "Splice.DsoRules",
+                "DsoRules",
+                "DsoRules_AdvanceOpenMiningRounds",
+                self._rec(
                     ("amuletRulesCid", {"contractId": self.contract_id("amulet-rules")}),
                     ("roundToArchiveCid", {"contractId": self.contract_id("round", rnd - 3)}),
-                ), kids, unit, False, [self.dso],
+                ),
+                kids,
+                unit,
+                False,
+                [self.dso],
             )
-            create(1, "OpenMiningRound", self._rec(
-                ("dso", {"party": self.dso}), ("round", self._round(rnd)),
-                ("amuletPrice", self._num(5 * 10**9)),
-                ("opensAt", {"timestamp": str(h.record_us)}),
-                ("targetClosesAt", {"timestamp": str(h.record_us + 2 * ROUND_TICK_US)}),
-                ("issuingFor", {"record": {"fields": [{"label": "microseconds", "value": self._i64(0)}]}}),
-                ("tickDuration", self._rec(("microseconds", self._i64(ROUND_TICK_US)))),
-            ), module="Splice.Round")
+            create(
+                1,
+                "OpenMiningRound",
+                self._rec(
+                    ("dso", {"party": self.dso}),
+                    ("round", self._round(rnd)),
+                    ("amuletPrice", self._num(5 * 10**9)),
+                    ("opensAt", {"timestamp": str(h.record_us)}),
+                    ("targetClosesAt", {"timestamp": str(h.record_us + 2 * ROUND_TICK_US)}),
+                    ("issuingFor", self._rec(("microseconds", self._i64(0)))),
+                    ("tickDuration", self._rec(("microseconds", self._i64(ROUND_TICK_US)))),
+                ),
+                module="Splice.Round",
+            )
             for k in range(2, n):
                 if k == 2:
                     ev[ids[k]] = self._exercised(
-                        ids[k], self.contract_id("round", rnd - 3), "splice-amulet", "Splice.Round",
-                        "OpenMiningRound", "Archive", self._rec(), [], unit, True, [self.dso],
+                        ids[k],
+                        self.contract_id("round", rnd - 3),
+                        "splice-amulet",
+                        "Splice.Round",
+                        "OpenMiningRound",
+                        "Archive",
+                        self._rec(),
+                        [],
+                        unit,
+                        True,
+                        [self.dso],
                     )
                 else:
                     entity = ("IssuingMiningRound", "SummarizingMiningRound", "ClosedMiningRound")[k % 3]
-                    create(k, entity, self._rec(
-                        ("dso", {"party": self.dso}), ("round", self._round(rnd - 1 - k % 3)),
-                    ), module="Splice.Round")
+                    create(
+                        k,
+                        entity,
+                        self._rec(
+                            ("dso", {"party": self.dso}),
+                            ("round", self._round(rnd - 1 - k % 3)),
+                        ),
+                        module="Splice.Round",
+                    )
             return ev, [ids[0]]
 
         # traffic purchase: the result carries the round
         ev[ids[0]] = self._exercised(
-            ids[0], self.contract_id("amulet-rules"), "splice-amulet", "Splice.AmuletRules",
-            "AmuletRules", "AmuletRules_BuyMemberTraffic", self._rec(
+            ids[0],
+            self.contract_id("amulet-rules"),
+            "splice-amulet",
+            "Splice.AmuletRules",
+            "AmuletRules",
+            "AmuletRules_BuyMemberTraffic",
+            self._rec(
                 ("provider", {"party": sender}),
                 ("memberId", {"text": f"PAR::{sender.split('::')[0]}::1220{_hex(sender)}"}),
                 ("trafficAmount", self._i64(rng.randrange(10**5, 10**8))),
-            ), kids, self._rec(("round", self._round(rnd)),
-                               ("purchasedTraffic", {"contractId": self.contract_id(m, s, i, n - 1)})),
-            False, [sender],
+            ),
+            kids,
+            self._rec(
+                ("round", self._round(rnd)), ("purchasedTraffic", {"contractId": self.contract_id(m, s, i, n - 1)})
+            ),
+            False,
+            [sender],
         )
         for k in range(1, n):
             if k < n - 2:
@@ -532,9 +707,15 @@ class Ledger:
             elif k == n - 2:
                 create(k, "Amulet", self._amulet_args(sender, rng, rnd))
             else:
-                create(k, "MemberTraffic", self._rec(
-                    ("dso", {"party": self.dso}), ("totalPurchased", self._i64(rng.randrange(10**6, 10**9))),
-                ), module="Splice.DecentralizedSynchronizer")
+                create(
+                    k,
+                    "MemberTraffic",
+                    self._rec(
+                        ("dso", {"party": self.dso}),
+                        ("totalPurchased", self._i64(rng.randrange(10**6, 10**9))),
+                    ),
+                    module="Splice.DecentralizedSynchronizer",
+                )
         return ev, [ids[0]]
 
     def _reassignment(self, h: UpdateHeader, m: int, s: int, i: int, rng: random.Random) -> Json:
@@ -546,23 +727,36 @@ class Ledger:
         cid = self.contract_id(m, s, i, "reassigned")
         if h.kind == "assignment":
             created = self._created(
-                f"{h.update_id}:0", cid, "splice-amulet", "Splice.Amulet", "FeaturedAppRight",
+                f"{h.update_id}:0",
+                cid,
+                "splice-amulet",
+                "Splice.Amulet",
+                "FeaturedAppRight",
                 self._rec(("dso", {"party": self.dso}), ("provider", {"party": submitter})),
-                h.record_us - 3_600_000_000, [self.dso], [submitter],
+                h.record_us - 3_600_000_000,
+                [self.dso],
+                [submitter],
             )
             event: Json = {
-                "submitter": submitter, "source_synchronizer": other, "target_synchronizer": here,
-                "migration_id": m, "unassign_id": unassign_id, "created_event": created,
+                "submitter": submitter,
+                "source_synchronizer": other,
+                "target_synchronizer": here,
+                "migration_id": m,
+                "unassign_id": unassign_id,
+                "created_event": created,
                 "reassignment_counter": 1 + rng.randrange(0, 5),
             }
         else:
             event = {
-                "submitter": submitter, "source_synchronizer": here, "migration_id": m,
-                "target_synchronizer": other, "unassign_id": unassign_id,
-                "reassignment_counter": 1 + rng.randrange(0, 5), "contract_id": cid,
+                "submitter": submitter,
+                "source_synchronizer": here,
+                "migration_id": m,
+                "target_synchronizer": other,
+                "unassign_id": unassign_id,
+                "reassignment_counter": 1 + rng.randrange(0, 5),
+                "contract_id": cid,
             }
-        return {"update_id": h.update_id, "offset": V1_OFFSET, "record_time": format_us(h.record_us),
-                "event": event}
+        return {"update_id": h.update_id, "offset": V1_OFFSET, "record_time": format_us(h.record_us), "event": event}
 
 
 # ----- compact_json ------------------------------------------------------------------------------

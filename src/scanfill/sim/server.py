@@ -139,15 +139,19 @@ class ScanInstance:
                 return _too_many(f)
             if self._fault("503"):
                 self._count("503")
-                return _error(503, f"The server is taking too long to respond to the ({request.method}) "
-                                   f"request at {request.path}")
+                return _error(
+                    503, f"The server is taking too long to respond to the ({request.method}) request at {request.path}"
+                )
             if self._fault("502"):
                 self._count("502")
                 return _error(502, "Bad gateway: upstream scan connection failed")
             if self._fault("403"):
                 self._count("403")
-                return web.Response(status=403, content_type="text/html",
-                                    text="<html><body><h1>403 Forbidden</h1>IP not allow-listed</body></html>")
+                return web.Response(
+                    status=403,
+                    content_type="text/html",
+                    text="<html><body><h1>403 Forbidden</h1>IP not allow-listed</body></html>",
+                )
             if f.latency_ms or f.jitter_ms:
                 await asyncio.sleep((f.latency_ms + self._rng.random() * f.jitter_ms) / 1000)
         resp = await handler(request)
@@ -177,19 +181,23 @@ class ScanInstance:
         for s in range(spec.synchronizers):
             if lo_i >= spec.updates:
                 continue
-            ranges.append({
-                "synchronizer_id": ledger.synchronizer_id(s),
-                "min": format_instant(ledger.record_us(m, s, lo_i)),
-                "max": format_instant(ledger.record_us(m, s, spec.updates - 1)),
-            })
+            ranges.append(
+                {
+                    "synchronizer_id": ledger.synchronizer_id(s),
+                    "min": format_instant(ledger.record_us(m, s, lo_i)),
+                    "max": format_instant(ledger.record_us(m, s, spec.updates - 1)),
+                }
+            )
         imports = ledger.import_ids(m)
-        return _ok({
-            "previous_migration_id": ledger.previous[m],
-            "record_time_range": ranges,
-            "last_import_update_id": imports[-1] if imports else None,
-            "complete": self.complete,
-            "import_updates_complete": self.complete,
-        })
+        return _ok(
+            {
+                "previous_migration_id": ledger.previous[m],
+                "record_time_range": ranges,
+                "last_import_update_id": imports[-1] if imports else None,
+                "complete": self.complete,
+                "import_updates_complete": self.complete,
+            }
+        )
 
     async def updates_before(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -220,8 +228,7 @@ class ScanInstance:
     def _page(self, items: list[bytes]) -> web.Response:
         self.stats.pages += 1
         self.stats.items += len(items)
-        return web.Response(body=b'{"transactions":[' + b",".join(items) + b"]}",
-                            content_type="application/json")
+        return web.Response(body=b'{"transactions":[' + b",".join(items) + b"]}", content_type="application/json")
 
     async def import_updates(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -279,10 +286,18 @@ class ScanInstance:
         return _ok({"migration_id": max(self.sim.ledger.migration_ids())})
 
     async def scans(self, request: web.Request) -> web.Response:
-        return _ok({"scans": [{
-            "domainId": self.sim.ledger.synchronizer_id(0),
-            "scans": [{"publicUrl": inst.public_url, "svName": inst.config.name} for inst in self.sim.instances],
-        }]})
+        return _ok(
+            {
+                "scans": [
+                    {
+                        "domainId": self.sim.ledger.synchronizer_id(0),
+                        "scans": [
+                            {"publicUrl": inst.public_url, "svName": inst.config.name} for inst in self.sim.instances
+                        ],
+                    }
+                ]
+            }
+        )
 
     async def backfilling_status(self, request: web.Request) -> web.Response:
         return _ok({"complete": self.complete})
@@ -303,13 +318,27 @@ class ScanInstance:
 
     async def dso(self, request: web.Request) -> web.Response:
         ledger = self.sim.ledger
-        return _ok({"sv_party_id": ledger.parties[0], "dso_party_id": ledger.dso,
-                    "latest_mining_round": None, "voting_threshold": 1})
+        return _ok(
+            {
+                "sv_party_id": ledger.parties[0],
+                "dso_party_id": ledger.dso,
+                "latest_mining_round": None,
+                "voting_threshold": 1,
+            }
+        )
 
     async def sim_stats(self, request: web.Request) -> web.Response:
         st = self.stats
-        return _ok({"requests": st.requests, "pages": st.pages, "items": st.items, "bytes": st.bytes,
-                    "faults": st.faults, "by_path": st.by_path})
+        return _ok(
+            {
+                "requests": st.requests,
+                "pages": st.pages,
+                "items": st.items,
+                "bytes": st.bytes,
+                "faults": st.faults,
+                "by_path": st.by_path,
+            }
+        )
 
     async def sim_faults(self, request: web.Request) -> web.Response:
         """Change this scan's faults while it runs (tests turn chaos on and off mid-run)."""
@@ -392,8 +421,12 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def _too_many(f: FaultConfig) -> web.Response:
-    return web.Response(status=429, text="Too Many Requests: Server is busy, please try again later.",
-                        content_type="text/plain", headers={"Retry-After": f"{f.retry_after_s:g}"})
+    return web.Response(
+        status=429,
+        text="Too Many Requests: Server is busy, please try again later.",
+        content_type="text/plain",
+        headers={"Retry-After": f"{f.retry_after_s:g}"},
+    )
 
 
 async def _drop_mid_body(request: web.Request, resp: web.Response) -> web.StreamResponse:

@@ -1,0 +1,365 @@
+"""Contract tests of the Scan simulator, over real HTTP: every rule a client relies on."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import socket
+import time
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+
+from helpers import call, get_json, post_json
+from scanfill.sim import (
+    FaultConfig,
+    InstanceConfig,
+    Ledger,
+    LedgerConfig,
+    MigrationSpec,
+    SimConfig,
+    Simulator,
+)
+from scanfill.timeutil import format_us, parse_us
+
+SMALL = LedgerConfig(
+    seed=7,
+    migrations=(
+        MigrationSpec(0, "2024-06-24T21:08:00Z", 300),
+        MigrationSpec(2, "2024-06-25T00:00:00Z", 250, synchronizers=2, import_updates=12),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    with Simulator(SimConfig(ledger=SMALL)) as s:
+        yield s
+
+
+def info(url: str, m: int) -> dict:
+    return post_json(url + "/v0/backfilling/migration-info", {"migration_id": m})  # type: ignore[no-any-return]
+
+
+def before(url: str, m: int, sync: str, b: str, count: int = 1000, after: str | None = None) -> list[dict]:
+    body = {"migration_id": m, "synchronizer_id": sync, "before": b, "count": count}
+    if after is not None:
+        body["at_or_after"] = after
+    return post_json(url + "/v0/backfilling/updates-before", body)["transactions"]  # type: ignore[no-any-return]
+
+
+def rt(item: dict) -> str:
+    return item["record_time"]  # type: ignore[no-any-return]
+
+
+def eff_sync(item: dict) -> str:
+    if "event" in item:
+        ev = item["event"]
+        return ev["target_synchronizer"] if "created_event" in ev else ev["source_synchronizer"]
+    return item["synchronizer_id"]  # type: ignore[no-any-return]
+
+
+def page_all(url: str, m: int, sync: str, rng: dict, count: int) -> list[dict]:
+    """Backward paging exactly as scan-api.md section 3 prescribes."""
+    cursor = format_us(parse_us(rng["max"]) + 1)
+    out: list[dict] = []
+    while True:
+        page = before(url, m, sync, cursor, count, after=rng["min"])
+        if not page:
+            return out
+        out.extend(page)
+        cursor = rt(page[-1])
+
+
+def test_discovery_chain_and_ranges(sim: Simulator) -> None:
+    assert get_json(sim.url + "/v0/migrations/last") == {"migration_id": 2}
+    i2 = info(sim.url, 2)
+    assert i2["previous_migration_id"] == 0 and i2["complete"] is True
+    assert len(i2["record_time_range"]) == 2
+    assert i2["last_import_update_id"] == max(Ledger(SMALL).import_ids(2))
+    i0 = info(sim.url, 0)
+    assert i0["previous_migration_id"] is None and i0["last_import_update_id"] is None
+    status, _, body = call(sim.url + "/v0/backfilling/migration-info", {"migration_id": 1})
+    assert status == 404 and json.loads(body) == {"error": "No data for migration 1"}
+    assert get_json(sim.url + "/v0/backfilling/status") == {"complete": True}
+
+
+def test_paging_returns_exactly_the_announced_ledger(sim: Simulator) -> None:
+    ledger = Ledger(SMALL)
+    for m in (0, 2):
+        for rng in info(sim.url, m)["record_time_range"]:
+            sync = rng["synchronizer_id"]
+            items = page_all(sim.url, m, sync, rng, count=37)
+            times = [parse_us(rt(x)) for x in items]
+            assert times == sorted(times, reverse=True) and len(set(times)) == len(times)
+            assert all(len(rt(x)) == 27 and rt(x).endswith("Z") and rt(x)[19] == "." for x in items)
+            assert times[0] == parse_us(rng["max"]) and times[-1] == parse_us(rng["min"])
+            assert all(eff_sync(x) == sync for x in items)
+            expected = ledger.expected(m, sync)
+            assert [x["update_id"] for x in reversed(items)] == [h.update_id for h in expected]
+            gaps = [a - b for a, b in itertools.pairwise(times)]
+            assert min(gaps) == 1  # neighbours exactly 1 us apart exist
+
+
+def test_before_is_exclusive_and_at_or_after_inclusive(sim: Simulator) -> None:
+    rng = info(sim.url, 0)["record_time_range"][0]
+    sync = rng["synchronizer_id"]
+    all_items = page_all(sim.url, 0, sync, rng, 1000)
+    t50 = rt(all_items[50])
+    page = before(sim.url, 0, sync, t50, 5)
+    assert [x["update_id"] for x in page] == [x["update_id"] for x in all_items[51:56]]
+    page = before(sim.url, 0, sync, rt(all_items[40]), 1000, after=t50)
+    assert [x["update_id"] for x in page] == [x["update_id"] for x in all_items[41:51]]
+    assert before(sim.url, 0, sync, rng["max"], 1)[0]["update_id"] == all_items[1]["update_id"]
+
+
+def test_request_validation(sim: Simulator) -> None:
+    url = sim.url + "/v0/backfilling/updates-before"
+    sync = info(sim.url, 0)["record_time_range"][0]["synchronizer_id"]
+    ok = {"migration_id": 0, "synchronizer_id": sync, "before": "2030-01-01T00:00:00Z", "count": 10}
+    for bad, msg in [
+        ({"count": 1001}, "Exceeded limit maximum (1001 > 1000)."),
+        ({"count": 0}, "Limit must be at least 1."),
+        ({"before": "yesterday"}, "Invalid timestamp"),
+        ({"synchronizer_id": "nonsense"}, "Invalid synchronizer id"),
+    ]:
+        status, hdrs, body = call(url, {**ok, **bad})
+        assert status == 400 and hdrs["content-type"].startswith("application/json")
+        assert msg in json.loads(body)["error"]
+    assert post_json(url, {**ok, "synchronizer_id": "other::1220ab"}) == {"transactions": []}
+    assert post_json(url, {**ok, "migration_id": 9}) == {"transactions": []}
+    assert len(post_json(url, ok)["transactions"]) == 10
+
+
+def test_update_shape_v1(sim: Simulator) -> None:
+    rng = info(sim.url, 0)["record_time_range"][0]
+    items = before(sim.url, 0, rng["synchronizer_id"], "2030-01-01T00:00:00Z", 200)
+    tx = next(x for x in items if len(x.get("events_by_id", {})) >= 11)
+    assert list(tx)[:7] == [
+        "update_id",
+        "migration_id",
+        "workflow_id",
+        "record_time",
+        "synchronizer_id",
+        "effective_at",
+        "offset",
+    ]
+    assert tx["offset"] == "000000000000000001" and len(tx["update_id"]) == 68
+    ids = set(tx["events_by_id"])
+    n = len(ids)
+    assert ids == {f"{tx['update_id']}:{k}" for k in range(n)}
+    root = tx["events_by_id"][tx["root_event_ids"][0]]
+    assert root["event_id"].endswith(":0")
+    # preorder: every child id is larger than its parent's
+    for ev in tx["events_by_id"].values():
+        for child in ev.get("child_event_ids", []):
+            assert int(child.rsplit(":", 1)[1]) > int(ev["event_id"].rsplit(":", 1)[1])
+    created = [e for e in tx["events_by_id"].values() if e["event_type"] == "created_event"]
+    assert all(e["signatories"] == sorted(e["signatories"]) for e in created)
+    assert all(len(e["contract_id"]) == 138 for e in created)
+    shapes = {x["events_by_id"][x["root_event_ids"][0]]["choice"] for x in items if "events_by_id" in x}
+    assert {"TransferPreapproval_Send", "FeaturedAppRight_CreateActivityMarker"} <= shapes
+    assert any(
+        e.get("choice") == "Archive" and e["consuming"] for x in items for e in x.get("events_by_id", {}).values()
+    )
+
+
+def test_reassignments_belong_to_their_effective_synchronizer(sim: Simulator) -> None:
+    kinds = set()
+    for rng in info(sim.url, 2)["record_time_range"]:
+        for x in page_all(sim.url, 2, rng["synchronizer_id"], rng, 1000):
+            if "event" in x:
+                assert "synchronizer_id" not in x and "migration_id" not in x
+                assert x["event"]["migration_id"] == 2
+                kinds.add("assign" if "created_event" in x["event"] else "unassign")
+    assert kinds == {"assign", "unassign"}
+
+
+def test_determinism_across_two_processes() -> None:
+    cfg = SimConfig(ledger=SMALL)
+    bodies = []
+    for _ in range(2):
+        with Simulator(cfg, mode="process") as s:
+            sync = info(s.url, 2)["record_time_range"][1]["synchronizer_id"]
+            req = {"migration_id": 2, "synchronizer_id": sync, "before": "2030-01-01T00:00:00Z", "count": 100}
+            bodies.append(call(s.url + "/v0/backfilling/updates-before", req)[2])
+    assert bodies[0] == bodies[1] and len(bodies[0]) > 100_000
+
+
+def test_v2_updates_ascending_across_migrations(sim: Simulator) -> None:
+    ledger = Ledger(SMALL)
+    out: list[dict] = []
+    after = None
+    while True:
+        body: dict = {"page_size": 97}
+        if after:
+            body["after"] = after
+        page = post_json(sim.url + "/v2/updates", body)["transactions"]
+        out.extend(page)
+        if len(page) < 97:
+            break
+        last = page[-1]
+        mig = last.get("migration_id", last.get("event", {}).get("migration_id"))
+        after = {"after_migration_id": mig, "after_record_time": rt(last)}
+    assert len(out) == ledger.total_updates()
+    keys = [(x.get("migration_id", x.get("event", {}).get("migration_id")), parse_us(rt(x))) for x in out]
+    assert keys == sorted(keys)
+    tx = next(x for x in out if "events_by_id" in x)
+    assert "offset" not in tx and list(tx["events_by_id"]) == sorted(tx["events_by_id"])
+    created = next(e for e in tx["events_by_id"].values() if e["event_type"] == "created_event")
+    assert "record" not in json.dumps(created["create_arguments"])  # compact_json by default
+    status, _, _ = call(sim.url + "/v2/updates", {"page_size": 0})
+    assert status == 400
+
+
+def test_update_by_id_and_import_updates(sim: Simulator) -> None:
+    uid = Ledger(SMALL).update_id(0, 0, 5)
+    assert get_json(f"{sim.url}/v2/updates/{uid}")["update_id"] == uid
+    status, _, body = call(f"{sim.url}/v2/updates/1220deadbeef")
+    assert status == 404 and "not found" in json.loads(body)["error"]
+    got: list[dict] = []
+    cursor = ""
+    while True:
+        page = post_json(
+            sim.url + "/v0/backfilling/import-updates", {"migration_id": 2, "after_update_id": cursor, "limit": 5}
+        )["transactions"]
+        if not page:
+            break
+        got.extend(page)
+        cursor = page[-1]["update_id"]
+    ids = [x["update_id"] for x in got]
+    assert ids == sorted(ids) == Ledger(SMALL).import_ids(2)
+    assert all(x["record_time"] == "0001-01-01T00:00:00.000000Z" for x in got)
+    assert got[0]["workflow_id"] == f"canton-network-acs-import-{ids[0]}"
+
+
+def test_snapshot_timestamp(sim: Simulator) -> None:
+    q = urllib.parse.urlencode({"before": "2024-06-25T05:17:00Z", "migration_id": 2})
+    assert get_json(f"{sim.url}/v0/state/acs/snapshot-timestamp?{q}") == {"record_time": "2024-06-25T03:00:00Z"}
+    q = urllib.parse.urlencode({"before": "2024-06-24T23:59:00Z", "migration_id": 2})
+    assert call(f"{sim.url}/v0/state/acs/snapshot-timestamp?{q}")[0] == 404
+
+
+def test_labels_can_be_switched_off() -> None:
+    cfg = SimConfig(
+        ledger=LedgerConfig(seed=3, labels=False, migrations=(MigrationSpec(0, "2024-01-01T00:00:00Z", 20),))
+    )
+    with Simulator(cfg) as s:
+        sync = info(s.url, 0)["record_time_range"][0]["synchronizer_id"]
+        _, _, raw = call(
+            s.url + "/v0/backfilling/updates-before",
+            {"migration_id": 0, "synchronizer_id": sync, "before": "2030-01-01T00:00:00Z", "count": 20},
+        )
+        assert b'"fields"' in raw and b'"label"' not in raw
+
+
+def test_several_scans_and_a_late_joiner() -> None:
+    cfg = SimConfig(ledger=SMALL, instances=(InstanceConfig("sv-1"), InstanceConfig("sv-2", late_join=0.5)))
+    with Simulator(cfg) as s:
+        listed = [x["publicUrl"] for x in get_json(s.urls[1] + "/v0/scans")["scans"][0]["scans"]]
+        assert listed == s.urls
+        full, late = info(s.urls[0], 0), info(s.urls[1], 0)
+        assert full["complete"] and not late["complete"]
+        assert parse_us(late["record_time_range"][0]["min"]) > parse_us(full["record_time_range"][0]["min"])
+        assert late["record_time_range"][0]["max"] == full["record_time_range"][0]["max"]
+        assert get_json(s.urls[1] + "/v0/backfilling/status") == {"complete": False}
+        status, _, body = call(s.urls[1] + "/v2/updates", {"page_size": 10})
+        assert status == 503 and "not yet" in json.loads(body)["error"]
+        sync = full["record_time_range"][0]["synchronizer_id"]
+        assert len(before(s.urls[1], 0, sync, "2030-01-01T00:00:00Z")) == 150
+        assert len(before(s.urls[0], 0, sync, "2030-01-01T00:00:00Z")) == 300
+
+
+# ----- faults ------------------------------------------------------------------------------------
+
+
+def faulty(**kw: object) -> Simulator:
+    return Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(**kw)))  # type: ignore[arg-type]
+
+
+def ub_request(s: Simulator, count: int = 50) -> dict:
+    sync = Ledger(SMALL).synchronizer_id(0)
+    return {"migration_id": 0, "synchronizer_id": sync, "before": "2030-01-01T00:00:00Z", "count": count}
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "ctype"),
+    [
+        ("429", 429, "text/plain"),
+        ("503", 503, "application/json"),
+        ("502", 502, "application/json"),
+        ("403", 403, "text/html"),
+    ],
+)
+def test_error_faults(name: str, status: int, ctype: str) -> None:
+    with faulty(**{f"every_{name}": 2}, retry_after_s=3) as s:
+        url = s.url + "/v0/backfilling/updates-before"
+        results = [call(url, ub_request(s)) for _ in range(6)]
+        assert [r[0] for r in results] == [200, status] * 3
+        bad = results[1]
+        assert bad[1]["content-type"].startswith(ctype)
+        if name == "429":
+            assert bad[1]["retry-after"] == "3" and b"Too Many Requests" in bad[2]
+        if ctype == "application/json":
+            assert "error" in json.loads(bad[2])
+        assert s.stats()["faults"] == {name: 3}
+        # discovery endpoints are not subject to faults by default
+        assert all(call(s.url + "/v0/migrations/last")[0] == 200 for _ in range(4))
+
+
+def test_fault_rates_are_seeded_and_replayable() -> None:
+    seen = []
+    for _ in range(2):
+        with faulty(rate_503=0.3, seed=5) as s:
+            url = s.url + "/v0/backfilling/updates-before"
+            seen.append([call(url, ub_request(s, 1))[0] for _ in range(40)])
+    assert seen[0] == seen[1] and 503 in seen[0] and 200 in seen[0]
+
+
+def test_connection_dropped_mid_body() -> None:
+    with faulty(every_drop=1) as s:
+        u = urllib.parse.urlparse(s.url)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        conn.request(
+            "POST",
+            u.path + "/v0/backfilling/updates-before",
+            body=json.dumps(ub_request(s)),
+            headers={"Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200
+        with pytest.raises(http.client.IncompleteRead):
+            resp.read()
+
+
+def test_hung_request_times_out_and_latency_is_added() -> None:
+    with faulty(every_hang=1, hang_s=30) as s, pytest.raises((TimeoutError, socket.timeout, OSError)):
+        call(s.url + "/v0/backfilling/updates-before", ub_request(s), timeout=0.5)
+    with faulty(latency_ms=150) as s:
+        t0 = time.monotonic()
+        assert call(s.url + "/v0/backfilling/updates-before", ub_request(s, 1))[0] == 200
+        assert time.monotonic() - t0 >= 0.15
+
+
+def test_gzip_when_asked() -> None:
+    with faulty() as s:
+        url = s.url + "/v0/backfilling/updates-before"
+        status, hdrs, body = call(url, ub_request(s), headers={"Accept-Encoding": "gzip"})
+        assert status == 200 and hdrs.get("content-encoding") == "gzip"
+        _, plain_hdrs, plain = call(url, ub_request(s))
+        assert "content-encoding" not in plain_hdrs and plain == body
+    with faulty(gzip=False) as s:
+        _, hdrs, _ = call(s.url + "/v0/backfilling/updates-before", ub_request(s), headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in hdrs
+
+
+def test_client_rate_limit_and_page_cap() -> None:
+    with faulty(client_rps=3, max_page=7) as s:
+        url = s.url + "/v0/backfilling/updates-before"
+        codes = [call(url, ub_request(s), headers={"X-Client-Id": "a"})[0] for _ in range(8)]
+        assert codes[:3] == [200, 200, 200] and 429 in codes
+        assert call(url, ub_request(s), headers={"X-Client-Id": "b"})[0] == 200  # per client
+        s.set_faults(FaultConfig(max_page=7))
+        assert len(post_json(url, ub_request(s))["transactions"]) == 7
