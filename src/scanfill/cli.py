@@ -2,17 +2,207 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from scanfill import __version__
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="scanfill")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def main(verbose: bool, quiet: bool) -> None:
     """Copy the complete Canton Network ledger history from Splice Scan into PostgreSQL."""
+    from scanfill.logs import setup_logging
+
+    setup_logging(verbose, quiet)
+
+
+def friendly(fn: F) -> F:
+    """Turn known failures into one clear message and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import psycopg
+
+        from scanfill.db import ConfigError, scrub
+        from scanfill.scan import ScanError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, ScanError, RuntimeError, ValueError) as exc:
+            click.secho(f"error: {scrub(str(exc), os.environ.get('DATABASE_URL'))}", fg="red", err=True)
+            sys.exit(2)
+        except psycopg.Error as exc:
+            msg = scrub(str(exc).strip(), os.environ.get("DATABASE_URL"))
+            click.secho(f"database error: {msg}", fg="red", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def db_options(fn: F) -> F:
+    fn = click.option(
+        "--schema",
+        default="public",
+        show_default=True,
+        envvar="SCANFILL_SCHEMA",
+        help="PostgreSQL schema holding the ledger tables.",
+    )(fn)
+    fn = click.option(
+        "--dsn",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL connection string (default: $DATABASE_URL, then $SUPABASE_DB_URL).",
+    )(fn)
+    return fn
+
+
+def scan_options(fn: F) -> F:
+    fn = click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (not recommended).")(fn)
+    fn = click.option("--timeout", default=120.0, show_default=True, help="Seconds allowed for one request.")(fn)
+    fn = click.option("--scan-url", "scan_urls", multiple=True, metavar="URL",
+                      help="Scan base URL ending in /api/scan; repeat for several (default: $SCAN_URL, "
+                           "comma-separated, then $BASE_URL).")(fn)  # fmt: skip
+    return fn
+
+
+def get_db(dsn: str | None, schema: str) -> Any:
+    from scanfill.db import Database, resolve_dsn
+
+    return Database(resolve_dsn(dsn), schema)
+
+
+def get_scan(urls: tuple[str, ...], timeout: float, insecure: bool) -> Any:
+    from scanfill.db import ConfigError
+    from scanfill.scan import ScanConfig
+
+    found = [u for item in urls for u in item.split(",") if u.strip()]
+    if not found:
+        env = os.environ.get("SCAN_URL") or os.environ.get("BASE_URL") or ""
+        found = [u.strip() for u in env.split(",") if u.strip()]
+    if not found:
+        raise ConfigError("no scan URL: pass --scan-url https://HOST/api/scan or set SCAN_URL")
+    for u in found:
+        if not u.startswith(("http://", "https://")):
+            raise ConfigError(f"scan URL {u!r} must start with http:// or https://")
+    return ScanConfig(urls=tuple(u.rstrip("/") for u in found), timeout_s=timeout, verify_tls=not insecure)
+
+
+# ----- init / run --------------------------------------------------------------------------------
+
+
+@main.command()
+@db_options
+@friendly
+def init(dsn: str | None, schema: str) -> None:
+    """Create scanfill's tables, or upgrade them in place (idempotent)."""
+    from scanfill import schema as sch
+
+    db = get_db(dsn, schema)
+    before, after = sch.init(db)
+    if before == after:
+        click.echo(f"schema {schema!r} at {db.shown} is up to date (version {after})")
+    else:
+        click.echo(f"schema {schema!r} at {db.shown}: version {before} -> {after}")
+
+
+@main.command()
+@db_options
+@scan_options
+@click.option(
+    "--migration",
+    "migrations",
+    multiple=True,
+    type=int,
+    help="Load only these migrations (default: discover all through the previous_migration_id chain).",
+)
+@click.option("--concurrency", default=16, show_default=True, help="Requests (slices) in flight per worker.")
+@click.option("--workers", default=1, show_default=True, help="Worker processes on this machine.")
+@click.option(
+    "--page-size",
+    default=None,
+    type=click.IntRange(1, 1000),
+    help="Updates per request, 1..1000 (default: $BACKFILL_PAGE_SIZE or 1000).",
+)
+@click.option("--batch-rows", default=10_000, show_default=True, help="Rows per commit (at least one page).")
+@click.option("--slices", default=0, help="Slices to cut the ranges into (default: 4 x concurrency x workers).")
+@click.option("--db-connections", default=3, show_default=True, help="Database connections per worker.")
+@click.option("--lease", "lease_s", default=60.0, show_default=True, help="Seconds a slice lease lasts unrenewed.")
+@click.option("--plan-only", is_flag=True, help="Discover and plan the slices, load nothing.")
+@click.option("--no-progress", is_flag=True, help="No live progress bar.")
+@friendly
+def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
+        migrations: tuple[int, ...], concurrency: int, workers: int, page_size: int | None, batch_rows: int,
+        slices: int, db_connections: int, lease_s: float, plan_only: bool, no_progress: bool) -> None:  # fmt: skip
+    """Load the ledger history: every update exactly once, resumable at any instant.
+
+    Run it again (here or on other machines against the same database) to resume or to add workers.
+    """
+    from scanfill.backfill import RunOptions
+    from scanfill.plan import Partition
+    from scanfill.worker import WorkerSettings
+
+    db = get_db(dsn, schema)
+    scan = get_scan(scan_urls, timeout, insecure)
+    if page_size is None:
+        page_size = int(os.environ.get("BACKFILL_PAGE_SIZE", "1000"))
+        if not 1 <= page_size <= 1000:
+            raise click.BadParameter("BACKFILL_PAGE_SIZE must be 1..1000 (Scan rejects larger pages)")
+    partition = Partition()
+    if os.environ.get("WORKER_COUNT"):
+        partition = Partition(int(os.environ.get("WORKER_ID", "0")), int(os.environ["WORKER_COUNT"]))
+        if not 0 <= partition.worker_id < partition.worker_count:
+            raise click.BadParameter("WORKER_ID must be in 0..WORKER_COUNT-1")
+    settings = WorkerSettings(
+        db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
+        db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
+    )  # fmt: skip
+    opts = RunOptions(worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only)
+    _do_run(opts, db)
+
+
+def _do_run(opts: Any, db: Any) -> Any:
+    from scanfill.backfill import run as run_backfill
+    from scanfill.progress import ProgressDisplay
+
+    click.echo(f"database {db.shown} (schema {db.schema}); scans: {', '.join(opts.worker.scan.urls)}", err=True)
+    display = ProgressDisplay(db) if opts.progress and not opts.plan_only else None
+    summary = run_backfill(opts, display=display)
+    _print_summary(summary)
+    if summary.failures:
+        sys.exit(1)
+    return summary
+
+
+def _print_summary(summary: Any) -> None:
+    mb = summary.bytes / 1e6
+    click.echo(
+        f"loaded {summary.updates:,} updates + {summary.events:,} events = {summary.rows:,} rows "
+        f"({mb:,.1f} MB of JSON) in {summary.seconds:,.1f} s: {summary.rows_per_s:,.0f} rows/s"
+    )
+    if summary.complete:
+        click.secho("history complete: every slice reached its range's start on a scan reporting complete", fg="green")
+    elif summary.stopped:
+        click.echo("stopped before the end; run the same command again to resume where it left off")
+    for w in summary.warnings:
+        click.secho(f"warning: {w}", fg="yellow", err=True)
+    for f in summary.failures:
+        click.secho(f"failed: {f}", fg="red", err=True)
+    if summary.failures:
+        click.echo(
+            "nothing of the failed slices past their last committed page was stored; "
+            "fix the cause and run again to resume them",
+            err=True,
+        )
 
 
 # ----- sim ---------------------------------------------------------------------------------------
@@ -103,7 +293,7 @@ def main() -> None:
 @click.option("--max-page", default=0, type=int, help="Cap items per page below the requested count.")
 @click.option("--faults-everywhere", is_flag=True, help="Apply faults to discovery endpoints too, not only paging.")
 @click.option("--fault-seed", default=0, type=int, help="Seed of the fault decisions.")
-def sim(**o: object) -> None:
+def sim(**o: Any) -> None:
     """Serve a realistic, deterministic Scan API over a synthetic ledger (for demos, tests, benchmarks).
 
     Endpoints live under http://HOST:PORT/api/scan; /sim/stats reports what was served.

@@ -1,0 +1,193 @@
+"""`scanfill run`: discover, plan, then run workers (in this process or N child processes) with
+live progress, graceful stop on the first SIGINT/SIGTERM and an immediate one on the second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from psycopg import sql
+
+from scanfill import schema
+from scanfill.db import Database
+from scanfill.plan import Discovery, PlanOptions, discover, plan
+from scanfill.scan import ScanClient
+from scanfill.worker import Worker, WorkerReport, WorkerSettings
+
+log = logging.getLogger("scanfill.run")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    worker: WorkerSettings
+    workers: int = 1
+    slices: int = 0  # 0: 4 x concurrency x workers
+    progress: bool = True
+    plan_only: bool = False
+
+
+@dataclass
+class RunSummary:
+    updates: int = 0
+    events: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    complete: bool = False
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    reports: list[WorkerReport] = field(default_factory=list)
+    stopped: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.updates + self.events
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+async def discover_and_plan(opts: RunOptions) -> tuple[Discovery, dict[str, int]]:
+    w = opts.worker
+    async with ScanClient(w.scan) as client:
+        disc = await discover(client, list(w.migrations) or None)
+    slices = opts.slices or max(8, 4 * w.concurrency * max(1, opts.workers))
+    with w.db.connect(autocommit=True) as conn:
+        stats = plan(w.db, conn, disc, PlanOptions(target_slices=slices, migrations=w.migrations))
+    return disc, stats
+
+
+def overall_state(db: Database) -> dict[str, Any]:
+    """Totals the progress display and the summary need, from counters the loaders keep (cheap)."""
+    with db.connect(autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL(
+                """SELECT count(*), count(*) FILTER (WHERE complete), coalesce(sum(updates_loaded), 0),
+                          coalesce(sum(events_loaded), 0), coalesce(sum(bytes_loaded), 0),
+                          coalesce(sum(extract(epoch FROM max_time - min_time)), 0),
+                          coalesce(sum(CASE WHEN complete THEN extract(epoch FROM max_time - min_time)
+                                   ELSE greatest(0, extract(epoch FROM max_time - last_before::timestamptz)) END), 0)
+                   FROM {}"""
+            ).format(db.t("backfill_cursors"))
+        ).fetchone()
+        ranges = conn.execute(
+            sql.SQL("SELECT count(*), count(*) FILTER (WHERE NOT source_complete) FROM {}").format(
+                db.t("backfill_ranges"))
+        ).fetchone()  # fmt: skip
+    assert row is not None and ranges is not None
+    slices, done, upd, ev, nbytes, span, covered = row
+    return {
+        "slices": int(slices), "slices_done": int(done), "updates": int(upd), "events": int(ev),
+        "bytes": int(nbytes), "fraction": float(covered) / float(span) if span else 1.0,
+        "ranges": int(ranges[0]), "ranges_unproven": int(ranges[1]),
+        "complete": int(slices) > 0 and int(slices) == int(done) and int(ranges[1]) == 0,
+    }  # fmt: skip
+
+
+def _child(settings: WorkerSettings, queue: Any) -> None:
+    """Entry point of a worker process started by `--workers N`."""
+    from scanfill.logs import setup_logging
+
+    setup_logging(quiet=True)
+    report = asyncio.run(_run_worker(settings))
+    queue.put(report)
+
+
+async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerReport:
+    worker = Worker(settings, hooks)
+    loop = asyncio.get_running_loop()
+    hits = [0]
+
+    def on_signal() -> None:
+        hits[0] += 1
+        if hits[0] >= 2:
+            os._exit(130)  # nothing is lost: every commit is atomic, uncommitted pages are refetched
+        worker.stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+    return await worker.run()
+
+
+def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
+    """Plan and load; returns when every slice this run can reach is done, or on a stop."""
+    schema.init(opts.worker.db)
+    t0 = time.monotonic()
+    disc, stats = asyncio.run(discover_and_plan(opts))
+    complete_urls = {m: frozenset(u) for m, u in disc.complete_urls.items()}
+    settings = replace(opts.worker, complete_urls=complete_urls)
+    summary = RunSummary(warnings=list(disc.warnings))
+    for w in disc.warnings:
+        log.warning("%s", w)
+    log.info("planned: %s", stats)
+    before = overall_state(opts.worker.db)
+    if opts.plan_only:
+        summary.complete = before["complete"]
+        return summary
+    if display is not None:
+        display.start(before)
+    try:
+        if opts.workers <= 1:
+            summary.reports.append(asyncio.run(_run_worker(settings, hooks)))
+        else:
+            summary.reports.extend(_run_processes(settings, opts.workers, display))
+    finally:
+        if display is not None:
+            display.stop()
+    summary.seconds = time.monotonic() - t0
+    after = overall_state(opts.worker.db)
+    summary.updates = sum(r.updates for r in summary.reports)
+    summary.events = sum(r.events for r in summary.reports)
+    summary.bytes = sum(r.bytes for r in summary.reports)
+    summary.failures = [f for r in summary.reports for f in r.failures]
+    summary.stopped = any(r.stopped for r in summary.reports)
+    summary.complete = after["complete"]
+    return summary
+
+
+def _run_processes(settings: WorkerSettings, n: int, display: Any) -> list[WorkerReport]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(replace(settings, worker_id=""), queue), daemon=False) for _ in range(n)]
+    for p in procs:
+        p.start()
+    hits = [0]
+
+    def forward(signum: int, frame: Any) -> None:
+        hits[0] += 1
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM if hits[0] == 1 else signal.SIGKILL)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    reports: list[WorkerReport] = []
+    try:
+        while len(reports) < n:
+            try:
+                reports.append(queue.get(timeout=0.5))
+            except queue_mod.Empty:
+                if not any(p.is_alive() for p in procs) and queue.empty():
+                    break
+        for p in procs:
+            p.join()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    for p in procs:
+        if p.exitcode not in (0, None):
+            reports.append(WorkerReport(f"pid {p.pid}", failures=[f"worker process {p.pid} exited with {p.exitcode}"]))
+    return reports
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,331 @@
+"""Decode a Scan page into database rows, and refuse a page that breaks the paging contract.
+
+msgspec decodes into typed structs and passes payloads through as raw bytes (`msgspec.Raw`), so no
+Python objects are built for Daml values that are only stored; only the one payload per update
+that carries its round is parsed.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+from scanfill.timeutil import TimestampError, parse_us
+
+TRANSFER_CHOICES = frozenset({"AmuletRules_Transfer", "AmuletRules_BuyMemberTraffic"})
+ROUND_TEMPLATES = frozenset({
+    "OpenMiningRound", "IssuingMiningRound", "SummarizingMiningRound", "ClosedMiningRound",
+    "AppRewardCoupon", "ValidatorRewardCoupon", "SvRewardCoupon", "ValidatorFaucetCoupon",
+    "ValidatorLivenessActivityRecord", "UnclaimedReward",
+})  # fmt: skip
+AMULET_TEMPLATES = {
+    "Amulet": ("amount", "createdAt", "number"),
+    "LockedAmulet": ("amulet", "amount", "createdAt", "number"),
+}
+
+
+_NONE = msgspec.Raw(b"")
+
+
+class Event(msgspec.Struct):
+    event_type: str
+    event_id: str
+    contract_id: str | None = None
+    template_id: str | None = None
+    package_name: str | None = None
+    create_arguments: msgspec.Raw = _NONE
+    created_at: str | None = None
+    signatories: list[str] | None = None
+    observers: list[str] | None = None
+    choice: str | None = None
+    choice_argument: msgspec.Raw = _NONE
+    child_event_ids: list[str] | None = None
+    exercise_result: msgspec.Raw = _NONE
+    consuming: bool | None = None
+    acting_parties: list[str] | None = None
+
+
+class Reassignment(msgspec.Struct):
+    source_synchronizer: str
+    target_synchronizer: str
+    migration_id: int
+    created_event: Event | None = None
+    contract_id: str | None = None
+
+
+class Item(msgspec.Struct):
+    update_id: str
+    record_time: str
+    migration_id: int | None = None
+    workflow_id: str | None = None
+    synchronizer_id: str | None = None
+    effective_at: str | None = None
+    offset: str | None = None
+    events_by_id: dict[str, Event] | None = None
+    event: Reassignment | None = None
+
+
+class Page(msgspec.Struct):
+    transactions: list[msgspec.Raw]
+
+
+_page_decoder = msgspec.json.Decoder(Page)
+_item_decoder = msgspec.json.Decoder(Item)
+
+
+class MalformedPage(Exception):
+    """A page that is not valid JSON of the documented shape, or that breaks the paging contract."""
+
+
+@dataclass
+class Batch:
+    """Rows decoded from one or more consecutive pages of one slice, newest first."""
+
+    updates: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    oldest: str | None = None  # exact record-time string of the oldest update: the next `before`
+    oldest_us: int | None = None
+    items: int = 0
+    nbytes: int = 0
+    times: list[tuple[int, str]] = field(default_factory=list)  # per update, newest first
+
+    @property
+    def rows(self) -> int:
+        return len(self.updates) + len(self.events)
+
+    def extend(self, other: Batch) -> None:
+        self.updates.extend(other.updates)
+        self.events.extend(other.events)
+        if other.oldest is not None:
+            self.oldest, self.oldest_us = other.oldest, other.oldest_us
+        self.items += other.items
+        self.nbytes += other.nbytes
+        self.times.extend(other.times)
+
+    def drop_older_than(self, lo_us: int) -> None:
+        """Keep only rows at or after `lo_us` (after the slice's lower bound was raised by a split)."""
+        keep = {u[0] for u, (t, _) in zip(self.updates, self.times, strict=True) if t >= lo_us}
+        self.updates = [u for u in self.updates if u[0] in keep]
+        self.events = [e for e in self.events if e[1] in keep]
+        self.times = [tt for tt in self.times if tt[0] >= lo_us]
+        self.oldest_us, self.oldest = self.times[-1] if self.times else (None, None)
+
+
+def _ts(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise MalformedPage(f"invalid timestamp {text!r}") from None
+
+
+def _clean(s: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: write it as the JSON escape (the json columns keep the original)."""
+    return s.replace("\x00", "\\u0000") if s is not None and "\x00" in s else s
+
+
+def _clean_list(v: list[str] | None) -> list[str] | None:
+    return [_clean(x) or "" for x in v] if v is not None else None
+
+
+# ----- rounds ------------------------------------------------------------------------------------
+
+
+def _int_of(v: Any) -> int | None:
+    if isinstance(v, dict):
+        v = v.get("int64", v.get("number"))
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and v.lstrip("-").isdigit():
+        return int(v)
+    return None
+
+
+def _first_round_record(v: Any, depth: int) -> int | None:
+    """Label-less records: the first nested record made of exactly one int64 is a `Round`."""
+    if depth < 0 or not isinstance(v, dict):
+        return None
+    if "record" in v:
+        fields = v["record"].get("fields") or []
+        if len(fields) == 1 and isinstance(fields[0].get("value"), dict) and "int64" in fields[0]["value"]:
+            return _int_of(fields[0]["value"])
+        for f in fields:
+            got = _first_round_record(f.get("value"), depth - 1)
+            if got is not None:
+                return got
+    return None
+
+
+def find_number(value: Any, path: tuple[str, ...]) -> int | None:
+    """The integer at `path` in a protobuf_json (labelled or positional) or compact_json value."""
+    if isinstance(value, dict) and "record" in value:
+        fields = value["record"].get("fields") or []
+        if fields and "label" not in fields[0]:
+            return _first_round_record(value, depth=4)
+        cur: Any = value
+        for name in path:
+            rec = cur.get("record") if isinstance(cur, dict) else None
+            if not rec:
+                return None
+            cur = next((f.get("value") for f in rec.get("fields") or [] if f.get("label") == name), None)
+            if cur is None:
+                return None
+        return _int_of(cur)
+    cur = value
+    for name in path:
+        if not isinstance(cur, dict) or name not in cur:
+            return None
+        cur = cur[name]
+    return _int_of(cur)
+
+
+def _entity(template_id: str | None) -> str:
+    return template_id.rsplit(":", 1)[-1] if template_id else ""
+
+
+def _preorder(key: str) -> int:
+    tail = key.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 1 << 30
+
+
+def derive_round(events: list[Event]) -> int | None:
+    """scan-api.md section 4: transfer results, then round-bearing contracts, then Amulet `createdAt`.
+
+    Never wall-clock time: an update without a round in its payload gets NULL.
+    """
+    for ev in events:
+        if ev.choice in TRANSFER_CHOICES and ev.exercise_result:
+            value = orjson.loads(bytes(ev.exercise_result))
+            got = find_number(value, ("round", "number"))
+            if got is None:
+                got = find_number(value, ("transferResult", "round", "number"))
+            if got is not None:
+                return got
+    for ev in events:
+        if ev.event_type == "created_event" and _entity(ev.template_id) in ROUND_TEMPLATES and ev.create_arguments:
+            got = find_number(orjson.loads(bytes(ev.create_arguments)), ("round", "number"))
+            if got is not None:
+                return got
+    for ev in events:
+        path = AMULET_TEMPLATES.get(_entity(ev.template_id))
+        if ev.event_type == "created_event" and path and ev.create_arguments:
+            got = find_number(orjson.loads(bytes(ev.create_arguments)), path)
+            if got is not None:
+                return got
+    return None
+
+
+# ----- rows --------------------------------------------------------------------------------------
+
+
+def _event_row(ev: Event, uid: str, mig: int, sync: str, rt: datetime | None, rnd: int | None) -> tuple[Any, ...]:
+    created = ev.event_type == "created_event"
+    payload = ev.create_arguments if created else ev.choice_argument
+    return (
+        ev.event_id, uid, mig, sync, rt, ev.event_type, ev.contract_id, ev.template_id, ev.package_name,
+        ev.choice, ev.consuming, _raw(payload), _raw(ev.exercise_result),
+        ev.signatories, ev.observers, ev.acting_parties, ev.child_event_ids, _ts(ev.created_at), rnd,
+    )  # fmt: skip
+
+
+def _raw(v: msgspec.Raw) -> bytes | None:
+    b = bytes(v)
+    return None if not b or b == b"null" else b
+
+
+def _clean_event_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    out = list(row)
+    for k in (0, 1, 3, 5, 6, 7, 8, 9):
+        out[k] = _clean(out[k])
+    for k in (13, 14, 15, 16):
+        out[k] = _clean_list(out[k])
+    return tuple(out)
+
+
+def decode_page(
+    body: bytes,
+    migration_id: int,
+    synchronizer_id: str,
+    before_us: int | None = None,
+    at_or_after_us: int | None = None,
+    imports: bool = False,
+) -> Batch:
+    """Rows of an updates-before (or import-updates) page, checked against the request it answers.
+
+    Every item must belong to the requested migration and effective synchronizer, lie inside
+    [at_or_after, before) and come strictly newest first; otherwise nothing of the page is used.
+    """
+    gc_was = gc.isenabled()
+    gc.disable()  # decoding allocates many small objects that are never cyclic
+    try:
+        return _decode(body, migration_id, synchronizer_id, before_us, at_or_after_us, imports)
+    except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
+        raise MalformedPage(f"not a valid updates page: {exc}") from None
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+def _decode(body: bytes, mig: int, sync: str, before_us: int | None, after_us: int | None, imports: bool) -> Batch:
+    page = _page_decoder.decode(body)
+    batch = Batch(nbytes=len(body))
+    prev_us: int | None = None
+    has_nul = b"\\u0000" in body
+    for raw in page.transactions:
+        item = _item_decoder.decode(raw)
+        uid = item.update_id
+        try:
+            t_us = parse_us(item.record_time)
+        except TimestampError as exc:
+            raise MalformedPage(f"update {uid}: {exc}") from None
+        rt = _ts(item.record_time)
+        if item.event is not None:
+            ev = item.event
+            created = ev.created_event
+            kind = "assignment" if created is not None else "unassignment"
+            eff_sync = ev.target_synchronizer if created is not None else ev.source_synchronizer
+            item_mig = ev.migration_id
+            events = [created] if created is not None else []
+        elif item.events_by_id is not None:
+            kind = "import" if imports else "transaction"
+            eff_sync = item.synchronizer_id or ""
+            item_mig = item.migration_id if item.migration_id is not None else -1
+            events = [item.events_by_id[k] for k in sorted(item.events_by_id, key=_preorder)]
+        else:
+            raise MalformedPage(f"update {uid}: neither a transaction (events_by_id) nor a reassignment (event)")
+        if item_mig != mig:
+            raise MalformedPage(f"update {uid} belongs to migration {item_mig}, not the requested {mig}")
+        if not imports:
+            if eff_sync != sync:
+                raise MalformedPage(f"update {uid} belongs to synchronizer {eff_sync}, not the requested {sync}")
+            if before_us is not None and t_us >= before_us:
+                raise MalformedPage(f"update {uid} at {item.record_time} is not before the requested cursor")
+            if after_us is not None and t_us < after_us:
+                raise MalformedPage(f"update {uid} at {item.record_time} is older than the slice's lower bound")
+            if prev_us is not None and t_us >= prev_us:
+                raise MalformedPage(f"update {uid} at {item.record_time} breaks newest-first order")
+        prev_us = t_us
+        rnd = derive_round(events) if kind in ("transaction", "import") else None
+        batch.updates.append((
+            uid, item_mig, eff_sync, rt, _ts(item.effective_at), item.offset, item.workflow_id, kind, rnd,
+            len(events), bytes(raw),
+        ))  # fmt: skip
+        for ev_ in events:
+            batch.events.append(_event_row(ev_, uid, item_mig, eff_sync, rt, rnd))
+        batch.oldest, batch.oldest_us = item.record_time, t_us
+        batch.times.append((t_us, item.record_time))
+        batch.items += 1
+    if has_nul:
+        batch.updates = [
+            (_clean(u[0]), u[1], _clean(u[2]), *u[3:5], _clean(u[5]), _clean(u[6]), *u[7:]) for u in batch.updates
+        ]
+        batch.events = [_clean_event_row(e) for e in batch.events]
+    return batch

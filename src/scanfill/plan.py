@@ -1,0 +1,307 @@
+"""What to load and who loads it: discovery of migrations and synchronizers, time slices with
+their own cursors, and leases that hand slices to workers through the database.
+
+A slice is [min_time, max_time) of one (migration, synchronizer) range. Workers claim slices with
+`FOR UPDATE SKIP LOCKED`; a lease expires unless its holder renews it; every claim bumps
+`lease_epoch`, which fences the commits of the previous holder (see sink.py). A worker with
+nothing to claim splits the largest slice another worker still has ahead of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from scanfill.db import Database
+from scanfill.scan import ScanClient, ScanError, ScanHTTPError
+from scanfill.schema import LOCK_KEY
+from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
+
+log = logging.getLogger("scanfill.plan")
+Conn = psycopg.Connection[tuple]  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True)
+class Range:
+    migration_id: int
+    synchronizer_id: str
+    min_text: str
+    max_text: str
+    source_complete: bool
+
+    @property
+    def min_us(self) -> int:
+        return parse_us(self.min_text)
+
+    @property
+    def max_us(self) -> int:
+        return parse_us(self.max_text)
+
+
+@dataclass
+class Discovery:
+    ranges: list[Range] = field(default_factory=list)
+    complete_urls: dict[int, set[str]] = field(default_factory=dict)  # per migration
+    warnings: list[str] = field(default_factory=list)
+    last_import_ids: dict[int, str | None] = field(default_factory=dict)
+
+    @property
+    def migrations(self) -> list[int]:
+        return sorted({r.migration_id for r in self.ranges})
+
+
+async def discover(client: ScanClient, migrations: list[int] | None = None) -> Discovery:
+    """Migrations from `/v0/migrations/last` and the `previous_migration_id` chain (never probing
+    upward from 1), each range taken from a scan that reports a complete history."""
+    out = Discovery()
+    if migrations:
+        todo = list(migrations)
+        chain = False
+    else:
+        try:
+            last = int((await client.get_json("/v0/migrations/last"))["migration_id"])
+        except ScanHTTPError as exc:
+            raise ScanError(
+                f"cannot find the current migration ({exc}); pass --migration N for each migration to load"
+            ) from None
+        todo, chain = [last], True
+    seen: set[int] = set()
+    while todo:
+        m = todo.pop(0)
+        if m in seen or m < 0:
+            continue
+        seen.add(m)
+        infos = await client.migration_info_all(m)
+        good = {u: r for u, r in infos.items() if isinstance(r, dict)}
+        if not good:
+            not_found = all(isinstance(r, ScanHTTPError) and r.status == 404 for r in infos.values())
+            if not not_found:
+                errors = "; ".join(f"{u}: {r}" for u, r in infos.items())
+                raise ScanError(f"migration-info({m}) failed on every scan: {errors}")
+            out.warnings.append(f"migration {m}: no scan holds data for it")
+            if chain and m > 0 and not out.ranges:
+                todo.append(m - 1)  # the current migration may have no updates yet
+            continue
+        complete = {u for u, r in good.items() if r.get("complete")}
+        out.complete_urls[m] = complete
+        source = next((good[u] for u in good if u in complete), None)
+        if source is None:
+            source = next(iter(good.values()))
+            out.warnings.append(
+                f"migration {m}: no scan reports a complete history; it is loaded but cannot be marked complete"
+            )
+        out.last_import_ids[m] = source.get("last_import_update_id")
+        for r in source.get("record_time_range") or []:
+            out.ranges.append(Range(m, r["synchronizer_id"], r["min"], r["max"], bool(source.get("complete"))))
+        prev = source.get("previous_migration_id")
+        if chain and prev is not None:
+            todo.append(int(prev))
+    out.ranges.sort(key=lambda r: (r.migration_id, r.synchronizer_id))
+    return out
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    target_slices: int = 64  # over all ranges, proportional to their time span
+    migrations: tuple[int, ...] = ()
+
+
+def _cursor_name(m: int, sync: str, lo: int, hi: int) -> str:
+    return f"m{m}/{sync.split('::')[0]}:{sync.split('::')[-1][:12]}/{lo}-{hi}"
+
+
+def plan(db: Database, conn: Conn, disc: Discovery, options: PlanOptions) -> dict[str, int]:
+    """Record ranges and create their slices; idempotent, and extends a range whose `max` grew."""
+    stats = {"ranges_new": 0, "slices_new": 0, "ranges_extended": 0}
+    spans = {(r.migration_id, r.synchronizer_id): max(1, r.max_us + 1 - r.min_us) for r in disc.ranges}
+    total = sum(spans.values()) or 1
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        next_slot = conn.execute(sql.SQL("SELECT coalesce(max(slot) + 1, 0) FROM {}").format(
+            db.t("backfill_cursors"))).fetchone()[0]  # type: ignore[index]  # fmt: skip
+        for r in disc.ranges:
+            row = conn.execute(
+                sql.SQL("SELECT max_text, source_complete FROM {} WHERE migration_id = %s AND synchronizer_id = %s "
+                        "FOR UPDATE").format(db.t("backfill_ranges")),
+                (r.migration_id, r.synchronizer_id),
+            ).fetchone()  # fmt: skip
+            lo, hi = r.min_us, r.max_us + 1  # `before` is exclusive: the top slice ends 1 us past `max`
+            if row is None:
+                conn.execute(
+                    sql.SQL("INSERT INTO {} (migration_id, synchronizer_id, min_time, max_time, min_text, max_text, "
+                            "source_complete) VALUES (%s, %s, %s, %s, %s, %s, %s)").format(db.t("backfill_ranges")),
+                    (r.migration_id, r.synchronizer_id, us_to_dt(r.min_us), us_to_dt(r.max_us), r.min_text,
+                     r.max_text, r.source_complete),
+                )  # fmt: skip
+                n = max(1, round(options.target_slices * spans[(r.migration_id, r.synchronizer_id)] / total))
+                n = min(n, hi - lo)
+                bounds = [lo + (hi - lo) * k // n for k in range(n + 1)]
+                next_slot = _insert_slices(db, conn, r, list(itertools.pairwise(bounds)), next_slot)
+                stats["ranges_new"] += 1
+                stats["slices_new"] += n
+                continue
+            old_max_text, old_complete = row
+            if parse_us(old_max_text) < r.max_us:
+                old_hi = parse_us(old_max_text) + 1
+                next_slot = _insert_slices(db, conn, r, [(old_hi, hi)], next_slot)
+                conn.execute(
+                    sql.SQL("UPDATE {} SET max_time = %s, max_text = %s WHERE migration_id = %s AND "
+                            "synchronizer_id = %s").format(db.t("backfill_ranges")),
+                    (us_to_dt(r.max_us), r.max_text, r.migration_id, r.synchronizer_id),
+                )  # fmt: skip
+                stats["ranges_extended"] += 1
+                stats["slices_new"] += 1
+            if r.source_complete and not old_complete:
+                conn.execute(
+                    sql.SQL("UPDATE {} SET source_complete = true WHERE migration_id = %s AND synchronizer_id = %s")
+                    .format(db.t("backfill_ranges")), (r.migration_id, r.synchronizer_id),
+                )  # fmt: skip
+    return stats
+
+
+def _insert_slices(db: Database, conn: Conn, r: Range, bounds: list[tuple[int, int]], slot: int) -> int:
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL("INSERT INTO {} (cursor_name, migration_id, synchronizer_id, min_time, max_time, last_before, "
+                    "slot) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                    ).format(db.t("backfill_cursors")),
+            [(_cursor_name(r.migration_id, r.synchronizer_id, a, b), r.migration_id, r.synchronizer_id, us_to_dt(a),
+              us_to_dt(b), format_us(b), slot + k) for k, (a, b) in enumerate(bounds)],
+        )  # fmt: skip
+    return slot + len(bounds)
+
+
+# ----- leases ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    cursor_name: str
+    migration_id: int
+    synchronizer_id: str
+    lo_us: int
+    hi_us: int
+    last_before: str
+    epoch: int
+    taken_over_from: str | None
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Static `WORKER_ID`/`WORKER_COUNT` partition of slices (the guide's matrix), or none."""
+
+    worker_id: int = 0
+    worker_count: int = 1
+
+    def where(self) -> sql.Composable:
+        if self.worker_count <= 1:
+            return sql.SQL("true")
+        return sql.SQL("slot % {} = {}").format(sql.Literal(self.worker_count), sql.Literal(self.worker_id))
+
+
+class Leases:
+    """Claim, split, renew and release slices for one worker."""
+
+    def __init__(self, db: Database, owner: str, lease_s: float, partition: Partition | None = None,
+                 min_split_us: int = 120_000_000, migrations: tuple[int, ...] = ()) -> None:  # fmt: skip
+        self.db = db
+        self.owner = owner
+        self.lease_s = lease_s
+        self.partition = partition or Partition()
+        self.min_split_us = min_split_us
+        self.filter = self.partition.where()
+        if migrations:
+            self.filter = sql.SQL("({}) AND migration_id = ANY({})").format(self.filter, sql.Literal(list(migrations)))
+
+    def claim(self, conn: Conn, exclude: list[str]) -> Claim | None:
+        t = self.db.t("backfill_cursors")
+        q = sql.SQL("""
+            WITH c AS (
+                SELECT cursor_name, lease_owner AS prev FROM {t}
+                WHERE NOT complete AND (lease_owner IS NULL OR lease_until < now()) AND {f}
+                  AND NOT (cursor_name = ANY(%s))
+                ORDER BY max_time - min_time DESC, cursor_name
+                LIMIT 1 FOR UPDATE SKIP LOCKED)
+            UPDATE {t} s SET lease_owner = %s, lease_epoch = s.lease_epoch + 1,
+                   lease_until = now() + make_interval(secs => %s)
+            FROM c WHERE s.cursor_name = c.cursor_name
+            RETURNING s.cursor_name, s.migration_id, s.synchronizer_id, s.min_time, s.max_time, s.last_before,
+                      s.lease_epoch, c.prev""").format(t=t, f=self.filter)
+        with conn.transaction():
+            row = conn.execute(q, (exclude, self.owner, self.lease_s)).fetchone()
+        return _claim(row)
+
+    def split(self, conn: Conn, exclude: list[str]) -> Claim | None:
+        """Take the older half of the largest slice another worker has not reached yet."""
+        t = self.db.t("backfill_cursors")
+        with conn.transaction():
+            row = conn.execute(sql.SQL("""
+                SELECT cursor_name, migration_id, synchronizer_id, min_time, last_before, slot FROM {t}
+                WHERE NOT complete AND lease_owner IS NOT NULL AND lease_owner <> %s AND {f}
+                  AND NOT (cursor_name = ANY(%s))
+                  AND last_before::timestamptz - min_time > make_interval(secs => %s)
+                ORDER BY last_before::timestamptz - min_time DESC
+                LIMIT 1 FOR UPDATE SKIP LOCKED""").format(t=t, f=self.filter),
+                (self.owner, exclude, self.min_split_us * 2 / 1e6),
+            ).fetchone()  # fmt: skip
+            if row is None:
+                return None
+            victim, m, sync, min_time, last_before, slot = row
+            lo = dt_to_us(min_time)
+            mid = lo + (parse_us(last_before) - lo) // 2
+            name = _cursor_name(m, sync, lo, mid)
+            conn.execute(
+                sql.SQL("UPDATE {} SET min_time = %s WHERE cursor_name = %s").format(t), (us_to_dt(mid), victim)
+            )
+            got = conn.execute(
+                sql.SQL("""INSERT INTO {} (cursor_name, migration_id, synchronizer_id, min_time, max_time, last_before,
+                           slot, lease_owner, lease_until, lease_epoch, split_from)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s), 1, %s)
+                           ON CONFLICT DO NOTHING
+                           RETURNING cursor_name, migration_id, synchronizer_id, min_time, max_time, last_before,
+                                     lease_epoch, NULL""").format(t),
+                (name, m, sync, us_to_dt(lo), us_to_dt(mid), format_us(mid), slot, self.owner, self.lease_s, victim),
+            ).fetchone()  # fmt: skip
+            if got is None:
+                raise RuntimeError(f"split of {victim} collided with an existing slice {name}")
+        log.info("split %s at %s", victim, format_us(mid))
+        return _claim(got)
+
+    def renew(self, conn: Conn) -> int:
+        with conn.transaction():
+            cur = conn.execute(
+                sql.SQL("UPDATE {} SET lease_until = now() + make_interval(secs => %s) "
+                        "WHERE lease_owner = %s AND NOT complete").format(self.db.t("backfill_cursors")),
+                (self.lease_s, self.owner),
+            )  # fmt: skip
+            return cur.rowcount
+
+    def release(self, conn: Conn, claim: Claim) -> None:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("UPDATE {} SET lease_owner = NULL, lease_until = NULL "
+                        "WHERE cursor_name = %s AND lease_owner = %s AND lease_epoch = %s").format(
+                    self.db.t("backfill_cursors")),
+                (claim.cursor_name, self.owner, claim.epoch),
+            )  # fmt: skip
+
+    def remaining(self, conn: Conn) -> tuple[int, float | None]:
+        """(open slices in this worker's share, seconds until the soonest foreign lease expires)."""
+        with conn.transaction():
+            row = conn.execute(sql.SQL(
+                "SELECT count(*), extract(epoch FROM min(lease_until) - now()) FROM {} WHERE NOT complete AND {}"
+            ).format(self.db.t("backfill_cursors"), self.filter)).fetchone()  # fmt: skip
+        assert row is not None
+        return int(row[0]), (float(row[1]) if row[1] is not None else None)
+
+
+def _claim(row: Any) -> Claim | None:
+    if row is None:
+        return None
+    name, m, sync, lo, hi, last_before, epoch, prev = row
+    return Claim(name, int(m), sync, dt_to_us(lo), dt_to_us(hi), last_before, int(epoch), prev)

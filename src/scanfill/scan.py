@@ -1,0 +1,218 @@
+"""The Scan HTTP client: several base URLs, timeouts on every request, retries that honour
+Retry-After, failover away from failing or forbidden scans, gzip, and fresh connections after
+failures (a keep-alive socket to a hung scan must not hold every later request hostage)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from scanfill.timeutil import format_us
+
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """How scanfill talks to Scan; every number is a ceiling a hung or slow scan runs into."""
+
+    urls: tuple[str, ...]
+    timeout_s: float = 120.0  # whole request, body included
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0  # silence on the socket
+    max_attempts: int = 12  # per request, across all URLs
+    backoff_base_s: float = 0.25
+    backoff_cap_s: float = 30.0
+    forbidden_cooldown_s: float = 300.0  # a 403 (IP not allow-listed) benches that URL this long
+    failure_cooldown_s: float = 5.0
+    connections: int = 64
+    verify_tls: bool = True
+    client_id: str = ""
+
+
+class ScanError(Exception):
+    """Scan could not answer after every retry; says what was asked and what came back."""
+
+
+class ScanHTTPError(ScanError):
+    def __init__(self, status: int, url: str, body: bytes) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status} from {url}: {body[:300].decode('utf-8', 'replace')}")
+
+
+@dataclass
+class UrlHealth:
+    url: str
+    benched_until: float = 0.0
+    failures: int = 0
+    requests: int = 0
+    in_flight: int = 0
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    retries: int = 0
+    bytes: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latency_sum: float = 0.0
+
+    def count(self, key: str) -> None:
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+
+class ScanClient:
+    """One aiohttp session shared by every in-flight request of a process."""
+
+    def __init__(self, config: ScanConfig, on_request: Any = None) -> None:
+        if not config.urls:
+            raise ValueError("no scan URL: pass --scan-url or set SCAN_URL")
+        self.config = config
+        self.health = [UrlHealth(u.rstrip("/")) for u in config.urls]
+        self.stats = ClientStats()
+        self.on_request = on_request  # callback(url, status_or_error, seconds) for metrics
+        self._session: aiohttp.ClientSession | None = None
+        self._rr = 0
+
+    async def __aenter__(self) -> ScanClient:
+        timeout = aiohttp.ClientTimeout(
+            total=self.config.timeout_s, sock_connect=self.config.connect_timeout_s,
+            sock_read=self.config.read_timeout_s,
+        )  # fmt: skip
+        connector = aiohttp.TCPConnector(
+            limit=self.config.connections, ssl=self.config.verify_tls, enable_cleanup_closed=True
+        )
+        headers = {"Accept-Encoding": "gzip", "User-Agent": "scanfill"}
+        if self.config.client_id:
+            headers["X-Client-Id"] = self.config.client_id
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, connector=connector, headers=headers, json_serialize=lambda o: orjson.dumps(o).decode()
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _pick(self, only: set[str] | None, avoid: str | None) -> UrlHealth:
+        now = time.monotonic()
+        pool = [h for h in self.health if only is None or h.url in only]
+        if not pool:
+            raise ScanError("no scan URL can serve this request (none reported a complete history)")
+        ready = [h for h in pool if h.benched_until <= now and h.url != avoid] or [
+            h for h in pool if h.benched_until <= now
+        ]
+        if not ready:
+            ready = sorted(pool, key=lambda h: h.benched_until)[:1]
+        self._rr += 1
+        return min(ready, key=lambda h: (h.in_flight, (self._rr + self.health.index(h)) % len(self.health)))
+
+    def _bench(self, h: UrlHealth, seconds: float) -> None:
+        h.benched_until = max(h.benched_until, time.monotonic() + seconds)
+
+    async def request(
+        self, method: str, path: str, body: Any = None, only: set[str] | None = None, what: str = ""
+    ) -> tuple[bytes, str]:
+        """The response body and the URL that gave it; retried across URLs until max_attempts."""
+        assert self._session is not None, "use `async with ScanClient(...)`"
+        last: Exception | None = None
+        avoid: str | None = None
+        for attempt in range(self.config.max_attempts):
+            h = self._pick(only, avoid)
+            url = h.url + path
+            delay = 0.0
+            h.in_flight += 1
+            h.requests += 1
+            self.stats.requests += 1
+            t0 = time.monotonic()
+            outcome = "error"
+            try:
+                async with self._session.request(method, url, json=body) as resp:
+                    data = await resp.read()
+                    outcome = str(resp.status)
+                    if resp.status == 200:
+                        h.failures = 0
+                        self.stats.bytes += len(data)
+                        self.stats.latency_sum += time.monotonic() - t0
+                        return data, h.url
+                    err = ScanHTTPError(resp.status, url, data)
+                    if resp.status == 403:
+                        self._bench(h, self.config.forbidden_cooldown_s)
+                    elif resp.status == 404 or resp.status not in RETRY_STATUS:
+                        raise err
+                    if resp.status != 200:
+                        resp.close()  # never reuse a connection that just failed
+                    retry_after = resp.headers.get("Retry-After")
+                    if retry_after:
+                        try:
+                            delay = min(float(retry_after), self.config.backoff_cap_s * 4)
+                        except ValueError:
+                            delay = 0.0
+                    last = err
+            except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+                last = exc
+                outcome = type(exc).__name__
+            finally:
+                h.in_flight -= 1
+                if self.on_request is not None:
+                    self.on_request(h.url, outcome, time.monotonic() - t0)
+            self.stats.count(outcome)
+            self.stats.retries += 1
+            h.failures += 1
+            if h.failures >= 3:
+                self._bench(h, self.config.failure_cooldown_s)
+            avoid = h.url
+            backoff = min(self.config.backoff_cap_s, self.config.backoff_base_s * 2 ** min(attempt, 16))
+            await asyncio.sleep(max(delay, random.uniform(0, backoff)))
+            if isinstance(last, ScanHTTPError) and last.status == 503:
+                raise last  # the caller shrinks its page and retries (a 503 is a server-side timeout)
+        raise ScanError(f"{what or path}: gave up after {self.config.max_attempts} attempts; last error: {last}")
+
+    async def get_json(self, path: str) -> Any:
+        data, _ = await self.request("GET", path, what=f"GET {path}")
+        return orjson.loads(data)
+
+    async def post_json(self, path: str, body: Any, only: set[str] | None = None) -> Any:
+        data, _ = await self.request("POST", path, body, only=only, what=f"POST {path}")
+        return orjson.loads(data)
+
+    async def migration_info_all(self, migration_id: int) -> dict[str, Any]:
+        """migration-info from every URL (url -> response, or the exception it raised)."""
+
+        async def one(h: UrlHealth) -> Any:
+            try:
+                data, _ = await self.request(
+                    "POST",
+                    "/v0/backfilling/migration-info",
+                    {"migration_id": migration_id},
+                    only={h.url},
+                    what=f"migration-info({migration_id}) at {h.url}",
+                )
+                return orjson.loads(data)
+            except ScanError as exc:
+                return exc
+
+        results = await asyncio.gather(*(one(h) for h in self.health))
+        return {h.url: r for h, r in zip(self.health, results, strict=True)}
+
+    async def updates_before(
+        self, migration_id: int, synchronizer_id: str, before_us: int, at_or_after_us: int | None, count: int,
+        only: set[str] | None = None, before_text: str | None = None,
+    ) -> bytes:  # fmt: skip
+        body: dict[str, Any] = {
+            "migration_id": migration_id, "synchronizer_id": synchronizer_id,
+            "before": before_text or format_us(before_us), "count": count,
+        }  # fmt: skip
+        if at_or_after_us is not None:
+            body["at_or_after"] = format_us(at_or_after_us)
+        data, _ = await self.request(
+            "POST", "/v0/backfilling/updates-before", body, only=only,
+            what=f"updates-before(migration {migration_id}, {synchronizer_id}, before {body['before']})",
+        )  # fmt: skip
+        return data

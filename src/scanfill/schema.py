@@ -1,0 +1,203 @@
+"""The versioned schema: ledger tables, cursors (slices with leases), workers and progress.
+
+`init` is idempotent and upgrades in place: each entry of MIGRATIONS runs once, in order, inside
+one transaction guarded by an advisory lock, and the version is recorded in `scanfill_meta`.
+
+JSON columns are `json`, not `jsonb`: measured here, the same rows COPY ~1.5x faster into `json`
+(jsonb conversion dominates the server's CPU), `json` keeps the served text byte for byte, and it
+can hold a `\\u0000` escape that `jsonb` rejects. Id columns use `COLLATE "C"`: ids are hex and
+byte order is all they need, and their unique indexes build 1.4-2x faster that way.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from scanfill.db import Database
+
+SCHEMA_VERSION = 1
+LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
+
+UPDATE_COLUMNS = (
+    "update_id", "migration_id", "synchronizer_id", "record_time", "effective_at", "offset", "workflow_id",
+    "kind", "round", "event_count", "update_json",
+)  # fmt: skip
+UPDATE_TYPES = (
+    "text", "int8", "text", "timestamptz", "timestamptz", "text", "text", "text", "int8", "int4", "bytea",
+)  # fmt: skip
+EVENT_COLUMNS = (
+    "event_id", "update_id", "migration_id", "synchronizer_id", "record_time", "event_type", "contract_id",
+    "template_id", "package_name", "choice", "consuming", "payload", "exercise_result", "signatories",
+    "observers", "acting_parties", "child_event_ids", "created_at_ts", "round",
+)  # fmt: skip
+EVENT_TYPES = (
+    "text", "text", "int8", "text", "timestamptz", "text", "text", "text", "text", "text", "bool", "bytea",
+    "bytea", "text[]", "text[]", "text[]", "text[]", "timestamptz", "int8",
+)  # fmt: skip
+# `bytea` above is deliberate for json columns: the binary bytea dumper sends the served bytes as
+# they are, and the server's json receive function reads exactly those bytes.
+
+V1 = """
+CREATE TABLE IF NOT EXISTS {s}.ledger_updates (
+    update_id       text COLLATE "C" NOT NULL,
+    migration_id    bigint NOT NULL,
+    synchronizer_id text NOT NULL,
+    record_time     timestamptz NOT NULL,
+    effective_at    timestamptz,
+    "offset"        text,
+    workflow_id     text,
+    kind            text NOT NULL,
+    round           bigint,
+    event_count     integer NOT NULL,
+    update_json     json NOT NULL,
+    CONSTRAINT ledger_updates_pkey PRIMARY KEY (update_id)
+);
+CREATE INDEX IF NOT EXISTS ledger_updates_mig_sync_time_idx
+    ON {s}.ledger_updates (migration_id, synchronizer_id, record_time);
+CREATE INDEX IF NOT EXISTS ledger_updates_round_idx ON {s}.ledger_updates (round);
+
+CREATE TABLE IF NOT EXISTS {s}.ledger_events (
+    event_id        text COLLATE "C" NOT NULL,
+    update_id       text COLLATE "C" NOT NULL,
+    migration_id    bigint NOT NULL,
+    synchronizer_id text NOT NULL,
+    record_time     timestamptz NOT NULL,
+    event_type      text NOT NULL,
+    contract_id     text COLLATE "C",
+    template_id     text,
+    package_name    text,
+    choice          text,
+    consuming       boolean,
+    payload         json,
+    exercise_result json,
+    signatories     text[],
+    observers       text[],
+    acting_parties  text[],
+    child_event_ids text[],
+    created_at_ts   timestamptz,
+    round           bigint,
+    CONSTRAINT ledger_events_pkey PRIMARY KEY (event_id)
+);
+CREATE INDEX IF NOT EXISTS ledger_events_update_id_idx ON {s}.ledger_events (update_id);
+CREATE INDEX IF NOT EXISTS ledger_events_contract_id_idx ON {s}.ledger_events (contract_id);
+CREATE INDEX IF NOT EXISTS ledger_events_template_id_idx ON {s}.ledger_events (template_id);
+
+-- One row per (migration, synchronizer) as Scan announced it: what the slices must cover.
+CREATE TABLE IF NOT EXISTS {s}.backfill_ranges (
+    migration_id    bigint NOT NULL,
+    synchronizer_id text NOT NULL,
+    min_time        timestamptz NOT NULL,
+    max_time        timestamptz NOT NULL,
+    min_text        text NOT NULL,
+    max_text        text NOT NULL,
+    source_complete boolean NOT NULL,
+    planned_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, synchronizer_id)
+);
+
+-- One row per slice [min_time, max_time) of a range. `last_before` is the exact record-time string
+-- of the oldest committed update (the next request's `before`); it moves only in the transaction
+-- that commits that page. `lease_epoch` fences commits of a worker whose lease was taken over.
+CREATE TABLE IF NOT EXISTS {s}.backfill_cursors (
+    cursor_name     text PRIMARY KEY,
+    migration_id    bigint NOT NULL,
+    synchronizer_id text NOT NULL,
+    min_time        timestamptz NOT NULL,
+    max_time        timestamptz NOT NULL,
+    last_before     text NOT NULL,
+    complete        boolean NOT NULL DEFAULT false,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    slot            integer NOT NULL DEFAULT 0,
+    lease_owner     text,
+    lease_until     timestamptz,
+    lease_epoch     bigint NOT NULL DEFAULT 0,
+    updates_loaded  bigint NOT NULL DEFAULT 0,
+    events_loaded   bigint NOT NULL DEFAULT 0,
+    pages_loaded    bigint NOT NULL DEFAULT 0,
+    bytes_loaded    bigint NOT NULL DEFAULT 0,
+    completed_at    timestamptz,
+    split_from      text
+);
+CREATE INDEX IF NOT EXISTS backfill_cursors_open_idx ON {s}.backfill_cursors (complete, lease_until);
+
+CREATE TABLE IF NOT EXISTS {s}.backfill_workers (
+    worker_id   text PRIMARY KEY,
+    host        text NOT NULL,
+    pid         integer NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    heartbeat   timestamptz NOT NULL DEFAULT now(),
+    stopped_at  timestamptz,
+    state       text NOT NULL DEFAULT 'running',
+    rows_loaded bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS {s}.backfill_progress (
+    sampled_at  timestamptz NOT NULL DEFAULT now(),
+    worker_id   text NOT NULL,
+    updates     bigint NOT NULL,
+    events      bigint NOT NULL,
+    bytes       bigint NOT NULL,
+    pages       bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS backfill_progress_time_idx ON {s}.backfill_progress (sampled_at);
+
+-- Requests to every worker, wherever it runs (`scanfill abort` sets stop).
+CREATE TABLE IF NOT EXISTS {s}.backfill_control (
+    key   text PRIMARY KEY,
+    value text NOT NULL,
+    set_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+MIGRATIONS: list[str] = [V1]
+
+
+def meta_table(db: Database) -> sql.Composed:
+    return db.t("scanfill_meta")
+
+
+def schema_version(db: Database, conn: psycopg.Connection) -> int:  # type: ignore[type-arg]
+    """0 when scanfill's tables are absent."""
+    row = conn.execute("SELECT to_regclass(%s)", (f'"{db.schema}".scanfill_meta',)).fetchone()
+    if row is None or row[0] is None:
+        return 0
+    got = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'schema_version'").format(meta_table(db))).fetchone()
+    return int(got[0]) if got else 0
+
+
+def init(db: Database) -> tuple[int, int]:
+    """Create or upgrade the schema; returns (version before, version after)."""
+    with db.connect() as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(db.schema)))
+        conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, value text NOT NULL)").format(meta_table(db))
+        )
+        before = schema_version(db, conn)
+        if before > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the database schema is version {before}, newer than this scanfill "
+                f"({SCHEMA_VERSION}): upgrade scanfill"
+            )
+        s = sql.Identifier(db.schema).as_string(conn)
+        for version in range(before + 1, SCHEMA_VERSION + 1):
+            conn.execute(MIGRATIONS[version - 1].replace("{s}", s).encode())
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ).format(meta_table(db)),
+            (str(SCHEMA_VERSION),),
+        )
+        conn.commit()
+    return before, SCHEMA_VERSION
+
+
+def require(db: Database) -> None:
+    """Fail clearly when `scanfill init` has not been run (or the schema is from a newer release)."""
+    with db.connect() as conn:
+        v = schema_version(db, conn)
+    if v == 0:
+        raise RuntimeError(f"scanfill's tables are not in schema {db.schema!r} of {db.shown}: run `scanfill init`")
+    if v != SCHEMA_VERSION:
+        raise RuntimeError(f"schema version {v} but this scanfill expects {SCHEMA_VERSION}: run `scanfill init`")

@@ -1,0 +1,101 @@
+"""Writing to PostgreSQL: a batch's rows and its cursor advance commit in one transaction.
+
+The cursor row is locked first and checked (lease epoch, expected position, lower bound), then the
+rows go in with binary COPY, then the cursor moves. A crash at any instant leaves the database at a
+page boundary; a worker whose lease was taken over cannot commit (its epoch no longer matches); and
+nothing depends on unique indexes, so this holds with every index dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from scanfill.db import Database
+from scanfill.model import Batch
+from scanfill.schema import EVENT_COLUMNS, EVENT_TYPES, UPDATE_COLUMNS, UPDATE_TYPES
+from scanfill.timeutil import dt_to_us
+
+
+class Fenced(Exception):
+    """This worker no longer owns the slice (lease expired and taken over, or slice changed)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    cursor_name: str
+    owner: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    last_before: str
+    lo_us: int  # the slice's lower bound as the database holds it now (a split may have raised it)
+    complete: bool
+    rows: int
+
+
+class Sink:
+    """Prepared SQL for one database; `commit` is called from worker threads, one connection each."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        cols = sql.SQL(", ").join(map(sql.Identifier, UPDATE_COLUMNS))
+        self.copy_updates = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(db.t("ledger_updates"), cols)
+        cols = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
+        self.copy_events = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(db.t("ledger_events"), cols)
+        self.lock = sql.SQL(
+            "SELECT min_time, last_before, lease_owner, lease_epoch, complete FROM {} WHERE cursor_name = %s FOR UPDATE"
+        ).format(db.t("backfill_cursors"))
+        self.advance = sql.SQL(
+            """UPDATE {} SET last_before = %s, complete = %s, updated_at = now(),
+                   updates_loaded = updates_loaded + %s, events_loaded = events_loaded + %s,
+                   pages_loaded = pages_loaded + %s, bytes_loaded = bytes_loaded + %s,
+                   completed_at = CASE WHEN %s THEN now() ELSE NULL END,
+                   lease_until = GREATEST(lease_until, now() + make_interval(secs => %s))
+               WHERE cursor_name = %s"""
+        ).format(db.t("backfill_cursors"))
+
+    def commit(
+        self, conn: psycopg.Connection[tuple],  # type: ignore[type-arg]
+        lease: Lease, expected_before: str, batch: Batch, pages: int, reached_end: bool, lease_s: float,
+    ) -> CommitResult:  # fmt: skip
+        """Commit `batch` and move the cursor from `expected_before` to the batch's oldest update.
+
+        `reached_end` says the scan has nothing older in the slice; the slice completes then, or when
+        the batch's oldest update sits exactly on the slice's lower bound.
+        """
+        with conn.transaction():
+            row = conn.execute(self.lock, (lease.cursor_name,)).fetchone()
+            if row is None:
+                raise Fenced(f"slice {lease.cursor_name} no longer exists")
+            min_time, last_before, owner, epoch, complete = row
+            if owner != lease.owner or epoch != lease.epoch:
+                raise Fenced(f"slice {lease.cursor_name}: lease now held by {owner} (epoch {epoch})")
+            if complete or last_before != expected_before:
+                raise Fenced(f"slice {lease.cursor_name} moved to {last_before} under this worker")
+            lo_us = dt_to_us(min_time)
+            if batch.oldest_us is not None and batch.oldest_us < lo_us:
+                batch.drop_older_than(lo_us)  # a split raised the lower bound since the request
+                reached_end = True
+            done = reached_end or (batch.oldest_us is not None and batch.oldest_us == lo_us)
+            new_last = batch.oldest or last_before
+            if batch.updates:
+                with conn.cursor().copy(self.copy_updates) as cp:
+                    cp.set_types(list(UPDATE_TYPES))
+                    for r in batch.updates:
+                        cp.write_row(r)
+            if batch.events:
+                with conn.cursor().copy(self.copy_events) as cp:
+                    cp.set_types(list(EVENT_TYPES))
+                    for r in batch.events:
+                        cp.write_row(r)
+            conn.execute(
+                self.advance,
+                (new_last, done, len(batch.updates), len(batch.events), pages, batch.nbytes, done, lease_s,
+                 lease.cursor_name),
+            )  # fmt: skip
+        return CommitResult(new_last, lo_us, done, batch.rows)

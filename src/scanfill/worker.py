@@ -1,0 +1,308 @@
+"""One worker process: many slices in flight at once, each paged backwards and committed in order.
+
+Per slice the pipeline is fetch -> decode/validate -> commit; the next page of a slice is fetched
+while the previous one commits, and commits of one slice never overtake each other. Database work
+runs on a small pool of connections in threads (psycopg's COPY releases the GIL while it waits
+for the server), HTTP and decoding on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+
+from scanfill.db import Database
+from scanfill.model import Batch, MalformedPage, decode_page
+from scanfill.plan import Claim, Leases, Partition
+from scanfill.scan import ScanClient, ScanConfig, ScanError, ScanHTTPError
+from scanfill.sink import Fenced, Lease, Sink
+from scanfill.timeutil import parse_us
+
+log = logging.getLogger("scanfill.worker")
+T = TypeVar("T")
+Conn = psycopg.Connection[tuple]  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    db: Database
+    scan: ScanConfig
+    concurrency: int = 16  # slices in flight in this process
+    page_size: int = 1000
+    batch_rows: int = 10_000  # commit when a slice has at least this many rows pending
+    db_connections: int = 3
+    lease_s: float = 60.0
+    partition: Partition = field(default_factory=Partition)
+    migrations: tuple[int, ...] = ()
+    min_split_us: int = 120_000_000
+    poll_s: float = 1.0
+    sample_s: float = 5.0
+    complete_urls: dict[int, frozenset[str]] = field(default_factory=dict)
+    worker_id: str = ""
+
+
+@dataclass
+class WorkerReport:
+    worker_id: str
+    updates: int = 0
+    events: int = 0
+    pages: int = 0
+    bytes: int = 0
+    commits: int = 0
+    slices_done: int = 0
+    takeovers: int = 0
+    splits: int = 0
+    fenced: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.updates + self.events
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, hooks: Any = None) -> None:
+        self.s = settings
+        self.id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.report = WorkerReport(self.id)
+        self.hooks = hooks  # optional metrics sink with on_commit / on_request / on_takeover
+        self.leases = Leases(settings.db, self.id, settings.lease_s, settings.partition, settings.min_split_us,
+                             settings.migrations)  # fmt: skip
+        self.sink = Sink(settings.db)
+        self.stop = asyncio.Event()
+        self._pool: asyncio.Queue[Conn] = asyncio.Queue()
+        self._conns: list[Conn] = []
+        self._executor = ThreadPoolExecutor(max_workers=settings.db_connections + 1, thread_name_prefix="scanfill-db")
+        self._failed: list[str] = []
+        self._held: dict[str, Claim] = {}
+
+    # ----- database plumbing --------------------------------------------------------------------
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        conn = await self._pool.get()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn, *args)
+        except psycopg.OperationalError:
+            conn.close()  # a broken connection is replaced, never reused
+            conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+            raise
+        finally:
+            self._pool.put_nowait(conn)
+
+    def _connect(self) -> Conn:
+        conn = self.s.db.connect(autocommit=True, application=f"scanfill worker {self.id}")
+        self._conns.append(conn)
+        return conn
+
+    # ----- main loop ----------------------------------------------------------------------------
+
+    async def run(self) -> WorkerReport:
+        t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for _ in range(self.s.db_connections):
+            self._pool.put_nowait(await loop.run_in_executor(self._executor, self._connect))
+        await self.db(self._register)
+        bg = [asyncio.create_task(self._heartbeat())]
+        try:
+            async with ScanClient(self.s.scan, on_request=getattr(self.hooks, "on_request", None)) as client:
+                self.client = client
+                await asyncio.gather(*(self._slot(k) for k in range(self.s.concurrency)))
+        finally:
+            for task in bg:
+                task.cancel()
+            self.report.seconds = time.monotonic() - t0
+            self.report.stopped = self.stop.is_set()
+            try:
+                await self.db(self._unregister)
+            except psycopg.Error as exc:
+                log.warning("could not record the worker's stop: %s", exc)
+            for c in self._conns:
+                c.close()
+            self._executor.shutdown(wait=False)
+        return self.report
+
+    async def _slot(self, k: int) -> None:
+        idle = 0.0
+        while not self.stop.is_set():
+            claim = await self.db(self.leases.claim, self._failed)
+            if claim is None:
+                claim = await self.db(self.leases.split, self._failed)
+                if claim is not None:
+                    self.report.splits += 1
+            if claim is None:
+                open_slices, soonest = await self.db(self.leases.remaining)
+                if open_slices == 0 or open_slices <= len(self._failed):
+                    return
+                # other workers hold the rest: wait for a lease to expire or a slice to become splittable
+                idle = min(self.s.poll_s, max(0.05, soonest or self.s.poll_s))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=idle)
+                continue
+            if claim.taken_over_from:
+                self.report.takeovers += 1
+                log.warning("took over %s from %s", claim.cursor_name, claim.taken_over_from)
+                if self.hooks is not None:
+                    self.hooks.on_takeover()
+            self._held[claim.cursor_name] = claim
+            try:
+                await self._load_slice(claim)
+            except Fenced as exc:
+                self.report.fenced += 1
+                log.warning("%s", exc)
+            except (ScanError, MalformedPage) as exc:
+                msg = f"slice {claim.cursor_name} (migration {claim.migration_id}, {claim.synchronizer_id}): {exc}"
+                log.error("%s", msg)
+                self.report.failures.append(msg)
+                self._failed.append(claim.cursor_name)
+            finally:
+                self._held.pop(claim.cursor_name, None)
+                try:
+                    await self.db(self.leases.release, claim)
+                except psycopg.Error as exc:
+                    log.warning("could not release %s (it expires by itself): %s", claim.cursor_name, exc)
+
+    async def _fetch(self, claim: Claim, before: str, lo_us: int, count: list[int]) -> Batch:
+        """One page; a 503 (Scan's own timeout for a page too large) halves `count` and retries."""
+        urls = self.s.complete_urls.get(claim.migration_id)
+        only = set(urls) if urls else None
+        for _ in range(self.s.scan.max_attempts):
+            try:
+                body = await self.client.updates_before(
+                    claim.migration_id, claim.synchronizer_id, parse_us(before), lo_us, count[0], only=only,
+                    before_text=before,
+                )  # fmt: skip
+            except ScanHTTPError as exc:
+                if exc.status != 503:
+                    raise
+                count[0] = max(1, count[0] // 2)
+                log.info("503 from scan: page size for %s now %d", claim.cursor_name, count[0])
+                continue
+            try:
+                return decode_page(body, claim.migration_id, claim.synchronizer_id, parse_us(before), lo_us)
+            except MalformedPage as exc:
+                raise MalformedPage(f"page before {before} (count {count[0]}): {exc}") from None
+        raise ScanError(f"scan kept answering 503 for {claim.cursor_name} at cursor {before}, even at count 1")
+
+    async def _load_slice(self, claim: Claim) -> None:
+        lease = Lease(claim.cursor_name, self.id, claim.epoch)
+        committed = claim.last_before  # what the database holds
+        before = claim.last_before  # where the next request starts
+        lo = claim.lo_us
+        count = [self.s.page_size]
+        pending = Batch()
+        pages = 0
+        inflight: asyncio.Task[Any] | None = None
+        while True:
+            if self.stop.is_set():
+                break
+            batch = await self._fetch(claim, before, lo, count)
+            reached_end = batch.items == 0 or batch.oldest_us == lo
+            pending.extend(batch)
+            pages += 1
+            if batch.oldest is not None:
+                before = batch.oldest
+            if count[0] < self.s.page_size:
+                count[0] = min(self.s.page_size, count[0] * 2)  # recover after a shrink
+            if pending.rows < self.s.batch_rows and not reached_end:
+                continue
+            if inflight is not None:
+                res = await inflight
+                committed = res.last_before
+                lo = res.lo_us
+                if res.complete:
+                    inflight = None
+                    self.report.slices_done += 1
+                    return
+            inflight = asyncio.create_task(self._commit(lease, committed, pending, pages, reached_end))
+            committed = pending.oldest or committed
+            pending, pages = Batch(), 0
+            if reached_end:
+                res = await inflight
+                inflight = None
+                if res.complete:
+                    self.report.slices_done += 1
+                return
+        if inflight is not None:
+            await inflight
+
+    async def _commit(self, lease: Lease, expected: str, batch: Batch, pages: int, end: bool) -> Any:
+        t0 = time.monotonic()
+        res = await self.db(self.sink.commit, lease, expected, batch, pages, end, self.s.lease_s)
+        r = self.report
+        r.updates += len(batch.updates)
+        r.events += len(batch.events)
+        r.pages += pages
+        r.bytes += batch.nbytes
+        r.commits += 1
+        if self.hooks is not None:
+            self.hooks.on_commit(lease.cursor_name, batch, pages, time.monotonic() - t0, res)
+        return res
+
+    # ----- bookkeeping --------------------------------------------------------------------------
+
+    def _register(self, conn: Conn) -> None:
+        t = self.s.db.t("backfill_workers")
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("INSERT INTO {} (worker_id, host, pid) VALUES (%s, %s, %s) ON CONFLICT (worker_id) DO UPDATE "
+                        "SET heartbeat = now(), state = 'running', stopped_at = NULL").format(t),
+                (self.id, socket.gethostname(), os.getpid()),
+            )  # fmt: skip
+
+    def _unregister(self, conn: Conn) -> None:
+        r = self.report
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("UPDATE {} SET state = %s, stopped_at = now(), heartbeat = now(), rows_loaded = %s "
+                        "WHERE worker_id = %s").format(self.s.db.t("backfill_workers")),
+                ("failed" if r.failures else "stopped" if self.stop.is_set() else "done", r.rows, self.id),
+            )  # fmt: skip
+            self._sample(conn)
+
+    def _sample(self, conn: Conn) -> None:
+        r = self.report
+        conn.execute(
+            sql.SQL("INSERT INTO {} (worker_id, updates, events, bytes, pages) VALUES (%s, %s, %s, %s, %s)").format(
+                self.s.db.t("backfill_progress")),
+            (self.id, r.updates, r.events, r.bytes, r.pages),
+        )  # fmt: skip
+
+    def _beat(self, conn: Conn) -> bool:
+        """Renew leases, record progress, and say whether an operator asked every worker to stop."""
+        self.leases.renew(conn)
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("UPDATE {} SET heartbeat = now(), rows_loaded = %s WHERE worker_id = %s").format(
+                    self.s.db.t("backfill_workers")),
+                (self.report.rows, self.id),
+            )  # fmt: skip
+            self._sample(conn)
+            row = conn.execute(
+                sql.SQL("SELECT value FROM {} WHERE key = 'stop'").format(self.s.db.t("backfill_control"))
+            ).fetchone()
+        return row is not None
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.2, min(self.s.sample_s, self.s.lease_s / 3))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await self.db(self._beat):
+                    log.warning("stop requested through the database (scanfill abort): stopping")
+                    self.stop.set()
+            except psycopg.Error as exc:
+                log.warning("heartbeat failed (will retry): %s", exc)
