@@ -279,12 +279,13 @@ def _print_summary(summary: Any) -> None:
 @click.option("--rate-403", default=0.0, type=float, help="Share answered 403 with an HTML page.")
 @click.option("--rate-drop", default=0.0, type=float, help="Share whose connection is closed mid-body.")
 @click.option("--rate-hang", default=0.0, type=float, help="Share never answered (see --hang-s).")
+@click.option("--rate-malformed", default=0.0, type=float, help="Share answered 200 with a malformed page.")
 @click.option(
     "--every",
     "every",
     multiple=True,
     metavar="FAULT=N",
-    help="Schedule a fault on every Nth request, e.g. --every 503=10 (429, 503, 502, 403, drop, hang).",
+    help="Schedule a fault on every Nth request, e.g. --every 503=10 (429, 503, 502, 403, drop, hang, malformed).",
 )
 @click.option("--retry-after", default=1.0, show_default=True, type=float, help="Retry-After of a 429, seconds.")
 @click.option("--hang-s", default=3600.0, show_default=True, type=float, help="How long a hung request hangs.")
@@ -323,6 +324,7 @@ def sim(**o: Any) -> None:
         rate_403=float(str(o["rate_403"])),
         rate_drop=float(str(o["rate_drop"])),
         rate_hang=float(str(o["rate_hang"])),
+        rate_malformed=float(str(o["rate_malformed"])),
         retry_after_s=float(str(o["retry_after"])),
         hang_s=float(str(o["hang_s"])),
         gzip=not o["no_gzip"],
@@ -334,7 +336,7 @@ def sim(**o: Any) -> None:
     every: dict[str, int] = {}
     for item in o["every"]:  # type: ignore[attr-defined]
         name, _, count = str(item).partition("=")
-        if name not in ("429", "503", "502", "403", "drop", "hang") or not count.isdigit():
+        if name not in ("429", "503", "502", "403", "drop", "hang", "malformed") or not count.isdigit():
             raise click.BadParameter(f"expected FAULT=N with FAULT in 429,503,502,403,drop,hang: {item!r}")
         every[f"every_{name}"] = int(count)
     faults = replace(faults, **every)  # type: ignore[arg-type]

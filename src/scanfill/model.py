@@ -285,7 +285,7 @@ def _decode(body: bytes, mig: int, sync: str, before_us: int | None, after_us: i
         try:
             t_us = parse_us(item.record_time)
         except TimestampError as exc:
-            raise MalformedPage(f"update {uid}: {exc}") from None
+            raise MalformedPage(f"update {uid}: bad record_time: {exc}") from None
         rt = _ts(item.record_time)
         if item.event is not None:
             ev = item.event

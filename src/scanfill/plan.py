@@ -218,13 +218,14 @@ class Leases:
         if migrations:
             self.filter = sql.SQL("({}) AND migration_id = ANY({})").format(self.filter, sql.Literal(list(migrations)))
 
-    def claim(self, conn: Conn, exclude: list[str]) -> Claim | None:
+    def claim(self, conn: Conn, exclude: list[str], dead_owners: list[str] | None = None) -> Claim | None:
+        """The largest open slice whose lease is free, expired, or held by a worker known to be dead."""
         t = self.db.t("backfill_cursors")
         q = sql.SQL("""
             WITH c AS (
                 SELECT cursor_name, lease_owner AS prev FROM {t}
-                WHERE NOT complete AND (lease_owner IS NULL OR lease_until < now()) AND {f}
-                  AND NOT (cursor_name = ANY(%s))
+                WHERE NOT complete AND (lease_owner IS NULL OR lease_until < now() OR lease_owner = ANY(%s))
+                  AND {f} AND NOT (cursor_name = ANY(%s))
                 ORDER BY max_time - min_time DESC, cursor_name
                 LIMIT 1 FOR UPDATE SKIP LOCKED)
             UPDATE {t} s SET lease_owner = %s, lease_epoch = s.lease_epoch + 1,
@@ -233,7 +234,7 @@ class Leases:
             RETURNING s.cursor_name, s.migration_id, s.synchronizer_id, s.min_time, s.max_time, s.last_before,
                       s.lease_epoch, c.prev""").format(t=t, f=self.filter)
         with conn.transaction():
-            row = conn.execute(q, (exclude, self.owner, self.lease_s)).fetchone()
+            row = conn.execute(q, (dead_owners or [], exclude, self.owner, self.lease_s)).fetchone()
         return _claim(row)
 
     def split(self, conn: Conn, exclude: list[str]) -> Claim | None:

@@ -89,6 +89,7 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=settings.db_connections + 1, thread_name_prefix="scanfill-db")
         self._failed: list[str] = []
         self._held: dict[str, Claim] = {}
+        self._dead: list[str] = []
 
     # ----- database plumbing --------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class Worker:
         for _ in range(self.s.db_connections):
             self._pool.put_nowait(await loop.run_in_executor(self._executor, self._connect))
         await self.db(self._register)
+        self._dead = await self.db(self._find_dead)
         bg = [asyncio.create_task(self._heartbeat())]
         try:
             async with ScanClient(self.s.scan, on_request=getattr(self.hooks, "on_request", None)) as client:
@@ -138,7 +140,7 @@ class Worker:
     async def _slot(self, k: int) -> None:
         idle = 0.0
         while not self.stop.is_set():
-            claim = await self.db(self.leases.claim, self._failed)
+            claim = await self.db(self.leases.claim, self._failed, self._dead)
             if claim is None:
                 claim = await self.db(self.leases.split, self._failed)
                 if claim is not None:
@@ -179,6 +181,7 @@ class Worker:
         """One page; a 503 (Scan's own timeout for a page too large) halves `count` and retries."""
         urls = self.s.complete_urls.get(claim.migration_id)
         only = set(urls) if urls else None
+        malformed = 0
         for _ in range(self.s.scan.max_attempts):
             try:
                 body = await self.client.updates_before(
@@ -194,7 +197,13 @@ class Worker:
             try:
                 return decode_page(body, claim.migration_id, claim.synchronizer_id, parse_us(before), lo_us)
             except MalformedPage as exc:
-                raise MalformedPage(f"page before {before} (count {count[0]}): {exc}") from None
+                malformed += 1
+                if malformed < 3:  # a glitch of one scan or proxy: ask again (another scan if there is one)
+                    log.warning("malformed page for %s at cursor %s (%s); retrying", claim.cursor_name, before, exc)
+                    continue
+                raise MalformedPage(
+                    f"cursor (before) {before}, count {count[0]}: malformed page from scan, 3 times: {exc}"
+                ) from None
         raise ScanError(f"scan kept answering 503 for {claim.cursor_name} at cursor {before}, even at count 1")
 
     async def _load_slice(self, claim: Claim) -> None:
@@ -263,6 +272,21 @@ class Worker:
                 (self.id, socket.gethostname(), os.getpid()),
             )  # fmt: skip
 
+    def _find_dead(self, conn: Conn) -> list[str]:
+        """Workers recorded as running on this host whose process is gone (killed, crashed): their
+        leases can be taken at once instead of after expiry."""
+        t = self.s.db.t("backfill_workers")
+        with conn.transaction():
+            rows = conn.execute(
+                sql.SQL("SELECT worker_id, pid FROM {} WHERE host = %s AND state = 'running' AND worker_id <> %s"
+                        ).format(t), (socket.gethostname(), self.id),
+            ).fetchall()  # fmt: skip
+            dead = [wid for wid, pid in rows if not _pid_alive(int(pid))]
+            if dead:
+                conn.execute(sql.SQL("UPDATE {} SET state = 'dead', stopped_at = now() WHERE worker_id = ANY(%s)"
+                                     ).format(t), (dead,))  # fmt: skip
+        return dead
+
     def _unregister(self, conn: Conn) -> None:
         r = self.report
         with conn.transaction():
@@ -306,3 +330,13 @@ class Worker:
                     self.stop.set()
             except psycopg.Error as exc:
                 log.warning("heartbeat failed (will retry): %s", exc)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

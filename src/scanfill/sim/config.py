@@ -22,12 +22,14 @@ class FaultConfig:
     rate_403: float = 0.0
     rate_drop: float = 0.0  # connection closed mid-body
     rate_hang: float = 0.0  # request never answered (until hang_s)
+    rate_malformed: float = 0.0  # 200 with a body that is not a valid page
     every_429: int = 0
     every_503: int = 0
     every_502: int = 0
     every_403: int = 0
     every_drop: int = 0
     every_hang: int = 0
+    every_malformed: int = 0
     retry_after_s: float = 1.0
     hang_s: float = 3600.0
     gzip: bool = True  # compress when the client sends Accept-Encoding: gzip

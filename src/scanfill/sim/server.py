@@ -158,6 +158,13 @@ class ScanInstance:
         if subject and isinstance(resp, web.Response) and resp.status == 200 and self._fault("drop"):
             self._count("drop")
             return await _drop_mid_body(request, resp)
+        if subject and isinstance(resp, web.Response) and resp.status == 200 and self._fault("malformed"):
+            self._count("malformed")
+            good = resp.body if isinstance(resp.body, bytes) else b""
+            # valid JSON, wrong shape: the first item's record time is not a timestamp
+            return web.Response(
+                body=good.replace(b'"record_time":"', b'"record_time":"garbage-', 1), content_type="application/json"
+            )
         if f.gzip and isinstance(resp, web.Response) and "gzip" in request.headers.get("Accept-Encoding", ""):
             body = resp.body
             if isinstance(body, bytes) and len(body) > 512:

@@ -1,0 +1,37 @@
+"""Compare a loaded database with exactly what the simulator's ledger says it served."""
+
+from __future__ import annotations
+
+import psycopg
+
+from scanfill.sim import Ledger
+from scanfill.timeutil import dt_to_us
+
+
+def assert_db_matches(dsn: str, ledger: Ledger, schema: str = "public", migrations: list[int] | None = None) -> int:
+    """Every update and event id exactly once, exact record times, effective synchronizer, kind, rounds."""
+    expected = [h for h in ledger.expected_all() if migrations is None or h.migration_id in migrations]
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            f'SELECT update_id, migration_id, synchronizer_id, record_time, kind, round, event_count '
+            f'FROM "{schema}".ledger_updates'
+        ).fetchall()
+        events = conn.execute(f'SELECT event_id, update_id FROM "{schema}".ledger_events').fetchall()
+    ids = [r[0] for r in rows]
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicate update rows"
+    got = {r[0]: r for r in rows}
+    want = {h.update_id: h for h in expected}
+    missing = set(want) - set(got)
+    extra = set(got) - set(want)
+    assert not missing, f"{len(missing)} updates missing, e.g. {sorted(missing)[:3]}"
+    assert not extra, f"{len(extra)} unexpected updates, e.g. {sorted(extra)[:3]}"
+    for uid, h in want.items():
+        r = got[uid]
+        assert (r[1], r[2], dt_to_us(r[3]), r[4], r[5], r[6]) == (
+            h.migration_id, h.synchronizer_id, h.record_us, h.kind, h.round, h.event_count
+        ), (uid, r, h)
+    ev_ids = [e[0] for e in events]
+    assert len(ev_ids) == len(set(ev_ids)), f"{len(ev_ids) - len(set(ev_ids))} duplicate event rows"
+    want_events = {eid for h in expected for eid in h.event_ids()}
+    assert set(ev_ids) == want_events, (len(set(ev_ids)), len(want_events))
+    return len(rows) + len(events)

@@ -1,0 +1,129 @@
+"""End-to-end backfill against real PostgreSQL and the simulator over HTTP."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from dbcheck import assert_db_matches
+
+from scanfill.backfill import RunOptions, run
+from scanfill.db import Database
+from scanfill.scan import ScanConfig
+from scanfill.sim import FaultConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
+from scanfill.worker import WorkerSettings
+
+SMALL = LedgerConfig(
+    seed=11,
+    migrations=(
+        MigrationSpec(0, "2024-06-24T21:08:00Z", 400),
+        MigrationSpec(4, "2024-06-25T00:10:00Z", 350, synchronizers=2, import_updates=5),  # gap in ids, overlap
+    ),
+)
+
+
+def options(dsn: str, urls: list[str], **kw: object) -> RunOptions:
+    scan = ScanConfig(urls=tuple(urls), backoff_base_s=0.01, backoff_cap_s=0.2, timeout_s=10, read_timeout_s=5,
+                      failure_cooldown_s=0.2)  # fmt: skip
+    run_kw = {k: kw.pop(k) for k in ("workers", "slices") if k in kw}
+    ws = WorkerSettings(db=Database(dsn), scan=scan, **kw)  # type: ignore[arg-type]
+    return RunOptions(worker=ws, progress=False, **run_kw)  # type: ignore[arg-type]
+
+
+def test_full_history_exactly_once(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        summary = run(options(db, sim.urls, concurrency=6, page_size=50, batch_rows=200))
+    assert summary.complete and not summary.failures
+    rows = assert_db_matches(db, Ledger(SMALL))
+    assert summary.rows == rows
+    with psycopg.connect(db) as conn:
+        kinds = dict(conn.execute("SELECT kind, count(*) FROM ledger_updates GROUP BY 1").fetchall())
+        assert kinds.get("assignment", 0) > 0 and kinds.get("unassignment", 0) > 0
+        # the newest update of every range (exactly at `max`) is there, and its exact microseconds
+        for m, sync, mx in conn.execute("SELECT migration_id, synchronizer_id, max_text FROM backfill_ranges"):
+            got = conn.execute(
+                "SELECT to_char(max(record_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+                "FROM ledger_updates WHERE migration_id = %s AND synchronizer_id = %s", (m, sync)).fetchone()
+            assert got is not None and got[0].startswith(mx.rstrip("Z"))
+        cursors = conn.execute("SELECT count(*), bool_and(complete) FROM backfill_cursors").fetchone()
+        assert cursors == (cursors[0], True) and cursors[0] > 3
+
+
+def test_rerun_loads_nothing_twice(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        first = run(options(db, sim.urls, concurrency=4))
+        second = run(options(db, sim.urls, concurrency=4))
+    assert first.complete and second.complete and second.rows == 0
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_label_less_values_and_explicit_migration(db: str) -> None:
+    cfg = LedgerConfig(seed=5, labels=False, migrations=SMALL.migrations)
+    with Simulator(SimConfig(ledger=cfg)) as sim:
+        summary = run(options(db, sim.urls, concurrency=4, migrations=(4,)))
+    assert summary.complete
+    assert_db_matches(db, Ledger(cfg), migrations=[4])  # rounds derived from positional records too
+
+
+def test_faults_end_with_identical_content(db: str) -> None:
+    faults = FaultConfig(rate_429=0.1, rate_503=0.08, rate_502=0.05, rate_drop=0.05, latency_ms=5, jitter_ms=20,
+                         retry_after_s=0.05, max_page=40, seed=3)  # fmt: skip
+    with Simulator(SimConfig(ledger=SMALL, faults=faults)) as sim:
+        summary = run(options(db, sim.urls, concurrency=8, page_size=100, batch_rows=300))
+        stats = sim.stats()
+    assert summary.complete and not summary.failures, summary.failures
+    assert all(stats["faults"].get(k, 0) > 0 for k in ("429", "503", "502", "drop")), stats["faults"]
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_failover_between_scans_and_late_joiner_not_trusted(db: str) -> None:
+    from scanfill.sim import InstanceConfig
+
+    instances = (
+        InstanceConfig("sv-1", faults=FaultConfig(every_403=1)),  # forbidden: must be benched
+        InstanceConfig("sv-2", late_join=0.5),  # incomplete: must never serve a slice
+        InstanceConfig("sv-3"),
+    )
+    with Simulator(SimConfig(ledger=SMALL, instances=instances)) as sim:
+        summary = run(options(db, sim.urls, concurrency=4))
+        served = [sim.stats(k)["by_path"].get("/v0/backfilling/updates-before", 0) for k in range(3)]
+    assert summary.complete and not summary.failures
+    assert served[1] == 0 and served[2] > 0
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_hung_scan_fails_over(db: str) -> None:
+    from scanfill.sim import InstanceConfig
+
+    instances = (InstanceConfig("sv-1", faults=FaultConfig(every_hang=1, hang_s=60)), InstanceConfig("sv-2"))
+    with Simulator(SimConfig(ledger=SMALL, instances=instances)) as sim:
+        opts = options(db, sim.urls, concurrency=4)
+        opts = RunOptions(worker=opts.worker.__class__(**{**opts.worker.__dict__, "scan": ScanConfig(
+            urls=tuple(sim.urls), timeout_s=1, read_timeout_s=0.5, backoff_base_s=0.01, backoff_cap_s=0.1,
+            failure_cooldown_s=30)}), progress=False)  # fmt: skip
+        summary = run(opts)
+    assert summary.complete and not summary.failures
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_malformed_page_names_slice_and_loses_nothing(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        assert run(options(db, sim.urls, concurrency=2, migrations=(0,))).complete
+        with psycopg.connect(db) as conn:
+            loaded = conn.execute("SELECT count(*) FROM ledger_updates").fetchone()
+        sim.set_faults(FaultConfig(every_malformed=1))
+        bad = run(options(db, sim.urls, concurrency=2))
+        assert not bad.complete and bad.failures
+        assert all("slice m4/" in f and "cursor (before) 20" in f and "record_time" in f for f in bad.failures)
+        with psycopg.connect(db) as conn:  # nothing of migration 4 stored, migration 0 untouched
+            assert conn.execute("SELECT count(*) FROM ledger_updates").fetchone() == loaded
+            assert conn.execute("SELECT count(*) FROM ledger_updates WHERE migration_id = 4").fetchone() == (0,)
+        sim.set_faults(FaultConfig())
+        assert run(options(db, sim.urls, concurrency=2)).complete
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_unreachable_scan_is_a_clear_error(db: str) -> None:
+    from scanfill.scan import ScanError
+
+    with pytest.raises(ScanError, match="gave up after"):
+        run(options(db, ["http://127.0.0.1:9/api/scan"], concurrency=1))
