@@ -13,7 +13,7 @@ def assert_db_matches(dsn: str, ledger: Ledger, schema: str = "public", migratio
     expected = [h for h in ledger.expected_all() if migrations is None or h.migration_id in migrations]
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            f'SELECT update_id, migration_id, synchronizer_id, record_time, kind, round, event_count '
+            f"SELECT update_id, migration_id, synchronizer_id, record_time, kind, round, event_count "
             f'FROM "{schema}".ledger_updates'
         ).fetchall()
         events = conn.execute(f'SELECT event_id, update_id FROM "{schema}".ledger_events').fetchall()
@@ -28,7 +28,12 @@ def assert_db_matches(dsn: str, ledger: Ledger, schema: str = "public", migratio
     for uid, h in want.items():
         r = got[uid]
         assert (r[1], r[2], dt_to_us(r[3]), r[4], r[5], r[6]) == (
-            h.migration_id, h.synchronizer_id, h.record_us, h.kind, h.round, h.event_count
+            h.migration_id,
+            h.synchronizer_id,
+            h.record_us,
+            h.kind,
+            h.round,
+            h.event_count,
         ), (uid, r, h)
     ev_ids = [e[0] for e in events]
     assert len(ev_ids) == len(set(ev_ids)), f"{len(ev_ids) - len(set(ev_ids))} duplicate event rows"

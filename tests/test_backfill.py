@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from dbcheck import assert_db_matches
 
+from dbcheck import assert_db_matches
 from scanfill.backfill import RunOptions, run
 from scanfill.db import Database
 from scanfill.scan import ScanConfig
@@ -42,7 +42,9 @@ def test_full_history_exactly_once(db: str) -> None:
         for m, sync, mx in conn.execute("SELECT migration_id, synchronizer_id, max_text FROM backfill_ranges"):
             got = conn.execute(
                 "SELECT to_char(max(record_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
-                "FROM ledger_updates WHERE migration_id = %s AND synchronizer_id = %s", (m, sync)).fetchone()
+                "FROM ledger_updates WHERE migration_id = %s AND synchronizer_id = %s",
+                (m, sync),
+            ).fetchone()
             assert got is not None and got[0].startswith(mx.rstrip("Z"))
         cursors = conn.execute("SELECT count(*), bool_and(complete) FROM backfill_cursors").fetchone()
         assert cursors == (cursors[0], True) and cursors[0] > 3

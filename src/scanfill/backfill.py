@@ -93,6 +93,32 @@ def overall_state(db: Database) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def check_connection_budget(db: Database, workers: int, per_worker: int) -> dict[str, int]:
+    """Refuse before starting, with a suggested --workers, rather than fail later with "too many clients"."""
+    from scanfill.db import ConfigError
+
+    with db.connect(autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int"
+        ).fetchone()
+    assert row is not None
+    max_conn, reserved, in_use = row
+    available = max_conn - reserved - in_use + 1  # this checking connection goes away
+    needed = workers * per_worker + 2  # + the planner and the progress display
+    budget = {"max_connections": max_conn, "reserved": reserved, "in_use": in_use - 1, "needed": needed,
+              "available": available}  # fmt: skip
+    if needed > available:
+        fit = max(0, (available - 2) // per_worker)
+        raise ConfigError(
+            f"{workers} worker(s) x {per_worker} connections (+2) need {needed} connections, but the server has "
+            f"{available} free (max_connections {max_conn}, {reserved} reserved, {in_use - 1} in use). "
+            + (f"Use --workers {fit}" if fit else "Free some connections")
+            + " or lower --db-connections, or raise max_connections."
+        )
+    return budget
+
+
 def _child(settings: WorkerSettings, queue: Any) -> None:
     """Entry point of a worker process started by `--workers N`."""
     from scanfill.logs import setup_logging
@@ -122,6 +148,8 @@ async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerRepo
 def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     """Plan and load; returns when every slice this run can reach is done, or on a stop."""
     schema.init(opts.worker.db)
+    if not opts.plan_only:
+        check_connection_budget(opts.worker.db, opts.workers, opts.worker.db_connections)
     t0 = time.monotonic()
     disc, stats = asyncio.run(discover_and_plan(opts))
     complete_urls = {m: frozenset(u) for m, u in disc.complete_urls.items()}

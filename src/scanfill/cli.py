@@ -205,6 +205,71 @@ def _print_summary(summary: Any) -> None:
         )
 
 
+# ----- demo --------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--rows", default=1_000_000, show_default=True, help="Size of the simulated ledger in rows.")
+@click.option(
+    "--dir",
+    "workdir",
+    default="~/.scanfill/demo",
+    show_default=True,
+    help="Where the embedded PostgreSQL keeps its data.",
+)
+@click.option("--concurrency", default=16, show_default=True, help="Requests in flight.")
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.option("--latency-ms", default=0.0, show_default=True, help="Simulated network latency per page.")
+@click.option("--dsn", default=None, metavar="URL", help="Use this PostgreSQL instead of the embedded one.")
+@friendly
+def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: float, dsn: str | None) -> None:
+    """Everything on this machine: embedded PostgreSQL, a simulated Scan, a full backfill, a check."""
+    from pathlib import Path
+
+    import psycopg
+
+    from scanfill.backfill import RunOptions
+    from scanfill.db import Database
+    from scanfill.scan import ScanConfig
+    from scanfill.sim import FaultConfig, Ledger, LedgerConfig, SimConfig, Simulator
+    from scanfill.worker import WorkerSettings
+
+    handle = None
+    if dsn is None:
+        from scanfill.embedded import start_embedded
+
+        click.echo(f"starting embedded PostgreSQL in {workdir} ...", err=True)
+        handle = start_embedded(Path(workdir).expanduser())
+        admin = handle.dsn
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS scanfill_demo WITH (FORCE)")
+            conn.execute("CREATE DATABASE scanfill_demo")
+        info = psycopg.conninfo.conninfo_to_dict(admin)
+        info["dbname"] = "scanfill_demo"
+        dsn = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    ledger = LedgerConfig.for_rows(rows)
+    expected = Ledger(ledger)
+    total_updates = expected.total_updates()
+    click.echo(f"simulated Scan: {total_updates:,} updates (~{rows:,} rows) in migrations "
+               f"{expected.migration_ids()}", err=True)  # fmt: skip
+    try:
+        with Simulator(SimConfig(ledger=ledger, faults=FaultConfig(latency_ms=latency_ms)), mode="process") as sim:
+            db = Database(dsn)
+            settings = WorkerSettings(db=db, scan=ScanConfig(urls=tuple(sim.urls)), concurrency=concurrency)
+            summary = _do_run(RunOptions(worker=settings, workers=workers), db)
+        with psycopg.connect(dsn) as conn:
+            got = conn.execute("SELECT count(*), count(DISTINCT update_id) FROM ledger_updates").fetchone()
+        assert got is not None
+        ok = got[0] == got[1] == total_updates and summary.complete
+        click.secho(f"check: {got[0]:,} updates stored, {got[1]:,} distinct, {total_updates:,} served: "
+                    f"{'exact' if ok else 'MISMATCH'}", fg="green" if ok else "red")  # fmt: skip
+        if not ok:
+            sys.exit(1)
+    finally:
+        if handle is not None:
+            handle.stop()
+
+
 # ----- sim ---------------------------------------------------------------------------------------
 
 

@@ -201,7 +201,7 @@ class Partition:
     def where(self) -> sql.Composable:
         if self.worker_count <= 1:
             return sql.SQL("true")
-        return sql.SQL("slot % {} = {}").format(sql.Literal(self.worker_count), sql.Literal(self.worker_id))
+        return sql.SQL("mod(slot, {}) = {}").format(sql.Literal(self.worker_count), sql.Literal(self.worker_id))
 
 
 class Leases:

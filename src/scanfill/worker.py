@@ -122,7 +122,7 @@ class Worker:
         try:
             async with ScanClient(self.s.scan, on_request=getattr(self.hooks, "on_request", None)) as client:
                 self.client = client
-                await asyncio.gather(*(self._slot(k) for k in range(self.s.concurrency)))
+                await asyncio.gather(*(self._guarded_slot(k) for k in range(self.s.concurrency)))
         finally:
             for task in bg:
                 task.cancel()
@@ -136,6 +136,15 @@ class Worker:
                 c.close()
             self._executor.shutdown(wait=False)
         return self.report
+
+    async def _guarded_slot(self, k: int) -> None:
+        """An unexpected error stops this worker gracefully: other slots finish their commits."""
+        try:
+            await self._slot(k)
+        except Exception as exc:
+            log.exception("worker slot %d failed", k)
+            self.report.failures.append(f"unexpected error: {type(exc).__name__}: {exc}")
+            self.stop.set()
 
     async def _slot(self, k: int) -> None:
         idle = 0.0

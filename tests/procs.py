@@ -1,0 +1,40 @@
+"""Running `scanfill` as real child processes, and waiting on database conditions (polling the
+database for a fact, never sleeping for a guessed time)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import psycopg
+
+
+def scanfill(*args: str, dsn: str, urls: list[str], env: dict[str, str] | None = None,
+             stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:  # fmt: skip
+    e = {**os.environ, "DATABASE_URL": dsn, "SCAN_URL": ",".join(urls), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "scanfill.cli", *args], env=e, stdout=stdout,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def loaded(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT coalesce(sum(updates_loaded), 0) FROM backfill_cursors").fetchone()
+    return int(row[0]) if row else 0
+
+
+def drop_unique_keys(dsn: str) -> None:
+    """Without primary keys a page loaded twice shows up as duplicate rows instead of an error."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE ledger_updates DROP CONSTRAINT ledger_updates_pkey")
+        conn.execute("ALTER TABLE ledger_events DROP CONSTRAINT ledger_events_pkey")

@@ -1,0 +1,97 @@
+"""Several worker processes sharing one backfill through PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+import signal
+
+import psycopg
+
+from dbcheck import assert_db_matches
+from procs import drop_unique_keys, loaded, scanfill, wait_for
+from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
+from test_backfill import SMALL
+
+COMMON = ("--page-size", "40", "--batch-rows", "100", "--no-progress")
+
+
+def workers_rows(db: str) -> list[tuple[str, str, int]]:
+    with psycopg.connect(db) as conn:
+        return conn.execute("SELECT worker_id, state, rows_loaded FROM backfill_workers ORDER BY 1").fetchall()
+
+
+def test_four_worker_processes_exactly_once(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=5))) as sim:
+        assert scanfill("init", dsn=db, urls=sim.urls).wait() == 0
+        drop_unique_keys(db)
+        p = scanfill("run", "--workers", "4", "--concurrency", "3", *COMMON, dsn=db, urls=sim.urls)
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 0, out
+    assert_db_matches(db, Ledger(SMALL))
+    rows = workers_rows(db)
+    assert len(rows) == 4 and all(state == "done" for _, state, _ in rows)
+    assert sum(1 for *_, n in rows if n > 0) >= 3  # the work was shared
+
+
+def test_killed_and_paused_workers_while_others_run(db: str) -> None:
+    rnd = random.Random(7)
+    total = Ledger(SMALL).total_updates()
+    with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=15, jitter_ms=10))) as sim:
+        assert scanfill("init", dsn=db, urls=sim.urls).wait() == 0
+        drop_unique_keys(db)
+        args = ("run", "--concurrency", "3", "--lease", "2", *COMMON)
+        steady = scanfill(*args, dsn=db, urls=sim.urls)
+        paused = scanfill(*args, dsn=db, urls=sim.urls)
+        victims = [scanfill(*args, dsn=db, urls=sim.urls) for _ in range(2)]
+        wait_for(lambda: loaded(db) >= total // 8, what="first progress")
+        paused.send_signal(signal.SIGSTOP)  # holds leases, wakes up after they were taken over
+        for v in victims:
+            wait_for(lambda: loaded(db) >= rnd.randint(total // 6, total // 3), what="more progress")
+            v.send_signal(signal.SIGKILL)
+            v.wait()
+        out = steady.communicate(timeout=300)[0].decode()
+        assert steady.returncode == 0, out
+        paused.send_signal(signal.SIGCONT)
+        late = paused.communicate(timeout=120)[0].decode()
+        assert paused.returncode == 0, late
+    assert_db_matches(db, Ledger(SMALL))  # no page loaded twice: there is no unique key to stop it
+
+
+def test_worker_joining_mid_run_takes_a_share(db: str) -> None:
+    total = Ledger(SMALL).total_updates()
+    with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=30))) as sim:
+        assert scanfill("init", dsn=db, urls=sim.urls).wait() == 0
+        first = scanfill("run", "--concurrency", "2", "--slices", "2", *COMMON, dsn=db, urls=sim.urls)
+        wait_for(lambda: loaded(db) >= total // 10, what="first worker's progress")
+        second = scanfill("run", "--concurrency", "2", *COMMON, dsn=db, urls=sim.urls)
+        assert second.wait(timeout=300) == 0 and first.wait(timeout=300) == 0
+        with psycopg.connect(db) as conn:
+            splits = conn.execute("SELECT count(*) FROM backfill_cursors WHERE split_from IS NOT NULL").fetchone()
+    assert splits is not None and splits[0] > 0
+    rows = workers_rows(db)
+    assert len(rows) == 2 and all(n > 0 for *_, n in rows), rows
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_static_worker_partition_covers_every_slice_once(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        for wid in range(3):
+            env = {"WORKER_ID": str(wid), "WORKER_COUNT": "3"}
+            p = scanfill("run", "--concurrency", "2", *COMMON, dsn=db, urls=sim.urls, env=env)
+            out = p.communicate(timeout=300)[0].decode()
+            assert p.returncode == 0, out
+            assert ("history complete" in out) == (wid == 2)
+    with psycopg.connect(db) as conn:
+        slots = conn.execute("SELECT DISTINCT slot % 3 FROM backfill_cursors").fetchall()
+    assert sorted(s for (s,) in slots) == [0, 1, 2]
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_connection_budget_refuses_with_a_suggestion(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        p = scanfill("run", "--workers", "400", *COMMON, dsn=db, urls=sim.urls)
+        out = p.communicate(timeout=120)[0].decode()
+    assert p.returncode == 2
+    assert "400 worker(s)" in out and "Use --workers " in out and "too many clients" not in out
+    with psycopg.connect(db) as conn:  # refused before any worker started
+        assert conn.execute("SELECT count(*) FROM backfill_workers").fetchone() == (0,)
