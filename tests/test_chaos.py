@@ -25,7 +25,7 @@ def kill_restart_cycles(db: str, cycles: int, seed: int) -> None:
             start = loaded(db)
             proc = scanfill(*RUN, dsn=db, urls=sim.urls)
             target = start + rnd.randint(1, max(2, (total - start) // (cycles - k + 1)))
-            wait_for(lambda t=target: loaded(db) >= t or proc.poll() is not None, what=f"{target} updates loaded")
+            wait_for(lambda t=target, p=proc: loaded(db) >= t or p.poll() is not None, what=f"{target} updates loaded")
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         final = scanfill(*RUN, dsn=db, urls=sim.urls)

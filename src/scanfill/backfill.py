@@ -148,6 +148,9 @@ async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerRepo
 def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     """Plan and load; returns when every slice this run can reach is done, or on a stop."""
     schema.init(opts.worker.db)
+    from scanfill.maintenance import check_unlogged_crash
+
+    check_unlogged_crash(opts.worker.db, echo=log.warning)
     if not opts.plan_only:
         check_connection_budget(opts.worker.db, opts.workers, opts.worker.db_connections)
     t0 = time.monotonic()

@@ -138,11 +138,14 @@ def init(dsn: str | None, schema: str) -> None:
 @click.option("--db-connections", default=3, show_default=True, help="Database connections per worker.")
 @click.option("--lease", "lease_s", default=60.0, show_default=True, help="Seconds a slice lease lasts unrenewed.")
 @click.option("--plan-only", is_flag=True, help="Discover and plan the slices, load nothing.")
+@click.option("--prepare", "do_prepare", is_flag=True, help="Run `scanfill prepare` first (bulk-load mode).")
+@click.option("--restore", "do_restore", is_flag=True, help="Run `scanfill restore` when the history is complete.")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @friendly
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
         migrations: tuple[int, ...], concurrency: int, workers: int, page_size: int | None, batch_rows: int,
-        slices: int, db_connections: int, lease_s: float, plan_only: bool, no_progress: bool) -> None:  # fmt: skip
+        slices: int, db_connections: int, lease_s: float, plan_only: bool, no_progress: bool, do_prepare: bool,
+        do_restore: bool) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
@@ -167,10 +170,29 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
     )  # fmt: skip
     opts = RunOptions(worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only)
-    _do_run(opts, db)
+    _lifecycle(opts, db, do_prepare, do_restore)
 
 
-def _do_run(opts: Any, db: Any) -> Any:
+def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
+    from scanfill import maintenance
+    from scanfill import schema as sch
+
+    if do_prepare:
+        sch.init(db)
+        maintenance.prepare(db, echo=click.echo)
+    summary = _do_run(opts, db, exit_on_failure=not do_restore)
+    if do_restore:
+        if summary.complete:
+            maintenance.restore(db, echo=click.echo, progress=_index_progress)
+        else:
+            click.secho("not restoring: the history is not complete yet (tables stay in bulk-load mode)",
+                        fg="yellow", err=True)  # fmt: skip
+        if summary.failures:
+            sys.exit(1)
+    return summary
+
+
+def _do_run(opts: Any, db: Any, exit_on_failure: bool = True) -> Any:
     from scanfill.backfill import run as run_backfill
     from scanfill.progress import ProgressDisplay
 
@@ -178,7 +200,7 @@ def _do_run(opts: Any, db: Any) -> Any:
     display = ProgressDisplay(db) if opts.progress and not opts.plan_only else None
     summary = run_backfill(opts, display=display)
     _print_summary(summary)
-    if summary.failures:
+    if summary.failures and exit_on_failure:
         sys.exit(1)
     return summary
 
@@ -205,6 +227,112 @@ def _print_summary(summary: Any) -> None:
         )
 
 
+# ----- prepare / restore / abort / tune ----------------------------------------------------------
+
+
+@main.command()
+@db_options
+@click.option("--force", is_flag=True, help="Prepare even though other sessions use the tables.")
+@click.option("--dry-run", is_flag=True, help="Say what would be done, do nothing.")
+@friendly
+def prepare(dsn: str | None, schema: str, force: bool, dry_run: bool) -> None:
+    """Bulk-load mode: save and drop indexes and constraints, SET UNLOGGED, autovacuum off (idempotent)."""
+    from scanfill import maintenance
+    from scanfill import schema as sch
+
+    db = get_db(dsn, schema)
+    sch.init(db)
+    done = maintenance.prepare(db, force=force, dry_run=dry_run, echo=click.echo)
+    if not dry_run:
+        click.echo("prepared: " + (f"{len(done)} changes" if done else "nothing left to do"))
+        click.secho("warning: the ledger tables are UNLOGGED: a server crash empties them (scanfill detects it and "
+                    "reloads). Run `scanfill restore` when the load is done.", fg="yellow", err=True)  # fmt: skip
+
+
+@main.command()
+@db_options
+@click.option("--jobs", default=2, show_default=True, help="Index builds at once, each on its own connection.")
+@click.option("--maintenance-work-mem", default="512MB", show_default=True, help="Memory per index build.")
+@friendly
+def restore(dsn: str | None, schema: str, jobs: int, maintenance_work_mem: str) -> None:
+    """Back to normal: dedupe, SET LOGGED, rebuild every saved index in parallel, autovacuum on, ANALYZE.
+
+    Resumable: if it is interrupted, run it again and it finishes what is left.
+    """
+    from scanfill import maintenance
+
+    db = get_db(dsn, schema)
+    maintenance.restore(db, jobs=jobs, maintenance_work_mem=maintenance_work_mem, echo=click.echo,
+                        progress=_index_progress)  # fmt: skip
+    click.secho("restored: tables LOGGED, indexes and constraints rebuilt, autovacuum on, statistics fresh", fg="green")
+
+
+def _index_progress(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        eta = f", ETA {r['eta_s']:.0f} s" if r["eta_s"] is not None else ""
+        click.echo(f"  building {r['index']}: {r['phase']} {r['percent']:.0f}% ({r['elapsed_s']:.0f} s{eta})", err=True)
+
+
+@main.command()
+@db_options
+@click.option("--truncate", is_flag=True, help="Also empty the ledger tables and cursors (asks first).")
+@click.option("--yes", is_flag=True, help="Do not ask before truncating.")
+@click.option("--wait", "wait_s", default=120.0, show_default=True, help="Seconds to wait for workers to stop.")
+@friendly
+def abort(dsn: str | None, schema: str, truncate: bool, yes: bool, wait_s: float) -> None:
+    """Emergency stop: tell every worker everywhere to stop, wait for them, restore, optionally truncate."""
+    import time
+
+    from scanfill import maintenance
+
+    db = get_db(dsn, schema)
+    maintenance.request_stop(db)
+    click.echo("stop requested through the database; waiting for workers ...")
+    deadline = time.monotonic() + wait_s
+    while (left := maintenance.running_workers(db)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        click.secho(f"{len(left)} worker(s) still running after {wait_s:.0f} s: {', '.join(left)}; their leases "
+                    "expire and their commits are fenced, so restoring is still safe", fg="yellow", err=True)  # fmt: skip
+    if maintenance.phase(db) in ("prepared", "restoring"):
+        maintenance.restore(db, echo=click.echo, progress=_index_progress)
+    if truncate:
+        if not yes and not click.confirm("Empty ledger_updates, ledger_events and every cursor?", default=False):
+            click.echo("not truncated")
+        else:
+            maintenance.truncate_all(db)
+            click.echo("ledger tables and cursors emptied")
+    maintenance.clear_stop(db)
+    click.echo("aborted cleanly; `scanfill run` starts again from the cursors")
+
+
+@main.command()
+@db_options
+@click.option("--apply", "do_apply", is_flag=True, help="ALTER SYSTEM the suggestions and reload.")
+@click.option("--memory-gb", default=None, type=float, help="The server's RAM if it is not this machine.")
+@click.option("--connections", default=16, show_default=True, help="Connections the load will use.")
+@friendly
+def tune(dsn: str | None, schema: str, do_apply: bool, memory_gb: float | None, connections: int) -> None:
+    """Server settings for a bulk load: current value, suggestion and why."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from scanfill import tune as tn
+
+    db = get_db(dsn, schema)
+    advice, ram = tn.advise(db, int(memory_gb * tn.GB) if memory_gb else None, connections)
+    t = Table(title=f"bulk-load settings (server RAM {ram / tn.GB:.0f} GiB)")
+    for col in ("setting", "current", "suggested", "restart?", "why"):
+        t.add_column(col)
+    for a in advice:
+        t.add_row(a.name, a.current, a.suggested if a.changes else "(keep)", "yes" if a.needs_restart else "",
+                  a.why)  # fmt: skip
+    Console().print(t)
+    if do_apply:
+        restart = tn.apply(db, advice)
+        click.echo("applied and reloaded" + (f"; restart the server for: {', '.join(restart)}" if restart else ""))
+
+
 # ----- demo --------------------------------------------------------------------------------------
 
 
@@ -221,8 +349,15 @@ def _print_summary(summary: Any) -> None:
 @click.option("--workers", default=1, show_default=True, help="Worker processes.")
 @click.option("--latency-ms", default=0.0, show_default=True, help="Simulated network latency per page.")
 @click.option("--dsn", default=None, metavar="URL", help="Use this PostgreSQL instead of the embedded one.")
+@click.option(
+    "--lifecycle/--no-lifecycle",
+    default=True,
+    show_default=True,
+    help="prepare before the load and restore after it, as the guide's phases 1 and 3.",
+)
 @friendly
-def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: float, dsn: str | None) -> None:
+def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: float, dsn: str | None,
+         lifecycle: bool) -> None:  # fmt: skip
     """Everything on this machine: embedded PostgreSQL, a simulated Scan, a full backfill, a check."""
     from pathlib import Path
 
@@ -256,7 +391,7 @@ def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: fl
         with Simulator(SimConfig(ledger=ledger, faults=FaultConfig(latency_ms=latency_ms)), mode="process") as sim:
             db = Database(dsn)
             settings = WorkerSettings(db=db, scan=ScanConfig(urls=tuple(sim.urls)), concurrency=concurrency)
-            summary = _do_run(RunOptions(worker=settings, workers=workers), db)
+            summary = _lifecycle(RunOptions(worker=settings, workers=workers), db, lifecycle, lifecycle)
         with psycopg.connect(dsn) as conn:
             got = conn.execute("SELECT count(*), count(DISTINCT update_id) FROM ledger_updates").fetchone()
         assert got is not None

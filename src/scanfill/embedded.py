@@ -44,6 +44,7 @@ def start_embedded(datadir: Path | str, max_connections: int = 100, fsync: bool 
     datadir = Path(datadir)
     datadir.mkdir(parents=True, exist_ok=True)
     marker = datadir / "pgdata" / ".scanfill-tuned"
+    _remove_stale_pidfile(datadir / "pgdata")
     srv = pgserver.get_server(  # type: ignore[attr-defined]
         datadir / "pgdata", cleanup_mode="stop"
     )
@@ -59,3 +60,19 @@ def start_embedded(datadir: Path | str, max_connections: int = 100, fsync: bool 
             datadir / "pgdata", cleanup_mode="stop"
         )
     return Embedded(srv.get_uri(), datadir, srv)
+
+
+def _remove_stale_pidfile(pgdata: Path) -> None:
+    """After a crash the pid file names a dead process; pgserver would then wait for a server that is
+    not there instead of starting one (PostgreSQL itself recovers fine once the file is gone)."""
+    pidfile = pgdata / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pidfile.unlink(missing_ok=True)
+    except PermissionError:
+        pass

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from scanfill.db import Database
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 
 UPDATE_COLUMNS = (
@@ -150,7 +150,21 @@ CREATE TABLE IF NOT EXISTS {s}.backfill_control (
 );
 """
 
-MIGRATIONS: list[str] = [V1]
+# Version 2: what `scanfill prepare` dropped, kept in a logged table so `restore` rebuilds it exactly.
+V2 = """
+CREATE TABLE IF NOT EXISTS {s}.scanfill_saved_indexes (
+    table_name     text NOT NULL,
+    object_name    text NOT NULL,
+    kind           text NOT NULL,
+    index_def      text NOT NULL,
+    constraint_def text,
+    saved_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    restored_at    timestamptz,
+    PRIMARY KEY (table_name, object_name, saved_at)
+);
+"""
+
+MIGRATIONS: list[str] = [V1, V2]
 
 
 def meta_table(db: Database) -> sql.Composed:

@@ -1,0 +1,255 @@
+"""Benchmarks, each measured side by side in one run (the machine is shared and noisy).
+
+    python benchmarks/run.py sim       # simulator throughput, generated vs pre-rendered
+    python benchmarks/run.py backfill  # ceiling vs scanfill vs the guide's recipe, plus 300 ms latency
+    python benchmarks/run.py workers   # 1, 2, 4 worker processes vs the guide with 8 workers, 300 ms latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import aiohttp
+from common import Timer, drop_db, fresh_db, postgres, table
+
+from scanfill import schema
+from scanfill.backfill import RunOptions, run
+from scanfill.db import Database
+from scanfill.model import Batch, decode_page
+from scanfill.scan import ScanConfig
+from scanfill.sim import FaultConfig, Ledger, LedgerConfig, SimConfig, Simulator
+from scanfill.sink import Sink
+from scanfill.timeutil import format_us, parse_us
+from scanfill.worker import WorkerSettings
+
+# ----- simulator ---------------------------------------------------------------------------------
+
+
+async def _drain(url: str, ledger: Ledger, clients: int) -> tuple[int, int, int, float]:
+    """Page every range backwards with `clients` concurrent streams; (pages, items, bytes, seconds)."""
+    jobs = []
+    for m in ledger.migration_ids():
+        for sid in ledger.synchronizers(m):
+            s = ledger.sync_index(m, sid)
+            assert s is not None
+            lo, hi = ledger.range_us(m, s)
+            cuts = [lo + (hi + 1 - lo) * k // clients for k in range(clients + 1)]
+            jobs += [(m, sid, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+    pages = items = nbytes = 0
+    async with aiohttp.ClientSession() as session:
+
+        async def one(m: int, sid: str, a: int, b: int) -> None:
+            nonlocal pages, items, nbytes
+            before = format_us(b)
+            while True:
+                body = {"migration_id": m, "synchronizer_id": sid, "before": before, "at_or_after": format_us(a),
+                        "count": 1000}  # fmt: skip
+                async with session.post(url + "/v0/backfilling/updates-before", json=body) as r:
+                    data = await r.read()
+                pages += 1
+                nbytes += len(data)
+                tail = data.rfind(b'"record_time":"')
+                if data == b'{"transactions":[]}' or tail < 0:
+                    return
+                n = data.count(b'"update_id":"') - data.count(b'"unassign_id"') * 0
+                items += n
+                before = data[tail + 15 : tail + 15 + 27].decode()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(*j) for j in jobs))
+        return pages, items, nbytes, time.perf_counter() - t0
+
+
+def bench_sim(rows: int) -> str:
+    ledger_cfg = LedgerConfig.for_rows(rows)
+    ledger = Ledger(ledger_cfg)
+    out = []
+    for prerender in (False, True):
+        with Timer() as start, Simulator(SimConfig(ledger=ledger_cfg, prerender=prerender), mode="process") as sim:
+            pass
+        with Simulator(SimConfig(ledger=ledger_cfg, prerender=prerender), mode="process") as sim:
+            pages, items, nbytes, secs = asyncio.run(_drain(sim.url, ledger, 8))
+        rows_served = items * (1 + ledger_cfg.events_mean)
+        out.append([
+            "pre-rendered" if prerender else "generated on demand", f"{start.seconds:.1f}", f"{pages / secs:,.1f}",
+            f"{items / secs:,.0f}", f"~{rows_served / secs:,.0f}", f"{nbytes / secs / 1e6:,.1f}",
+        ])  # fmt: skip
+    return table(["simulator", "start-up s", "pages/s", "updates/s", "rows/s", "MB/s"], out)
+
+
+# ----- backfill ----------------------------------------------------------------------------------
+
+
+def prefetch(url: str, ledger: Ledger) -> list[Batch]:
+    """Every page of the ledger, decoded, in memory: the input of the ceiling measurement."""
+    batches = []
+    for m in ledger.migration_ids():
+        for sid in ledger.synchronizers(m):
+            s = ledger.sync_index(m, sid)
+            assert s is not None
+            lo, hi = ledger.range_us(m, s)
+            before = format_us(hi + 1)
+            while True:
+                body = (f'{{"migration_id":{m},"synchronizer_id":"{sid}","before":"{before}",'
+                        f'"at_or_after":"{format_us(lo)}","count":1000}}').encode()  # fmt: skip
+                req = urllib.request.Request(url + "/v0/backfilling/updates-before", data=body,
+                                             headers={"Content-Type": "application/json"})  # fmt: skip
+                with urllib.request.urlopen(req) as r:
+                    data = r.read()
+                b = decode_page(data, m, sid, parse_us(before), lo)
+                if not b.items:
+                    break
+                batches.append(b)
+                assert b.oldest is not None
+                before = b.oldest
+    return batches
+
+
+def copy_ceiling(dsn: str, batches: list[Batch], connections: int) -> float:
+    """Raw binary COPY of the same rows from memory into the same tables (no HTTP, no decode)."""
+    db = Database(dsn)
+    sink = Sink(db)
+    from scanfill.schema import EVENT_TYPES, UPDATE_TYPES
+
+    def worker(part: list[Batch]) -> None:
+        with db.connect(autocommit=True) as conn:
+            for b in part:
+                with conn.transaction():
+                    with conn.cursor().copy(sink.copy_updates) as cp:
+                        cp.set_types(list(UPDATE_TYPES))
+                        for r in b.updates:
+                            cp.write_row(r)
+                    with conn.cursor().copy(sink.copy_events) as cp:
+                        cp.set_types(list(EVENT_TYPES))
+                        for r in b.events:
+                            cp.write_row(r)
+
+    threads = [threading.Thread(target=worker, args=(batches[k::connections],)) for k in range(connections)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def scanfill_run(dsn: str, urls: list[str], concurrency: int, workers: int = 1) -> tuple[float, int, int]:
+    ws = WorkerSettings(db=Database(dsn), scan=ScanConfig(urls=tuple(urls)), concurrency=concurrency)
+    s = run(RunOptions(worker=ws, workers=workers, progress=False))
+    assert s.complete and not s.failures, s.failures
+    return s.seconds, s.rows, s.bytes
+
+
+def guide_run(dsn: str, url: str, processes: int | None = None) -> tuple[float, int]:
+    from guide_recipe import ranges, run_streams
+
+    schema.init(Database(dsn))
+    streams = ranges(url)
+    with Timer() as t:
+        rows = run_streams(dsn, url, streams, processes or len(streams))
+    return t.seconds, rows
+
+
+def bench_backfill(rows: int) -> str:
+    ledger_cfg = LedgerConfig.for_rows(rows)
+    ledger = Ledger(ledger_cfg)
+    lines = []
+    with postgres() as admin:
+        with Simulator(SimConfig(ledger=ledger_cfg, prerender=True), mode="process") as sim:
+            batches = prefetch(sim.url, ledger)
+            nrows = sum(b.rows for b in batches)
+            nbytes = sum(b.nbytes for b in batches)
+            results: dict[str, tuple[float, int, int]] = {}
+            for conns in (1, 2):
+                dsn = fresh_db(admin)
+                schema.init(Database(dsn))
+                results[f"(1) ceiling: binary COPY from memory, {conns} connection(s)"] = (
+                    copy_ceiling(dsn, batches, conns), nrows, nbytes)
+                drop_db(admin, dsn)
+            del batches
+            dsn = fresh_db(admin)
+            results["(2) scanfill end to end, concurrency 16"] = scanfill_run(dsn, sim.urls, 16)
+            drop_db(admin, dsn)
+            dsn = fresh_db(admin)
+            secs, grows = guide_run(dsn, sim.url)
+            results["(3) guide recipe: stream per synchronizer, pages of 500, staging + ON CONFLICT"] = (
+                secs, grows, nbytes)
+            drop_db(admin, dsn)
+        with Simulator(SimConfig(ledger=ledger_cfg, prerender=True, faults=FaultConfig(latency_ms=300)),
+                       mode="process") as sim:  # fmt: skip
+            for c in (1, 8, 32):
+                dsn = fresh_db(admin)
+                results[f"(4) 300 ms latency: scanfill, concurrency {c}"] = scanfill_run(dsn, sim.urls, c)
+                drop_db(admin, dsn)
+            dsn = fresh_db(admin)
+            secs, grows = guide_run(dsn, sim.url)
+            results["(4) 300 ms latency: guide recipe"] = (secs, grows, nbytes)
+            drop_db(admin, dsn)
+    ceiling = max(r / s for s, r, _ in (v for k, v in results.items() if k.startswith("(1)")))
+    guide = results["(3) guide recipe: stream per synchronizer, pages of 500, staging + ON CONFLICT"]
+    guide_rate = guide[1] / guide[0]
+    lat_guide = results["(4) 300 ms latency: guide recipe"]
+    lat_guide_rate = lat_guide[1] / lat_guide[0]
+    lat_c1 = results["(4) 300 ms latency: scanfill, concurrency 1"]
+    lat_c1_rate = lat_c1[1] / lat_c1[0]
+    for name, (secs, n, b) in results.items():
+        rate = n / secs
+        ref = lat_guide_rate if name.startswith("(4)") else guide_rate
+        lines.append([name, f"{n:,}", f"{secs:.1f}", f"{rate:,.0f}", f"{b / secs / 1e6:,.1f}",
+                      f"{rate / ceiling:.2f}", f"{rate / ref:.1f}x",
+                      f"{rate / lat_c1_rate:.1f}x" if "scanfill" in name and name.startswith("(4)") else ""])  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return (table(["variant", "rows", "s", "rows/s", "MB/s", "of ceiling", "vs guide", "vs c=1"], lines)
+            + f"\n\nledger: {ledger.total_updates():,} updates, {nrows:,} rows, {nbytes / 1e6:,.0f} MB of JSON "
+            f"({nbytes / nrows:,.0f} B/row); peak RSS of the benchmark process {peak:,.0f} MB")  # fmt: skip
+
+
+def bench_workers(rows: int) -> str:
+    from scanfill.sim import MigrationSpec
+
+    # one migration with one synchronizer: the case where the guide's workers idle
+    n = max(100, int(rows / 13))
+    ledger_cfg = LedgerConfig(migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", n),))
+    lines = []
+    with postgres() as admin, Simulator(
+        SimConfig(ledger=ledger_cfg, prerender=True, faults=FaultConfig(latency_ms=300)), mode="process"
+    ) as sim:
+        res: dict[str, tuple[float, int]] = {}
+        for w in (1, 2, 4):
+            dsn = fresh_db(admin)
+            secs, nr, _ = scanfill_run(dsn, sim.urls, 16, workers=w)
+            res[f"scanfill, {w} worker process(es) x concurrency 16"] = (secs, nr)
+            with __import__("psycopg").connect(dsn) as conn:
+                fin = conn.execute("SELECT extract(epoch FROM max(stopped_at) - min(stopped_at)) FROM backfill_workers"
+                                   ).fetchone()  # fmt: skip
+            res[f"scanfill, {w} worker process(es) x concurrency 16"] += (float(fin[0] or 0),)  # type: ignore[assignment,index]
+            drop_db(admin, dsn)
+        dsn = fresh_db(admin)
+        res["guide recipe, 8 workers (one synchronizer: one stream does all the work)"] = guide_run(dsn, sim.url, 8)
+        drop_db(admin, dsn)
+    base = res["guide recipe, 8 workers (one synchronizer: one stream does all the work)"]
+    for name, v in res.items():
+        secs, nr = v[0], v[1]
+        spread = f"{v[2]:.1f}" if len(v) > 2 else ""  # type: ignore[misc]
+        lines.append([name, f"{nr:,}", f"{secs:.1f}", f"{nr / secs:,.0f}", f"{(nr / secs) / (base[1] / base[0]):.1f}x",
+                      spread])  # fmt: skip
+    return table(["variant (300 ms latency per page)", "rows", "s", "rows/s", "vs guide", "finish spread s"], lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["sim", "backfill", "workers"])
+    ap.add_argument("--rows", type=int, default=400_000)
+    a = ap.parse_args()
+    fn: Any = {"sim": bench_sim, "backfill": bench_backfill, "workers": bench_workers}[a.what]
+    print(fn(a.rows))
+
+
+if __name__ == "__main__":
+    main()
