@@ -129,3 +129,23 @@ def test_unreachable_scan_is_a_clear_error(db: str) -> None:
 
     with pytest.raises(ScanError, match="gave up after"):
         run(options(db, ["http://127.0.0.1:9/api/scan"], concurrency=1))
+
+
+def test_gzip_asked_for_remote_scans_only() -> None:
+    from scanfill.scan import ScanClient
+
+    assert not ScanClient(ScanConfig(urls=("http://127.0.0.1:1/api/scan",)))._want_gzip()
+    assert ScanClient(ScanConfig(urls=("https://scan.sv-1.example/api/scan",)))._want_gzip()
+    assert ScanClient(ScanConfig(urls=("http://127.0.0.1:1/api/scan",), gzip=True))._want_gzip()
+
+
+def test_gzip_responses_load_identically(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        opts = options(db, sim.urls, concurrency=4)
+        from dataclasses import replace
+
+        opts = replace(opts, worker=replace(opts.worker, scan=replace(opts.worker.scan, gzip=True)))
+        summary = run(opts)
+        assert summary.complete
+        assert sim.stats()["bytes"] < summary.bytes / 2  # the wire carried gzip, the database got the JSON
+    assert_db_matches(db, Ledger(SMALL))

@@ -34,6 +34,7 @@ class ScanConfig:
     connections: int = 64
     verify_tls: bool = True
     client_id: str = ""
+    gzip: bool | None = None  # None: ask for gzip except on loopback, where compressing only burns CPU
 
 
 class ScanError(Exception):
@@ -88,13 +89,21 @@ class ScanClient:
         connector = aiohttp.TCPConnector(
             limit=self.config.connections, ssl=self.config.verify_tls, enable_cleanup_closed=True
         )
-        headers = {"Accept-Encoding": "gzip", "User-Agent": "scanfill"}
+        headers = {"Accept-Encoding": "gzip" if self._want_gzip() else "identity", "User-Agent": "scanfill"}
         if self.config.client_id:
             headers["X-Client-Id"] = self.config.client_id
         self._session = aiohttp.ClientSession(
             timeout=timeout, connector=connector, headers=headers, json_serialize=lambda o: orjson.dumps(o).decode()
         )
         return self
+
+    def _want_gzip(self) -> bool:
+        if self.config.gzip is not None:
+            return self.config.gzip
+        from urllib.parse import urlsplit
+
+        hosts = {urlsplit(u).hostname or "" for u in self.config.urls}
+        return not all(h in ("localhost", "::1") or h.startswith("127.") for h in hosts)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
