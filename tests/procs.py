@@ -29,6 +29,8 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60, what: str = "co
 
 def loaded(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass('backfill_cursors')").fetchone() == (None,):
+            return 0  # `scanfill run` has not created its tables yet
         row = conn.execute("SELECT coalesce(sum(updates_loaded), 0) FROM backfill_cursors").fetchone()
     return int(row[0]) if row else 0
 

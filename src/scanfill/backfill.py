@@ -19,7 +19,7 @@ from psycopg import sql
 
 from scanfill import schema
 from scanfill.db import Database
-from scanfill.plan import Discovery, PlanOptions, discover, plan
+from scanfill.plan import Discovery, PlanOptions, discover, plan, refetch
 from scanfill.scan import ScanClient
 from scanfill.worker import Worker, WorkerReport, WorkerSettings
 
@@ -33,6 +33,7 @@ class RunOptions:
     slices: int = 0  # 0: 4 x concurrency x workers
     progress: bool = True
     plan_only: bool = False
+    refetch: tuple[str, ...] = ()
 
 
 @dataclass
@@ -63,6 +64,9 @@ async def discover_and_plan(opts: RunOptions) -> tuple[Discovery, dict[str, int]
     slices = opts.slices or max(8, 4 * w.concurrency * max(1, opts.workers))
     with w.db.connect(autocommit=True) as conn:
         stats = plan(w.db, conn, disc, PlanOptions(target_slices=slices, migrations=w.migrations))
+        for window in opts.refetch:
+            for line in refetch(w.db, conn, window, w.migrations):
+                log.info("%s", line)
     return disc, stats
 
 
@@ -129,6 +133,12 @@ def _child(settings: WorkerSettings, queue: Any) -> None:
 
 
 async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerReport:
+    if hooks is None and settings.metrics_port:
+        from scanfill.metrics import Metrics
+
+        hooks = Metrics()
+        hooks.serve(settings.metrics_port)
+        log.info("Prometheus metrics on port %d", settings.metrics_port)
     worker = Worker(settings, hooks)
     loop = asyncio.get_running_loop()
     hits = [0]
@@ -189,7 +199,12 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
 def _run_processes(settings: WorkerSettings, n: int, display: Any) -> list[WorkerReport]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_child, args=(replace(settings, worker_id=""), queue), daemon=False) for _ in range(n)]
+    procs = [
+        ctx.Process(target=_child, daemon=False, args=(
+            replace(settings, worker_id="", metrics_port=settings.metrics_port + k if settings.metrics_port else 0),
+            queue))
+        for k in range(n)
+    ]  # fmt: skip
     for p in procs:
         p.start()
     hits = [0]

@@ -139,13 +139,20 @@ def init(dsn: str | None, schema: str) -> None:
 @click.option("--lease", "lease_s", default=60.0, show_default=True, help="Seconds a slice lease lasts unrenewed.")
 @click.option("--plan-only", is_flag=True, help="Discover and plan the slices, load nothing.")
 @click.option("--prepare", "do_prepare", is_flag=True, help="Run `scanfill prepare` first (bulk-load mode).")
+@click.option(
+    "--refetch",
+    multiple=True,
+    metavar="START/END",
+    help="Delete and load again this record-time window of every range (from `scanfill verify --against-scan`).",
+)
+@click.option("--metrics-port", default=0, help="Serve Prometheus metrics here (worker k of --workers on PORT+k).")
 @click.option("--restore", "do_restore", is_flag=True, help="Run `scanfill restore` when the history is complete.")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @friendly
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
         migrations: tuple[int, ...], concurrency: int, workers: int, page_size: int | None, batch_rows: int,
         slices: int, db_connections: int, lease_s: float, plan_only: bool, no_progress: bool, do_prepare: bool,
-        do_restore: bool) -> None:  # fmt: skip
+        do_restore: bool, refetch: tuple[str, ...], metrics_port: int) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
@@ -168,8 +175,11 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
     settings = WorkerSettings(
         db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
+        metrics_port=metrics_port,
     )  # fmt: skip
-    opts = RunOptions(worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only)
+    opts = RunOptions(
+        worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only, refetch=refetch
+    )
     _lifecycle(opts, db, do_prepare, do_restore)
 
 
@@ -331,6 +341,150 @@ def tune(dsn: str | None, schema: str, do_apply: bool, memory_gb: float | None, 
     if do_apply:
         restart = tn.apply(db, advice)
         click.echo("applied and reloaded" + (f"; restart the server for: {', '.join(restart)}" if restart else ""))
+
+
+# ----- status / verify / doctor / report -------------------------------------------------------------
+
+
+@main.command()
+@db_options
+@click.option("--watch", is_flag=True, help="Refresh live until Ctrl+C.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the same as JSON, for scripts.")
+@friendly
+def status(dsn: str | None, schema: str, watch: bool, interval: float, as_json: bool) -> None:
+    """Progress per migration and synchronizer, rate, ETA, workers, tables and index builds."""
+    import json
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from scanfill import monitor
+    from scanfill import schema as sch
+    from scanfill.maintenance import check_unlogged_crash
+
+    db = get_db(dsn, schema)
+    sch.require(db)
+    check_unlogged_crash(db, echo=lambda s: click.secho(s, fg="red", err=True))
+    if as_json:
+        click.echo(json.dumps(monitor.status(db), indent=2, default=str))
+        return
+    console = Console()
+    if not watch:
+        console.print(monitor.render(monitor.status(db)))
+        return
+    with Live(monitor.render(monitor.status(db)), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(monitor.render(monitor.status(db)))
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@db_options
+@scan_options
+@click.option("--against-scan", is_flag=True, help="Also compare per-window update counts with Scan itself.")
+@click.option("--window-hours", default=24.0, show_default=True, help="Window size for --against-scan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@friendly
+def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
+           against_scan: bool, window_hours: float, as_json: bool) -> None:  # fmt: skip
+    """Integrity checks of the loaded history; exits non-zero if any fails."""
+    import asyncio
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from scanfill import schema as sch
+    from scanfill import verify as vf
+
+    db = get_db(dsn, schema)
+    sch.require(db)
+    results = vf.checks(db)
+    diffs: list[Any] = []
+    if against_scan:
+        check, diffs = asyncio.run(vf.against_scan(db, get_scan(scan_urls, timeout, insecure),
+                                                   int(window_hours * 3_600_000_000)))  # fmt: skip
+        results.append(check)
+    failed = [c for c in results if not c.ok]
+    if as_json:
+        click.echo(json.dumps([{"name": c.name, "ok": c.ok, "detail": c.detail, "rows": c.rows} for c in results],
+                              indent=2, default=str))  # fmt: skip
+    else:
+        t = Table(title="scanfill verify")
+        for col in ("check", "result", "detail"):
+            t.add_column(col)
+        for c in results:
+            t.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
+        Console().print(t)
+        for c in failed:
+            for r in c.rows[:20]:
+                click.echo(f"  {c.name}: {r}", err=True)
+        for mig, window in sorted({(d.migration_id, d.window) for d in diffs}):
+            click.echo(f"repair: scanfill run --migration {mig} --refetch {window}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@db_options
+@scan_options
+@click.option("--workers", default=1, show_default=True, help="Workers you plan to run (connection check).")
+@click.option("--db-connections", default=3, show_default=True, help="Connections per worker you plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@friendly
+def doctor(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool, workers: int,
+           db_connections: int, as_json: bool) -> None:  # fmt: skip
+    """Troubleshooting: connections, indexes, persistence, sizes, settings, write amplification, scans."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from scanfill import doctor as dr
+    from scanfill.db import ConfigError
+
+    db = None
+    try:
+        db = get_db(dsn, schema)
+    except ConfigError as exc:
+        click.secho(f"database: {exc}", fg="yellow", err=True)
+    try:
+        scan = get_scan(scan_urls, timeout, insecure)
+    except ConfigError as exc:
+        scan = None
+        click.secho(f"scan: {exc}", fg="yellow", err=True)
+    found = dr.run_all(db, scan, workers, db_connections)
+    if as_json:
+        click.echo(json.dumps(dr.as_json(found), indent=2))
+    else:
+        t = Table(title="scanfill doctor")
+        for col in ("check", "", "finding", "fix"):
+            t.add_column(col)
+        for f in found:
+            t.add_row(f.check, "[green]ok[/]" if f.ok else "[red]![/]", f.finding, f.fix)
+        Console().print(t)
+    if any(not f.ok for f in found):
+        sys.exit(1)
+
+
+@main.command()
+@db_options
+@click.option("-o", "--output", default="scanfill-report.html", show_default=True, help="Where to write the HTML.")
+@friendly
+def report(dsn: str | None, schema: str, output: str) -> None:
+    """One self-contained HTML file with charts of the run (open it in any browser)."""
+    from scanfill import report as rp
+    from scanfill import schema as sch
+
+    db = get_db(dsn, schema)
+    sch.require(db)
+    info = rp.write(db, output)
+    click.echo(f"wrote {info['path']} ({info['bytes']:,} bytes)")
 
 
 # ----- demo --------------------------------------------------------------------------------------

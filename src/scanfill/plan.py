@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -306,3 +307,54 @@ def _claim(row: Any) -> Claim | None:
         return None
     name, m, sync, lo, hi, last_before, epoch, prev = row
     return Claim(name, int(m), sync, dt_to_us(lo), dt_to_us(hi), last_before, int(epoch), prev)
+
+
+def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] = ()) -> list[str]:
+    """Delete what is stored in WINDOW (START/END) of every range it touches, in one transaction
+    with a new slice covering it, so the next run loads exactly that window again.
+
+    The new slice's counters rebase the range's accounting: they start at (rows the range still
+    holds) - (what its other slices say they committed), so once the window is loaded again the
+    cursors' sums equal the rows in the tables, even after rows were lost out of band.
+    """
+    try:
+        start_text, end_text = window.split("/")
+        start, end = parse_us(start_text), parse_us(end_text)
+    except ValueError:
+        raise ValueError(
+            f"--refetch takes START/END record times, e.g. 2024-06-24T00:00:00Z/2024-06-25T00:00:00Z, not {window!r}"
+        ) from None
+    made = []
+    t = db.t
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        ranges = conn.execute(sql.SQL("SELECT migration_id, synchronizer_id, min_text, max_text FROM {}").format(
+            t("backfill_ranges"))).fetchall()  # fmt: skip
+        for m, sync, lo_t, hi_t in ranges:
+            if migrations and m not in migrations:
+                continue
+            a, b = max(start, parse_us(lo_t)), min(end, parse_us(hi_t) + 1)
+            if a >= b:
+                continue
+            ev = conn.execute(sql.SQL(
+                "DELETE FROM {e} WHERE update_id IN (SELECT update_id FROM {u} WHERE migration_id = %s AND "
+                "synchronizer_id = %s AND record_time >= %s AND record_time < %s)").format(
+                e=t("ledger_events"), u=t("ledger_updates")), (m, sync, us_to_dt(a), us_to_dt(b))).rowcount  # fmt: skip
+            up = conn.execute(sql.SQL(
+                "DELETE FROM {} WHERE migration_id = %s AND synchronizer_id = %s AND record_time >= %s AND "
+                "record_time < %s").format(t("ledger_updates")), (m, sync, us_to_dt(a), us_to_dt(b))).rowcount  # fmt: skip
+            held = conn.execute(sql.SQL(
+                "SELECT (SELECT count(*) FROM {u} WHERE migration_id = %s AND synchronizer_id = %s), "
+                "(SELECT count(*) FROM {e} WHERE migration_id = %s AND synchronizer_id = %s), "
+                "(SELECT coalesce(sum(updates_loaded), 0) FROM {c} WHERE migration_id = %s AND synchronizer_id = %s), "
+                "(SELECT coalesce(sum(events_loaded), 0) FROM {c} WHERE migration_id = %s AND synchronizer_id = %s)"
+            ).format(u=t("ledger_updates"), e=t("ledger_events"), c=t("backfill_cursors")), (m, sync) * 4).fetchone()  # fmt: skip
+            assert held is not None
+            name = f"refetch/{_cursor_name(m, sync, a, b)}/{uuid.uuid4().hex[:8]}"
+            conn.execute(sql.SQL(
+                "INSERT INTO {} (cursor_name, migration_id, synchronizer_id, min_time, max_time, last_before, "
+                "updates_loaded, events_loaded, split_from) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'refetch')"
+            ).format(t("backfill_cursors")), (name, m, sync, us_to_dt(a), us_to_dt(b), format_us(b),
+                                              held[0] - held[2], held[1] - held[3]))  # fmt: skip
+            made.append(f"{name}: removed {up:,} updates and {ev:,} events to load again")
+    return made

@@ -51,6 +51,7 @@ class WorkerSettings:
     sample_s: float = 5.0
     complete_urls: dict[int, frozenset[str]] = field(default_factory=dict)
     worker_id: str = ""
+    metrics_port: int = 0  # serve Prometheus metrics on this port (0 = off)
 
 
 @dataclass
@@ -280,6 +281,7 @@ class Worker:
                         "SET heartbeat = now(), state = 'running', stopped_at = NULL").format(t),
                 (self.id, socket.gethostname(), os.getpid()),
             )  # fmt: skip
+            self._sample(conn)  # a zero point, so even a short run has a rate
 
     def _find_dead(self, conn: Conn) -> list[str]:
         """Workers recorded as running on this host whose process is gone (killed, crashed): their

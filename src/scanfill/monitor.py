@@ -1,0 +1,140 @@
+"""`scanfill status`: the guide's monitoring queries computed for the user, cheap enough to refresh
+every second on 84M rows (counters the loaders keep, catalog estimates, never `count(*)`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from scanfill.db import Database
+from scanfill.maintenance import LEDGER_TABLES, catalog_snapshot
+
+RATE_WINDOW_S = 300
+
+
+def status(db: Database) -> dict[str, Any]:
+    with db.connect(autocommit=True, application="scanfill status") as conn:
+        t = db.t
+        ranges = conn.execute(sql.SQL("""
+            SELECT r.migration_id, r.synchronizer_id, r.min_text, r.max_text, r.source_complete,
+                   count(c.*), count(c.*) FILTER (WHERE c.complete),
+                   count(c.*) FILTER (WHERE NOT c.complete AND c.lease_until > now()),
+                   coalesce(sum(c.updates_loaded), 0), coalesce(sum(c.events_loaded), 0),
+                   coalesce(sum(extract(epoch FROM c.max_time - c.min_time)), 0),
+                   coalesce(sum(CASE WHEN c.complete THEN extract(epoch FROM c.max_time - c.min_time)
+                       ELSE greatest(0, extract(epoch FROM c.max_time - c.last_before::timestamptz)) END), 0)
+            FROM {r} r LEFT JOIN {c} c USING (migration_id, synchronizer_id)
+            GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2""").format(r=t("backfill_ranges"), c=t("backfill_cursors"))
+        ).fetchall()  # fmt: skip
+        rate_rows = conn.execute(sql.SQL("""
+            SELECT worker_id, min(sampled_at), max(sampled_at), min(updates + events), max(updates + events)
+            FROM {} WHERE sampled_at > now() - make_interval(secs => %s) GROUP BY 1""").format(
+            t("backfill_progress")), (RATE_WINDOW_S,)).fetchall()  # fmt: skip
+        workers = conn.execute(sql.SQL("""
+            SELECT w.worker_id, w.host, w.pid, w.started_at, w.heartbeat, w.rows_loaded,
+                   (SELECT count(*) FROM {c} c WHERE c.lease_owner = w.worker_id AND NOT c.complete
+                      AND c.lease_until > now())
+            FROM {w} w WHERE w.state = 'running' AND w.heartbeat > now() - interval '2 minutes'
+            ORDER BY w.started_at""").format(w=t("backfill_workers"), c=t("backfill_cursors"))).fetchall()  # fmt: skip
+        snap = catalog_snapshot(db, conn)
+        est: dict[str, int] = dict(conn.execute("SELECT relname, reltuples::bigint FROM pg_class WHERE oid = ANY(%s)",
+                                ([conn.execute("SELECT to_regclass(%s)::oid", (f'"{db.schema}"."{x}"',)).fetchone()[0]  # type: ignore[index]
+                                  for x in LEDGER_TABLES],)).fetchall())  # fmt: skip
+        builds = conn.execute(
+            "SELECT p.index_relid::regclass::text, p.phase, p.blocks_done, p.blocks_total, p.tuples_done, "
+            "p.tuples_total FROM pg_stat_progress_create_index p WHERE p.datname = current_database()"
+        ).fetchall()
+        phase = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'phase'").format(t("scanfill_meta"))).fetchone()
+    out_ranges = []
+    tot = {"updates": 0, "events": 0, "span": 0.0, "covered": 0.0, "slices": 0, "done": 0}
+    for m, sync, lo, hi, src, n, done, active, upd, ev, span, covered in ranges:
+        out_ranges.append({
+            "migration_id": m, "synchronizer_id": sync, "min": lo, "max": hi, "source_complete": src,
+            "slices": n, "slices_done": done, "slices_active": active, "slices_waiting": n - done - active,
+            "updates": int(upd), "events": int(ev), "covered": float(covered) / float(span) if span else 0.0,
+        })  # fmt: skip
+        tot["updates"] += int(upd)
+        tot["events"] += int(ev)
+        tot["span"] += float(span)
+        tot["covered"] += float(covered)
+        tot["slices"] += n
+        tot["done"] += done
+    rate = 0.0
+    for _, t0, t1, r0, r1 in rate_rows:
+        if t1 > t0:
+            rate += (r1 - r0) / (t1 - t0).total_seconds()
+    rows = tot["updates"] + tot["events"]
+    fraction = tot["covered"] / tot["span"] if tot["span"] else 0.0
+    eta = None
+    if rate > 0 and 0 < fraction < 1:
+        eta = (rows / fraction - rows) / rate
+    return {
+        "ranges": out_ranges,
+        "totals": {"updates": tot["updates"], "events": tot["events"], "rows": rows, "fraction": fraction,
+                   "slices": tot["slices"], "slices_done": tot["done"],
+                   "complete": tot["slices"] > 0 and tot["slices"] == tot["done"]
+                   and all(r["source_complete"] for r in out_ranges)},
+        "rate_rows_per_s": rate if rate > 0 else None,
+        "eta_s": eta,
+        "workers": [{"worker_id": w[0], "host": w[1], "pid": w[2], "started_at": w[3].isoformat(),
+                     "heartbeat": w[4].isoformat(), "rows_loaded": w[5], "leases": w[6]} for w in workers],
+        "tables": {name: {"persistence": "UNLOGGED" if info["persistence"] == "u" else "LOGGED",
+                          "indexes": [i[0] for i in info["indexes"]],
+                          "autovacuum": "off" if "autovacuum_enabled=false" in (info["reloptions"] or []) else "on",
+                          "estimated_rows": int(est.get(name, 0) or 0)} for name, info in snap.items()},
+        "index_builds": [{"index": b[0], "phase": b[1],
+                          "percent": 100.0 * (b[4] / b[5] if b[5] else b[2] / b[3] if b[3] else 0.0)} for b in builds],
+        "phase": phase[0] if phase else None,
+    }  # fmt: skip
+
+
+def render(st: dict[str, Any]) -> Any:
+    """A rich renderable of `status`."""
+    from rich.console import Group
+    from rich.table import Table
+
+    tt = st["totals"]
+    rate = st["rate_rows_per_s"]
+    eta = st["eta_s"]
+    head = Table.grid(padding=(0, 2))
+    head.add_row(
+        f"[bold]{tt['rows']:,}[/] rows ({tt['updates']:,} updates, {tt['events']:,} events)",
+        f"{100 * tt['fraction']:.1f}% of the time range",
+        f"{rate:,.0f} rows/s" if rate else "rate: not measured yet",
+        f"ETA {_dur(eta)}" if eta else ("[green]complete[/]" if tt["complete"] else "ETA: -"),
+    )
+    ranges = Table(title="ranges (migration, synchronizer)")
+    for col in ("mig", "synchronizer", "min", "max", "slices done/active/waiting", "covered", "updates", "events",
+                "scan complete"):  # fmt: skip
+        ranges.add_column(col)
+    for r in st["ranges"]:
+        ranges.add_row(str(r["migration_id"]), r["synchronizer_id"][:40], r["min"], r["max"],
+                       f"{r['slices_done']}/{r['slices_active']}/{r['slices_waiting']}", f"{100 * r['covered']:.1f}%",
+                       f"{r['updates']:,}", f"{r['events']:,}", "yes" if r["source_complete"] else "[red]no[/]")  # fmt: skip
+    workers = Table(title=f"live workers ({len(st['workers'])})")
+    for col in ("worker", "host", "pid", "leases", "rows", "heartbeat"):
+        workers.add_column(col)
+    for w in st["workers"]:
+        workers.add_row(w["worker_id"], w["host"], str(w["pid"]), str(w["leases"]), f"{w['rows_loaded']:,}",
+                        w["heartbeat"][11:19])  # fmt: skip
+    tables = Table(title="tables" + (f" (phase: {st['phase']})" if st["phase"] else ""))
+    for col in ("table", "persistence", "indexes", "autovacuum", "estimated rows"):
+        tables.add_column(col)
+    for name, info in st["tables"].items():
+        tables.add_row(name, info["persistence"], ", ".join(info["indexes"]) or "[yellow]none (dropped)[/]",
+                       info["autovacuum"], f"{info['estimated_rows']:,}")  # fmt: skip
+    parts: list[Any] = [head, ranges, workers, tables]
+    if st["index_builds"]:
+        builds = Table(title="index builds in progress")
+        for col in ("index", "phase", "percent"):
+            builds.add_column(col)
+        for b in st["index_builds"]:
+            builds.add_row(b["index"], b["phase"], f"{b['percent']:.0f}%")
+        parts.append(builds)
+    return Group(*parts)
+
+
+def _dur(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -1,0 +1,185 @@
+"""`scanfill verify`: the guide's post-backfill checks plus the ones that would have caught the
+ancestor's silent losses, including a per-window count reconciliation against Scan itself."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from psycopg import sql
+
+from scanfill.db import Database
+from scanfill.model import Page
+from scanfill.scan import ScanClient, ScanConfig
+from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
+
+DAY_US = 86_400_000_000
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    rows: list[Any] = field(default_factory=list)
+
+
+def _one(conn: Any, q: sql.Composable | str, params: Any = None) -> Any:
+    row = conn.execute(q, params).fetchone()
+    return None if row is None else row[0]
+
+
+def checks(db: Database) -> list[Check]:
+    t = db.t
+    out: list[Check] = []
+    with db.connect(autocommit=True, application="scanfill verify") as conn:
+        n = _one(conn, sql.SQL("SELECT count(*) FROM {e} e LEFT JOIN {u} u ON e.update_id = u.update_id "
+                               "WHERE u.update_id IS NULL").format(e=t("ledger_events"), u=t("ledger_updates")))  # fmt: skip
+        out.append(Check("orphaned events (events without their update)", n == 0, f"{n:,}"))
+        rows = conn.execute(sql.SQL("SELECT migration_id, min(round), max(round), count(*), count(round) FROM {} "
+                                    "GROUP BY 1 ORDER BY 1").format(t("ledger_updates"))).fetchall()  # fmt: skip
+        out.append(Check("round distribution per migration", True,
+                         "; ".join(f"migration {m}: rounds {lo}..{hi}, {c:,} updates ({c - r:,} without a round)"
+                                   for m, lo, hi, c, r in rows) or "no updates", rows))  # fmt: skip
+        nu = _one(conn, sql.SQL("SELECT count(*) FROM {} WHERE migration_id IS NULL").format(t("ledger_updates")))
+        ne = _one(conn, sql.SQL("SELECT count(*) FROM {} WHERE migration_id IS NULL").format(t("ledger_events")))
+        out.append(Check("NULL migration ids", nu == 0 and ne == 0, f"updates {nu:,}, events {ne:,}"))
+        open_slices = conn.execute(sql.SQL("SELECT cursor_name, last_before FROM {} WHERE NOT complete ORDER BY 1")
+                                   .format(t("backfill_cursors"))).fetchall()  # fmt: skip
+        unproven = conn.execute(sql.SQL("SELECT migration_id, synchronizer_id FROM {} WHERE NOT source_complete")
+                                .format(t("backfill_ranges"))).fetchall()  # fmt: skip
+        nranges = _one(conn, sql.SQL("SELECT count(*) FROM {}").format(t("backfill_ranges")))
+        out.append(Check("every slice complete, every range from a scan reporting complete",
+                         nranges > 0 and not open_slices and not unproven,
+                         f"{len(open_slices)} open slice(s), {len(unproven)} unproven range(s), {nranges} range(s)",
+                         open_slices[:20]))  # fmt: skip
+        out.append(_coverage(db, conn))
+        for table, key in (("ledger_updates", "update_id"), ("ledger_events", "event_id")):
+            has_pk = _one(conn, "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+                          (f'"{db.schema}"."{table}"',))  # fmt: skip
+            if has_pk:
+                out.append(Check(f"no duplicate {key}", True, "guaranteed by the primary key"))
+                continue
+            d = _one(conn, sql.SQL("SELECT count(*) - count(DISTINCT {k}) FROM {t}").format(
+                k=sql.Identifier(key), t=t(table)))  # fmt: skip
+            out.append(Check(f"no duplicate {key}", d == 0, f"{d:,} duplicate rows"))
+        bad = conn.execute(sql.SQL("""
+            SELECT u.update_id, u.event_count, coalesce(e.n, 0) FROM {u} u
+            LEFT JOIN (SELECT update_id, count(*) AS n FROM {e} GROUP BY 1) e USING (update_id)
+            WHERE u.event_count <> coalesce(e.n, 0) LIMIT 20""").format(u=t("ledger_updates"), e=t("ledger_events"))
+        ).fetchall()  # fmt: skip
+        out.append(Check("every update's stored events equal its event_count", not bad,
+                         f"{len(bad)}{'+' if len(bad) == 20 else ''} update(s) differ", bad))  # fmt: skip
+        dec = conn.execute(sql.SQL("""
+            SELECT migration_id, synchronizer_id, update_id, round, prev FROM (
+                SELECT migration_id, synchronizer_id, update_id, round,
+                       lag(round) OVER (PARTITION BY migration_id, synchronizer_id ORDER BY record_time) AS prev
+                FROM {} WHERE round IS NOT NULL) x WHERE round < prev LIMIT 20""").format(t("ledger_updates"))
+        ).fetchall()  # fmt: skip
+        out.append(Check("rounds never decrease as record time grows (per migration, synchronizer)", not dec,
+                         f"{len(dec)} decrease(s)", dec))  # fmt: skip
+        cnt = conn.execute(sql.SQL("""
+            SELECT (SELECT coalesce(sum(updates_loaded), 0) FROM {c}), (SELECT count(*) FROM {u}),
+                   (SELECT coalesce(sum(events_loaded), 0) FROM {c}), (SELECT count(*) FROM {e})""").format(
+            c=t("backfill_cursors"), u=t("ledger_updates"), e=t("ledger_events"))).fetchone()  # fmt: skip
+        assert cnt is not None
+        out.append(Check("rows in the tables equal what the loaders committed", cnt[0] == cnt[1] and cnt[2] == cnt[3],
+                         f"updates {cnt[1]:,} stored / {cnt[0]:,} committed, events {cnt[3]:,} / {cnt[2]:,}"))  # fmt: skip
+    return out
+
+
+def _coverage(db: Database, conn: Any) -> Check:
+    """Slices of each range must tile [min, max + 1 us) exactly: no gap, no overlap."""
+    problems = []
+    ranges = conn.execute(sql.SQL("SELECT migration_id, synchronizer_id, min_text, max_text FROM {}").format(
+        db.t("backfill_ranges"))).fetchall()  # fmt: skip
+    for m, sync, lo, hi in ranges:
+        slices = conn.execute(sql.SQL(
+            "SELECT cursor_name, min_time, max_time FROM {} WHERE migration_id = %s AND synchronizer_id = %s "
+            "AND cursor_name NOT LIKE 'refetch/%%' ORDER BY min_time, max_time").format(db.t("backfill_cursors")),
+            (m, sync)).fetchall()  # fmt: skip
+        expect = parse_us(lo)
+        for name, a, b in slices:
+            a_us, b_us = dt_to_us(a), dt_to_us(b)
+            if a_us != expect:
+                kind = "gap" if a_us > expect else "overlap"
+                problems.append(f"migration {m} {sync[:30]}: {kind} at {format_us(min(a_us, expect))} ({name})")
+            expect = b_us
+        if expect != parse_us(hi) + 1:
+            problems.append(f"migration {m} {sync[:30]}: slices end at {format_us(expect)}, range at {hi} + 1 us")
+    return Check("slices cover every range without gap or overlap", not problems,
+                 f"{len(ranges)} range(s), {len(problems)} problem(s)", problems[:20])  # fmt: skip
+
+
+# ----- against Scan ------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowDiff:
+    migration_id: int
+    synchronizer_id: str
+    start_us: int
+    end_us: int
+    db_count: int
+    scan_count: int
+    window_us: int = DAY_US
+
+    @property
+    def window(self) -> str:
+        """The whole (aligned) window, as `scanfill run --refetch` takes it; refetch clips it to each range."""
+        a = self.start_us - self.start_us % self.window_us
+        return f"{format_us(a)}/{format_us(a + self.window_us)}"
+
+
+async def _count_scan(client: ScanClient, m: int, sync: str, lo: int, hi: int, only: set[str] | None) -> int:
+    """Updates Scan holds in [lo, hi), by paging (Scan has no count endpoint)."""
+    n = 0
+    before = hi
+    item = msgspec.json.Decoder(type=dict[str, Any])
+    while True:
+        body = await client.updates_before(m, sync, before, lo, 1000, only=only)
+        page = msgspec.json.decode(body, type=Page)
+        if not page.transactions:
+            return n
+        n += len(page.transactions)
+        before = parse_us(item.decode(page.transactions[-1])["record_time"])
+
+
+async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, concurrency: int = 8) -> tuple[Check, list[WindowDiff]]:  # fmt: skip
+    with db.connect(autocommit=True, application="scanfill verify") as conn:
+        ranges = conn.execute(sql.SQL("SELECT migration_id, synchronizer_id, min_text, max_text FROM {} ORDER BY 1, 2")
+                              .format(db.t("backfill_ranges"))).fetchall()  # fmt: skip
+        windows = []
+        for m, sync, lo_t, hi_t in ranges:
+            lo, hi = parse_us(lo_t), parse_us(hi_t) + 1
+            start = lo - lo % window_us
+            while start < hi:
+                a, b = max(start, lo), min(start + window_us, hi)
+                cnt = _one(conn, sql.SQL("SELECT count(*) FROM {} WHERE migration_id = %s AND synchronizer_id = %s "
+                                         "AND record_time >= %s AND record_time < %s AND kind <> 'import'").format(
+                    db.t("ledger_updates")), (m, sync, us_to_dt(a), us_to_dt(b)))  # fmt: skip
+                windows.append((m, sync, a, b, int(cnt)))
+                start += window_us
+    sem = asyncio.Semaphore(concurrency)
+    diffs: list[WindowDiff] = []
+    async with ScanClient(scan) as client:
+        from scanfill.plan import discover
+
+        disc = await discover(client, sorted({w[0] for w in windows}))
+
+        async def one(m: int, sync: str, a: int, b: int, dbn: int) -> None:
+            async with sem:
+                urls = disc.complete_urls.get(m)
+                sn = await _count_scan(client, m, sync, a, b, set(urls) if urls else None)
+            if sn != dbn:
+                diffs.append(WindowDiff(m, sync, a, b, dbn, sn, window_us))
+
+        await asyncio.gather(*(one(*w) for w in windows))
+    diffs.sort(key=lambda d: (d.migration_id, d.synchronizer_id, d.start_us))
+    detail = f"{len(windows)} window(s) compared, {len(diffs)} differ"
+    return Check("per-window update counts equal Scan's", not diffs, detail,
+                 [f"migration {d.migration_id} {d.synchronizer_id[:30]} {format_us(d.start_us)}/{format_us(d.end_us)}: "
+                  f"database {d.db_count:,}, "
+                  f"scan {d.scan_count:,}" for d in diffs]), diffs  # fmt: skip
