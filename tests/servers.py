@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 PG15 = Path("/usr/lib/postgresql/15/bin")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -26,19 +27,25 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 @contextmanager
-def debian_pg15(tmp: Path) -> Iterator[str]:
+def debian_pg15(tmp: Path, tcp_port: int | None = None) -> Iterator[str]:
     """A fresh PostgreSQL 15 cluster on a Unix socket; fails loudly when the binaries are missing."""
     if not (PG15 / "initdb").exists():
         raise RuntimeError("PostgreSQL 15 binaries not found: `apt-get install postgresql-15` (.ci/run does)")
+    tmp = Path(tempfile.mkdtemp(prefix="scanfill-pg15-"))  # under /tmp: reachable by the postgres user
     data = tmp / "pg15"
     data.mkdir()
     if os.geteuid() == 0:
         shutil.chown(tmp, "postgres")
         shutil.chown(data, "postgres")
-    port = _free_port()
+    port = free_port()
     subprocess.run(_as_postgres([str(PG15 / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]),
                    check=True, capture_output=True)  # fmt: skip
-    opts = f"-c listen_addresses='' -c unix_socket_directories={data} -c port={port} -c fsync=off"
+    listen = "127.0.0.1" if tcp_port else ""
+    port = tcp_port or port
+    opts = (
+        f"-c listen_addresses='{listen}' -c unix_socket_directories={data} -c port={port} -c fsync=off "
+        "-c max_connections=200"
+    )
     subprocess.run(_as_postgres([str(PG15 / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l",
                                  str(data / "log"), "start"]), check=True, capture_output=True)  # fmt: skip
     try:
@@ -46,9 +53,57 @@ def debian_pg15(tmp: Path) -> Iterator[str]:
     finally:
         subprocess.run(_as_postgres([str(PG15 / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
                        capture_output=True)  # fmt: skip
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def kill_postmaster(datadir: Path) -> None:
     """SIGKILL the server: its UNLOGGED tables are emptied by crash recovery at the next start."""
     pid = int((datadir / "postmaster.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def pgbouncer(tmp: Path, pg_port: int) -> Iterator[int]:
+    """Debian's pgbouncer in transaction mode in front of a TCP PostgreSQL on 127.0.0.1:pg_port."""
+    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(exe).exists():
+        raise RuntimeError("pgbouncer not found: `apt-get install pgbouncer` (.ci/run does)")
+    tmp = Path(tempfile.mkdtemp(prefix="scanfill-pgbouncer-"))
+    d = tmp / "pgbouncer"
+    d.mkdir()
+    port = free_port()
+    (d / "users.txt").write_text('"postgres" ""\n')
+    (d / "pgbouncer.ini").write_text(f"""[databases]
+* = host=127.0.0.1 port={pg_port}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {d / "users.txt"}
+pool_mode = transaction
+max_client_conn = 500
+default_pool_size = 20
+logfile = {d / "pgbouncer.log"}
+pidfile = {d / "pgbouncer.pid"}
+""")
+    if os.geteuid() == 0:
+        shutil.chown(tmp, "postgres")
+        for p in (d, d / "users.txt", d / "pgbouncer.ini"):
+            shutil.chown(p, "postgres")
+    proc = subprocess.Popen(_as_postgres([exe, str(d / "pgbouncer.ini")]))
+    try:
+        deadline = __import__("time").monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if __import__("time").monotonic() > deadline or proc.poll() is not None:
+                    log = (d / "pgbouncer.log").read_text() if (d / "pgbouncer.log").exists() else ""
+                    raise RuntimeError(f"pgbouncer did not start: {log[-2000:]}") from None
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
