@@ -59,11 +59,12 @@ def test_killed_and_paused_workers_while_others_run(db: str) -> None:
 
 def test_worker_joining_mid_run_takes_a_share(db: str) -> None:
     total = Ledger(SMALL).total_updates()
-    with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=30))) as sim:
+    with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=100))) as sim:
         assert scanfill("init", dsn=db, urls=sim.urls).wait() == 0
-        first = scanfill("run", "--concurrency", "2", "--slices", "2", *COMMON, dsn=db, urls=sim.urls)
+        slow = ("--page-size", "10", "--batch-rows", "50", "--no-progress")
+        first = scanfill("run", "--concurrency", "2", "--slices", "2", *slow, dsn=db, urls=sim.urls)
         wait_for(lambda: loaded(db) >= total // 10, what="first worker's progress")
-        second = scanfill("run", "--concurrency", "2", *COMMON, dsn=db, urls=sim.urls)
+        second = scanfill("run", "--concurrency", "2", *slow, dsn=db, urls=sim.urls)
         assert second.wait(timeout=300) == 0 and first.wait(timeout=300) == 0
         with psycopg.connect(db) as conn:
             splits = conn.execute("SELECT count(*) FROM backfill_cursors WHERE split_from IS NOT NULL").fetchone()
