@@ -15,7 +15,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from scanfill.embedded import start_embedded  # noqa: E402
+from scanfill.embedded import start_embedded
 
 
 @contextmanager

@@ -13,9 +13,13 @@ import psycopg
 
 from scanfill.timeutil import format_us, parse_us
 
-UPD_COLS = "update_id, migration_id, synchronizer_id, record_time, effective_at, workflow_id, kind, event_count, update_json"
-EV_COLS = ("event_id, update_id, migration_id, synchronizer_id, record_time, event_type, contract_id, template_id, "
-           "package_name, choice, consuming, payload, exercise_result, signatories, observers, acting_parties")
+UPD_COLS = (
+    "update_id, migration_id, synchronizer_id, record_time, effective_at, workflow_id, kind, event_count, update_json"
+)
+EV_COLS = (
+    "event_id, update_id, migration_id, synchronizer_id, record_time, event_type, contract_id, template_id, "
+    "package_name, choice, consuming, payload, exercise_result, signatories, observers, acting_parties"
+)
 
 
 def _post(url: str, body: dict[str, Any]) -> Any:
@@ -71,7 +75,9 @@ def stream(dsn: str, base: str, migration: int, sync: str, min_text: str, max_te
                             "ON CONFLICT (event_id) DO NOTHING")  # fmt: skip
                 cur.execute(
                     "INSERT INTO guide_cursors VALUES (%s, %s, %s) ON CONFLICT (migration_id, synchronizer_id) "
-                    "DO UPDATE SET last_before = EXCLUDED.last_before", (migration, sync, items[-1]["record_time"]))
+                    "DO UPDATE SET last_before = EXCLUDED.last_before",
+                    (migration, sync, items[-1]["record_time"]),
+                )
             conn.commit()
             rows += len(ups) + len(evs)
             before = items[-1]["record_time"]

@@ -1,14 +1,16 @@
 """Benchmarks, each measured side by side in one run (the machine is shared and noisy).
 
-    python benchmarks/run.py sim       # simulator throughput, generated vs pre-rendered
-    python benchmarks/run.py backfill  # ceiling vs scanfill vs the guide's recipe, plus 300 ms latency
-    python benchmarks/run.py workers   # 1, 2, 4 worker processes vs the guide with 8 workers, 300 ms latency
+python benchmarks/run.py sim       # simulator throughput, generated vs pre-rendered
+python benchmarks/run.py backfill  # ceiling vs scanfill vs the guide's recipe, plus 300 ms latency
+python benchmarks/run.py workers   # 1, 2, 4 worker processes vs the guide with 8 workers, 300 ms latency
+python benchmarks/run.py restore   # parallel vs sequential index rebuilds; prepare-load-restore vs direct
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import resource
 import threading
 import time
@@ -16,8 +18,8 @@ import urllib.request
 from typing import Any
 
 import aiohttp
-from common import Timer, drop_db, fresh_db, postgres, table
 
+from common import Timer, drop_db, fresh_db, postgres, table
 from scanfill import schema
 from scanfill.backfill import RunOptions, run
 from scanfill.db import Database
@@ -40,7 +42,7 @@ async def _drain(url: str, ledger: Ledger, clients: int) -> tuple[int, int, int,
             assert s is not None
             lo, hi = ledger.range_us(m, s)
             cuts = [lo + (hi + 1 - lo) * k // clients for k in range(clients + 1)]
-            jobs += [(m, sid, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+            jobs += [(m, sid, a, b) for a, b in itertools.pairwise(cuts)]
     pages = items = nbytes = 0
     async with aiohttp.ClientSession() as session:
 
@@ -170,7 +172,10 @@ def bench_backfill(rows: int) -> str:
                 dsn = fresh_db(admin)
                 schema.init(Database(dsn))
                 results[f"(1) ceiling: binary COPY from memory, {conns} connection(s)"] = (
-                    copy_ceiling(dsn, batches, conns), nrows, nbytes)
+                    copy_ceiling(dsn, batches, conns),
+                    nrows,
+                    nbytes,
+                )
                 drop_db(admin, dsn)
             del batches
             dsn = fresh_db(admin)
@@ -179,7 +184,10 @@ def bench_backfill(rows: int) -> str:
             dsn = fresh_db(admin)
             secs, grows = guide_run(dsn, sim.url)
             results["(3) guide recipe: stream per synchronizer, pages of 500, staging + ON CONFLICT"] = (
-                secs, grows, nbytes)
+                secs,
+                grows,
+                nbytes,
+            )
             drop_db(admin, dsn)
         with Simulator(SimConfig(ledger=ledger_cfg, prerender=True, faults=FaultConfig(latency_ms=300)),
                        mode="process") as sim:  # fmt: skip
@@ -217,9 +225,12 @@ def bench_workers(rows: int) -> str:
     n = max(100, int(rows / 13))
     ledger_cfg = LedgerConfig(migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", n),))
     lines = []
-    with postgres() as admin, Simulator(
-        SimConfig(ledger=ledger_cfg, prerender=True, faults=FaultConfig(latency_ms=300)), mode="process"
-    ) as sim:
+    with (
+        postgres() as admin,
+        Simulator(
+            SimConfig(ledger=ledger_cfg, prerender=True, faults=FaultConfig(latency_ms=300)), mode="process"
+        ) as sim,
+    ):
         res: dict[str, tuple[float, int]] = {}
         for w in (1, 2, 4):
             dsn = fresh_db(admin)
@@ -242,12 +253,109 @@ def bench_workers(rows: int) -> str:
     return table(["variant (300 ms latency per page)", "rows", "s", "rows/s", "vs guide", "finish spread s"], lines)
 
 
+def bench_restore(rows: int) -> str:
+    """Parallel vs sequential index rebuilds on the same data, and the whole prepare-load-restore
+    cycle vs loading straight into logged, indexed tables."""
+    from scanfill import maintenance
+    from scanfill.maintenance import _build_indexes, _saved
+
+    ledger_cfg = LedgerConfig.for_rows(rows)
+    lines = []
+    with postgres() as admin, Simulator(SimConfig(ledger=ledger_cfg, prerender=True), mode="process") as sim:
+        # the full cycle, bulk-load mode
+        dsn = fresh_db(admin)
+        db = Database(dsn)
+        schema.init(db)
+        with Timer() as t_prep:
+            maintenance.prepare(db, echo=lambda s: None)
+        load_s, nrows, _ = scanfill_run(dsn, sim.urls, 16)
+        with Timer() as t_rest:
+            maintenance.restore(db, jobs=4, echo=lambda s: None)
+        cycle = t_prep.seconds + load_s + t_rest.seconds
+        # index builds alone: drop them again and rebuild one after another, then four at once
+        maintenance.prepare(db, echo=lambda s: None)
+        with db.connect(autocommit=True) as conn:
+            for t in ("ledger_updates", "ledger_events"):
+                conn.execute(f"ALTER TABLE {t} SET LOGGED")
+            todo = list(_saved(db, conn).values())
+        builds = {}
+        for jobs in (1, 4):
+            with Timer() as tb:
+                _build_indexes(db, todo, jobs, "256MB", lambda s: None, None)
+            builds[jobs] = tb.seconds
+            with db.connect(autocommit=True) as conn:
+                for o in todo:
+                    conn.execute(f'DROP INDEX "{o.name}"')
+        drop_db(admin, dsn)
+        # straight into logged, indexed tables
+        dsn = fresh_db(admin)
+        direct_s, nrows2, _ = scanfill_run(dsn, sim.urls, 16)
+        drop_db(admin, dsn)
+    lines.append([f"rebuild {len(todo)} indexes one after another", f"{builds[1]:.1f}", "1.00x"])
+    lines.append([f"rebuild {len(todo)} indexes, 4 at once (restore --jobs 4)", f"{builds[4]:.1f}",
+                  f"{builds[1] / builds[4]:.2f}x"])  # fmt: skip
+    lines.append([f"prepare + load + restore ({nrows:,} rows): {t_prep.seconds:.1f} + {load_s:.1f} + {t_rest.seconds:.1f}",
+                  f"{cycle:.1f}", f"{direct_s / cycle:.2f}x"])  # fmt: skip
+    lines.append([f"load into logged, indexed tables ({nrows2:,} rows)", f"{direct_s:.1f}", "1.00x"])
+    return table(["variant", "s", "speed-up"], lines)
+
+
+def bench_memory(rows: int) -> str:
+    """Peak RSS of a `scanfill run` process: ordinary rows vs multi-megabyte updates."""
+    import os
+    import subprocess
+    import sys
+
+    lines = []
+    with postgres() as admin:
+        for label, cfg in (
+            ("ordinary updates (~17 KB)", LedgerConfig.for_rows(rows)),
+            (
+                "multi-megabyte updates (400 KB per created event)",
+                LedgerConfig.for_rows(rows // 40, payload_pad=400_000),
+            ),
+        ):
+            with Simulator(SimConfig(ledger=cfg), mode="process") as sim:
+                dsn = fresh_db(admin)
+                env = {**os.environ, "DATABASE_URL": dsn, "SCAN_URL": sim.url}
+                import psutil
+
+                with Timer() as t:
+                    p = subprocess.Popen([sys.executable, "-m", "scanfill.cli", "run", "--concurrency", "16",
+                                          "--no-progress"], env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+                    proc = psutil.Process(p.pid)
+                    peak = 0
+                    while p.poll() is None:
+                        try:
+                            peak = max(peak, proc.memory_info().rss)
+                        except psutil.NoSuchProcess:
+                            break
+                        time.sleep(0.05)
+                assert p.returncode == 0
+                import psycopg
+
+                with psycopg.connect(dsn) as conn:
+                    row = conn.execute("SELECT count(*), max(length(update_json::text)), "
+                                       "sum(length(update_json::text)) FROM ledger_updates").fetchone()  # fmt: skip
+                assert row is not None
+                drop_db(admin, dsn)
+                lines.append([label, f"{row[0]:,}", f"{row[1] / 1e6:.2f}", f"{row[2] / 1e6:,.0f}", f"{t.seconds:.1f}",
+                              f"{peak / 1e6:,.0f}"])  # fmt: skip
+    return table(["ledger", "updates", "largest update MB", "JSON MB", "s", "peak RSS MB (scanfill run)"], lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["sim", "backfill", "workers"])
+    ap.add_argument("what", choices=["sim", "backfill", "workers", "restore", "memory"])
     ap.add_argument("--rows", type=int, default=400_000)
     a = ap.parse_args()
-    fn: Any = {"sim": bench_sim, "backfill": bench_backfill, "workers": bench_workers}[a.what]
+    fn: Any = {
+        "sim": bench_sim,
+        "backfill": bench_backfill,
+        "workers": bench_workers,
+        "restore": bench_restore,
+        "memory": bench_memory,
+    }[a.what]
     print(fn(a.rows))
 
 

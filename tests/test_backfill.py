@@ -150,3 +150,14 @@ def test_gzip_responses_load_identically(db: str) -> None:
         assert summary.complete
         assert sim.stats()["bytes"] < summary.bytes / 2  # the wire carried gzip, the database got the JSON
     assert_db_matches(db, Ledger(SMALL))
+
+
+def test_multi_megabyte_updates_load_with_small_pages(db: str) -> None:
+    big = LedgerConfig(seed=2, payload_pad=1_500_000, migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", 30),))
+    with Simulator(SimConfig(ledger=big)) as sim:
+        summary = run(options(db, sim.urls, concurrency=4, page_size=1000))
+    assert summary.complete and summary.bytes > 30 * 1_000_000  # updates of several MB each
+    assert_db_matches(db, Ledger(big))
+    with psycopg.connect(db) as conn:
+        biggest = conn.execute("SELECT max(length(update_json::text)) FROM ledger_updates").fetchone()
+    assert biggest is not None and biggest[0] > 2_000_000

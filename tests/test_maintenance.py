@@ -109,6 +109,8 @@ def test_server_crash_during_unlogged_load_is_detected_and_reloaded(tmp_path: Pa
         assert scanfill("prepare", dsn=dsn, urls=sim.urls).wait() == 0
         proc = scanfill("run", "--concurrency", "3", "--page-size", "40", "--no-progress", dsn=dsn, urls=sim.urls)
         wait_for(lambda: loaded(dsn) >= Ledger(SMALL).total_updates() // 3, what="a third loaded")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")  # the (logged) cursors are durable; UNLOGGED tables never are
         for child in _children(h.datadir / "pgdata"):
             subprocess.run(["kill", "-9", str(child)], check=False)
         kill_postmaster(h.datadir / "pgdata")

@@ -134,6 +134,12 @@ def init(dsn: str | None, schema: str) -> None:
     help="Updates per request, 1..1000 (default: $BACKFILL_PAGE_SIZE or 1000).",
 )
 @click.option("--batch-rows", default=10_000, show_default=True, help="Rows per commit (at least one page).")
+@click.option(
+    "--page-mb",
+    default=32.0,
+    show_default=True,
+    help="Size pages to about this much JSON (fewer updates per request when they are large).",
+)
 @click.option("--slices", default=0, help="Slices to cut the ranges into (default: 4 x concurrency x workers).")
 @click.option("--db-connections", default=3, show_default=True, help="Database connections per worker.")
 @click.option("--lease", "lease_s", default=60.0, show_default=True, help="Seconds a slice lease lasts unrenewed.")
@@ -152,7 +158,7 @@ def init(dsn: str | None, schema: str) -> None:
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
         migrations: tuple[int, ...], concurrency: int, workers: int, page_size: int | None, batch_rows: int,
         slices: int, db_connections: int, lease_s: float, plan_only: bool, no_progress: bool, do_prepare: bool,
-        do_restore: bool, refetch: tuple[str, ...], metrics_port: int) -> None:  # fmt: skip
+        do_restore: bool, refetch: tuple[str, ...], metrics_port: int, page_mb: float) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
@@ -175,7 +181,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
     settings = WorkerSettings(
         db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
-        metrics_port=metrics_port,
+        metrics_port=metrics_port, page_mb=page_mb,
     )  # fmt: skip
     opts = RunOptions(
         worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only, refetch=refetch

@@ -41,6 +41,7 @@ class WorkerSettings:
     scan: ScanConfig
     concurrency: int = 16  # slices in flight in this process
     page_size: int = 1000
+    page_mb: float = 32.0  # pages are sized to about this much JSON, whatever an update weighs
     batch_rows: int = 10_000  # commit when a slice has at least this many rows pending
     db_connections: int = 3
     lease_s: float = 60.0
@@ -91,6 +92,7 @@ class Worker:
         self._failed: list[str] = []
         self._held: dict[str, Claim] = {}
         self._dead: list[str] = []
+        self._bytes_per_item: float | None = None  # running estimate over every page of this process
 
     # ----- database plumbing --------------------------------------------------------------------
 
@@ -216,12 +218,26 @@ class Worker:
                 ) from None
         raise ScanError(f"scan kept answering 503 for {claim.cursor_name} at cursor {before}, even at count 1")
 
+    def _page_count(self) -> int:
+        """Items per request: the configured page size, fewer when updates are heavy, so that memory
+        stays near `concurrency x 3 x page_mb` even for multi-megabyte updates."""
+        if self._bytes_per_item is None:
+            return min(self.s.page_size, 100)  # no estimate yet: a modest first page
+        fit = int(self.s.page_mb * 1e6 / max(1.0, self._bytes_per_item))
+        return max(1, min(self.s.page_size, fit))
+
+    def _observe(self, batch: Batch) -> None:
+        if batch.items:
+            bpi = batch.nbytes / batch.items
+            old = self._bytes_per_item
+            self._bytes_per_item = bpi if old is None else 0.7 * old + 0.3 * bpi
+
     async def _load_slice(self, claim: Claim) -> None:
         lease = Lease(claim.cursor_name, self.id, claim.epoch)
         committed = claim.last_before  # what the database holds
         before = claim.last_before  # where the next request starts
         lo = claim.lo_us
-        count = [self.s.page_size]
+        count = [self._page_count()]
         pending = Batch()
         pages = 0
         inflight: asyncio.Task[Any] | None = None
@@ -229,13 +245,13 @@ class Worker:
             if self.stop.is_set():
                 break
             batch = await self._fetch(claim, before, lo, count)
+            self._observe(batch)
             reached_end = batch.items == 0 or batch.oldest_us == lo
             pending.extend(batch)
             pages += 1
             if batch.oldest is not None:
                 before = batch.oldest
-            if count[0] < self.s.page_size:
-                count[0] = min(self.s.page_size, count[0] * 2)  # recover after a shrink
+            count[0] = min(self._page_count(), count[0] * 2)  # follow the size estimate; recover after a 503
             if pending.rows < self.s.batch_rows and not reached_end:
                 continue
             if inflight is not None:
