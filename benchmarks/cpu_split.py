@@ -9,8 +9,8 @@ import sys
 import time
 
 import psutil
-from common import drop_db, fresh_db, postgres, table
 
+from common import drop_db, fresh_db, postgres, table
 from scanfill import maintenance, schema
 from scanfill.db import Database
 from scanfill.sim import LedgerConfig, SimConfig, Simulator

@@ -241,38 +241,44 @@ class Worker:
         pending = Batch()
         pages = 0
         inflight: asyncio.Task[Any] | None = None
-        while True:
-            if self.stop.is_set():
-                break
-            batch = await self._fetch(claim, before, lo, count)
-            self._observe(batch)
-            reached_end = batch.items == 0 or batch.oldest_us == lo
-            pending.extend(batch)
-            pages += 1
-            if batch.oldest is not None:
-                before = batch.oldest
-            count[0] = min(self._page_count(), count[0] * 2)  # follow the size estimate; recover after a 503
-            if pending.rows < self.s.batch_rows and not reached_end:
-                continue
-            if inflight is not None:
-                res = await inflight
-                committed = res.last_before
-                lo = res.lo_us
-                if res.complete:
+        try:
+            while True:
+                if self.stop.is_set():
+                    break
+                batch = await self._fetch(claim, before, lo, count)
+                self._observe(batch)
+                reached_end = batch.items == 0 or batch.oldest_us == lo
+                pending.extend(batch)
+                pages += 1
+                if batch.oldest is not None:
+                    before = batch.oldest
+                count[0] = min(self._page_count(), count[0] * 2)  # follow the size estimate; recover after a 503
+                if pending.rows < self.s.batch_rows and not reached_end:
+                    continue
+                if inflight is not None:
+                    res = await inflight
+                    committed = res.last_before
+                    lo = res.lo_us
+                    if res.complete:
+                        inflight = None
+                        self.report.slices_done += 1
+                        return
+                inflight = asyncio.create_task(self._commit(lease, committed, pending, pages, reached_end))
+                committed = pending.oldest or committed
+                pending, pages = Batch(), 0
+                if reached_end:
+                    res = await inflight
                     inflight = None
-                    self.report.slices_done += 1
+                    if res.complete:
+                        self.report.slices_done += 1
                     return
-            inflight = asyncio.create_task(self._commit(lease, committed, pending, pages, reached_end))
-            committed = pending.oldest or committed
-            pending, pages = Batch(), 0
-            if reached_end:
-                res = await inflight
-                inflight = None
-                if res.complete:
-                    self.report.slices_done += 1
-                return
-        if inflight is not None:
-            await inflight
+            if inflight is not None:
+                await inflight
+        finally:
+            if inflight is not None and not inflight.done():
+                # leaving on an error: let the commit in flight finish (or fail) before the lease goes
+                with contextlib.suppress(Exception):
+                    await inflight
 
     async def _commit(self, lease: Lease, expected: str, batch: Batch, pages: int, end: bool) -> Any:
         t0 = time.monotonic()
