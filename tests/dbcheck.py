@@ -8,9 +8,17 @@ from scanfill.sim import Ledger
 from scanfill.timeutil import dt_to_us
 
 
-def assert_db_matches(dsn: str, ledger: Ledger, schema: str = "public", migrations: list[int] | None = None) -> int:
+def assert_db_matches(
+    dsn: str, ledger: Ledger, schema: str = "public", migrations: list[int] | None = None, imports: bool = False
+) -> int:
     """Every update and event id exactly once, exact record times, effective synchronizer, kind, rounds."""
     expected = [h for h in ledger.expected_all() if migrations is None or h.migration_id in migrations]
+    import_ids = {
+        cid
+        for m in ledger.migration_ids()
+        for cid in ledger.import_ids(m)
+        if imports and (migrations is None or m in migrations)
+    }
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             f"SELECT update_id, migration_id, synchronizer_id, record_time, kind, round, event_count "
@@ -19,7 +27,8 @@ def assert_db_matches(dsn: str, ledger: Ledger, schema: str = "public", migratio
         events = conn.execute(f'SELECT event_id, update_id FROM "{schema}".ledger_events').fetchall()
     ids = [r[0] for r in rows]
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicate update rows"
-    got = {r[0]: r for r in rows}
+    got = {r[0]: r for r in rows if r[4] != "import"}
+    assert {r[0] for r in rows if r[4] == "import"} == import_ids
     want = {h.update_id: h for h in expected}
     missing = set(want) - set(got)
     extra = set(got) - set(want)
@@ -37,6 +46,6 @@ def assert_db_matches(dsn: str, ledger: Ledger, schema: str = "public", migratio
         ), (uid, r, h)
     ev_ids = [e[0] for e in events]
     assert len(ev_ids) == len(set(ev_ids)), f"{len(ev_ids) - len(set(ev_ids))} duplicate event rows"
-    want_events = {eid for h in expected for eid in h.event_ids()}
+    want_events = {eid for h in expected for eid in h.event_ids()} | {f"{cid}:0" for cid in import_ids}
     assert set(ev_ids) == want_events, (len(set(ev_ids)), len(want_events))
     return len(rows) + len(events)

@@ -161,3 +161,48 @@ def test_multi_megabyte_updates_load_with_small_pages(db: str) -> None:
     with psycopg.connect(db) as conn:
         biggest = conn.execute("SELECT max(length(update_json::text)) FROM ledger_updates").fetchone()
     assert biggest is not None and biggest[0] > 2_000_000
+
+
+def test_import_updates_only_with_the_flag(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        assert run(options(db, sim.urls, concurrency=3)).complete
+        assert_db_matches(db, Ledger(SMALL))  # skipped by default
+        summary = run(options(db, sim.urls, concurrency=3, imports=True, page_size=2))
+    assert summary.complete and summary.updates == len(Ledger(SMALL).import_ids(4)) == 5
+    assert_db_matches(db, Ledger(SMALL), imports=True)
+    with psycopg.connect(db) as conn:
+        kinds = conn.execute("SELECT DISTINCT record_time FROM ledger_updates WHERE kind = 'import'").fetchall()
+        assert [k[0].year for k in kinds] == [1]
+
+
+def test_updates_one_microsecond_apart_across_a_page_boundary(db: str) -> None:
+    one = LedgerConfig(seed=4, migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", 400),))
+    ledger = Ledger(one)
+    # one slice, pages of 29 newest-first: the first page ends at update 371 and the next starts at
+    # 370, and 371 % 37 == 1 makes those two exactly 1 us apart
+    assert ledger.record_us(0, 0, 371) - ledger.record_us(0, 0, 370) == 1
+    with Simulator(SimConfig(ledger=one)) as sim:
+        summary = run(options(db, sim.urls, concurrency=1, page_size=29, batch_rows=1, slices=1))
+        assert sim.stats()["pages"] >= 400 // 29
+    assert summary.complete
+    assert_db_matches(db, ledger)
+
+
+def test_schema_upgrades_in_place(db: str) -> None:
+    from scanfill import schema
+    from scanfill.db import Database
+
+    d = Database(db)
+    with psycopg.connect(db, autocommit=True) as conn:  # a database left by the first release
+        conn.execute("CREATE TABLE scanfill_meta (key text PRIMARY KEY, value text NOT NULL)")
+        conn.execute(schema.MIGRATIONS[0].replace("{s}", '"public"'))
+        conn.execute("INSERT INTO scanfill_meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO backfill_workers (worker_id, host, pid) VALUES ('old', 'h', 1)")
+    assert schema.init(d) == (1, schema.SCHEMA_VERSION)
+    assert schema.init(d) == (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION)
+    with psycopg.connect(db) as conn:
+        assert conn.execute(
+            "SELECT to_regclass('scanfill_saved_indexes') IS NOT NULL, "
+            "to_regclass('backfill_import_cursors') IS NOT NULL"
+        ).fetchone() == (True, True)
+        assert conn.execute("SELECT worker_id FROM backfill_workers").fetchall() == [("old",)]  # data kept

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from scanfill import schema
 from scanfill.db import Database
-from scanfill.plan import Discovery, PlanOptions, discover, plan, refetch
+from scanfill.plan import Discovery, PlanOptions, discover, plan, plan_imports, refetch
 from scanfill.scan import ScanClient
 from scanfill.worker import Worker, WorkerReport, WorkerSettings
 
@@ -64,6 +64,8 @@ async def discover_and_plan(opts: RunOptions) -> tuple[Discovery, dict[str, int]
     slices = opts.slices or max(8, 4 * w.concurrency * max(1, opts.workers))
     with w.db.connect(autocommit=True) as conn:
         stats = plan(w.db, conn, disc, PlanOptions(target_slices=slices, migrations=w.migrations))
+        if w.imports:
+            plan_imports(w.db, conn, disc)
         for window in opts.refetch:
             for line in refetch(w.db, conn, window, w.migrations):
                 log.info("%s", line)
@@ -87,13 +89,17 @@ def overall_state(db: Database) -> dict[str, Any]:
             sql.SQL("SELECT count(*), count(*) FILTER (WHERE NOT source_complete) FROM {}").format(
                 db.t("backfill_ranges"))
         ).fetchone()  # fmt: skip
-    assert row is not None and ranges is not None
+        imp = conn.execute(sql.SQL("SELECT count(*) FILTER (WHERE NOT complete), coalesce(sum(updates_loaded), 0), "
+                                   "coalesce(sum(events_loaded), 0) FROM {}").format(db.t("backfill_import_cursors"))
+                           ).fetchone()  # fmt: skip
+    assert row is not None and ranges is not None and imp is not None
     slices, done, upd, ev, nbytes, span, covered = row
+    upd, ev = upd + imp[1], ev + imp[2]
     return {
         "slices": int(slices), "slices_done": int(done), "updates": int(upd), "events": int(ev),
         "bytes": int(nbytes), "fraction": float(covered) / float(span) if span else 1.0,
         "ranges": int(ranges[0]), "ranges_unproven": int(ranges[1]),
-        "complete": int(slices) > 0 and int(slices) == int(done) and int(ranges[1]) == 0,
+        "complete": int(slices) > 0 and int(slices) == int(done) and int(ranges[1]) == 0 and int(imp[0]) == 0,
     }  # fmt: skip
 
 
@@ -147,6 +153,7 @@ async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerRepo
         hits[0] += 1
         if hits[0] >= 2:
             os._exit(130)  # nothing is lost: every commit is atomic, uncommitted pages are refetched
+        log.warning("stop requested: finishing the batches in flight (signal again to stop at once)")
         worker.stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

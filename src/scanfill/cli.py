@@ -146,6 +146,13 @@ def init(dsn: str | None, schema: str) -> None:
 @click.option("--plan-only", is_flag=True, help="Discover and plan the slices, load nothing.")
 @click.option("--prepare", "do_prepare", is_flag=True, help="Run `scanfill prepare` first (bulk-load mode).")
 @click.option(
+    "--import-updates",
+    "imports",
+    is_flag=True,
+    help="Also load import updates (ACS re-imports after a migration; skipped by default as they repeat "
+    "contracts created in earlier migrations).",
+)
+@click.option(
     "--refetch",
     multiple=True,
     metavar="START/END",
@@ -158,7 +165,7 @@ def init(dsn: str | None, schema: str) -> None:
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
         migrations: tuple[int, ...], concurrency: int, workers: int, page_size: int | None, batch_rows: int,
         slices: int, db_connections: int, lease_s: float, plan_only: bool, no_progress: bool, do_prepare: bool,
-        do_restore: bool, refetch: tuple[str, ...], metrics_port: int, page_mb: float) -> None:  # fmt: skip
+        do_restore: bool, refetch: tuple[str, ...], metrics_port: int, page_mb: float, imports: bool) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
@@ -181,7 +188,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
     settings = WorkerSettings(
         db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
-        metrics_port=metrics_port, page_mb=page_mb,
+        metrics_port=metrics_port, page_mb=page_mb, imports=imports,
     )  # fmt: skip
     opts = RunOptions(
         worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only, refetch=refetch

@@ -358,3 +358,46 @@ def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] =
                                               held[0] - held[2], held[1] - held[3]))  # fmt: skip
             made.append(f"{name}: removed {up:,} updates and {ev:,} events to load again")
     return made
+
+
+# ----- import updates ----------------------------------------------------------------------------
+
+
+def plan_imports(db: Database, conn: Conn, disc: Discovery) -> int:
+    """One import cursor per migration that has import updates (skipped unless asked for)."""
+    n = 0
+    with conn.transaction():
+        for m, last in disc.last_import_ids.items():
+            if last:
+                n += conn.execute(sql.SQL("INSERT INTO {} (migration_id) VALUES (%s) ON CONFLICT DO NOTHING").format(
+                    db.t("backfill_import_cursors")), (m,)).rowcount  # fmt: skip
+    return n
+
+
+def claim_import(db: Database, conn: Conn, owner: str, lease_s: float, migrations: tuple[int, ...] = ()
+                 ) -> tuple[int, str, int] | None:  # fmt: skip
+    t = db.t("backfill_import_cursors")
+    only = sql.SQL("AND migration_id = ANY({})").format(sql.Literal(list(migrations))) if migrations else sql.SQL("")
+    with conn.transaction():
+        row = conn.execute(sql.SQL("""
+            WITH c AS (SELECT migration_id FROM {t} WHERE NOT complete AND (lease_owner IS NULL OR lease_until < now())
+                       {only} ORDER BY migration_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+            UPDATE {t} i SET lease_owner = %s, lease_epoch = i.lease_epoch + 1,
+                   lease_until = now() + make_interval(secs => %s)
+            FROM c WHERE i.migration_id = c.migration_id
+            RETURNING i.migration_id, i.last_update_id, i.lease_epoch""").format(t=t, only=only),
+            (owner, lease_s)).fetchone()  # fmt: skip
+    return None if row is None else (int(row[0]), str(row[1]), int(row[2]))
+
+
+def release_import(db: Database, conn: Conn, migration_id: int, owner: str, epoch: int) -> None:
+    with conn.transaction():
+        conn.execute(sql.SQL("UPDATE {} SET lease_owner = NULL, lease_until = NULL WHERE migration_id = %s "
+                             "AND lease_owner = %s AND lease_epoch = %s").format(db.t("backfill_import_cursors")),
+                     (migration_id, owner, epoch))  # fmt: skip
+
+
+def imports_open(db: Database, conn: Conn) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE NOT complete").format(
+        db.t("backfill_import_cursors"))).fetchone()  # fmt: skip
+    return int(row[0]) if row else 0

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from scanfill.db import Database
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 
 UPDATE_COLUMNS = (
@@ -164,7 +164,22 @@ CREATE TABLE IF NOT EXISTS {s}.scanfill_saved_indexes (
 );
 """
 
-MIGRATIONS: list[str] = [V1, V2]
+# Version 3: import updates (`run --import-updates`), paged by update id, one cursor per migration.
+V3 = """
+CREATE TABLE IF NOT EXISTS {s}.backfill_import_cursors (
+    migration_id    bigint PRIMARY KEY,
+    last_update_id  text COLLATE "C" NOT NULL DEFAULT '',
+    complete        boolean NOT NULL DEFAULT false,
+    updates_loaded  bigint NOT NULL DEFAULT 0,
+    events_loaded   bigint NOT NULL DEFAULT 0,
+    lease_owner     text,
+    lease_until     timestamptz,
+    lease_epoch     bigint NOT NULL DEFAULT 0,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3]
 
 
 def meta_table(db: Database) -> sql.Composed:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -53,6 +54,7 @@ class WorkerSettings:
     complete_urls: dict[int, frozenset[str]] = field(default_factory=dict)
     worker_id: str = ""
     metrics_port: int = 0  # serve Prometheus metrics on this port (0 = off)
+    imports: bool = False  # also load import updates (skipped by default: they repeat earlier contracts)
 
 
 @dataclass
@@ -125,7 +127,10 @@ class Worker:
         try:
             async with ScanClient(self.s.scan, on_request=getattr(self.hooks, "on_request", None)) as client:
                 self.client = client
-                await asyncio.gather(*(self._guarded_slot(k) for k in range(self.s.concurrency)))
+                tasks = [self._guarded_slot(k) for k in range(self.s.concurrency)]
+                if self.s.imports:
+                    tasks.append(self._guarded(self._imports, "import updates"))
+                await asyncio.gather(*tasks)
         finally:
             for task in bg:
                 task.cancel()
@@ -141,13 +146,60 @@ class Worker:
         return self.report
 
     async def _guarded_slot(self, k: int) -> None:
+        await self._guarded(lambda: self._slot(k), f"slot {k}")
+
+    async def _guarded(self, fn: Callable[[], Any], what: str) -> None:
         """An unexpected error stops this worker gracefully: other slots finish their commits."""
         try:
-            await self._slot(k)
+            await fn()
         except Exception as exc:
-            log.exception("worker slot %d failed", k)
-            self.report.failures.append(f"unexpected error: {type(exc).__name__}: {exc}")
+            log.exception("worker %s failed", what)
+            self.report.failures.append(f"unexpected error in {what}: {type(exc).__name__}: {exc}")
             self.stop.set()
+
+    async def _imports(self) -> None:
+        """Import updates, one migration at a time, paged by update id with the same leases and
+        commit-with-cursor transactions as the time slices."""
+        from scanfill.plan import claim_import, imports_open, release_import
+        from scanfill.sink import commit_imports
+
+        db = self.s.db
+        while not self.stop.is_set():
+            got = await self.db(partial(claim_import, db), self.id, self.s.lease_s, self.s.migrations)
+            if got is None:
+                if await self.db(partial(imports_open, db)) == 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=self.s.poll_s)
+                continue
+            m, after, epoch = got
+            urls = self.s.complete_urls.get(m)
+            try:
+                while not self.stop.is_set():
+                    body, _ = await self.client.request(
+                        "POST", "/v0/backfilling/import-updates",
+                        {"migration_id": m, "after_update_id": after, "limit": self.s.page_size},
+                        only=set(urls) if urls else None, what=f"import-updates(migration {m}, after {after!r})",
+                    )  # fmt: skip
+                    batch = decode_page(body, m, "", imports=True)
+                    ids = [u[0] for u in batch.updates]
+                    if any(a >= b for a, b in zip([after, *ids], ids, strict=False)):
+                        raise MalformedPage(f"import updates of migration {m} after {after!r} are not ascending")
+                    done = not batch.updates
+                    after = await self.db(partial(commit_imports, db), m, self.id, epoch, after, batch, done)
+                    self.report.updates += len(batch.updates)
+                    self.report.events += len(batch.events)
+                    self.report.bytes += batch.nbytes
+                    if done:
+                        break
+            except (ScanError, MalformedPage, Fenced) as exc:
+                msg = f"import updates of migration {m} (after {after!r}): {exc}"
+                log.error("%s", msg)
+                if not isinstance(exc, Fenced):
+                    self.report.failures.append(msg)
+                    return
+            finally:
+                await self.db(partial(release_import, db), m, self.id, epoch)
 
     async def _slot(self, k: int) -> None:
         idle = 0.0

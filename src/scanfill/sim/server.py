@@ -83,6 +83,7 @@ class ScanInstance:
         self._rng = random.Random(self.faults.seed * 7919 + index)
         self._buckets: dict[str, tuple[float, float]] = {}
         self.public_url = ""
+        self.subject_requests = 0  # requests faults apply to: `every_N` schedules count these
 
     @property
     def complete(self) -> bool:
@@ -96,7 +97,7 @@ class ScanInstance:
     def _fault(self, name: str) -> bool:
         f = self.faults
         every = getattr(f, f"every_{name}")
-        if every and self.stats.requests % every == 0:
+        if every and self.subject_requests % every == 0:
             return True
         rate = getattr(f, f"rate_{name}")
         return bool(rate) and self._rng.random() < rate
@@ -127,6 +128,7 @@ class ScanInstance:
         f = self.faults
         subject = path in DATA_PATHS or not f.data_only
         if subject:
+            self.subject_requests += 1
             client = request.headers.get("X-Client-Id") or (request.remote or "?")
             if self._rate_limited(client):
                 self._count("rate_limit")

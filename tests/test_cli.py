@@ -1,0 +1,57 @@
+"""What a user sees at the command line: clear errors, no secrets, signals."""
+
+from __future__ import annotations
+
+import signal
+
+import psycopg
+
+from dbcheck import assert_db_matches
+from procs import loaded, scanfill, wait_for
+from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
+from test_backfill import SMALL
+
+SECRET = "s3cr3t-Pa55word"
+
+
+def test_wrong_dsn_is_clear_and_never_shows_the_password() -> None:
+    dsn = f"postgresql://loader:{SECRET}@127.0.0.1:9/ledger"
+    for args in (("init",), ("status",), ("run", "--no-progress"), ("verify",), ("prepare",)):
+        p = scanfill(*args, dsn=dsn, urls=["http://127.0.0.1:9/api/scan"])
+        out = p.communicate(timeout=60)[0].decode()
+        assert p.returncode == 2, out
+        assert "cannot connect to postgresql://loader@127.0.0.1:9/ledger" in out, out
+        assert SECRET not in out and "Check the host" in out
+
+
+def test_missing_configuration_says_what_to_set() -> None:
+    p = scanfill("run", dsn="", urls=[], env={"DATABASE_URL": "", "SUPABASE_DB_URL": ""})
+    out = p.communicate(timeout=60)[0].decode()
+    assert p.returncode == 2 and "DATABASE_URL" in out and "--dsn" in out
+
+
+def test_half_initialised_database_is_named(db: str) -> None:
+    p = scanfill("status", dsn=db, urls=[])
+    out = p.communicate(timeout=60)[0].decode()
+    assert p.returncode == 2 and "run `scanfill init`" in out
+
+
+def test_second_signal_stops_at_once_and_loses_nothing(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=1500))) as sim:
+        p = scanfill("run", "--concurrency", "3", "--page-size", "20", "--batch-rows", "50", "--no-progress",
+                     dsn=db, urls=sim.urls)  # fmt: skip
+        wait_for(lambda: loaded(db) > 0, what="first commit")
+        p.send_signal(signal.SIGINT)
+        assert p.stdout is not None
+        for line in p.stdout:  # the first signal is acknowledged while requests are still in flight
+            if b"stop requested" in line:
+                break
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=60) == 130
+        sim.set_faults(FaultConfig())
+        again = scanfill("run", "--no-progress", "--lease", "2", dsn=db, urls=sim.urls)
+        out = again.communicate(timeout=300)[0].decode()
+        assert again.returncode == 0 and "history complete" in out, out
+    assert_db_matches(db, Ledger(SMALL))
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM backfill_workers WHERE state = 'running'").fetchone() == (0,)
