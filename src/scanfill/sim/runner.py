@@ -70,6 +70,10 @@ class Simulator:
             finally:
                 for r in runners:
                     loop.run_until_complete(r.cleanup())
+                pending = asyncio.all_tasks(loop)  # hung requests: cancel them rather than leak them
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.close()
 
         self._thread = threading.Thread(target=run, name="scanfill-sim", daemon=True)

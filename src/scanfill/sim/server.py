@@ -404,7 +404,7 @@ class Simulation:
             runner = web.AppRunner(inst.app(), access_log=None, handle_signals=False)
             await runner.setup()
             port = self.config.port + k if self.config.port else 0
-            site = web.TCPSite(runner, self.config.host, port, reuse_address=True)
+            site = web.TCPSite(runner, self.config.host, port, reuse_address=True, shutdown_timeout=1.0)
             await site.start()
             server = site._server
             assert server is not None and server.sockets  # type: ignore[attr-defined]
