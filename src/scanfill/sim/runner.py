@@ -55,6 +55,7 @@ class Simulator:
 
         def run() -> None:
             loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             self._loop = loop
             try:
                 self.simulation = Simulation(self.config)

@@ -401,10 +401,10 @@ class Simulation:
     async def start(self) -> list[web.AppRunner]:
         runners = []
         for k, inst in enumerate(self.instances):
-            runner = web.AppRunner(inst.app(), access_log=None, handle_signals=False)
+            runner = web.AppRunner(inst.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
             await runner.setup()
             port = self.config.port + k if self.config.port else 0
-            site = web.TCPSite(runner, self.config.host, port, reuse_address=True, shutdown_timeout=1.0)
+            site = web.TCPSite(runner, self.config.host, port, reuse_address=True)
             await site.start()
             server = site._server
             assert server is not None and server.sockets  # type: ignore[attr-defined]
