@@ -195,7 +195,7 @@ def test_schema_upgrades_in_place(db: str) -> None:
     d = Database(db)
     with psycopg.connect(db, autocommit=True) as conn:  # a database left by the first release
         conn.execute("CREATE TABLE scanfill_meta (key text PRIMARY KEY, value text NOT NULL)")
-        conn.execute(schema.MIGRATIONS[0].replace("{s}", '"public"'))
+        conn.execute(str(schema.MIGRATIONS[0]).replace("{s}", '"public"'))
         conn.execute("INSERT INTO scanfill_meta VALUES ('schema_version', '1')")
         conn.execute("INSERT INTO backfill_workers (worker_id, host, pid) VALUES ('old', 'h', 1)")
     assert schema.init(d) == (1, schema.SCHEMA_VERSION)

@@ -174,3 +174,15 @@ def test_tune_reports_and_applies(tmp_path: Path) -> None:
         with psycopg.connect(admin) as conn:
             assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)  # reloaded, no restart needed
         assert uuid.uuid4()  # keep the import used
+
+
+def test_json_columns_use_lz4_where_the_server_has_it(db: str, tmp_path: Path) -> None:
+    query = ("SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'ledger_updates'::regclass "
+             "AND attname = 'update_json'")  # fmt: skip
+    with debian_pg15(tmp_path) as admin:  # built with lz4
+        schema.init(Database(admin))
+        with psycopg.connect(admin) as conn:
+            assert conn.execute(query).fetchone() == ("update_json", "l")
+    schema.init(Database(db))  # the embedded server has no lz4: pglz (the default), and no error
+    with psycopg.connect(db) as conn:
+        assert conn.execute(query).fetchone() == ("update_json", "")
