@@ -117,20 +117,12 @@ def copy_ceiling(dsn: str, batches: list[Batch], connections: int) -> float:
     """Raw binary COPY of the same rows from memory into the same tables (no HTTP, no decode)."""
     db = Database(dsn)
     sink = Sink(db)
-    from scanfill.schema import EVENT_TYPES, UPDATE_TYPES
 
     def worker(part: list[Batch]) -> None:
         with db.connect(autocommit=True) as conn:
             for b in part:
                 with conn.transaction():
-                    with conn.cursor().copy(sink.copy_updates) as cp:
-                        cp.set_types(list(UPDATE_TYPES))
-                        for r in b.updates:
-                            cp.write_row(r)
-                    with conn.cursor().copy(sink.copy_events) as cp:
-                        cp.set_types(list(EVENT_TYPES))
-                        for r in b.events:
-                            cp.write_row(r)
+                    sink.copy_rows(conn, b)
 
     threads = [threading.Thread(target=worker, args=(batches[k::connections],)) for k in range(connections)]
     t0 = time.perf_counter()

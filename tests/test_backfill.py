@@ -206,3 +206,13 @@ def test_schema_upgrades_in_place(db: str) -> None:
             "to_regclass('backfill_import_cursors') IS NOT NULL"
         ).fetchone() == (True, True)
         assert conn.execute("SELECT worker_id FROM backfill_workers").fetchall() == [("old",)]  # data kept
+
+
+def test_discovery_survives_faults_on_every_endpoint(db: str) -> None:
+    faults = FaultConfig(every_503=3, every_429=4, every_502=5, data_only=False, retry_after_s=0.01)
+    with Simulator(SimConfig(ledger=SMALL, faults=faults)) as sim:
+        summary = run(options(db, sim.urls, concurrency=3))
+        by_path = sim.stats()["by_path"]
+    assert summary.complete and not summary.failures
+    assert by_path["/v0/backfilling/migration-info"] > 3  # discovery itself was retried through faults
+    assert_db_matches(db, Ledger(SMALL))

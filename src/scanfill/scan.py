@@ -126,9 +126,14 @@ class ScanClient:
         h.benched_until = max(h.benched_until, time.monotonic() + seconds)
 
     async def request(
-        self, method: str, path: str, body: Any = None, only: set[str] | None = None, what: str = ""
-    ) -> tuple[bytes, str]:
-        """The response body and the URL that gave it; retried across URLs until max_attempts."""
+        self, method: str, path: str, body: Any = None, only: set[str] | None = None, what: str = "",
+        raise_503: bool = False,
+    ) -> tuple[bytes, str]:  # fmt: skip
+        """The response body and the URL that gave it; retried across URLs until max_attempts.
+
+        With `raise_503` a 503 (Scan's own request timeout) goes back to the caller after one
+        backoff, so it can ask for a smaller page instead of repeating the same one.
+        """
         assert self._session is not None, "use `async with ScanClient(...)`"
         last: Exception | None = None
         avoid: str | None = None
@@ -179,7 +184,7 @@ class ScanClient:
             avoid = h.url
             backoff = min(self.config.backoff_cap_s, self.config.backoff_base_s * 2 ** min(attempt, 16))
             await asyncio.sleep(max(delay, random.uniform(0, backoff)))
-            if isinstance(last, ScanHTTPError) and last.status == 503:
+            if raise_503 and isinstance(last, ScanHTTPError) and last.status == 503:
                 raise last  # the caller shrinks its page and retries (a 503 is a server-side timeout)
         raise ScanError(f"{what or path}: gave up after {self.config.max_attempts} attempts; last error: {last}")
 
@@ -222,6 +227,6 @@ class ScanClient:
             body["at_or_after"] = format_us(at_or_after_us)
         data, _ = await self.request(
             "POST", "/v0/backfilling/updates-before", body, only=only,
-            what=f"updates-before(migration {migration_id}, {synchronizer_id}, before {body['before']})",
+            what=f"updates-before(migration {migration_id}, {synchronizer_id}, before {body['before']})", raise_503=True,
         )  # fmt: skip
         return data

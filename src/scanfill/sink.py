@@ -59,6 +59,16 @@ class Sink:
                WHERE cursor_name = %s"""
         ).format(db.t("backfill_cursors"))
 
+    def copy_rows(self, conn: psycopg.Connection[tuple], batch: Batch) -> None:  # type: ignore[type-arg]
+        """Binary COPY of a batch's rows, inside the caller's transaction."""
+        for stmt, types, rows in ((self.copy_updates, UPDATE_TYPES, batch.updates),
+                                  (self.copy_events, EVENT_TYPES, batch.events)):  # fmt: skip
+            if rows:
+                with conn.cursor().copy(stmt) as cp:
+                    cp.set_types(list(types))
+                    for r in rows:
+                        cp.write_row(r)
+
     def commit(
         self, conn: psycopg.Connection[tuple],  # type: ignore[type-arg]
         lease: Lease, expected_before: str, batch: Batch, pages: int, reached_end: bool, lease_s: float,
@@ -83,16 +93,7 @@ class Sink:
                 reached_end = True
             done = reached_end or (batch.oldest_us is not None and batch.oldest_us == lo_us)
             new_last = batch.oldest or last_before
-            if batch.updates:
-                with conn.cursor().copy(self.copy_updates) as cp:
-                    cp.set_types(list(UPDATE_TYPES))
-                    for r in batch.updates:
-                        cp.write_row(r)
-            if batch.events:
-                with conn.cursor().copy(self.copy_events) as cp:
-                    cp.set_types(list(EVENT_TYPES))
-                    for r in batch.events:
-                        cp.write_row(r)
+            self.copy_rows(conn, batch)
             conn.execute(
                 self.advance,
                 (new_last, done, len(batch.updates), len(batch.events), pages, batch.nbytes, done, lease_s,
@@ -114,17 +115,7 @@ def commit_imports(
             raise Fenced(f"import updates of migration {migration_id}: lease lost")
         if row[3] or row[0] != expected_after:
             raise Fenced(f"import updates of migration {migration_id} moved to {row[0]!r} under this worker")
-        sink = Sink(db)
-        if batch.updates:
-            with conn.cursor().copy(sink.copy_updates) as cp:
-                cp.set_types(list(UPDATE_TYPES))
-                for r in batch.updates:
-                    cp.write_row(r)
-        if batch.events:
-            with conn.cursor().copy(sink.copy_events) as cp:
-                cp.set_types(list(EVENT_TYPES))
-                for r in batch.events:
-                    cp.write_row(r)
+        Sink(db).copy_rows(conn, batch)
         last = batch.updates[-1][0] if batch.updates else expected_after
         conn.execute(sql.SQL("UPDATE {} SET last_update_id = %s, complete = %s, updated_at = now(), "
                              "updates_loaded = updates_loaded + %s, events_loaded = events_loaded + %s "
