@@ -36,13 +36,9 @@ from scanfill.worker import WorkerSettings
 async def _drain(url: str, ledger: Ledger, clients: int) -> tuple[int, int, int, float]:
     """Page every range backwards with `clients` concurrent streams; (pages, items, bytes, seconds)."""
     jobs = []
-    for m in ledger.migration_ids():
-        for sid in ledger.synchronizers(m):
-            s = ledger.sync_index(m, sid)
-            assert s is not None
-            lo, hi = ledger.range_us(m, s)
-            cuts = [lo + (hi + 1 - lo) * k // clients for k in range(clients + 1)]
-            jobs += [(m, sid, a, b) for a, b in itertools.pairwise(cuts)]
+    for m, sid, lo, hi in ledger.ranges():
+        cuts = [lo + (hi + 1 - lo) * k // clients for k in range(clients + 1)]
+        jobs += [(m, sid, a, b) for a, b in itertools.pairwise(cuts)]
     pages = items = nbytes = 0
     async with aiohttp.ClientSession() as session:
 
@@ -91,25 +87,21 @@ def bench_sim(rows: int) -> str:
 def prefetch(url: str, ledger: Ledger) -> list[Batch]:
     """Every page of the ledger, decoded, in memory: the input of the ceiling measurement."""
     batches = []
-    for m in ledger.migration_ids():
-        for sid in ledger.synchronizers(m):
-            s = ledger.sync_index(m, sid)
-            assert s is not None
-            lo, hi = ledger.range_us(m, s)
-            before = format_us(hi + 1)
-            while True:
-                body = (f'{{"migration_id":{m},"synchronizer_id":"{sid}","before":"{before}",'
-                        f'"at_or_after":"{format_us(lo)}","count":1000}}').encode()  # fmt: skip
-                req = urllib.request.Request(url + "/v0/backfilling/updates-before", data=body,
-                                             headers={"Content-Type": "application/json"})  # fmt: skip
-                with urllib.request.urlopen(req) as r:
-                    data = r.read()
-                b = decode_page(data, m, sid, parse_us(before), lo)
-                if not b.items:
-                    break
-                batches.append(b)
-                assert b.oldest is not None
-                before = b.oldest
+    for m, sid, lo, hi in ledger.ranges():
+        before = format_us(hi + 1)
+        while True:
+            body = (f'{{"migration_id":{m},"synchronizer_id":"{sid}","before":"{before}",'
+                    f'"at_or_after":"{format_us(lo)}","count":1000}}').encode()  # fmt: skip
+            req = urllib.request.Request(url + "/v0/backfilling/updates-before", data=body,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+            with urllib.request.urlopen(req) as r:
+                data = r.read()
+            b = decode_page(data, m, sid, parse_us(before), lo)
+            if not b.items:
+                break
+            batches.append(b)
+            assert b.oldest is not None
+            before = b.oldest
     return batches
 
 

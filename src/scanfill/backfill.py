@@ -10,7 +10,6 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import signal
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -188,7 +187,7 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
         if opts.workers <= 1:
             summary.reports.append(asyncio.run(_run_worker(settings, hooks)))
         else:
-            summary.reports.extend(_run_processes(settings, opts.workers, display))
+            summary.reports.extend(_run_processes(settings, opts.workers))
     finally:
         if display is not None:
             display.stop()
@@ -203,7 +202,7 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     return summary
 
 
-def _run_processes(settings: WorkerSettings, n: int, display: Any) -> list[WorkerReport]:
+def _run_processes(settings: WorkerSettings, n: int) -> list[WorkerReport]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [
@@ -240,7 +239,3 @@ def _run_processes(settings: WorkerSettings, n: int, display: Any) -> list[Worke
         if p.exitcode not in (0, None):
             reports.append(WorkerReport(f"pid {p.pid}", failures=[f"worker process {p.pid} exited with {p.exitcode}"]))
     return reports
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -92,7 +92,6 @@ class Worker:
         self._conns: list[Conn] = []
         self._executor = ThreadPoolExecutor(max_workers=settings.db_connections + 1, thread_name_prefix="scanfill-db")
         self._failed: list[str] = []
-        self._held: dict[str, Claim] = {}
         self._dead: list[str] = []
         self._bytes_per_item: float | None = None  # running estimate over every page of this process
 
@@ -202,7 +201,6 @@ class Worker:
                 await self.db(partial(release_import, db), m, self.id, epoch)
 
     async def _slot(self, k: int) -> None:
-        idle = 0.0
         while not self.stop.is_set():
             claim = await self.db(self.leases.claim, self._failed, self._dead)
             if claim is None:
@@ -223,7 +221,6 @@ class Worker:
                 log.warning("took over %s from %s", claim.cursor_name, claim.taken_over_from)
                 if self.hooks is not None:
                     self.hooks.on_takeover()
-            self._held[claim.cursor_name] = claim
             try:
                 await self._load_slice(claim)
             except Fenced as exc:
@@ -235,7 +232,6 @@ class Worker:
                 self.report.failures.append(msg)
                 self._failed.append(claim.cursor_name)
             finally:
-                self._held.pop(claim.cursor_name, None)
                 try:
                     await self.db(self.leases.release, claim)
                 except psycopg.Error as exc:

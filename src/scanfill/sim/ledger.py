@@ -190,6 +190,12 @@ class Ledger:
             return spec.updates
         return i if self.record_us(m, s, i) >= t_us else min(i + 1, spec.updates)
 
+    def ranges(self) -> Iterator[tuple[int, str, int, int]]:
+        """(migration, synchronizer id, first record time, last record time) of every range."""
+        for m in self.migration_ids():
+            for s, sid in enumerate(self.synchronizers(m)):
+                yield (m, sid, *self.range_us(m, s))
+
     def range_us(self, m: int, s: int) -> tuple[int, int]:
         n = self.specs[m].updates
         return self.record_us(m, s, 0), self.record_us(m, s, n - 1)
