@@ -216,3 +216,21 @@ def test_discovery_survives_faults_on_every_endpoint(db: str) -> None:
     assert summary.complete and not summary.failures
     assert by_path["/v0/backfilling/migration-info"] > 3  # discovery itself was retried through faults
     assert_db_matches(db, Ledger(SMALL))
+
+
+def test_active_migration_grows_and_a_rerun_loads_only_the_new_updates(db: str) -> None:
+    def ledger(n: int) -> LedgerConfig:  # same seed: the longer ledger extends the shorter one
+        return LedgerConfig(seed=9, migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", 200),
+                                                 MigrationSpec(2, "2024-06-24T22:00:00Z", n)))  # fmt: skip
+
+    with Simulator(SimConfig(ledger=ledger(150))) as sim:
+        assert run(options(db, sim.urls, concurrency=3)).complete
+    assert_db_matches(db, Ledger(ledger(150)))
+    with Simulator(SimConfig(ledger=ledger(260))) as sim:
+        again = run(options(db, sim.urls, concurrency=3))
+    assert again.complete and again.updates == 110  # only what Scan ingested since
+    assert_db_matches(db, Ledger(ledger(260)))
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT max_text FROM backfill_ranges WHERE migration_id = 2").fetchone() == (
+            Ledger(ledger(260)).expected(2, Ledger(ledger(260)).synchronizer_id(0))[-1].record_time.replace(
+                ".000000Z", "Z"),)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 
 import psycopg
@@ -55,3 +56,15 @@ def test_second_signal_stops_at_once_and_loses_nothing(db: str) -> None:
     assert_db_matches(db, Ledger(SMALL))
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM backfill_workers WHERE state = 'running'").fetchone() == (0,)
+
+
+def test_demo_runs_end_to_end(tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "scanfill.cli", "demo", "--rows", "30000", "--dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert "history complete" in out and ": exact" in out and "restored" in out
+    assert re.search(r"loaded [\d,]+ updates \+ [\d,]+ events = [\d,]+ rows .* rows/s", out), out

@@ -207,6 +207,8 @@ def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
     if do_restore:
         if summary.complete:
             maintenance.restore(db, echo=click.echo, progress=_index_progress)
+            click.secho("restored: tables LOGGED, indexes and constraints rebuilt, autovacuum on, statistics fresh",
+                        fg="green")  # fmt: skip
         else:
             click.secho("not restoring: the history is not complete yet (tables stay in bulk-load mode)",
                         fg="yellow", err=True)  # fmt: skip
