@@ -125,8 +125,8 @@ def copy_ceiling(dsn: str, batches: list[Batch], connections: int) -> float:
     return time.perf_counter() - t0
 
 
-def scanfill_run(dsn: str, urls: list[str], concurrency: int, workers: int = 1) -> tuple[float, int, int]:
-    ws = WorkerSettings(db=Database(dsn), scan=ScanConfig(urls=tuple(urls)), concurrency=concurrency)
+def scanfill_run(dsn: str, urls: list[str], concurrency: int, workers: int = 1, **kw: Any) -> tuple[float, int, int]:
+    ws = WorkerSettings(db=Database(dsn), scan=ScanConfig(urls=tuple(urls)), concurrency=concurrency, **kw)
     s = run(RunOptions(worker=ws, workers=workers, progress=False))
     assert s.complete and not s.failures, s.failures
     return s.seconds, s.rows, s.bytes
@@ -333,9 +333,28 @@ def bench_memory(rows: int) -> str:
     return table(["ledger", "updates", "largest update MB", "JSON MB", "s", "peak RSS MB (scanfill run)"], lines)
 
 
+def bench_envelope(rows: int) -> str:
+    """`--update-json full` (the update as served) vs `envelope` (without events_by_id), alternating."""
+    import psycopg
+
+    cfg = LedgerConfig.for_rows(rows)
+    lines = []
+    with postgres() as admin, Simulator(SimConfig(ledger=cfg, prerender=True), mode="process") as sim:
+        for mode in ("full", "envelope", "full", "envelope"):
+            dsn = fresh_db(admin)
+            secs, n, _ = scanfill_run(dsn, sim.urls, 16, update_json=mode)
+            with psycopg.connect(dsn) as conn:
+                size = conn.execute("SELECT pg_total_relation_size('ledger_updates') + "
+                                    "pg_total_relation_size('ledger_events')").fetchone()[0]  # type: ignore[index]  # fmt: skip
+            drop_db(admin, dsn)
+            lines.append([f"scanfill --update-json {mode}", f"{n:,}", f"{secs:.1f}", f"{n / secs:,.0f}",
+                          f"{size / 1e6:,.0f}"])  # fmt: skip
+    return table(["variant", "rows", "s", "rows/s", "tables MB"], lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["sim", "backfill", "workers", "restore", "memory"])
+    ap.add_argument("what", choices=["sim", "backfill", "workers", "restore", "memory", "envelope"])
     ap.add_argument("--rows", type=int, default=400_000)
     a = ap.parse_args()
     fn: Any = {
@@ -344,6 +363,7 @@ def main() -> None:
         "workers": bench_workers,
         "restore": bench_restore,
         "memory": bench_memory,
+        "envelope": bench_envelope,
     }[a.what]
     print(fn(a.rows))
 

@@ -234,3 +234,26 @@ def test_active_migration_grows_and_a_rerun_loads_only_the_new_updates(db: str) 
         assert conn.execute("SELECT max_text FROM backfill_ranges WHERE migration_id = 2").fetchone() == (
             Ledger(ledger(260)).expected(2, Ledger(ledger(260)).synchronizer_id(0))[-1].record_time.replace(
                 ".000000Z", "Z"),)  # fmt: skip
+
+
+def test_envelope_updates_keep_everything_but_the_duplicate_events(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        summary = run(options(db, sim.urls, concurrency=3, update_json="envelope"))
+    assert summary.complete
+    assert_db_matches(db, Ledger(SMALL))
+    with psycopg.connect(db) as conn:
+        rows = conn.execute("SELECT update_json::text, kind FROM ledger_updates").fetchall()
+    import json
+
+    for text, kind in rows:
+        doc = json.loads(text)
+        if kind == "transaction":
+            assert doc["events_by_id"] == {} and doc["root_event_ids"] and doc["record_time"]
+        else:
+            assert "event" in doc  # reassignments are stored whole
+    uid = Ledger(SMALL).update_id(0, 0, 7)
+    served = json.loads(json.dumps(Ledger(SMALL).update(0, 0, 7)))
+    stored = json.loads(next(t for t, _ in rows if json.loads(t)["update_id"] == uid))
+    assert {k: v for k, v in served.items() if k != "events_by_id"} == {
+        k: v for k, v in stored.items() if k != "events_by_id"
+    }

@@ -66,7 +66,7 @@ class Item(msgspec.Struct):
     synchronizer_id: str | None = None
     effective_at: str | None = None
     offset: str | None = None
-    events_by_id: dict[str, Event] | None = None
+    events_by_id: msgspec.Raw = _NONE  # decoded separately: its bytes are also what `lean` cuts out
     event: Reassignment | None = None
 
 
@@ -76,6 +76,15 @@ class Page(msgspec.Struct):
 
 _page_decoder = msgspec.json.Decoder(Page)
 _item_decoder = msgspec.json.Decoder(Item)
+_events_decoder = msgspec.json.Decoder(dict[str, Event])
+
+
+def _lean(raw: bytes, events: msgspec.Raw) -> bytes:
+    """The update as served with `events_by_id` emptied: its events are all in ledger_events, and
+    storing them twice costs the server's JSON work and space (`--update-json envelope`)."""
+    cut = bytes(events)
+    at = raw.find(cut)
+    return raw if at < 0 else raw[:at] + b"{}" + raw[at + len(cut) :]
 
 
 class MalformedPage(Exception):
@@ -257,6 +266,7 @@ def decode_page(
     before_us: int | None = None,
     at_or_after_us: int | None = None,
     imports: bool = False,
+    lean: bool = False,
 ) -> Batch:
     """Rows of an updates-before (or import-updates) page, checked against the request it answers.
 
@@ -266,7 +276,7 @@ def decode_page(
     gc_was = gc.isenabled()
     gc.disable()  # decoding allocates many small objects that are never cyclic
     try:
-        return _decode(body, migration_id, synchronizer_id, before_us, at_or_after_us, imports)
+        return _decode(body, migration_id, synchronizer_id, before_us, at_or_after_us, imports, lean)
     except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
         raise MalformedPage(f"not a valid updates page: {exc}") from None
     finally:
@@ -274,7 +284,9 @@ def decode_page(
             gc.enable()
 
 
-def _decode(body: bytes, mig: int, sync: str, before_us: int | None, after_us: int | None, imports: bool) -> Batch:
+def _decode(
+    body: bytes, mig: int, sync: str, before_us: int | None, after_us: int | None, imports: bool, lean: bool
+) -> Batch:
     page = _page_decoder.decode(body)
     batch = Batch(nbytes=len(body))
     prev_us: int | None = None
@@ -294,11 +306,12 @@ def _decode(body: bytes, mig: int, sync: str, before_us: int | None, after_us: i
             eff_sync = ev.target_synchronizer if created is not None else ev.source_synchronizer
             item_mig = ev.migration_id
             events = [created] if created is not None else []
-        elif item.events_by_id is not None:
+        elif item.events_by_id:
             kind = "import" if imports else "transaction"
             eff_sync = item.synchronizer_id or ""
             item_mig = item.migration_id if item.migration_id is not None else -1
-            events = [item.events_by_id[k] for k in sorted(item.events_by_id, key=_preorder)]
+            by_id = _events_decoder.decode(item.events_by_id)
+            events = [by_id[k] for k in sorted(by_id, key=_preorder)]
         else:
             raise MalformedPage(f"update {uid}: neither a transaction (events_by_id) nor a reassignment (event)")
         if item_mig != mig:
@@ -316,7 +329,7 @@ def _decode(body: bytes, mig: int, sync: str, before_us: int | None, after_us: i
         rnd = derive_round(events) if kind in ("transaction", "import") else None
         batch.updates.append((
             uid, item_mig, eff_sync, rt, _ts(item.effective_at), item.offset, item.workflow_id, kind, rnd,
-            len(events), bytes(raw),
+            len(events), _lean(bytes(raw), item.events_by_id) if lean and item.events_by_id else bytes(raw),
         ))  # fmt: skip
         for ev_ in events:
             batch.events.append(_event_row(ev_, uid, item_mig, eff_sync, rt, rnd))

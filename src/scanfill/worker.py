@@ -55,6 +55,7 @@ class WorkerSettings:
     worker_id: str = ""
     metrics_port: int = 0  # serve Prometheus metrics on this port (0 = off)
     imports: bool = False  # also load import updates (skipped by default: they repeat earlier contracts)
+    update_json: str = "full"  # "envelope": store updates without events_by_id (events are in ledger_events)
 
 
 @dataclass
@@ -255,7 +256,8 @@ class Worker:
                 log.info("503 from scan: page size for %s now %d", claim.cursor_name, count[0])
                 continue
             try:
-                return decode_page(body, claim.migration_id, claim.synchronizer_id, parse_us(before), lo_us)
+                return decode_page(body, claim.migration_id, claim.synchronizer_id, parse_us(before), lo_us,
+                                   lean=self.s.update_json == "envelope")  # fmt: skip
             except MalformedPage as exc:
                 malformed += 1
                 if malformed < 3:  # a glitch of one scan or proxy: ask again (another scan if there is one)
