@@ -68,3 +68,22 @@ def test_demo_runs_end_to_end(tmp_path: object) -> None:
     assert p.returncode == 0, out
     assert "history complete" in out and ": exact" in out and "restored" in out
     assert re.search(r"loaded [\d,]+ updates \+ [\d,]+ events = [\d,]+ rows .* rows/s", out), out
+
+
+def test_tls_is_verified_unless_the_user_opts_out(db: str, tmp_path: object) -> None:
+    import subprocess
+    from pathlib import Path
+
+    d = Path(str(tmp_path))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], check=True, capture_output=True)  # fmt: skip
+    cfg = SimConfig(ledger=SMALL, tls_cert=str(d / "cert.pem"), tls_key=str(d / "key.pem"))
+    with Simulator(cfg) as sim:
+        assert sim.url.startswith("https://")
+        p = scanfill("run", "--no-progress", dsn=db, urls=sim.urls)
+        out = p.communicate(timeout=120)[0].decode()
+        assert p.returncode == 2 and "TLS failure" in out and "certificate verify failed" in out, out
+        ok = scanfill("run", "--no-progress", "--insecure", dsn=db, urls=sim.urls)
+        out2 = ok.communicate(timeout=300)[0].decode()
+        assert ok.returncode == 0 and "history complete" in out2, out2
+    assert_db_matches(db, Ledger(SMALL))

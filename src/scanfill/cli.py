@@ -667,6 +667,8 @@ def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: fl
 @click.option("--max-page", default=0, type=int, help="Cap items per page below the requested count.")
 @click.option("--faults-everywhere", is_flag=True, help="Apply faults to discovery endpoints too, not only paging.")
 @click.option("--fault-seed", default=0, type=int, help="Seed of the fault decisions.")
+@click.option("--tls-cert", default="", help="Serve HTTPS with this PEM certificate (with --tls-key).")
+@click.option("--tls-key", default="", help="PEM private key of --tls-cert.")
 def sim(**o: Any) -> None:
     """Serve a realistic, deterministic Scan API over a synthetic ledger (for demos, tests, benchmarks).
 
@@ -724,6 +726,8 @@ def sim(**o: Any) -> None:
         cache_mb=int(str(o["cache_mb"])),
         host=str(o["host"]),
         port=int(str(o["port"])),
+        tls_cert=str(o["tls_cert"]),
+        tls_key=str(o["tls_key"]),
     )
 
     def announce(urls: list[str]) -> None:

@@ -169,6 +169,11 @@ class ScanClient:
                         except ValueError:
                             delay = 0.0
                     last = err
+            except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+                raise ScanError(
+                    f"{what or path}: TLS failure talking to {h.url}: {exc}. Certificates are verified; pass "
+                    "--insecure only if you trust this network (not recommended)."
+                ) from None
             except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
                 last = exc
                 outcome = type(exc).__name__

@@ -57,6 +57,8 @@ class SimConfig:
     cache_mb: int = 256  # LRU of rendered updates when not pre-rendering
     host: str = "127.0.0.1"
     port: int = 0  # first port; instance k listens on port + k (0 = free ports)
+    tls_cert: str = ""  # serve HTTPS with this certificate (PEM) and key
+    tls_key: str = ""
 
     def to_json(self) -> bytes:
         return msgspec.json.encode(self)

@@ -404,12 +404,19 @@ class Simulation:
             runner = web.AppRunner(inst.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
             await runner.setup()
             port = self.config.port + k if self.config.port else 0
-            site = web.TCPSite(runner, self.config.host, port, reuse_address=True)
+            ssl_context = None
+            if self.config.tls_cert:
+                import ssl
+
+                ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                ssl_context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
+            site = web.TCPSite(runner, self.config.host, port, reuse_address=True, ssl_context=ssl_context)
             await site.start()
             server = site._server
             assert server is not None and server.sockets  # type: ignore[attr-defined]
             bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-            inst.public_url = f"http://{self.config.host}:{bound}/api/scan"
+            scheme = "https" if self.config.tls_cert else "http"
+            inst.public_url = f"{scheme}://{self.config.host}:{bound}/api/scan"
             runners.append(runner)
         return runners
 
