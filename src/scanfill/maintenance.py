@@ -378,7 +378,7 @@ def _build_indexes(db: Database, todo: list[SavedObject], jobs: int, mwm: str, e
         with db.connect(autocommit=True, application="scanfill restore progress") as c:
             while not done.wait(1.0):
                 rows = c.execute(
-                    "SELECT p.index_relid::regclass::text, p.relid::regclass::text, p.phase, p.blocks_done, "
+                    "SELECT coalesce(nullif(p.index_relid, 0)::regclass::text, substring(a.query FROM 'INDEX\\s+(\\S+)\\s+ON'), '?'), p.relid::regclass::text, p.phase, p.blocks_done, "
                     "p.blocks_total, p.tuples_done, p.tuples_total, now() - a.xact_start FROM "
                     "pg_stat_progress_create_index p JOIN pg_stat_activity a ON a.pid = p.pid "
                     "WHERE p.datname = current_database()").fetchall()  # fmt: skip

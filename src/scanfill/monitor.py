@@ -42,8 +42,9 @@ def status(db: Database) -> dict[str, Any]:
                                 ([conn.execute("SELECT to_regclass(%s)::oid", (f'"{db.schema}"."{x}"',)).fetchone()[0]  # type: ignore[index]
                                   for x in LEDGER_TABLES],)).fetchall())  # fmt: skip
         builds = conn.execute(
-            "SELECT p.index_relid::regclass::text, p.phase, p.blocks_done, p.blocks_total, p.tuples_done, "
-            "p.tuples_total FROM pg_stat_progress_create_index p WHERE p.datname = current_database()"
+            "SELECT coalesce(nullif(p.index_relid, 0)::regclass::text, substring(a.query FROM 'INDEX\\s+(\\S+)\\s+ON'), '?'), p.phase, p.blocks_done, p.blocks_total, p.tuples_done, "
+            "p.tuples_total FROM pg_stat_progress_create_index p JOIN pg_stat_activity a ON a.pid = p.pid "
+            "WHERE p.datname = current_database()"
         ).fetchall()
         phase = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'phase'").format(t("scanfill_meta"))).fetchone()
     out_ranges = []
