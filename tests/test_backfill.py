@@ -257,3 +257,21 @@ def test_envelope_updates_keep_everything_but_the_duplicate_events(db: str) -> N
     assert {k: v for k, v in served.items() if k != "events_by_id"} == {
         k: v for k, v in stored.items() if k != "events_by_id"
     }
+
+
+def test_history_from_a_late_joiner_is_never_complete_until_a_complete_scan_covers_it(db: str) -> None:
+    from scanfill.sim import InstanceConfig
+
+    late = SimConfig(ledger=SMALL, instances=(InstanceConfig("sv-late", late_join=0.5),))
+    with Simulator(late) as sim:
+        partial = run(options(db, sim.urls, concurrency=3))
+    assert not partial.complete and partial.warnings  # loaded what it has, said it cannot prove more
+    assert 0 < partial.updates < Ledger(SMALL).total_updates()
+    with Simulator(SimConfig(ledger=SMALL)) as sim:  # a complete scan shows the earlier history
+        rest = run(options(db, sim.urls, concurrency=3))
+    assert rest.complete and partial.updates + rest.updates == Ledger(SMALL).total_updates()
+    assert_db_matches(db, Ledger(SMALL))
+    from scanfill import verify
+    from scanfill.db import Database
+
+    assert all(c.ok for c in verify.checks(Database(db)))  # slices tile the widened ranges

@@ -127,8 +127,8 @@ def plan(db: Database, conn: Conn, disc: Discovery, options: PlanOptions) -> dic
             db.t("backfill_cursors"))).fetchone()[0]  # type: ignore[index]  # fmt: skip
         for r in disc.ranges:
             row = conn.execute(
-                sql.SQL("SELECT max_text, source_complete FROM {} WHERE migration_id = %s AND synchronizer_id = %s "
-                        "FOR UPDATE").format(db.t("backfill_ranges")),
+                sql.SQL("SELECT max_text, source_complete, min_text FROM {} WHERE migration_id = %s AND "
+                        "synchronizer_id = %s FOR UPDATE").format(db.t("backfill_ranges")),
                 (r.migration_id, r.synchronizer_id),
             ).fetchone()  # fmt: skip
             lo, hi = r.min_us, r.max_us + 1  # `before` is exclusive: the top slice ends 1 us past `max`
@@ -146,7 +146,18 @@ def plan(db: Database, conn: Conn, disc: Discovery, options: PlanOptions) -> dic
                 stats["ranges_new"] += 1
                 stats["slices_new"] += n
                 continue
-            old_max_text, old_complete = row
+            old_max_text, old_complete, old_min_text = row
+            if r.min_us < parse_us(old_min_text):
+                # an earlier start than planned: the range came from a scan still backfilling its own
+                # history (a late joiner) and a complete scan now shows more; cover the difference
+                next_slot = _insert_slices(db, conn, r, [(r.min_us, parse_us(old_min_text))], next_slot)
+                conn.execute(
+                    sql.SQL("UPDATE {} SET min_time = %s, min_text = %s WHERE migration_id = %s AND "
+                            "synchronizer_id = %s").format(db.t("backfill_ranges")),
+                    (us_to_dt(r.min_us), r.min_text, r.migration_id, r.synchronizer_id),
+                )  # fmt: skip
+                stats["ranges_extended"] += 1
+                stats["slices_new"] += 1
             if parse_us(old_max_text) < r.max_us:
                 old_hi = parse_us(old_max_text) + 1
                 next_slot = _insert_slices(db, conn, r, [(old_hi, hi)], next_slot)
