@@ -80,6 +80,7 @@ def test_tls_is_verified_unless_the_user_opts_out(db: str, tmp_path: object) -> 
     cfg = SimConfig(ledger=SMALL, tls_cert=str(d / "cert.pem"), tls_key=str(d / "key.pem"))
     with Simulator(cfg) as sim:
         assert sim.url.startswith("https://")
+        assert sim.stats()["requests"] == 0  # control endpoints work over the test certificate too
         p = scanfill("run", "--no-progress", dsn=db, urls=sim.urls)
         out = p.communicate(timeout=120)[0].decode()
         assert p.returncode == 2 and "TLS failure" in out and "certificate verify failed" in out, out

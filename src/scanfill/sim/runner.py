@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -101,13 +102,21 @@ class Simulator:
         for url in targets:
             root = url.removesuffix("/api/scan")
             req = urllib.request.Request(root + "/sim/faults", data=msgspec.json.encode(faults), method="POST")
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self._control_tls()) as resp:
                 resp.read()
 
     def stats(self, instance: int = 0) -> dict[str, Any]:
         root = self.urls[instance].removesuffix("/api/scan")
-        with urllib.request.urlopen(root + "/sim/stats", timeout=10) as resp:
+        with urllib.request.urlopen(root + "/sim/stats", timeout=10, context=self._control_tls()) as resp:
             return json.loads(resp.read())  # type: ignore[no-any-return]
+
+    def _control_tls(self) -> ssl.SSLContext | None:
+        """The simulator's own control endpoints over its self-signed test certificate."""
+        if not self.config.tls_cert:
+            return None
+        ctx = ssl.create_default_context(cafile=self.config.tls_cert)
+        ctx.check_hostname = False
+        return ctx
 
     def close(self) -> None:
         if self._loop is not None and self._thread is not None:
