@@ -6,6 +6,7 @@ import random
 import signal
 
 import psycopg
+import pytest
 
 from dbcheck import assert_db_matches
 from procs import drop_unique_keys, loaded, scanfill, wait_for
@@ -96,3 +97,36 @@ def test_connection_budget_refuses_with_a_suggestion(db: str) -> None:
     assert "400 worker(s)" in out and "Use --workers " in out and "too many clients" not in out
     with psycopg.connect(db) as conn:  # refused before any worker started
         assert conn.execute("SELECT count(*) FROM backfill_workers").fetchone() == (0,)
+
+
+def test_a_worker_frozen_mid_commit_does_not_hold_its_slice_forever(db: str) -> None:
+    import time
+
+    from scanfill.db import Database
+    from scanfill.plan import Leases
+    from scanfill.sink import Sink, guard_timeout
+
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        assert scanfill("run", "--plan-only", "--no-progress", dsn=db, urls=sim.urls).wait(timeout=120) == 0
+    d = Database(db)
+    with d.connect(autocommit=True) as c:
+        claim = Leases(d, "frozen-worker", lease_s=1).claim(c, [])
+        assert claim is not None
+        others = [n for (n,) in c.execute("SELECT cursor_name FROM backfill_cursors WHERE cursor_name <> %s",
+                                          (claim.cursor_name,)).fetchall()]  # fmt: skip
+    frozen = d.connect(autocommit=True)
+    frozen.execute("BEGIN")
+    limit = guard_timeout(1)  # what a commit with a 1 s lease sets: 10 s
+    frozen.execute(Sink(d).lock, (limit, limit, claim.cursor_name))  # holds the row lock, then freezes
+    t0 = time.monotonic()
+    rescuer = Leases(d, "rescuer", lease_s=1)
+    got: list[object] = []
+    with d.connect(autocommit=True) as c:
+        wait_for(lambda: bool(got.append(rescuer.claim(c, others)) or got[-1]), timeout=60,
+                 what="the frozen worker's slice to be claimable")  # fmt: skip
+    took = time.monotonic() - t0
+    assert 5 < took < 40, took  # not before the lease and guard, not never
+    assert getattr(got[-1], "cursor_name", None) == claim.cursor_name and getattr(got[-1], "epoch", 0) > claim.epoch
+    with pytest.raises(psycopg.Error):  # the server ended the frozen transaction; its commit cannot land
+        frozen.execute("COMMIT")
+    frozen.close()

@@ -18,6 +18,16 @@ from scanfill.model import Batch
 from scanfill.schema import EVENT_COLUMNS, EVENT_TYPES, UPDATE_COLUMNS, UPDATE_TYPES
 from scanfill.timeutil import dt_to_us
 
+# Set with the row lock, for this transaction only (pooler-safe): a worker frozen mid-commit
+# (SIGSTOP, a long GC pause, a partition) must not hold its slice's row lock, and so the slice,
+# forever; the server ends such a transaction after this long and the slice can be taken over.
+GUARD = ("set_config('statement_timeout', %s, true), "
+         "set_config('idle_in_transaction_session_timeout', %s, true)")  # fmt: skip
+
+
+def guard_timeout(lease_s: float) -> str:
+    return f"{int(max(4 * lease_s, 10.0) * 1000)}ms"
+
 
 class Fenced(Exception):
     """This worker no longer owns the slice (lease expired and taken over, or slice changed)."""
@@ -48,7 +58,9 @@ class Sink:
         cols = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
         self.copy_events = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(db.t("ledger_events"), cols)
         self.lock = sql.SQL(
-            "SELECT min_time, last_before, lease_owner, lease_epoch, complete FROM {} WHERE cursor_name = %s FOR UPDATE"
+            "SELECT min_time, last_before, lease_owner, lease_epoch, complete, "
+            + GUARD
+            + " FROM {} WHERE cursor_name = %s FOR UPDATE"
         ).format(db.t("backfill_cursors"))
         self.advance = sql.SQL(
             """UPDATE {} SET last_before = %s, complete = %s, updated_at = now(),
@@ -79,10 +91,11 @@ class Sink:
         the batch's oldest update sits exactly on the slice's lower bound.
         """
         with conn.transaction():
-            row = conn.execute(self.lock, (lease.cursor_name,)).fetchone()
+            limit = guard_timeout(lease_s)
+            row = conn.execute(self.lock, (limit, limit, lease.cursor_name)).fetchone()
             if row is None:
                 raise Fenced(f"slice {lease.cursor_name} no longer exists")
-            min_time, last_before, owner, epoch, complete = row
+            min_time, last_before, owner, epoch, complete, _, _ = row
             if owner != lease.owner or epoch != lease.epoch:
                 raise Fenced(f"slice {lease.cursor_name}: lease now held by {owner} (epoch {epoch})")
             if complete or last_before != expected_before:
@@ -109,8 +122,9 @@ def commit_imports(
     """Import updates come by update id, ascending: the cursor is the last id committed."""
     t = db.t("backfill_import_cursors")
     with conn.transaction():
-        row = conn.execute(sql.SQL("SELECT last_update_id, lease_owner, lease_epoch, complete FROM {} "
-                                   "WHERE migration_id = %s FOR UPDATE").format(t), (migration_id,)).fetchone()  # fmt: skip
+        limit = guard_timeout(60.0)
+        row = conn.execute(sql.SQL("SELECT last_update_id, lease_owner, lease_epoch, complete, " + GUARD + " FROM {} "
+                                   "WHERE migration_id = %s FOR UPDATE").format(t), (limit, limit, migration_id)).fetchone()  # fmt: skip
         if row is None or row[1] != owner or row[2] != epoch:
             raise Fenced(f"import updates of migration {migration_id}: lease lost")
         if row[3] or row[0] != expected_after:

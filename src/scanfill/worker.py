@@ -227,6 +227,12 @@ class Worker:
             except Fenced as exc:
                 self.report.fenced += 1
                 log.warning("%s", exc)
+            except psycopg.Error as exc:
+                # the commit's transaction was rolled back (e.g. the server ended it after this worker
+                # froze mid-commit): nothing of it is stored, the slice goes back to the pool
+                self.report.fenced += 1
+                log.warning("slice %s: commit rolled back by the database (%s); it will be resumed",
+                            claim.cursor_name, str(exc).strip().splitlines()[0])  # fmt: skip
             except (ScanError, MalformedPage) as exc:
                 msg = f"slice {claim.cursor_name} (migration {claim.migration_id}, {claim.synchronizer_id}): {exc}"
                 log.error("%s", msg)
