@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import sql
 
 from scanfill.db import Database
-from scanfill.maintenance import LEDGER_TABLES, catalog_snapshot
+from scanfill.maintenance import LEDGER_TABLES, _oid, catalog_snapshot
 
 RATE_WINDOW_S = 300
 
@@ -38,9 +38,10 @@ def status(db: Database) -> dict[str, Any]:
             FROM {w} w WHERE w.state = 'running' AND w.heartbeat > now() - interval '2 minutes'
             ORDER BY w.started_at""").format(w=t("backfill_workers"), c=t("backfill_cursors"))).fetchall()  # fmt: skip
         snap = catalog_snapshot(db, conn)
-        est: dict[str, int] = dict(conn.execute("SELECT relname, reltuples::bigint FROM pg_class WHERE oid = ANY(%s)",
-                                ([conn.execute("SELECT to_regclass(%s)::oid", (f'"{db.schema}"."{x}"',)).fetchone()[0]  # type: ignore[index]
-                                  for x in LEDGER_TABLES],)).fetchall())  # fmt: skip
+        oids = [_oid(db, conn, x) for x in LEDGER_TABLES]
+        est: dict[str, int] = dict(
+            conn.execute("SELECT relname, reltuples::bigint FROM pg_class WHERE oid = ANY(%s)", (oids,)).fetchall()
+        )
         builds = conn.execute(
             "SELECT coalesce(nullif(p.index_relid, 0)::regclass::text, substring(a.query FROM 'INDEX\\s+(\\S+)\\s+ON'), '?'), p.phase, p.blocks_done, p.blocks_total, p.tuples_done, "
             "p.tuples_total FROM pg_stat_progress_create_index p JOIN pg_stat_activity a ON a.pid = p.pid "

@@ -117,7 +117,7 @@ def _cursor_name(m: int, sync: str, lo: int, hi: int) -> str:
 
 
 def plan(db: Database, conn: Conn, disc: Discovery, options: PlanOptions) -> dict[str, int]:
-    """Record ranges and create their slices; idempotent, and extends a range whose `max` grew."""
+    """Record ranges and create their slices; idempotent, and extends a range that grew at either end."""
     stats = {"ranges_new": 0, "slices_new": 0, "ranges_extended": 0}
     spans = {(r.migration_id, r.synchronizer_id): max(1, r.max_us + 1 - r.min_us) for r in disc.ranges}
     total = sum(spans.values()) or 1
@@ -147,27 +147,22 @@ def plan(db: Database, conn: Conn, disc: Discovery, options: PlanOptions) -> dic
                 stats["slices_new"] += n
                 continue
             old_max_text, old_complete, old_min_text = row
-            if r.min_us < parse_us(old_min_text):
-                # an earlier start than planned: the range came from a scan still backfilling its own
-                # history (a late joiner) and a complete scan now shows more; cover the difference
-                next_slot = _insert_slices(db, conn, r, [(r.min_us, parse_us(old_min_text))], next_slot)
+            # a range grows at the top while its migration is active, and at the bottom when it was first
+            # taken from a scan still backfilling its own history and a complete scan now shows more
+            old_lo, old_hi = parse_us(old_min_text), parse_us(old_max_text) + 1
+            gaps = [(a, b) for a, b in ((lo, old_lo), (old_hi, hi)) if a < b]
+            if gaps:
+                next_slot = _insert_slices(db, conn, r, gaps, next_slot)
+                new_min = (r.min_us, r.min_text) if lo < old_lo else (old_lo, old_min_text)
+                new_max = (r.max_us, r.max_text) if hi > old_hi else (old_hi - 1, old_max_text)
                 conn.execute(
-                    sql.SQL("UPDATE {} SET min_time = %s, min_text = %s WHERE migration_id = %s AND "
-                            "synchronizer_id = %s").format(db.t("backfill_ranges")),
-                    (us_to_dt(r.min_us), r.min_text, r.migration_id, r.synchronizer_id),
+                    sql.SQL("UPDATE {} SET min_time = %s, min_text = %s, max_time = %s, max_text = %s "
+                            "WHERE migration_id = %s AND synchronizer_id = %s").format(db.t("backfill_ranges")),
+                    (us_to_dt(new_min[0]), new_min[1], us_to_dt(new_max[0]), new_max[1], r.migration_id,
+                     r.synchronizer_id),
                 )  # fmt: skip
                 stats["ranges_extended"] += 1
-                stats["slices_new"] += 1
-            if parse_us(old_max_text) < r.max_us:
-                old_hi = parse_us(old_max_text) + 1
-                next_slot = _insert_slices(db, conn, r, [(old_hi, hi)], next_slot)
-                conn.execute(
-                    sql.SQL("UPDATE {} SET max_time = %s, max_text = %s WHERE migration_id = %s AND "
-                            "synchronizer_id = %s").format(db.t("backfill_ranges")),
-                    (us_to_dt(r.max_us), r.max_text, r.migration_id, r.synchronizer_id),
-                )  # fmt: skip
-                stats["ranges_extended"] += 1
-                stats["slices_new"] += 1
+                stats["slices_new"] += len(gaps)
             if r.source_complete and not old_complete:
                 conn.execute(
                     sql.SQL("UPDATE {} SET source_complete = true WHERE migration_id = %s AND synchronizer_id = %s")

@@ -114,25 +114,24 @@ class Sink:
             )  # fmt: skip
         return CommitResult(new_last, lo_us, done, batch.rows)
 
-
-def commit_imports(
-    db: Database, conn: psycopg.Connection[tuple],  # type: ignore[type-arg]
-    migration_id: int, owner: str, epoch: int, expected_after: str, batch: Batch, done: bool,
-) -> str:  # fmt: skip
-    """Import updates come by update id, ascending: the cursor is the last id committed."""
-    t = db.t("backfill_import_cursors")
-    with conn.transaction():
-        limit = guard_timeout(60.0)
-        row = conn.execute(sql.SQL("SELECT last_update_id, lease_owner, lease_epoch, complete, " + GUARD + " FROM {} "
-                                   "WHERE migration_id = %s FOR UPDATE").format(t), (limit, limit, migration_id)).fetchone()  # fmt: skip
-        if row is None or row[1] != owner or row[2] != epoch:
-            raise Fenced(f"import updates of migration {migration_id}: lease lost")
-        if row[3] or row[0] != expected_after:
-            raise Fenced(f"import updates of migration {migration_id} moved to {row[0]!r} under this worker")
-        Sink(db).copy_rows(conn, batch)
-        last = batch.updates[-1][0] if batch.updates else expected_after
-        conn.execute(sql.SQL("UPDATE {} SET last_update_id = %s, complete = %s, updated_at = now(), "
-                             "updates_loaded = updates_loaded + %s, events_loaded = events_loaded + %s "
-                             "WHERE migration_id = %s").format(t),
-                     (last, done, len(batch.updates), len(batch.events), migration_id))  # fmt: skip
-    return str(last)
+    def commit_imports(
+        self, conn: psycopg.Connection[tuple],  # type: ignore[type-arg]
+        migration_id: int, owner: str, epoch: int, expected_after: str, batch: Batch, done: bool,
+    ) -> str:  # fmt: skip
+        """Import updates come by update id, ascending: the cursor is the last id committed."""
+        t = self.db.t("backfill_import_cursors")
+        with conn.transaction():
+            limit = guard_timeout(60.0)
+            row = conn.execute(sql.SQL("SELECT last_update_id, lease_owner, lease_epoch, complete, " + GUARD + " FROM {} "
+                                       "WHERE migration_id = %s FOR UPDATE").format(t), (limit, limit, migration_id)).fetchone()  # fmt: skip
+            if row is None or row[1] != owner or row[2] != epoch:
+                raise Fenced(f"import updates of migration {migration_id}: lease lost")
+            if row[3] or row[0] != expected_after:
+                raise Fenced(f"import updates of migration {migration_id} moved to {row[0]!r} under this worker")
+            self.copy_rows(conn, batch)
+            last = batch.updates[-1][0] if batch.updates else expected_after
+            conn.execute(sql.SQL("UPDATE {} SET last_update_id = %s, complete = %s, updated_at = now(), "
+                                 "updates_loaded = updates_loaded + %s, events_loaded = events_loaded + %s "
+                                 "WHERE migration_id = %s").format(t),
+                         (last, done, len(batch.updates), len(batch.events), migration_id))  # fmt: skip
+        return str(last)

@@ -161,7 +161,6 @@ class Worker:
         """Import updates, one migration at a time, paged by update id with the same leases and
         commit-with-cursor transactions as the time slices."""
         from scanfill.plan import claim_import, imports_open, release_import
-        from scanfill.sink import commit_imports
 
         db = self.s.db
         while not self.stop.is_set():
@@ -186,7 +185,7 @@ class Worker:
                     if any(a >= b for a, b in zip([after, *ids], ids, strict=False)):
                         raise MalformedPage(f"import updates of migration {m} after {after!r} are not ascending")
                     done = not batch.updates
-                    after = await self.db(partial(commit_imports, db), m, self.id, epoch, after, batch, done)
+                    after = await self.db(self.sink.commit_imports, m, self.id, epoch, after, batch, done)
                     self.report.updates += len(batch.updates)
                     self.report.events += len(batch.events)
                     self.report.bytes += batch.nbytes
