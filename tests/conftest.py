@@ -14,6 +14,38 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import system_deps
+
+_MISSING: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*packages): Debian packages the test needs (see system_deps.py)")
+    if config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        if terminal is not None:
+            terminal.write_line(line)
+        else:
+            print(line, flush=True)
+
+    _MISSING[:] = system_deps.ensure(say)
+    if _MISSING:
+        say(system_deps.explain(_MISSING))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test whose packages are missing: skipped with the reason on a developer's machine, failed
+    at once in CI (CI=true), where everything must run."""
+    lacking = [p for mark in item.iter_markers("needs") for p in mark.args if p in _MISSING]
+    if lacking:
+        reason = system_deps.explain(lacking)
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
 
 @pytest.fixture(scope="session")
 def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -10,13 +10,16 @@ from typing import Any
 
 
 def call(
-    url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30
+    url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30,
+    method: str | None = None, data: bytes | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    data = None if body is None else json.dumps(body).encode()
+    """`body` is sent as JSON; `data` as raw bytes (to send what is not valid JSON)."""
+    if data is None and body is not None:
+        data = json.dumps(body).encode()
     req = urllib.request.Request(
         url,
         data=data,
-        method="GET" if body is None else "POST",
+        method=method or ("GET" if data is None else "POST"),
         headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:

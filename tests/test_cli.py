@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+from pathlib import Path
 
 import psycopg
 
@@ -88,3 +89,29 @@ def test_tls_is_verified_unless_the_user_opts_out(db: str, tmp_path: object) -> 
         out2 = ok.communicate(timeout=300)[0].decode()
         assert ok.returncode == 0 and "history complete" in out2, out2
     assert_db_matches(db, Ledger(SMALL))
+
+
+def test_demo_reopen_serves_the_loaded_database_until_ctrl_c(tmp_path: Path) -> None:
+    """After the demo a newcomer is told how to look at the data, and can start its server again."""
+    import subprocess
+    import sys
+
+    first = subprocess.run([sys.executable, "-m", "scanfill.cli", "demo", "--rows", "3000", "--dir", str(tmp_path),
+                            "--no-lifecycle"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "report (open in a browser)" in first.stdout and (tmp_path / "report.html").stat().st_size > 1000
+    assert f"scanfill demo --reopen --dir {tmp_path}" in first.stdout
+    p = subprocess.Popen([sys.executable, "-m", "scanfill.cli", "demo", "--reopen", "--dir", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    assert p.stdout is not None
+    dsn = ""
+    for line in p.stdout:
+        if "connection string:" in line:
+            dsn = line.split("connection string:", 1)[1].strip()
+        if "Ctrl+C stops it" in line:
+            break
+    with psycopg.connect(dsn) as conn:
+        got = conn.execute("SELECT count(*) FROM ledger_updates").fetchone()
+    assert got is not None and got[0] > 100
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=60) == 0

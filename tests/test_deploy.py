@@ -38,6 +38,8 @@ def test_github_actions_parallel_backfill() -> None:
     ):
         assert cmd in steps, cmd
     assert {"WORKER_ID", "WORKER_COUNT"} <= set(jobs["backfill"]["env"])
+    assert all(j["container"] == "${{ vars.SCANFILL_IMAGE }}" for j in jobs.values())
+    assert "pip install scanfill" not in json.dumps(jobs)
     assert wf["env"]["DATABASE_URL"] == "${{ secrets.DATABASE_URL }}"  # secrets, never literals
 
 
@@ -48,7 +50,11 @@ def test_kubernetes_indexed_job() -> None:
     assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] >= 2
     pod = spec["template"]["spec"]
     (c,) = pod["containers"]
-    assert "scanfill run" in " ".join(c["args"]) and "--metrics-port 9464" in " ".join(c["args"])
+    args = " ".join(c["args"])
+    assert c["image"].endswith("/scanfill:0.1.0") and "command" not in c  # the image's entry point is scanfill
+    assert args.startswith("run ") and "--metrics-port 9464" in args and "--metrics-addr 0.0.0.0" in args
+    assert "pip install" not in args  # scanfill is not on a package index: the image carries it
+    assert pod["securityContext"]["runAsNonRoot"] is True
     env = {e["name"]: e for e in c["env"]}
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "DATABASE_URL"
     assert env["SCAN_URL"]["valueFrom"]["secretKeyRef"]["key"] == "SCAN_URL"
@@ -67,3 +73,20 @@ def test_grafana_dashboard_uses_only_real_metrics() -> None:
     used = {name for p in dash["panels"] for t in p["targets"] for name in re.findall(r"scanfill_\w+", t["expr"])}
     assert used and used <= exposed, used - exposed
     assert len(dash["panels"]) >= 6 and len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+
+
+def test_dockerfile_builds_a_slim_non_root_image_from_the_wheel() -> None:
+    """Structure only: no container builder runs on the development machine (deploy/README.md)."""
+    lines = [ln.strip() for ln in (DEPLOY.parent / "Dockerfile").read_text().splitlines()]
+    instr = [ln.split(None, 1) for ln in lines if ln and not ln.startswith("#")]
+    froms = [rest for op, rest in instr if op == "FROM"]
+    assert len(froms) == 2 and all(f.startswith("python:3.12-slim") for f in froms)  # build stage + final
+    final = instr[[k for k, (op, _) in enumerate(instr) if op == "FROM"][-1]:]
+    final_text = " ".join(f"{op} {rest}" for op, rest in final)
+    assert "COPY --from=build /dist/*.whl" in final_text and "pip install --no-cache-dir /tmp/*.whl" in final_text
+    assert not any(tool in final_text for tool in ("gcc", "build-essential", "apt-get", "python -m build"))
+    users = [rest for op, rest in final if op == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert ('ENTRYPOINT', '["scanfill"]') in [tuple(i) for i in final]
+    ignored = (DEPLOY.parent / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored

@@ -21,7 +21,7 @@ from servers import debian_pg15, kill_postmaster
 from test_backfill import SMALL, options
 
 
-@pytest.fixture(params=["embedded-16", "debian-15"])
+@pytest.fixture(params=["embedded-16", pytest.param("debian-15", marks=pytest.mark.needs("postgresql-15"))])
 def anydb(request: pytest.FixtureRequest, db: str, tmp_path: Path) -> Iterator[str]:
     if request.param == "embedded-16":
         yield db
@@ -160,6 +160,7 @@ def test_abort_stops_workers_restores_and_truncates(db: str) -> None:
         assert conn.execute("SELECT relpersistence FROM pg_class WHERE relname = 'ledger_events'").fetchone() == ("p",)
 
 
+@pytest.mark.needs("postgresql-15")
 def test_tune_reports_and_applies(tmp_path: Path) -> None:
     from scanfill.tune import advise, apply
 
@@ -176,6 +177,7 @@ def test_tune_reports_and_applies(tmp_path: Path) -> None:
         assert uuid.uuid4()  # keep the import used
 
 
+@pytest.mark.needs("postgresql-15")
 def test_json_columns_use_lz4_where_the_server_has_it(db: str, tmp_path: Path) -> None:
     query = ("SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'ledger_updates'::regclass "
              "AND attname = 'update_json'")  # fmt: skip

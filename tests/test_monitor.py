@@ -154,6 +154,7 @@ def test_metrics_scraped_during_a_run(db: str) -> None:
         assert name in text, name
 
 
+@pytest.mark.needs("chromium")
 def test_html_report_renders_in_headless_chromium(db: str, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from dbcheck import assert_db_matches
 from procs import scanfill
@@ -13,6 +14,7 @@ from servers import debian_pg15, free_port, pgbouncer
 from test_backfill import SMALL
 
 
+@pytest.mark.needs("postgresql-15", "pgbouncer")
 def test_backfill_through_pgbouncer_transaction_mode(tmp_path: Path) -> None:
     pg_port = free_port()
     with debian_pg15(tmp_path, tcp_port=pg_port) as admin:

@@ -33,6 +33,7 @@ class RunOptions:
     progress: bool = True
     plan_only: bool = False
     refetch: tuple[str, ...] = ()
+    start_migration: int | None = None  # walk the previous_migration_id chain down from here
 
 
 @dataclass
@@ -59,7 +60,7 @@ class RunSummary:
 async def discover_and_plan(opts: RunOptions) -> tuple[Discovery, dict[str, int]]:
     w = opts.worker
     async with ScanClient(w.scan) as client:
-        disc = await discover(client, list(w.migrations) or None)
+        disc = await discover(client, list(w.migrations) or None, start=opts.start_migration)
     slices = opts.slices or max(8, 4 * w.concurrency * max(1, opts.workers))
     with w.db.connect(autocommit=True) as conn:
         stats = plan(w.db, conn, disc, PlanOptions(target_slices=slices, migrations=w.migrations))
@@ -142,7 +143,7 @@ async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerRepo
         from scanfill.metrics import Metrics
 
         hooks = Metrics()
-        hooks.serve(settings.metrics_port)
+        hooks.serve(settings.metrics_port, settings.metrics_addr)
         log.info("Prometheus metrics on port %d", settings.metrics_port)
     worker = Worker(settings, hooks)
     loop = asyncio.get_running_loop()

@@ -123,7 +123,16 @@ def init(dsn: str | None, schema: str) -> None:
     "migrations",
     multiple=True,
     type=int,
-    help="Load only these migrations (default: discover all through the previous_migration_id chain).",
+    help="Load exactly these migrations (repeat for several; default: discover all through the "
+    "previous_migration_id chain).",
+)
+@click.option(
+    "--from-migration",
+    "start_migration",
+    type=click.IntRange(0),
+    default=None,
+    help="Start the previous_migration_id chain at this migration instead of the current one (for scans "
+    "without /v0/migrations/last, or to stop short of a migration).",
 )
 @click.option("--concurrency", default=16, show_default=True, help="Requests (slices) in flight per worker.")
 @click.option("--workers", default=1, show_default=True, help="Worker processes on this machine.")
@@ -161,14 +170,17 @@ def init(dsn: str | None, schema: str) -> None:
     metavar="START/END",
     help="Delete and load again this record-time window of every range (from `scanfill verify --against-scan`).",
 )
-@click.option("--metrics-port", default=0, help="Serve Prometheus metrics here (worker k of --workers on PORT+k).")
+@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics here (worker k of --workers on PORT+k).")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Address the metrics listen on (0.0.0.0 to let Prometheus scrape from elsewhere).")
 @click.option("--restore", "do_restore", is_flag=True, help="Run `scanfill restore` when the history is complete.")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @friendly
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
-        migrations: tuple[int, ...], concurrency: int, workers: int, page_size: int | None, batch_rows: int,
+        migrations: tuple[int, ...], start_migration: int | None, concurrency: int, workers: int, page_size: int | None, batch_rows: int,
         slices: int, db_connections: int, lease_s: float, plan_only: bool, no_progress: bool, do_prepare: bool,
-        do_restore: bool, refetch: tuple[str, ...], metrics_port: int, page_mb: float, imports: bool,
+        do_restore: bool, refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
         update_json: str) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
@@ -192,11 +204,14 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
     settings = WorkerSettings(
         db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
-        metrics_port=metrics_port, page_mb=page_mb, imports=imports, update_json=update_json,
+        metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, imports=imports, update_json=update_json,
     )  # fmt: skip
+    if migrations and start_migration is not None:
+        raise click.UsageError("--migration and --from-migration exclude each other: name the migrations or the start")
     opts = RunOptions(
-        worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only, refetch=refetch
-    )
+        worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only,
+        refetch=refetch, start_migration=start_migration,
+    )  # fmt: skip
     _lifecycle(opts, db, do_prepare, do_restore)
 
 
@@ -528,10 +543,13 @@ def report(dsn: str | None, schema: str, output: str) -> None:
     show_default=True,
     help="prepare before the load and restore after it, as the guide's phases 1 and 3.",
 )
+@click.option("--keep", is_flag=True, help="Keep the embedded PostgreSQL running afterwards, until Ctrl+C.")
+@click.option("--reopen", is_flag=True, help="Load nothing: start the embedded PostgreSQL of an earlier demo again.")
 @friendly
 def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: float, dsn: str | None,
-         lifecycle: bool) -> None:  # fmt: skip
-    """Everything on this machine: embedded PostgreSQL, a simulated Scan, a full backfill, a check."""
+         lifecycle: bool, keep: bool, reopen: bool) -> None:  # fmt: skip
+    """Everything on this machine: embedded PostgreSQL, a simulated Scan, a full backfill, a check,
+    then how to look at what was loaded."""
     from pathlib import Path
 
     import psycopg
@@ -543,6 +561,9 @@ def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: fl
     from scanfill.worker import WorkerSettings
 
     handle = None
+    if reopen:
+        _demo_reopen(Path(workdir).expanduser())
+        return
     if dsn is None:
         from scanfill.embedded import start_embedded
 
@@ -573,9 +594,72 @@ def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: fl
                     f"{'exact' if ok else 'MISMATCH'}", fg="green" if ok else "red")  # fmt: skip
         if not ok:
             sys.exit(1)
+        from scanfill import report as rp
+
+        report = rp.write(Database(dsn), str(Path(workdir).expanduser() / "report.html"))
+        _demo_how_to_look(dsn, report["path"], workdir, running=keep or handle is None)
+        if keep and handle is not None:
+            _wait_for_ctrl_c()
     finally:
         if handle is not None:
             handle.stop()
+
+
+def _demo_how_to_look(dsn: str, report_path: str, workdir: str, running: bool) -> None:
+    """What a newcomer does next: the connection string, status, the report, a first query."""
+    import shutil
+    from pathlib import Path
+
+    from scanfill.db import scrub
+
+    shown = scrub(dsn, dsn)
+    psql = shutil.which("psql") or "psql"
+    try:
+        import pgserver
+
+        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+        psql = psql if shutil.which("psql") or not bundled.exists() else str(bundled)  # the embedded server's own
+    except ImportError:
+        pass
+    click.echo("")
+    click.secho("look at what was loaded:", bold=True)
+    click.echo(f"  report (open in a browser): {report_path}")
+    click.echo(f"  connection string:          {shown}")
+    click.echo(f"  progress and tables:        scanfill status --dsn '{shown}'")
+    click.echo(f"  integrity checks:           scanfill verify --dsn '{shown}'")
+    click.echo(f"  a first query:              {psql} '{shown}' -c \"SELECT migration_id, kind, count(*), "
+               "min(record_time), max(record_time) FROM ledger_updates GROUP BY 1, 2 ORDER BY 1, 2\"")  # fmt: skip
+    if not running:
+        click.echo(f"the embedded PostgreSQL is stopped now; start it again with: scanfill demo --reopen --dir {workdir}"
+                   " (or run the demo with --keep)")  # fmt: skip
+
+
+def _demo_reopen(datadir: Any) -> None:
+    from scanfill.embedded import start_embedded
+
+    if not (datadir / "pgdata").exists():
+        raise click.UsageError(f"no demo database in {datadir}: run `scanfill demo` first")
+    handle = start_embedded(datadir)
+    try:
+        import psycopg
+
+        info = psycopg.conninfo.conninfo_to_dict(handle.dsn)
+        info["dbname"] = "scanfill_demo"
+        dsn = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        _demo_how_to_look(dsn, str(datadir / "report.html"), str(datadir), running=True)
+        _wait_for_ctrl_c()
+    finally:
+        handle.stop()
+
+
+def _wait_for_ctrl_c() -> None:
+    import signal
+
+    click.secho("the embedded PostgreSQL keeps running; Ctrl+C stops it", fg="green")
+    sys.stdout.flush()
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # delivered to sigwait, not to a handler
+    signal.sigwait(stop)
 
 
 # ----- sim ---------------------------------------------------------------------------------------
@@ -628,6 +712,14 @@ def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: fl
     help="Share of updates that are assign/unassign (needs --synchronizers > 1).",
 )
 @click.option("--no-labels", is_flag=True, help="Serve protobuf_json records without field labels.")
+@click.option("--interface-rate", default=0.25, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of transfers exercised through the token standard's interface (interface_id set).")
+@click.option("--external-hash-rate", default=0.02, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of transactions with an external_transaction_hash (sent by newer scans).")
+@click.option("--shared-microseconds", is_flag=True,
+              help="Break Scan's promise of unique record times per migration: synchronizers share microseconds.")
+@click.option("--older", "older", type=int, default=0, metavar="K",
+              help="The first K scans behave like an older Splice release (no /v0/migrations/last).")
 @click.option(
     "--instances",
     default=1,
@@ -660,7 +752,8 @@ def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: fl
     metavar="FAULT=N",
     help="Schedule a fault on every Nth request, e.g. --every 503=10 (429, 503, 502, 403, drop, hang, malformed).",
 )
-@click.option("--retry-after", default=1.0, show_default=True, type=float, help="Retry-After of a 429, seconds.")
+@click.option("--retry-after", default=1.0, show_default=True, type=float,
+              help="Retry-After of a 429 fault, seconds (0: no header). Scan's own limiter (--client-rps) sends none.")
 @click.option("--hang-s", default=3600.0, show_default=True, type=float, help="How long a hung request hangs.")
 @click.option("--no-gzip", is_flag=True, help="Never compress, even when the client asks for gzip.")
 @click.option("--client-rps", default=0.0, type=float, help="Per-client rate limit in requests/s (429 past it).")
@@ -677,6 +770,7 @@ def sim(**o: Any) -> None:
     from dataclasses import replace
 
     from scanfill.sim import FaultConfig, InstanceConfig, LedgerConfig, SimConfig, serve_forever
+    from scanfill.sim.config import OLDER_SCAN_MISSING
 
     ids = tuple(int(x) for x in str(o["migrations"]).split(",") if x.strip())
     ledger = LedgerConfig.for_rows(
@@ -689,6 +783,9 @@ def sim(**o: Any) -> None:
         labels=not o["no_labels"],
         payload_pad=int(str(o["payload_pad"])),
         reassignment_rate=float(str(o["reassignment_rate"])),
+        interface_rate=float(str(o["interface_rate"])),
+        external_hash_rate=float(str(o["external_hash_rate"])),
+        shared_microseconds=bool(o["shared_microseconds"]),
     )
     faults = FaultConfig(
         latency_ms=float(str(o["latency_ms"])),
@@ -715,7 +812,9 @@ def sim(**o: Any) -> None:
             raise click.BadParameter(f"expected FAULT=N with FAULT in 429,503,502,403,drop,hang: {item!r}")
         every[f"every_{name}"] = int(count)
     faults = replace(faults, **every)  # type: ignore[arg-type]
-    instances = [InstanceConfig(name=f"sv-{k + 1}") for k in range(int(str(o["instances"])))]
+    older = int(str(o["older"]))
+    instances = [InstanceConfig(name=f"sv-{k + 1}", missing=OLDER_SCAN_MISSING if k < older else ())
+                 for k in range(int(str(o["instances"])))]  # fmt: skip
     if float(str(o["late_join"])) > 0:
         instances[-1] = replace(instances[-1], late_join=float(str(o["late_join"])))
     config = SimConfig(

@@ -27,7 +27,7 @@ class Metrics:
         self.cursor = Gauge("scanfill_cursor_position_seconds", "Record time (epoch s) of each slice's cursor",
                             ["slice"], registry=r)  # fmt: skip
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
 
     def on_commit(self, cursor_name: str, batch: Any, pages: int, seconds: float, result: Any) -> None:

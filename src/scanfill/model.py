@@ -48,6 +48,12 @@ class Event(msgspec.Struct):
     exercise_result: msgspec.Raw = _NONE
     consuming: bool | None = None
     acting_parties: list[str] | None = None
+    interface_id: str | None = None  # set when the choice was exercised through an interface
+
+
+class KnownEvent(Event, forbid_unknown_fields=True):
+    """An event with no field beyond those `ledger_events` has columns for: only such events may be
+    cut out of `update_json` (`--update-json envelope`) without losing anything."""
 
 
 class Reassignment(msgspec.Struct):
@@ -77,6 +83,18 @@ class Page(msgspec.Struct):
 _page_decoder = msgspec.json.Decoder(Page)
 _item_decoder = msgspec.json.Decoder(Item)
 _events_decoder = msgspec.json.Decoder(dict[str, Event])
+_known_events_decoder = msgspec.json.Decoder(dict[str, KnownEvent])
+
+
+def _decode_events(raw: msgspec.Raw, lean: bool) -> tuple[dict[str, Event], bool]:
+    """The events of a transaction, and whether its update JSON may drop them (`lean`): not when an
+    event carries a field a newer Scan added that no column holds."""
+    if lean:
+        try:
+            return dict(_known_events_decoder.decode(raw)), True
+        except msgspec.ValidationError:
+            pass
+    return _events_decoder.decode(raw), False
 
 
 def _lean(raw: bytes, events: msgspec.Raw) -> bytes:
@@ -241,7 +259,7 @@ def _event_row(ev: Event, uid: str, mig: int, sync: str, rt: datetime | None, rn
     return (
         ev.event_id, uid, mig, sync, rt, ev.event_type, ev.contract_id, ev.template_id, ev.package_name,
         ev.choice, ev.consuming, _raw(payload), _raw(ev.exercise_result),
-        ev.signatories, ev.observers, ev.acting_parties, ev.child_event_ids, _ts(ev.created_at), rnd,
+        ev.signatories, ev.observers, ev.acting_parties, ev.child_event_ids, _ts(ev.created_at), rnd, ev.interface_id,
     )  # fmt: skip
 
 
@@ -252,7 +270,7 @@ def _raw(v: msgspec.Raw) -> bytes | None:
 
 def _clean_event_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     out = list(row)
-    for k in (0, 1, 3, 5, 6, 7, 8, 9):
+    for k in (0, 1, 3, 5, 6, 7, 8, 9, 19):
         out[k] = _clean(out[k])
     for k in (13, 14, 15, 16):
         out[k] = _clean_list(out[k])
@@ -306,11 +324,12 @@ def _decode(
             eff_sync = ev.target_synchronizer if created is not None else ev.source_synchronizer
             item_mig = ev.migration_id
             events = [created] if created is not None else []
-        elif item.events_by_id:
+            cut = False
+        elif item.events_by_id and bytes(item.events_by_id) != b"null":
             kind = "import" if imports else "transaction"
             eff_sync = item.synchronizer_id or ""
             item_mig = item.migration_id if item.migration_id is not None else -1
-            by_id = _events_decoder.decode(item.events_by_id)
+            by_id, cut = _decode_events(item.events_by_id, lean)
             events = [by_id[k] for k in sorted(by_id, key=_preorder)]
         else:
             raise MalformedPage(f"update {uid}: neither a transaction (events_by_id) nor a reassignment (event)")
@@ -329,7 +348,7 @@ def _decode(
         rnd = derive_round(events) if kind in ("transaction", "import") else None
         batch.updates.append((
             uid, item_mig, eff_sync, rt, _ts(item.effective_at), item.offset, item.workflow_id, kind, rnd,
-            len(events), _lean(bytes(raw), item.events_by_id) if lean and item.events_by_id else bytes(raw),
+            len(events), _lean(bytes(raw), item.events_by_id) if cut else bytes(raw),
         ))  # fmt: skip
         for ev_ in events:
             batch.events.append(_event_row(ev_, uid, item_mig, eff_sync, rt, rnd))

@@ -56,21 +56,68 @@ class Discovery:
         return sorted({r.migration_id for r in self.ranges})
 
 
-async def discover(client: ScanClient, migrations: list[int] | None = None) -> Discovery:
-    """Migrations from `/v0/migrations/last` and the `previous_migration_id` chain (never probing
-    upward from 1), each range taken from a scan that reports a complete history."""
+PROBE_GAP = 8  # upward probing stops this many ids past the last migration found
+
+
+async def current_migration(client: ScanClient) -> tuple[int, str | None]:
+    """The newest migration id, and a note when it had to be found without `/v0/migrations/last`.
+
+    That endpoint exists only in recent Scan releases. Older scans still list their sequencers per
+    migration in `/v0/dso-sequencers`; failing that, migration-info is probed upward from 0 (never
+    from 1: that skips migration 0), past gaps in the ids, as Splice's docs describe.
+    """
+    try:
+        return int((await client.get_json("/v0/migrations/last"))["migration_id"]), None
+    except ScanHTTPError as exc:
+        if exc.status != 404:
+            raise ScanError(f"cannot find the current migration ({exc}); pass --from-migration N") from None
+    try:
+        seqs = await client.get_json("/v0/dso-sequencers")
+        ids = [int(q["migrationId"]) for d in seqs.get("domainSequencers") or [] for q in d.get("sequencers") or []
+               if isinstance(q.get("migrationId"), int) and q["migrationId"] >= 0]  # fmt: skip
+        if ids:
+            return max(ids), "this scan has no /v0/migrations/last (an older Splice release): current migration " \
+                f"{max(ids)} taken from /v0/dso-sequencers"
+    except ScanHTTPError as exc:
+        if exc.status != 404:
+            raise ScanError(f"cannot find the current migration ({exc}); pass --from-migration N") from None
+    found, m = -1, 0
+    while m <= found + PROBE_GAP:
+        infos = await client.migration_info_all(m)
+        if any(isinstance(r, dict) for r in infos.values()):
+            found = m
+        elif not all(isinstance(r, ScanHTTPError) and r.status == 404 for r in infos.values()):
+            errors = "; ".join(f"{u}: {r}" for u, r in infos.items())
+            raise ScanError(f"migration-info({m}) failed on every scan: {errors}")
+        m += 1
+    if found < 0:
+        raise ScanError(f"no scan holds data for any migration 0..{PROBE_GAP}: is this a Scan URL?")
+    return found, (f"this scan has neither /v0/migrations/last nor /v0/dso-sequencers: migrations probed "
+                   f"upward from 0, the newest with data is {found}")  # fmt: skip
+
+
+async def known_migrations(client: ScanClient) -> list[int]:
+    """Every migration some scan holds data for (to name them when a requested one does not exist)."""
+    return (await discover(client)).migrations
+
+
+async def discover(client: ScanClient, migrations: list[int] | None = None, start: int | None = None) -> Discovery:
+    """Migrations from `/v0/migrations/last` (or `start`) and the `previous_migration_id` chain,
+    or exactly `migrations`; each range taken from a scan that reports a complete history.
+
+    An explicitly named migration that no scan knows is an error, not an empty success.
+    """
     out = Discovery()
     if migrations:
-        todo = list(migrations)
-        chain = False
+        todo, chain = list(migrations), False
+    elif start is not None:
+        todo, chain = [start], True
     else:
-        try:
-            last = int((await client.get_json("/v0/migrations/last"))["migration_id"])
-        except ScanHTTPError as exc:
-            raise ScanError(
-                f"cannot find the current migration ({exc}); pass --migration N for each migration to load"
-            ) from None
+        last, note = await current_migration(client)
+        if note:
+            out.warnings.append(note)
         todo, chain = [last], True
+    explicit = set(migrations or ()) | ({start} if start is not None else set())
     seen: set[int] = set()
     while todo:
         m = todo.pop(0)
@@ -84,6 +131,9 @@ async def discover(client: ScanClient, migrations: list[int] | None = None) -> D
             if not not_found:
                 errors = "; ".join(f"{u}: {r}" for u, r in infos.items())
                 raise ScanError(f"migration-info({m}) failed on every scan: {errors}")
+            if m in explicit:
+                known = await known_migrations(client)
+                raise UnknownMigration(f"migration {m}: no scan holds data for it; the scans know migrations {known}")
             out.warnings.append(f"migration {m}: no scan holds data for it")
             if chain and m > 0 and not out.ranges:
                 todo.append(m - 1)  # the current migration may have no updates yet
@@ -104,6 +154,10 @@ async def discover(client: ScanClient, migrations: list[int] | None = None) -> D
             todo.append(int(prev))
     out.ranges.sort(key=lambda r: (r.migration_id, r.synchronizer_id))
     return out
+
+
+class UnknownMigration(ScanError):
+    """A migration the user asked for by id that no scan holds (a typo, or the wrong network)."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import orjson
 from scanfill.timeutil import format_us
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+RATE_LIMIT_WAIT_S = 1.0  # Splice's HttpRateLimiter counts requests per second and sends no Retry-After
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,8 @@ class ScanClient:
                             delay = min(float(retry_after), self.config.backoff_cap_s * 4)
                         except ValueError:
                             delay = 0.0
+                    elif resp.status == 429:
+                        delay = RATE_LIMIT_WAIT_S  # Scan's own limiter names no wait: sit out its window
                     last = err
             except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
                 raise ScanError(

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from scanfill.db import Database
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 
 UPDATE_COLUMNS = (
@@ -31,11 +31,11 @@ UPDATE_TYPES = (
 EVENT_COLUMNS = (
     "event_id", "update_id", "migration_id", "synchronizer_id", "record_time", "event_type", "contract_id",
     "template_id", "package_name", "choice", "consuming", "payload", "exercise_result", "signatories",
-    "observers", "acting_parties", "child_event_ids", "created_at_ts", "round",
+    "observers", "acting_parties", "child_event_ids", "created_at_ts", "round", "interface_id",
 )  # fmt: skip
 EVENT_TYPES = (
     "text", "text", "int8", "text", "timestamptz", "text", "text", "text", "text", "text", "bool", "bytea",
-    "bytea", "text[]", "text[]", "text[]", "text[]", "timestamptz", "int8",
+    "bytea", "text[]", "text[]", "text[]", "text[]", "timestamptz", "int8", "text",
 )  # fmt: skip
 # `bytea` above is deliberate for json columns: the binary bytea dumper sends the served bytes as
 # they are, and the server's json receive function reads exactly those bytes.
@@ -197,7 +197,13 @@ def _v4(conn: psycopg.Connection[tuple], s: str) -> None:  # type: ignore[type-a
         pass
 
 
-MIGRATIONS: list[str | Callable[[psycopg.Connection[tuple], str], None]] = [V1, V2, V3, _v4]  # type: ignore[type-arg]
+# Version 5: `interface_id` of exercised events (the token standard's choices are exercised through
+# interfaces). Events loaded before with `--update-json envelope` have it NULL: `run --refetch` them.
+V5 = """
+ALTER TABLE {s}.ledger_events ADD COLUMN IF NOT EXISTS interface_id text;
+"""
+
+MIGRATIONS: list[str | Callable[[psycopg.Connection[tuple], str], None]] = [V1, V2, V3, _v4, V5]  # type: ignore[type-arg]
 
 
 def meta_table(db: Database) -> sql.Composed:

@@ -61,6 +61,16 @@ def format_instant(us: int) -> str:
     return f"{head}.{micros:06d}Z"
 
 
+def format_trimmed(us: int) -> str:
+    """An ISO instant with trailing zeros of the fraction trimmed (`.5528`, `.13`, none at all), as
+    Scan prints `created_at` and migration-info's `min`/`max`: parse such strings, never echo them."""
+    secs, micros = divmod(us, 1_000_000)
+    dt = datetime(1970, 1, 1) + timedelta(seconds=secs)
+    head = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt:%H:%M:%S}"
+    frac = f"{micros:06d}".rstrip("0")
+    return f"{head}.{frac}Z" if frac else head + "Z"
+
+
 def us_to_dt(us: int) -> datetime:
     """A timezone-aware datetime holding exactly `us` (datetime has microsecond resolution)."""
     return EPOCH + timedelta(microseconds=us)

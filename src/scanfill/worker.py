@@ -54,6 +54,7 @@ class WorkerSettings:
     complete_urls: dict[int, frozenset[str]] = field(default_factory=dict)
     worker_id: str = ""
     metrics_port: int = 0  # serve Prometheus metrics on this port (0 = off)
+    metrics_addr: str = "127.0.0.1"  # loopback unless the user exposes it (a pod sets 0.0.0.0)
     imports: bool = False  # also load import updates (skipped by default: they repeat earlier contracts)
     update_json: str = "full"  # "envelope": store updates without events_by_id (events are in ledger_events)
 

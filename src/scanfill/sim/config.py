@@ -30,7 +30,8 @@ class FaultConfig:
     every_drop: int = 0
     every_hang: int = 0
     every_malformed: int = 0
-    retry_after_s: float = 1.0
+    retry_after_s: float = 1.0  # Retry-After sent with the `429` fault (an ingress's limiter); 0: none
+    rate_limit_retry_after: bool = False  # Scan's own limiter (`client_rps`) sends none
     hang_s: float = 3600.0
     gzip: bool = True  # compress when the client sends Accept-Encoding: gzip
     client_rps: float = 0.0  # per-client rate limit (requests/s, 0 = none), answered with 429
@@ -46,6 +47,11 @@ class InstanceConfig:
     name: str = "sv-1"
     late_join: float = 0.0  # share of each range this scan lacks; > 0 means `complete: false`
     faults: FaultConfig | None = None  # overrides the network-wide faults for this scan
+    missing: tuple[str, ...] = ()  # endpoints this scan lacks (404), like an older Splice release
+
+
+# What Splice 0.5.x and the spring-2026 releases lack: discovery must do without it.
+OLDER_SCAN_MISSING = ("/v0/migrations/last",)
 
 
 @dataclass(frozen=True)

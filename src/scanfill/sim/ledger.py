@@ -4,6 +4,10 @@ Update *i* of a synchronizer is a pure function of (seed, migration, synchronize
 time is `start + i*gap + h(i)` with `0 <= h(i) < gap`, so times are strictly increasing, any time
 maps back to an index in O(1), and paging by time is arithmetic rather than a scan. Every few
 updates two neighbours sit exactly 1 us apart, which is what breaks millisecond-rounding clients.
+
+Scan promises that within one migration every update has its own record time, across all its
+synchronizers; the ledger keeps that promise unless `shared_microseconds` breaks it on purpose
+(updates of different synchronizers at the same microsecond, to test a `/v2/updates` follower).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanfill.timeutil import MIN_US, format_instant, format_us, parse_us
+from scanfill.timeutil import MIN_US, format_instant, format_trimmed, format_us, parse_us
 
 ROUND_TICK_US = 600_000_000  # Splice opens a mining round every ~10 minutes
 NEIGHBOUR_PERIOD = 37  # updates i, i+1 with i % 37 == 0 are exactly 1 us apart
@@ -51,6 +55,9 @@ class LedgerConfig:
     reassignment_rate: float = 0.02  # share of updates that are reassignments (multi-synchronizer only)
     payload_pad: int = 0  # extra bytes of text per created event, to scale row size
     round_zero: int = 1000
+    interface_rate: float = 0.25  # share of transfers exercised through the token standard's interface
+    external_hash_rate: float = 0.02  # share of transactions carrying `external_transaction_hash` (newer scans)
+    shared_microseconds: bool = False  # break Scan's promise: synchronizers of a migration share record times
 
     @staticmethod
     def for_rows(rows: int, seed: int = 1, **kwargs: Any) -> LedgerConfig:
@@ -142,6 +149,7 @@ class Ledger:
                 "splice-dso-governance",
                 "splice-wallet-payments",
                 "splice-amulet-name-service",
+                "splice-api-token-transfer-instruction-v1",
             )
         }
 
@@ -169,14 +177,18 @@ class Ledger:
 
     def record_us(self, m: int, s: int, i: int) -> int:
         spec = self.specs[m]
-        g = spec.gap_us
-        phase = i % NEIGHBOUR_PERIOD
+        g, n = spec.gap_us, spec.synchronizers
+        if n == 1 or self.config.shared_microseconds:
+            phase, h = i % NEIGHBOUR_PERIOD, _mix(self.seed, "t", m, s, i) % g
+        else:
+            # unique across synchronizers: the 1 us neighbours of each synchronizer fall on other
+            # indices, and every other offset lies in [1, g-2] with residue s modulo n
+            phase = (i + s) % NEIGHBOUR_PERIOD
+            h = 1 + (_mix(self.seed, "t", m, s, i) % ((g - 2) // n)) * n + s
         if phase == 0:
             h = g - 1
         elif phase == 1:
             h = 0
-        else:
-            h = _mix(self.seed, "t", m, s, i) % g
         return self._starts[m] + i * g + h
 
     def index_at_or_after(self, m: int, s: int, t_us: int) -> int:
@@ -310,7 +322,7 @@ class Ledger:
             eff_us -= eff_us % 1000  # effective_at is printed in groups of 3 digits
         events, roots = self._tree(h, m, s, i, rng, eff_us)
         order = sorted(events)  # a plain map: not preorder (x:10 sorts before x:2)
-        return {
+        out: Json = {
             "update_id": uid,
             "migration_id": m,
             "workflow_id": "",
@@ -321,6 +333,9 @@ class Ledger:
             "root_event_ids": roots,
             "events_by_id": {k: events[k] for k in order},
         }
+        if _mix(self.seed, "xh", m, s, i) % 10_000 < self.config.external_hash_rate * 10_000:
+            out["external_transaction_hash"] = _hex(self.seed, "xh", m, s, i)  # omitted when absent, as Scan does
+        return out
 
     # ----- value builders (protobuf_json) -------------------------------------------------------
 
@@ -376,7 +391,7 @@ class Ledger:
             "template_id": self.template(package, module, entity),
             "package_name": package,
             "create_arguments": args,
-            "created_at": format_instant(created_us),
+            "created_at": format_trimmed(created_us),
             "signatories": sorted(set(signatories)),
             "observers": sorted(set(observers)),
         }
@@ -394,6 +409,7 @@ class Ledger:
         result: Json,
         consuming: bool,
         acting: list[str],
+        interface_id: str | None = None,
     ) -> Json:
         return {
             "event_type": "exercised_event",
@@ -406,7 +422,7 @@ class Ledger:
             "child_event_ids": children,
             "exercise_result": result,
             "consuming": consuming,
-            "interface_id": None,
+            "interface_id": interface_id,
             "acting_parties": acting,
         }
 
@@ -537,19 +553,22 @@ class Ledger:
                 ),
                 ("context", self._rec(("openMiningRound", {"contractId": self.contract_id("round", rnd)}))),
             )
-            ev[ids[0]] = self._exercised(
-                ids[0],
-                self.contract_id(m, s, i, "preapproval"),
-                "splice-amulet",
-                "Splice.AmuletRules",
-                "TransferPreapproval",
-                "TransferPreapproval_Send",
-                self._rec(("amount", self._num(rng.randrange(10**10, 10**15))), ("description", {"optional": {}})),
-                [ids[1]],
-                self._rec(("result", {"contractId": self.contract_id(m, s, i, 2 + a)})),
-                False,
-                [sender],
-            )
+            root_arg = self._rec(("amount", self._num(rng.randrange(10**10, 10**15))), ("description", {"optional": {}}))
+            root_result = self._rec(("result", {"contractId": self.contract_id(m, s, i, 2 + a)}))
+            if _mix(self.seed, "if", m, s, i) % 10_000 < self.config.interface_rate * 10_000:
+                # the token standard: a choice of an interface the template implements (`interface_id` set)
+                ev[ids[0]] = self._exercised(
+                    ids[0], self.contract_id("external-party-amulet-rules"), "splice-amulet",
+                    "Splice.ExternalPartyAmuletRules", "ExternalPartyAmuletRules", "TransferFactory_Transfer",
+                    root_arg, [ids[1]], root_result, False, [sender],
+                    interface_id=self.template("splice-api-token-transfer-instruction-v1",
+                                               "Splice.Api.Token.TransferInstructionV1", "TransferFactory"),
+                )  # fmt: skip
+            else:
+                ev[ids[0]] = self._exercised(
+                    ids[0], self.contract_id(m, s, i, "preapproval"), "splice-amulet", "Splice.AmuletRules",
+                    "TransferPreapproval", "TransferPreapproval_Send", root_arg, [ids[1]], root_result, False, [sender],
+                )  # fmt: skip
             ev[ids[1]] = self._exercised(
                 ids[1],
                 self.contract_id("amulet-rules"),

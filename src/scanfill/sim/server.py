@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import gzip
 import heapq
 import random
@@ -16,15 +17,21 @@ from aiohttp import web
 
 from scanfill.sim.config import FaultConfig, InstanceConfig, SimConfig
 from scanfill.sim.ledger import Ledger, to_v2
-from scanfill.timeutil import MIN_US, TimestampError, format_instant, format_us, parse_us
+from scanfill.timeutil import MIN_US, TimestampError, format_trimmed, format_us, parse_us
 
 PAGE_LIMIT = 1000
 SNAPSHOT_PERIOD_US = 3 * 3600 * 1_000_000
+KEPT_BODIES = 50
 DATA_PATHS = ("/v0/backfilling/updates-before", "/v2/updates", "/v0/backfilling/import-updates")
 
 
 class BadRequest(Exception):
     """A request Scan would answer with 400 `{"error": ...}`."""
+
+
+class MalformedRequest(BadRequest):
+    """A body that does not decode as the endpoint's request type: Scan's HTTP layer rejects it
+    before any handler runs, with a `text/plain` 400 rather than an ErrorResponse."""
 
 
 class Renderer:
@@ -69,6 +76,17 @@ class Stats:
     bytes: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     by_path: dict[str, int] = field(default_factory=dict)
+    bodies: dict[str, list[Any]] = field(default_factory=dict)  # the last request bodies per path
+
+    def keep_body(self, path: str, body: builtins.bytes) -> None:
+        """Clients' requests, so tests can hold them against the spec too."""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = body.decode("utf-8", "replace")
+        kept = self.bodies.setdefault(path, [])
+        kept.append(parsed)
+        del kept[:-KEPT_BODIES]
 
 
 class ScanInstance:
@@ -125,6 +143,11 @@ class ScanInstance:
         self.stats.requests += 1
         path = request.path.removeprefix("/api/scan")
         self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
+        if path in self.config.missing:
+            # an older Scan release without this endpoint: the route does not exist
+            return web.Response(status=404, text="The requested resource could not be found.", content_type="text/plain")
+        if request.method == "POST":
+            self.stats.keep_body(path, await request.read())
         f = self.faults
         subject = path in DATA_PATHS or not f.data_only
         if subject:
@@ -132,13 +155,13 @@ class ScanInstance:
             client = request.headers.get("X-Client-Id") or (request.remote or "?")
             if self._rate_limited(client):
                 self._count("rate_limit")
-                return _too_many(f)
+                return _too_many(f, retry_after=f.rate_limit_retry_after)
             if self._fault("hang"):
                 self._count("hang")
                 await asyncio.sleep(f.hang_s)
             if self._fault("429"):
                 self._count("429")
-                return _too_many(f)
+                return _too_many(f, retry_after=f.retry_after_s > 0)
             if self._fault("503"):
                 self._count("503")
                 return _error(
@@ -193,8 +216,8 @@ class ScanInstance:
             ranges.append(
                 {
                     "synchronizer_id": ledger.synchronizer_id(s),
-                    "min": format_instant(ledger.record_us(m, s, lo_i)),
-                    "max": format_instant(ledger.record_us(m, s, spec.updates - 1)),
+                    "min": format_trimmed(ledger.record_us(m, s, lo_i)),
+                    "max": format_trimmed(ledger.record_us(m, s, spec.updates - 1)),
                 }
             )
         imports = ledger.import_ids(m)
@@ -261,7 +284,7 @@ class ScanInstance:
         am, at = -1, MIN_US
         if after is not None:
             if not isinstance(after, dict):
-                raise BadRequest("after must be an object")
+                raise MalformedRequest("The request content was malformed:\nafter must be an object")
             am = _int(after, "after_migration_id")
             at = _time(after, "after_record_time")
         out: list[bytes] = []
@@ -294,6 +317,17 @@ class ScanInstance:
     async def migrations_last(self, request: web.Request) -> web.Response:
         return _ok({"migration_id": max(self.sim.ledger.migration_ids())})
 
+    async def dso_sequencers(self, request: web.Request) -> web.Response:
+        """One sequencer per scan on the current migration (older scans have this, not migrations/last)."""
+        current = max(self.sim.ledger.migration_ids())
+        sequencers = [
+            {"migrationId": current, "id": f"SEQ::{inst.config.name}::1220{inst.index:064x}",
+             "url": f"https://sequencer-{current}.{inst.config.name}.example", "svName": inst.config.name,
+             "availableAfter": format_trimmed(self.sim.ledger.genesis_us)}
+            for inst in self.sim.instances
+        ]  # fmt: skip
+        return _ok({"domainSequencers": [{"domainId": self.sim.ledger.synchronizer_id(0), "sequencers": sequencers}]})
+
     async def scans(self, request: web.Request) -> web.Response:
         return _ok(
             {
@@ -322,7 +356,7 @@ class ScanInstance:
             snap = before - (before % SNAPSHOT_PERIOD_US)
             first = spec.start_us + (-spec.start_us % SNAPSHOT_PERIOD_US)
             if snap >= first:
-                return _ok({"record_time": format_instant(snap)})
+                return _ok({"record_time": format_trimmed(snap)})
         return _error(404, f"No snapshots found before {request.query['before']}")
 
     async def dso(self, request: web.Request) -> web.Response:
@@ -346,6 +380,7 @@ class ScanInstance:
                 "bytes": st.bytes,
                 "faults": st.faults,
                 "by_path": st.by_path,
+                "bodies": st.bodies,
             }
         )
 
@@ -369,6 +404,7 @@ class ScanInstance:
         app.router.add_get(p + "/v2/updates/{update_id}", self.update_by_id)
         app.router.add_get(p + "/v0/migrations/last", self.migrations_last)
         app.router.add_get(p + "/v0/scans", self.scans)
+        app.router.add_get(p + "/v0/dso-sequencers", self.dso_sequencers)
         app.router.add_get(p + "/v0/state/acs/snapshot-timestamp", self.snapshot_timestamp)
         app.router.add_get(p + "/v0/dso", self.dso)
         app.router.add_get("/sim/stats", self.sim_stats)
@@ -436,12 +472,13 @@ def _error(status: int, message: str) -> web.Response:
     return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json")
 
 
-def _too_many(f: FaultConfig) -> web.Response:
+def _too_many(f: FaultConfig, retry_after: bool) -> web.Response:
+    """Scan's own rate limiter sends no Retry-After; an ingress in front of it may."""
     return web.Response(
         status=429,
         text="Too Many Requests: Server is busy, please try again later.",
         content_type="text/plain",
-        headers={"Retry-After": f"{f.retry_after_s:g}"},
+        headers={"Retry-After": f"{f.retry_after_s:g}"} if retry_after else None,
     )
 
 
@@ -460,6 +497,8 @@ async def _drop_mid_body(request: web.Request, resp: web.Response) -> web.Stream
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)  # type: ignore[no-any-return]
+    except MalformedRequest as exc:
+        return web.Response(status=400, text=str(exc), content_type="text/plain")
     except BadRequest as exc:
         return _error(400, str(exc))
 
@@ -468,23 +507,23 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The request content was malformed: {exc}") from None
+        raise MalformedRequest(f"The request content was malformed:\n{exc}") from None
     if not isinstance(body, dict):
-        raise BadRequest("The request content was malformed: expected a JSON object")
+        raise MalformedRequest("The request content was malformed:\nexpected a JSON object")
     return body
 
 
 def _int(body: dict[str, Any], key: str) -> int:
     v = body.get(key)
     if not isinstance(v, int) or isinstance(v, bool):
-        raise BadRequest(f"The request content was malformed: field {key} must be an integer")
+        raise MalformedRequest(f"The request content was malformed:\nfield {key} must be an integer")
     return v
 
 
 def _str(body: dict[str, Any], key: str) -> str:
     v = body.get(key)
     if not isinstance(v, str):
-        raise BadRequest(f"The request content was malformed: field {key} must be a string")
+        raise MalformedRequest(f"The request content was malformed:\nfield {key} must be a string")
     return v
 
 

@@ -1,0 +1,113 @@
+"""The decoder against every shape the Scan spec allows (no database, no HTTP: pure and fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from scanfill.model import MalformedPage, decode_page
+from scanfill.schema import EVENT_COLUMNS, UPDATE_COLUMNS
+from scanfill.sim import Ledger, LedgerConfig, MigrationSpec
+from scanfill.sim.ledger import event_to_compact
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EV = {name: k for k, name in enumerate(EVENT_COLUMNS)}
+UP = {name: k for k, name in enumerate(UPDATE_COLUMNS)}
+LEDGER = Ledger(LedgerConfig(seed=9, migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", 200),), interface_rate=0.5))
+SYNC = LEDGER.synchronizer_id(0)
+
+
+def page(*items: dict[str, Any]) -> bytes:
+    return orjson.dumps({"transactions": list(items)})
+
+
+def newest_first(n: int = 20) -> list[dict[str, Any]]:
+    return [LEDGER.update(0, 0, i) for i in range(n - 1, -1, -1)]
+
+
+def test_a_mainnet_shaped_compact_page_decodes() -> None:
+    """A /v2/updates page of the shape a public repository recorded from MainNet (compact_json)."""
+    items = json.loads((FIXTURES / "v2_updates_compact_mainnet_shape.json").read_text())["transactions"]
+    sync = items[0]["synchronizer_id"]
+    batch = decode_page(page(*reversed(items)), 0, sync)
+    assert batch.items == 2 and len(batch.events) == 4
+    boot = next(e for e in batch.events if e[EV["choice"]] == "DsoBootstrap_Bootstrap")
+    assert boot[EV["exercise_result"]] == b'"DsoBootstrap_BootstrapResult"' and boot[EV["payload"]] == b"{}"
+    assert boot[EV["interface_id"]] is None and boot[EV["consuming"]] is True
+    created = [e for e in batch.events if e[EV["event_type"]] == "created_event"]
+    assert {e[EV["created_at_ts"]].microsecond for e in created} == {469232}
+    assert all(u[UP["round"]] is None for u in batch.updates)  # no round in these payloads: NULL, never invented
+
+
+def test_interface_id_is_kept_in_its_column() -> None:
+    batch = decode_page(page(*newest_first(40)), 0, SYNC)
+    want = {e["event_id"]: e.get("interface_id") for u in newest_first(40) for e in u["events_by_id"].values()}
+    got = {e[EV["event_id"]]: e[EV["interface_id"]] for e in batch.events}
+    assert got == want and sum(v is not None for v in got.values()) >= 5
+
+
+def test_optional_fields_absent_or_null_decode_the_same() -> None:
+    full = newest_first(5)
+    stripped = json.loads(json.dumps(full))
+    for u in stripped:
+        u["workflow_id"] = None
+        u.pop("external_transaction_hash", None)
+        for e in u["events_by_id"].values():
+            if e.get("interface_id") is None:
+                e.pop("interface_id", None)
+    nulled = json.loads(json.dumps(full))
+    for u in nulled:
+        for e in u["events_by_id"].values():
+            e.setdefault("interface_id", None)
+    a, b = decode_page(page(*stripped), 0, SYNC), decode_page(page(*nulled), 0, SYNC)
+    assert [e[:-1] for e in a.events] == [e[:-1] for e in b.events]
+    assert [e[EV["interface_id"]] for e in a.events] == [e[EV["interface_id"]] for e in b.events]
+
+
+def test_fields_added_by_newer_releases_are_tolerated_and_never_lost() -> None:
+    items = newest_first(6)
+    items[1]["a_field_from_2027"] = {"nested": [1, 2]}
+    ev = next(iter(items[2]["events_by_id"].values()))
+    ev["new_event_field"] = "kept"
+    batch = decode_page(page(*items), 0, SYNC)
+    assert batch.items == 6
+    lean = decode_page(page(*items), 0, SYNC, lean=True)
+    by_id = {u[0]: u[UP["update_json"]] for u in lean.updates}
+    # envelope mode cuts events_by_id only where every field of every event has a column
+    assert b'"new_event_field":"kept"' in by_id[items[2]["update_id"]]
+    assert b'"a_field_from_2027"' in by_id[items[1]["update_id"]]
+    assert b'"events_by_id":{}' in by_id[items[1]["update_id"]]
+    assert b'"events_by_id":{}' in by_id[items[3]["update_id"]]
+
+
+def test_compact_values_give_the_same_rounds() -> None:
+    items = newest_first(30)
+    compact = []
+    for u in items:
+        c = dict(u)
+        c["events_by_id"] = {k: event_to_compact(e) for k, e in u["events_by_id"].items()}
+        compact.append(c)
+    a, b = decode_page(page(*items), 0, SYNC), decode_page(page(*compact), 0, SYNC)
+    assert [u[UP["round"]] for u in a.updates] == [u[UP["round"]] for u in b.updates]
+    assert any(u[UP["round"]] is not None for u in a.updates)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda u: u.update(record_time="2024-06-24T21:08:00.1234567Z"), "record_time"),
+        (lambda u: u.update(migration_id=3), "migration 3"),
+        (lambda u: u.update(synchronizer_id="other::1220ab"), "synchronizer"),
+        (lambda u: u.pop("events_by_id"), "neither a transaction"),
+        (lambda u: u.update(events_by_id=None), "neither a transaction"),
+    ],
+)
+def test_refusals_name_the_update(mutate: Any, message: str) -> None:
+    items = newest_first(3)
+    mutate(items[1])
+    with pytest.raises(MalformedPage, match=message):
+        decode_page(page(*items), 0, SYNC)
