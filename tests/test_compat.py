@@ -83,11 +83,8 @@ def test_a_rate_limiter_without_retry_after_is_ridden_out(db: str) -> None:
 
 
 def run_ok(db: str, urls: list[str], start: int | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
     from scanfill.backfill import run
 
-    opts = replace(options(db, urls, concurrency=4, page_size=100, **kw), start_migration=start)
-    summary = run(opts)
+    summary = run(options(db, urls, concurrency=4, page_size=100, start_migration=start, **kw))
     assert summary.complete and not summary.failures, (summary.failures, summary.warnings)
     return summary

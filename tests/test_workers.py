@@ -104,7 +104,7 @@ def test_a_worker_frozen_mid_commit_does_not_hold_its_slice_forever(db: str) -> 
 
     from scanfill.db import Database
     from scanfill.plan import Leases
-    from scanfill.sink import Sink, guard_timeout
+    from scanfill.coord.store import Store
 
     with Simulator(SimConfig(ledger=SMALL)) as sim:
         assert scanfill("run", "--plan-only", "--no-progress", dsn=db, urls=sim.urls).wait(timeout=120) == 0
@@ -116,8 +116,8 @@ def test_a_worker_frozen_mid_commit_does_not_hold_its_slice_forever(db: str) -> 
                                           (claim.cursor_name,)).fetchall()]  # fmt: skip
     frozen = d.connect(autocommit=True)
     frozen.execute("BEGIN")
-    limit = guard_timeout(1)  # what a commit with a 1 s lease sets: 10 s
-    frozen.execute(Sink(d).lock, (limit, limit, claim.cursor_name))  # holds the row lock, then freezes
+    # what a commit with a 1 s lease does first (its guard is then 10 s): lock the row, then freeze
+    Store(d).lock_for_commit(frozen, claim.lease("frozen-worker"), 1, claim.last_before)
     t0 = time.monotonic()
     rescuer = Leases(d, "rescuer", lease_s=1)
     got: list[object] = []

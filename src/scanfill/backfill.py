@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from psycopg import sql
-
 from scanfill import schema
+from scanfill.coord.store import Progress, Store
 from scanfill.db import Database
 from scanfill.plan import Discovery, PlanOptions, discover, plan, plan_imports, refetch
 from scanfill.scan import ScanClient
@@ -72,35 +71,10 @@ async def discover_and_plan(opts: RunOptions) -> tuple[Discovery, dict[str, int]
     return disc, stats
 
 
-def overall_state(db: Database) -> dict[str, Any]:
+def overall_state(db: Database) -> Progress:
     """Totals the progress display and the summary need, from counters the loaders keep (cheap)."""
     with db.connect(autocommit=True) as conn:
-        row = conn.execute(
-            sql.SQL(
-                """SELECT count(*), count(*) FILTER (WHERE complete), coalesce(sum(updates_loaded), 0),
-                          coalesce(sum(events_loaded), 0), coalesce(sum(bytes_loaded), 0),
-                          coalesce(sum(extract(epoch FROM max_time - min_time)), 0),
-                          coalesce(sum(CASE WHEN complete THEN extract(epoch FROM max_time - min_time)
-                                   ELSE greatest(0, extract(epoch FROM max_time - last_before::timestamptz)) END), 0)
-                   FROM {}"""
-            ).format(db.t("backfill_cursors"))
-        ).fetchone()
-        ranges = conn.execute(
-            sql.SQL("SELECT count(*), count(*) FILTER (WHERE NOT source_complete) FROM {}").format(
-                db.t("backfill_ranges"))
-        ).fetchone()  # fmt: skip
-        imp = conn.execute(sql.SQL("SELECT count(*) FILTER (WHERE NOT complete), coalesce(sum(updates_loaded), 0), "
-                                   "coalesce(sum(events_loaded), 0) FROM {}").format(db.t("backfill_import_cursors"))
-                           ).fetchone()  # fmt: skip
-    assert row is not None and ranges is not None and imp is not None
-    slices, done, upd, ev, nbytes, span, covered = row
-    upd, ev = upd + imp[1], ev + imp[2]
-    return {
-        "slices": int(slices), "slices_done": int(done), "updates": int(upd), "events": int(ev),
-        "bytes": int(nbytes), "fraction": float(covered) / float(span) if span else 1.0,
-        "ranges": int(ranges[0]), "ranges_unproven": int(ranges[1]),
-        "complete": int(slices) > 0 and int(slices) == int(done) and int(ranges[1]) == 0 and int(imp[0]) == 0,
-    }  # fmt: skip
+        return Store(db).progress(conn)
 
 
 def check_connection_budget(db: Database, workers: int, per_worker: int) -> dict[str, int]:
@@ -180,7 +154,7 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     log.info("planned: %s", stats)
     before = overall_state(opts.worker.db)
     if opts.plan_only:
-        summary.complete = before["complete"]
+        summary.complete = before.complete
         return summary
     if display is not None:
         display.start(before)
@@ -199,7 +173,7 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     summary.bytes = sum(r.bytes for r in summary.reports)
     summary.failures = [f for r in summary.reports for f in r.failures]
     summary.stopped = any(r.stopped for r in summary.reports)
-    summary.complete = after["complete"]
+    summary.complete = after.complete
     return summary
 
 

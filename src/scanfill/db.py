@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import conninfo, sql
 
 DSN_ENV = ("DATABASE_URL", "SUPABASE_DB_URL")
+Conn = psycopg.Connection[tuple[Any, ...]]  # the one connection type: rows are plain tuples
 
 
 class ConfigError(Exception):
@@ -60,7 +62,7 @@ class Database:
     dsn: str
     schema: str = "public"
 
-    def connect(self, autocommit: bool = False, application: str = "scanfill") -> psycopg.Connection[tuple]:  # type: ignore[type-arg]
+    def connect(self, autocommit: bool = False, application: str = "scanfill") -> Conn:
         """A connection safe behind a transaction-mode pooler: no prepared statements, no session SETs."""
         try:
             conn = psycopg.connect(

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import sql
 
+from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.maintenance import catalog_snapshot, running_workers
 from scanfill.scan import ScanClient, ScanConfig, ScanError
@@ -66,9 +66,8 @@ def database_findings(db: Database, workers: int, db_connections: int) -> list[F
                           "pg_database_size(current_database()) FROM pg_stat_database WHERE datname = current_database()"
                           ).fetchone()  # fmt: skip
         assert st is not None
-        ledger = conn.execute(sql.SQL("SELECT coalesce(sum(updates_loaded + events_loaded), 0) FROM {}").format(
-            db.t("backfill_cursors"))).fetchone()  # fmt: skip
-        loaded = int(ledger[0]) if ledger else 0
+        progress = Store(db).progress(conn)
+        loaded = progress.updates + progress.events
         amp = (st[2] + st[3]) / max(1, st[1])
         out.append(Finding("write amplification", amp < 0.5,
                            f"{st[0]:,} transactions, {st[1]:,} rows inserted ({loaded:,} by scanfill), {st[2]:,} "

@@ -20,11 +20,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from scanfill.db import Database
+from scanfill.coord.store import Store
+from scanfill.db import Conn, Database
 
 log = logging.getLogger("scanfill.maintenance")
 LEDGER_TABLES = ("ledger_updates", "ledger_events")
-Conn = psycopg.Connection[tuple]  # type: ignore[type-arg]
 
 
 class Refused(RuntimeError):
@@ -200,18 +200,15 @@ def check_unlogged_crash(db: Database, echo: Callable[[str], None] = print) -> b
         armed = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(db.t("scanfill_unlogged_canary"))).fetchone()
         if armed and armed[0]:
             return False
+        store = Store(db)
         with conn.transaction():
-            conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(db.t("backfill_cursors")))
+            store.run(conn, "slices_lock_all")
             again = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(db.t("scanfill_unlogged_canary"))).fetchone()
             if again and again[0]:
                 return False  # another process handled it
             left = conn.execute(sql.SQL("SELECT (SELECT count(*) FROM {}) + (SELECT count(*) FROM {})").format(
                 db.t("ledger_updates"), db.t("ledger_events"))).fetchone()  # fmt: skip
-            conn.execute(sql.SQL(
-                "UPDATE {} SET last_before = to_char(max_time AT TIME ZONE 'UTC', "
-                "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), complete = false, completed_at = NULL, updates_loaded = 0, "
-                "events_loaded = 0, pages_loaded = 0, bytes_loaded = 0, lease_owner = NULL, lease_until = NULL, "
-                "lease_epoch = lease_epoch + 1, updated_at = now()").format(db.t("backfill_cursors")))  # fmt: skip
+            store.reset_cursors(conn)
             if left and left[0]:
                 conn.execute(sql.SQL("TRUNCATE {}, {}").format(db.t("ledger_updates"), db.t("ledger_events")))
             conn.execute(sql.SQL("INSERT INTO {} VALUES (true)").format(db.t("scanfill_unlogged_canary")))
@@ -408,28 +405,23 @@ def _build_indexes(db: Database, todo: list[SavedObject], jobs: int, mwm: str, e
 
 def request_stop(db: Database) -> None:
     with db.connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("INSERT INTO {} (key, value) VALUES ('stop', 'abort') ON CONFLICT (key) DO UPDATE "
-                             "SET value = EXCLUDED.value, set_at = now()").format(db.t("backfill_control")))  # fmt: skip
+        Store(db).run(conn, "stop_request")
 
 
 def clear_stop(db: Database) -> None:
     with db.connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("DELETE FROM {} WHERE key = 'stop'").format(db.t("backfill_control")))
+        Store(db).run(conn, "stop_clear")
 
 
 def running_workers(db: Database, stale_s: float = 120.0) -> list[str]:
     with db.connect(autocommit=True) as conn:
-        rows = conn.execute(sql.SQL("SELECT worker_id FROM {} WHERE state = 'running' AND heartbeat > now() - "
-                                    "make_interval(secs => %s)").format(db.t("backfill_workers")), (stale_s,)
-                            ).fetchall()  # fmt: skip
-    return [r[0] for r in rows]
+        return [r[0] for r in Store(db).all(conn, "workers_live", stale_s=stale_s)]
 
 
 def truncate_all(db: Database) -> None:
+    """The ledger and every cursor of every kind (import cursors too), so the next run starts over."""
     with db.connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("TRUNCATE {}, {}, {}, {}, {}").format(
-            db.t("ledger_updates"), db.t("ledger_events"), db.t("backfill_cursors"), db.t("backfill_ranges"),
-            db.t("backfill_progress")))  # fmt: skip
+        Store(db).run(conn, "truncate_all")
 
 
 def phase(db: Database) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from psycopg import sql
 
+from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.maintenance import LEDGER_TABLES, _oid, catalog_snapshot
 
@@ -16,27 +17,11 @@ RATE_WINDOW_S = 300
 def status(db: Database) -> dict[str, Any]:
     with db.connect(autocommit=True, application="scanfill status") as conn:
         t = db.t
-        ranges = conn.execute(sql.SQL("""
-            SELECT r.migration_id, r.synchronizer_id, r.min_text, r.max_text, r.source_complete,
-                   count(c.*), count(c.*) FILTER (WHERE c.complete),
-                   count(c.*) FILTER (WHERE NOT c.complete AND c.lease_until > now()),
-                   coalesce(sum(c.updates_loaded), 0), coalesce(sum(c.events_loaded), 0),
-                   coalesce(sum(extract(epoch FROM c.max_time - c.min_time)), 0),
-                   coalesce(sum(CASE WHEN c.complete THEN extract(epoch FROM c.max_time - c.min_time)
-                       ELSE greatest(0, extract(epoch FROM c.max_time - c.last_before::timestamptz)) END), 0)
-            FROM {r} r LEFT JOIN {c} c USING (migration_id, synchronizer_id)
-            GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2""").format(r=t("backfill_ranges"), c=t("backfill_cursors"))
-        ).fetchall()  # fmt: skip
-        rate_rows = conn.execute(sql.SQL("""
-            SELECT worker_id, min(sampled_at), max(sampled_at), min(updates + events), max(updates + events)
-            FROM {} WHERE sampled_at > now() - make_interval(secs => %s) GROUP BY 1""").format(
-            t("backfill_progress")), (RATE_WINDOW_S,)).fetchall()  # fmt: skip
-        workers = conn.execute(sql.SQL("""
-            SELECT w.worker_id, w.host, w.pid, w.started_at, w.heartbeat, w.rows_loaded,
-                   (SELECT count(*) FROM {c} c WHERE c.lease_owner = w.worker_id AND NOT c.complete
-                      AND c.lease_until > now())
-            FROM {w} w WHERE w.state = 'running' AND w.heartbeat > now() - interval '2 minutes'
-            ORDER BY w.started_at""").format(w=t("backfill_workers"), c=t("backfill_cursors"))).fetchall()  # fmt: skip
+        store = Store(db)
+        ranges = store.all(conn, "range_progress")
+        rate_rows = store.all(conn, "rates", window_s=RATE_WINDOW_S)
+        workers = store.all(conn, "workers_live", stale_s=120)
+        overall = store.progress(conn)
         snap = catalog_snapshot(db, conn)
         oids = [_oid(db, conn, x) for x in LEDGER_TABLES]
         est: dict[str, int] = dict(
@@ -75,8 +60,7 @@ def status(db: Database) -> dict[str, Any]:
         "ranges": out_ranges,
         "totals": {"updates": tot["updates"], "events": tot["events"], "rows": rows, "fraction": fraction,
                    "slices": tot["slices"], "slices_done": tot["done"],
-                   "complete": tot["slices"] > 0 and tot["slices"] == tot["done"]
-                   and all(r["source_complete"] for r in out_ranges)},
+                   "complete": overall.complete, "imports_open": overall.imports_open},
         "rate_rows_per_s": rate if rate > 0 else None,
         "eta_s": eta,
         "workers": [{"worker_id": w[0], "host": w[1], "pid": w[2], "started_at": w[3].isoformat(),

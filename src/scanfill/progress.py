@@ -43,13 +43,13 @@ class ProgressDisplay:
         self._thread: threading.Thread | None = None
         self.rate = RateWindow()
 
-    def start(self, state: dict[str, Any]) -> None:
+    def start(self, state: Any) -> None:
         self.progress = Progress(
             TextColumn("[bold]backfill"), BarColumn(), TaskProgressColumn(),
             TextColumn("{task.fields[rows]} rows  {task.fields[rate]}  slices {task.fields[slices]}"),
             TimeRemainingColumn(), console=self.console, transient=False,
         )  # fmt: skip
-        self.base_rows = state["updates"] + state["events"]
+        self.base_rows = state.updates + state.events
         self.task = self.progress.add_task("load", total=1000, rows="0", rate="-", slices="")
         self.progress.start()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="scanfill-progress")
@@ -63,12 +63,12 @@ class ProgressDisplay:
                 st = overall_state(self.db)
             except Exception:  # a transient database error must not kill the display
                 continue
-            rows = st["updates"] + st["events"]
+            rows = st.updates + st.events
             self.rate.add(time.monotonic(), rows)
             r = self.rate.rate()
             self.progress.update(
-                self.task, completed=int(st["fraction"] * 1000), rows=f"{rows:,}",
-                rate=f"{r:,.0f} rows/s" if r else "measuring", slices=f"{st['slices_done']}/{st['slices']}",
+                self.task, completed=int(st.fraction * 1000), rows=f"{rows:,}",
+                rate=f"{r:,.0f} rows/s" if r else "measuring", slices=f"{st.slices_done}/{st.slices}",
             )  # fmt: skip
 
     def stop(self) -> None:

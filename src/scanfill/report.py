@@ -7,8 +7,7 @@ import html
 from datetime import datetime
 from typing import Any
 
-from psycopg import sql
-
+from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.monitor import status
 
@@ -51,14 +50,10 @@ def _chart(title: str, series: dict[str, list[tuple[float, float]]], unit: str, 
 def build(db: Database) -> str:
     st = status(db)
     with db.connect(autocommit=True, application="scanfill report") as conn:
-        samples = conn.execute(sql.SQL("SELECT worker_id, sampled_at, updates + events FROM {} ORDER BY sampled_at")
-                               .format(db.t("backfill_progress"))).fetchall()  # fmt: skip
-        slices = conn.execute(sql.SQL("SELECT completed_at, extract(epoch FROM max_time - min_time) FROM {} "
-                                      "WHERE completed_at IS NOT NULL ORDER BY completed_at").format(
-            db.t("backfill_cursors"))).fetchall()  # fmt: skip
-        span = conn.execute(sql.SQL("SELECT coalesce(sum(extract(epoch FROM max_time - min_time)), 0) FROM {} "
-                                    "WHERE cursor_name NOT LIKE 'refetch/%%'").format(db.t("backfill_cursors"))
-                            ).fetchone()  # fmt: skip
+        store = Store(db)
+        samples = store.all(conn, "samples_all")
+        slices = store.all(conn, "slices_completed")
+        span = store.one(conn, "planned_span")
     t0: datetime | None = samples[0][1] if samples else (slices[0][0] if slices else None)
     rate: dict[str, list[tuple[float, float]]] = {}
     last: dict[str, tuple[float, int]] = {}

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from psycopg import sql
 
+from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.model import Page
 from scanfill.scan import ScanClient, ScanConfig
@@ -46,14 +47,13 @@ def checks(db: Database) -> list[Check]:
         nu = _one(conn, sql.SQL("SELECT count(*) FROM {} WHERE migration_id IS NULL").format(t("ledger_updates")))
         ne = _one(conn, sql.SQL("SELECT count(*) FROM {} WHERE migration_id IS NULL").format(t("ledger_events")))
         out.append(Check("NULL migration ids", nu == 0 and ne == 0, f"updates {nu:,}, events {ne:,}"))
-        open_slices = conn.execute(sql.SQL("SELECT cursor_name, last_before FROM {} WHERE NOT complete ORDER BY 1")
-                                   .format(t("backfill_cursors"))).fetchall()  # fmt: skip
-        unproven = conn.execute(sql.SQL("SELECT migration_id, synchronizer_id FROM {} WHERE NOT source_complete")
-                                .format(t("backfill_ranges"))).fetchall()  # fmt: skip
-        nranges = _one(conn, sql.SQL("SELECT count(*) FROM {}").format(t("backfill_ranges")))
-        out.append(Check("every slice complete, every range from a scan reporting complete",
-                         nranges > 0 and not open_slices and not unproven,
-                         f"{len(open_slices)} open slice(s), {len(unproven)} unproven range(s), {nranges} range(s)",
+        store = Store(db)
+        progress = store.progress(conn)
+        open_slices = store.all(conn, "open_slices")
+        out.append(Check("every slice complete, every range from a scan reporting complete, every import cursor complete",
+                         progress.complete,
+                         f"{len(open_slices)} open slice(s), {progress.ranges_unproven} unproven range(s), "
+                         f"{progress.imports_open} open import cursor(s), {progress.ranges} range(s)",
                          open_slices[:20]))  # fmt: skip
         out.append(_coverage(db, conn))
         for table, key in (("ledger_updates", "update_id"), ("ledger_events", "event_id")):
@@ -81,13 +81,7 @@ def checks(db: Database) -> list[Check]:
         ).fetchall()  # fmt: skip
         out.append(Check("rounds never decrease as record time grows (per migration, synchronizer)", not dec,
                          f"{len(dec)} decrease(s)", dec))  # fmt: skip
-        cnt = conn.execute(sql.SQL("""
-            SELECT (SELECT coalesce(sum(updates_loaded), 0) FROM {c}) + (SELECT coalesce(sum(updates_loaded), 0) FROM {i}),
-                   (SELECT count(*) FROM {u}),
-                   (SELECT coalesce(sum(events_loaded), 0) FROM {c}) + (SELECT coalesce(sum(events_loaded), 0) FROM {i}),
-                   (SELECT count(*) FROM {e})""").format(
-            c=t("backfill_cursors"), u=t("ledger_updates"), e=t("ledger_events"), i=t("backfill_import_cursors"))
-        ).fetchone()  # fmt: skip
+        cnt = store.one(conn, "committed_vs_stored")
         assert cnt is not None
         out.append(Check("rows in the tables equal what the loaders committed", cnt[0] == cnt[1] and cnt[2] == cnt[3],
                          f"updates {cnt[1]:,} stored / {cnt[0]:,} committed, events {cnt[3]:,} / {cnt[2]:,}"))  # fmt: skip
@@ -97,13 +91,10 @@ def checks(db: Database) -> list[Check]:
 def _coverage(db: Database, conn: Any) -> Check:
     """Slices of each range must tile [min, max + 1 us) exactly: no gap, no overlap."""
     problems = []
-    ranges = conn.execute(sql.SQL("SELECT migration_id, synchronizer_id, min_text, max_text FROM {}").format(
-        db.t("backfill_ranges"))).fetchall()  # fmt: skip
+    store = Store(db)
+    ranges = store.all(conn, "ranges_all")
     for m, sync, lo, hi in ranges:
-        slices = conn.execute(sql.SQL(
-            "SELECT cursor_name, min_time, max_time FROM {} WHERE migration_id = %s AND synchronizer_id = %s "
-            "AND cursor_name NOT LIKE 'refetch/%%' ORDER BY min_time, max_time").format(db.t("backfill_cursors")),
-            (m, sync)).fetchall()  # fmt: skip
+        slices = store.all(conn, "range_slices", m=m, sync=sync)
         expect = parse_us(lo)
         for name, a, b in slices:
             a_us, b_us = dt_to_us(a), dt_to_us(b)
@@ -153,8 +144,7 @@ async def _count_scan(client: ScanClient, m: int, sync: str, lo: int, hi: int, o
 
 async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, concurrency: int = 8) -> tuple[Check, list[WindowDiff]]:  # fmt: skip
     with db.connect(autocommit=True, application="scanfill verify") as conn:
-        ranges = conn.execute(sql.SQL("SELECT migration_id, synchronizer_id, min_text, max_text FROM {} ORDER BY 1, 2")
-                              .format(db.t("backfill_ranges"))).fetchall()  # fmt: skip
+        ranges = Store(db).all(conn, "ranges_all")
         windows = []
         for m, sync, lo_t, hi_t in ranges:
             lo, hi = parse_us(lo_t), parse_us(hi_t) + 1

@@ -18,22 +18,21 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import sql
 
-from scanfill.db import Database
+from scanfill.coord.store import Fenced, Lease, WorkerState
+from scanfill.db import Conn, Database
 from scanfill.model import Batch, MalformedPage, decode_page
 from scanfill.plan import Claim, Leases, Partition
 from scanfill.scan import ScanClient, ScanConfig, ScanError, ScanHTTPError
-from scanfill.sink import Fenced, Lease, Sink
+from scanfill.sink import Sink
 from scanfill.timeutil import parse_us
 
 log = logging.getLogger("scanfill.worker")
 T = TypeVar("T")
-Conn = psycopg.Connection[tuple]  # type: ignore[type-arg]
+
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,7 @@ class Worker:
         self.leases = Leases(settings.db, self.id, settings.lease_s, settings.partition, settings.min_split_us,
                              settings.migrations)  # fmt: skip
         self.sink = Sink(settings.db)
+        self.store = self.sink.store
         self.stop = asyncio.Event()
         self._pool: asyncio.Queue[Conn] = asyncio.Queue()
         self._conns: list[Conn] = []
@@ -161,18 +161,17 @@ class Worker:
     async def _imports(self) -> None:
         """Import updates, one migration at a time, paged by update id with the same leases and
         commit-with-cursor transactions as the time slices."""
-        from scanfill.plan import claim_import, imports_open, release_import
-
-        db = self.s.db
+        store = self.store
         while not self.stop.is_set():
-            got = await self.db(partial(claim_import, db), self.id, self.s.lease_s, self.s.migrations)
+            got = await self.db(store.claim_import, self.id, self.s.lease_s, self.leases.share)
             if got is None:
-                if await self.db(partial(imports_open, db)) == 0:
+                if await self.db(store.imports_open) == 0:
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), timeout=self.s.poll_s)
                 continue
-            m, after, epoch = got
+            lease, after = got
+            m = int(lease.key)
             urls = self.s.complete_urls.get(m)
             try:
                 while not self.stop.is_set():
@@ -186,7 +185,7 @@ class Worker:
                     if any(a >= b for a, b in zip([after, *ids], ids, strict=False)):
                         raise MalformedPage(f"import updates of migration {m} after {after!r} are not ascending")
                     done = not batch.updates
-                    after = await self.db(self.sink.commit_imports, m, self.id, epoch, after, batch, done)
+                    after = await self.db(self.sink.commit_imports, lease, after, batch, done, self.s.lease_s)
                     self.report.updates += len(batch.updates)
                     self.report.events += len(batch.events)
                     self.report.bytes += batch.nbytes
@@ -199,7 +198,7 @@ class Worker:
                     self.report.failures.append(msg)
                     return
             finally:
-                await self.db(partial(release_import, db), m, self.id, epoch)
+                await self.db(store.release, lease)
 
     async def _slot(self, k: int) -> None:
         while not self.stop.is_set():
@@ -289,7 +288,7 @@ class Worker:
             self._bytes_per_item = bpi if old is None else 0.7 * old + 0.3 * bpi
 
     async def _load_slice(self, claim: Claim) -> None:
-        lease = Lease(claim.cursor_name, self.id, claim.epoch)
+        lease = claim.lease(self.id)
         committed = claim.last_before  # what the database holds
         before = claim.last_before  # where the next request starts
         lo = claim.lo_us
@@ -346,68 +345,46 @@ class Worker:
         r.bytes += batch.nbytes
         r.commits += 1
         if self.hooks is not None:
-            self.hooks.on_commit(lease.cursor_name, batch, pages, time.monotonic() - t0, res)
+            self.hooks.on_commit(str(lease.key), batch, pages, time.monotonic() - t0, res)
         return res
 
     # ----- bookkeeping --------------------------------------------------------------------------
 
     def _register(self, conn: Conn) -> None:
-        t = self.s.db.t("backfill_workers")
         with conn.transaction():
-            conn.execute(
-                sql.SQL("INSERT INTO {} (worker_id, host, pid) VALUES (%s, %s, %s) ON CONFLICT (worker_id) DO UPDATE "
-                        "SET heartbeat = now(), state = 'running', stopped_at = NULL").format(t),
-                (self.id, socket.gethostname(), os.getpid()),
-            )  # fmt: skip
+            self.store.run(conn, "worker_register", id=self.id, host=socket.gethostname(), pid=os.getpid())
             self._sample(conn)  # a zero point, so even a short run has a rate
 
     def _find_dead(self, conn: Conn) -> list[str]:
         """Workers recorded as running on this host whose process is gone (killed, crashed): their
         leases can be taken at once instead of after expiry."""
-        t = self.s.db.t("backfill_workers")
         with conn.transaction():
-            rows = conn.execute(
-                sql.SQL("SELECT worker_id, pid FROM {} WHERE host = %s AND state = 'running' AND worker_id <> %s"
-                        ).format(t), (socket.gethostname(), self.id),
-            ).fetchall()  # fmt: skip
+            rows = self.store.all(conn, "workers_running_here", host=socket.gethostname(), id=self.id)
             dead = [wid for wid, pid in rows if not _pid_alive(int(pid))]
             if dead:
-                conn.execute(sql.SQL("UPDATE {} SET state = 'dead', stopped_at = now() WHERE worker_id = ANY(%s)"
-                                     ).format(t), (dead,))  # fmt: skip
+                self.store.run(conn, "workers_mark_dead", ids=dead)
         return dead
 
     def _unregister(self, conn: Conn) -> None:
         r = self.report
+        state = WorkerState.FAILED if r.failures else WorkerState.STOPPED if self.stop.is_set() else WorkerState.DONE
         with conn.transaction():
-            conn.execute(
-                sql.SQL("UPDATE {} SET state = %s, stopped_at = now(), heartbeat = now(), rows_loaded = %s "
-                        "WHERE worker_id = %s").format(self.s.db.t("backfill_workers")),
-                ("failed" if r.failures else "stopped" if self.stop.is_set() else "done", r.rows, self.id),
-            )  # fmt: skip
+            self.store.run(conn, "worker_stopped", state=state.value, rows=r.rows, id=self.id)
             self._sample(conn)
 
     def _sample(self, conn: Conn) -> None:
         r = self.report
-        conn.execute(
-            sql.SQL("INSERT INTO {} (worker_id, updates, events, bytes, pages) VALUES (%s, %s, %s, %s, %s)").format(
-                self.s.db.t("backfill_progress")),
-            (self.id, r.updates, r.events, r.bytes, r.pages),
-        )  # fmt: skip
+        self.store.run(conn, "progress_sample", id=self.id, updates=r.updates, events=r.events, bytes=r.bytes,
+                       pages=r.pages)  # fmt: skip
 
     def _beat(self, conn: Conn) -> bool:
-        """Renew leases, record progress, and say whether an operator asked every worker to stop."""
+        """Renew every lease (slices and import cursors), record progress, and say whether an
+        operator asked every worker to stop."""
         self.leases.renew(conn)
         with conn.transaction():
-            conn.execute(
-                sql.SQL("UPDATE {} SET heartbeat = now(), rows_loaded = %s WHERE worker_id = %s").format(
-                    self.s.db.t("backfill_workers")),
-                (self.report.rows, self.id),
-            )  # fmt: skip
+            self.store.run(conn, "worker_heartbeat", rows=self.report.rows, id=self.id)
             self._sample(conn)
-            row = conn.execute(
-                sql.SQL("SELECT value FROM {} WHERE key = 'stop'").format(self.s.db.t("backfill_control"))
-            ).fetchone()
-        return row is not None
+            return self.store.one(conn, "stop_requested") is not None
 
     async def _heartbeat(self) -> None:
         interval = max(0.2, min(self.s.sample_s, self.s.lease_s / 3))

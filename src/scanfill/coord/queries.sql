@@ -1,0 +1,321 @@
+-- Every statement on scanfill's coordination tables (backfill_*), each named and described, run by
+-- coord.store.Store. Nothing else in scanfill writes these tables. `{s}` is the schema (quoted);
+-- parameters are named (%(name)s). Leases are the same for time slices and import cursors: a claim
+-- bumps lease_epoch, commits check it under a row lock, a heartbeat renews both kinds.
+
+-- name: range_get
+-- A range as recorded, locked while the plan extends it.
+SELECT max_text, source_complete, min_text FROM {s}.backfill_ranges
+WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s FOR UPDATE;
+
+-- name: range_insert
+-- A (migration, synchronizer) range as a scan announced it: what its slices must cover.
+INSERT INTO {s}.backfill_ranges (migration_id, synchronizer_id, min_time, max_time, min_text, max_text, source_complete)
+VALUES (%(m)s, %(sync)s, %(min_time)s, %(max_time)s, %(min_text)s, %(max_text)s, %(complete)s);
+
+-- name: range_extend
+-- A range that grew at either end (the active migration's top; a complete scan's earlier bottom).
+UPDATE {s}.backfill_ranges SET min_time = %(min_time)s, min_text = %(min_text)s, max_time = %(max_time)s,
+       max_text = %(max_text)s
+WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s;
+
+-- name: range_proven
+-- A scan reporting a complete history now vouches for this range.
+UPDATE {s}.backfill_ranges SET source_complete = true WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s;
+
+-- name: ranges_all
+-- Every range (refetch and coverage checks walk them).
+SELECT migration_id, synchronizer_id, min_text, max_text FROM {s}.backfill_ranges ORDER BY 1, 2;
+
+-- name: slot_next
+-- The next free slot number (the static WORKER_ID/WORKER_COUNT partition is by slot).
+SELECT coalesce(max(slot) + 1, 0) FROM {s}.backfill_cursors;
+
+-- name: slice_insert
+-- A new slice [min_time, max_time) whose cursor starts at its top.
+INSERT INTO {s}.backfill_cursors (cursor_name, migration_id, synchronizer_id, min_time, max_time, last_before, slot)
+VALUES (%(name)s, %(m)s, %(sync)s, %(min_time)s, %(max_time)s, %(last_before)s, %(slot)s) ON CONFLICT DO NOTHING;
+
+-- name: slice_claim
+-- The largest open slice of this worker's share whose lease is free, expired, or held by a worker
+-- known to be dead; the claim bumps the epoch, which fences the previous holder's commits.
+WITH c AS (
+    SELECT cursor_name, lease_owner AS prev FROM {s}.backfill_cursors
+    WHERE NOT complete AND (lease_owner IS NULL OR lease_until < now() OR lease_owner = ANY(%(dead)s))
+      AND (%(count)s <= 1 OR mod(slot, %(count)s) = %(index)s)
+      AND (cardinality(%(migrations)s::bigint[]) = 0 OR migration_id = ANY(%(migrations)s::bigint[]))
+      AND NOT (cursor_name = ANY(%(exclude)s))
+    ORDER BY max_time - min_time DESC, cursor_name
+    LIMIT 1 FOR UPDATE SKIP LOCKED)
+UPDATE {s}.backfill_cursors s SET lease_owner = %(owner)s, lease_epoch = s.lease_epoch + 1,
+       lease_until = now() + make_interval(secs => %(lease_s)s)
+FROM c WHERE s.cursor_name = c.cursor_name
+RETURNING s.cursor_name, s.migration_id, s.synchronizer_id, s.min_time, s.max_time, s.last_before, s.lease_epoch, c.prev;
+
+-- name: slice_split_victim
+-- The slice another worker holds with the most left to load below its cursor (long enough to halve).
+SELECT cursor_name, migration_id, synchronizer_id, min_time, last_before, slot FROM {s}.backfill_cursors
+WHERE NOT complete AND lease_owner IS NOT NULL AND lease_owner <> %(owner)s
+  AND (%(count)s <= 1 OR mod(slot, %(count)s) = %(index)s)
+  AND (cardinality(%(migrations)s::bigint[]) = 0 OR migration_id = ANY(%(migrations)s::bigint[]))
+  AND NOT (cursor_name = ANY(%(exclude)s))
+  AND last_before::timestamptz - min_time > make_interval(secs => %(min_s)s)
+ORDER BY last_before::timestamptz - min_time DESC
+LIMIT 1 FOR UPDATE SKIP LOCKED;
+
+-- name: slice_raise_floor
+-- The victim of a split keeps the newer half: its lower bound moves up (its commit drops older rows).
+UPDATE {s}.backfill_cursors SET min_time = %(min_time)s WHERE cursor_name = %(name)s;
+
+-- name: slice_insert_split
+-- The older half of a split, leased at once to the worker that split it.
+INSERT INTO {s}.backfill_cursors (cursor_name, migration_id, synchronizer_id, min_time, max_time, last_before, slot,
+                                  lease_owner, lease_until, lease_epoch, split_from)
+VALUES (%(name)s, %(m)s, %(sync)s, %(min_time)s, %(max_time)s, %(last_before)s, %(slot)s, %(owner)s,
+        now() + make_interval(secs => %(lease_s)s), 1, %(victim)s)
+ON CONFLICT DO NOTHING
+RETURNING cursor_name, migration_id, synchronizer_id, min_time, max_time, last_before, lease_epoch, NULL;
+
+-- name: slice_release
+-- Give a slice back (only if this lease still holds it).
+UPDATE {s}.backfill_cursors SET lease_owner = NULL, lease_until = NULL
+WHERE cursor_name = %(key)s AND lease_owner = %(owner)s AND lease_epoch = %(epoch)s;
+
+-- name: slice_remaining
+-- Open slices of this worker's share, and seconds until the soonest foreign lease expires.
+SELECT count(*), extract(epoch FROM min(lease_until) - now()) FROM {s}.backfill_cursors
+WHERE NOT complete AND (%(count)s <= 1 OR mod(slot, %(count)s) = %(index)s)
+  AND (cardinality(%(migrations)s::bigint[]) = 0 OR migration_id = ANY(%(migrations)s::bigint[]));
+
+-- name: slice_lock
+-- A slice's cursor locked for a commit, with this transaction's guard timeouts (a worker frozen
+-- mid-commit must not hold the row lock, and so the slice, forever).
+SELECT min_time, last_before, lease_owner, lease_epoch, complete,
+       set_config('statement_timeout', %(guard)s, true),
+       set_config('idle_in_transaction_session_timeout', %(guard)s, true)
+FROM {s}.backfill_cursors WHERE cursor_name = %(key)s FOR UPDATE;
+
+-- name: slice_advance
+-- The cursor moves to the committed batch's oldest update, in the batch's transaction.
+UPDATE {s}.backfill_cursors SET last_before = %(last_before)s, complete = %(done)s, updated_at = now(),
+       updates_loaded = updates_loaded + %(updates)s, events_loaded = events_loaded + %(events)s,
+       pages_loaded = pages_loaded + %(pages)s, bytes_loaded = bytes_loaded + %(bytes)s,
+       completed_at = CASE WHEN %(done)s THEN now() ELSE NULL END,
+       lease_until = GREATEST(lease_until, now() + make_interval(secs => %(lease_s)s))
+WHERE cursor_name = %(key)s;
+
+-- name: slices_renew
+-- Heartbeat: every open slice this worker holds lives on.
+UPDATE {s}.backfill_cursors SET lease_until = now() + make_interval(secs => %(lease_s)s)
+WHERE lease_owner = %(owner)s AND NOT complete;
+
+-- name: imports_renew
+-- Heartbeat: every open import cursor this worker holds lives on (an import load may outlast a lease).
+UPDATE {s}.backfill_import_cursors SET lease_until = now() + make_interval(secs => %(lease_s)s)
+WHERE lease_owner = %(owner)s AND NOT complete;
+
+-- name: range_held
+-- Rows a range holds and what its slices say they committed (import rows are not a range's).
+SELECT (SELECT count(*) FROM {s}.ledger_updates WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s
+          AND kind <> 'import'),
+       (SELECT count(*) FROM {s}.ledger_events e JOIN {s}.ledger_updates u USING (update_id)
+          WHERE u.migration_id = %(m)s AND u.synchronizer_id = %(sync)s AND u.kind <> 'import'),
+       (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_cursors WHERE migration_id = %(m)s
+          AND synchronizer_id = %(sync)s),
+       (SELECT coalesce(sum(events_loaded), 0) FROM {s}.backfill_cursors WHERE migration_id = %(m)s
+          AND synchronizer_id = %(sync)s);
+
+-- name: window_delete_events
+-- The events of a range's window, before a refetch loads it again.
+DELETE FROM {s}.ledger_events WHERE update_id IN (
+    SELECT update_id FROM {s}.ledger_updates WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s
+      AND kind <> 'import' AND record_time >= %(lo)s AND record_time < %(hi)s);
+
+-- name: window_delete_updates
+-- The updates of a range's window, before a refetch loads it again.
+DELETE FROM {s}.ledger_updates WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND kind <> 'import'
+  AND record_time >= %(lo)s AND record_time < %(hi)s;
+
+-- name: slice_insert_refetch
+-- A slice over a refetched window whose counters rebase the range's accounting.
+INSERT INTO {s}.backfill_cursors (cursor_name, migration_id, synchronizer_id, min_time, max_time, last_before,
+                                  updates_loaded, events_loaded, split_from)
+VALUES (%(name)s, %(m)s, %(sync)s, %(min_time)s, %(max_time)s, %(last_before)s, %(updates)s, %(events)s, 'refetch');
+
+-- name: import_insert
+-- One import cursor per migration that has import updates.
+INSERT INTO {s}.backfill_import_cursors (migration_id) VALUES (%(m)s) ON CONFLICT DO NOTHING;
+
+-- name: import_claim
+-- The lowest open import cursor whose lease is free or expired; bumps the epoch like a slice claim.
+WITH c AS (SELECT migration_id FROM {s}.backfill_import_cursors
+           WHERE NOT complete AND (lease_owner IS NULL OR lease_until < now())
+             AND (cardinality(%(migrations)s::bigint[]) = 0 OR migration_id = ANY(%(migrations)s::bigint[]))
+           ORDER BY migration_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+UPDATE {s}.backfill_import_cursors i SET lease_owner = %(owner)s, lease_epoch = i.lease_epoch + 1,
+       lease_until = now() + make_interval(secs => %(lease_s)s)
+FROM c WHERE i.migration_id = c.migration_id
+RETURNING i.migration_id, i.last_update_id, i.lease_epoch;
+
+-- name: import_release
+-- Give an import cursor back (only if this lease still holds it).
+UPDATE {s}.backfill_import_cursors SET lease_owner = NULL, lease_until = NULL
+WHERE migration_id = %(key)s AND lease_owner = %(owner)s AND lease_epoch = %(epoch)s;
+
+-- name: import_lock
+-- An import cursor locked for a commit, with the same guard timeouts as a slice.
+SELECT last_update_id, lease_owner, lease_epoch, complete,
+       set_config('statement_timeout', %(guard)s, true),
+       set_config('idle_in_transaction_session_timeout', %(guard)s, true)
+FROM {s}.backfill_import_cursors WHERE migration_id = %(key)s FOR UPDATE;
+
+-- name: import_advance
+-- The import cursor moves to the last committed update id, in the batch's transaction.
+UPDATE {s}.backfill_import_cursors SET last_update_id = %(last)s, complete = %(done)s, updated_at = now(),
+       updates_loaded = updates_loaded + %(updates)s, events_loaded = events_loaded + %(events)s,
+       lease_until = GREATEST(lease_until, now() + make_interval(secs => %(lease_s)s))
+WHERE migration_id = %(key)s;
+
+-- name: imports_open
+-- Import cursors not complete yet.
+SELECT count(*) FROM {s}.backfill_import_cursors WHERE NOT complete;
+
+-- name: progress
+-- The one definition of progress and of "complete": every slice complete, every range taken from a
+-- scan reporting complete, every import cursor complete; and the loaders' counters.
+SELECT (SELECT count(*) FROM {s}.backfill_cursors),
+       (SELECT count(*) FROM {s}.backfill_cursors WHERE complete),
+       (SELECT count(*) FROM {s}.backfill_ranges),
+       (SELECT count(*) FROM {s}.backfill_ranges WHERE NOT source_complete),
+       (SELECT count(*) FROM {s}.backfill_import_cursors WHERE NOT complete),
+       (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_cursors)
+         + (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_import_cursors),
+       (SELECT coalesce(sum(events_loaded), 0) FROM {s}.backfill_cursors)
+         + (SELECT coalesce(sum(events_loaded), 0) FROM {s}.backfill_import_cursors),
+       (SELECT coalesce(sum(bytes_loaded), 0) FROM {s}.backfill_cursors),
+       (SELECT coalesce(sum(extract(epoch FROM max_time - min_time)), 0) FROM {s}.backfill_cursors),
+       (SELECT coalesce(sum(CASE WHEN complete THEN extract(epoch FROM max_time - min_time)
+                ELSE greatest(0, extract(epoch FROM max_time - last_before::timestamptz)) END), 0)
+          FROM {s}.backfill_cursors);
+
+-- name: range_progress
+-- Per range: its slices done, active and waiting, rows loaded, and the share of its time covered.
+SELECT r.migration_id, r.synchronizer_id, r.min_text, r.max_text, r.source_complete,
+       count(c.*), count(c.*) FILTER (WHERE c.complete),
+       count(c.*) FILTER (WHERE NOT c.complete AND c.lease_until > now()),
+       coalesce(sum(c.updates_loaded), 0), coalesce(sum(c.events_loaded), 0),
+       coalesce(sum(extract(epoch FROM c.max_time - c.min_time)), 0),
+       coalesce(sum(CASE WHEN c.complete THEN extract(epoch FROM c.max_time - c.min_time)
+           ELSE greatest(0, extract(epoch FROM c.max_time - c.last_before::timestamptz)) END), 0)
+FROM {s}.backfill_ranges r LEFT JOIN {s}.backfill_cursors c USING (migration_id, synchronizer_id)
+GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2;
+
+-- name: open_slices
+-- Slices not complete yet, with their cursors.
+SELECT cursor_name, last_before FROM {s}.backfill_cursors WHERE NOT complete ORDER BY 1;
+
+-- name: unproven_ranges
+-- Ranges no scan reporting a complete history has vouched for.
+SELECT migration_id, synchronizer_id FROM {s}.backfill_ranges WHERE NOT source_complete;
+
+-- name: range_slices
+-- The planned slices of one range, in order (refetch slices overlay, they do not tile).
+SELECT cursor_name, min_time, max_time FROM {s}.backfill_cursors
+WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND split_from IS DISTINCT FROM 'refetch'
+ORDER BY min_time, max_time;
+
+-- name: committed_vs_stored
+-- What the loaders say they committed against what the tables hold.
+SELECT (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_cursors)
+         + (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_import_cursors),
+       (SELECT count(*) FROM {s}.ledger_updates),
+       (SELECT coalesce(sum(events_loaded), 0) FROM {s}.backfill_cursors)
+         + (SELECT coalesce(sum(events_loaded), 0) FROM {s}.backfill_import_cursors),
+       (SELECT count(*) FROM {s}.ledger_events);
+
+-- name: worker_register
+-- This worker is running (again).
+INSERT INTO {s}.backfill_workers (worker_id, host, pid) VALUES (%(id)s, %(host)s, %(pid)s)
+ON CONFLICT (worker_id) DO UPDATE SET heartbeat = now(), state = 'running', stopped_at = NULL;
+
+-- name: workers_running_here
+-- Workers recorded as running on this host (their pids tell whether they still are).
+SELECT worker_id, pid FROM {s}.backfill_workers WHERE host = %(host)s AND state = 'running' AND worker_id <> %(id)s;
+
+-- name: workers_mark_dead
+-- Workers whose process is gone: their leases can be taken at once.
+UPDATE {s}.backfill_workers SET state = 'dead', stopped_at = now() WHERE worker_id = ANY(%(ids)s);
+
+-- name: worker_stopped
+-- This worker ended (done, stopped or failed) with this many rows.
+UPDATE {s}.backfill_workers SET state = %(state)s, stopped_at = now(), heartbeat = now(), rows_loaded = %(rows)s
+WHERE worker_id = %(id)s;
+
+-- name: worker_heartbeat
+-- This worker is alive and has loaded this many rows.
+UPDATE {s}.backfill_workers SET heartbeat = now(), rows_loaded = %(rows)s WHERE worker_id = %(id)s;
+
+-- name: progress_sample
+-- A point of this worker's progress (status computes rates from these).
+INSERT INTO {s}.backfill_progress (worker_id, updates, events, bytes, pages)
+VALUES (%(id)s, %(updates)s, %(events)s, %(bytes)s, %(pages)s);
+
+-- name: workers_live
+-- Workers with a recent heartbeat, and the leases each holds.
+SELECT w.worker_id, w.host, w.pid, w.started_at, w.heartbeat, w.rows_loaded,
+       (SELECT count(*) FROM {s}.backfill_cursors c WHERE c.lease_owner = w.worker_id AND NOT c.complete
+          AND c.lease_until > now())
+FROM {s}.backfill_workers w WHERE w.state = 'running' AND w.heartbeat > now() - make_interval(secs => %(stale_s)s)
+ORDER BY w.started_at;
+
+-- name: rates
+-- Per worker, its first and last progress samples within the window.
+SELECT worker_id, min(sampled_at), max(sampled_at), min(updates + events), max(updates + events)
+FROM {s}.backfill_progress WHERE sampled_at > now() - make_interval(secs => %(window_s)s) GROUP BY 1;
+
+-- name: stop_request
+-- Ask every worker, wherever it runs, to stop (`scanfill abort`).
+INSERT INTO {s}.backfill_control (key, value) VALUES ('stop', 'abort')
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, set_at = now();
+
+-- name: stop_clear
+-- Workers may run again.
+DELETE FROM {s}.backfill_control WHERE key = 'stop';
+
+-- name: stop_requested
+-- Whether an operator asked every worker to stop.
+SELECT value FROM {s}.backfill_control WHERE key = 'stop';
+
+-- name: slices_reset
+-- After the ledger tables were emptied (UNLOGGED crash, truncate): every slice starts over.
+UPDATE {s}.backfill_cursors SET last_before = to_char(max_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       complete = false, completed_at = NULL, updates_loaded = 0, events_loaded = 0, pages_loaded = 0,
+       bytes_loaded = 0, lease_owner = NULL, lease_until = NULL, lease_epoch = lease_epoch + 1, updated_at = now();
+
+-- name: imports_reset
+-- After the ledger tables were emptied: every import cursor starts over too.
+UPDATE {s}.backfill_import_cursors SET last_update_id = '', complete = false, updates_loaded = 0, events_loaded = 0,
+       lease_owner = NULL, lease_until = NULL, lease_epoch = lease_epoch + 1, updated_at = now();
+
+-- name: slices_lock_all
+-- Serialises the crash reset against commits.
+LOCK TABLE {s}.backfill_cursors, {s}.backfill_import_cursors IN EXCLUSIVE MODE;
+
+-- name: truncate_all
+-- `abort --truncate`: the ledger and every cursor of every kind, so the next run starts from nothing.
+TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.backfill_cursors, {s}.backfill_ranges, {s}.backfill_progress,
+         {s}.backfill_import_cursors;
+
+-- name: samples_all
+-- Every progress sample, for the report's charts.
+SELECT worker_id, sampled_at, updates + events FROM {s}.backfill_progress ORDER BY sampled_at;
+
+-- name: slices_completed
+-- When each slice completed and the time it spans, for the report's coverage chart.
+SELECT completed_at, extract(epoch FROM max_time - min_time) FROM {s}.backfill_cursors
+WHERE completed_at IS NOT NULL ORDER BY completed_at;
+
+-- name: planned_span
+-- Seconds of record time the planned slices span (refetch slices overlay them).
+SELECT coalesce(sum(extract(epoch FROM max_time - min_time)), 0) FROM {s}.backfill_cursors
+WHERE split_from IS DISTINCT FROM 'refetch';
