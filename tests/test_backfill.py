@@ -126,7 +126,7 @@ def test_malformed_page_names_slice_and_loses_nothing(db: str) -> None:
 
 
 def test_unreachable_scan_is_a_clear_error(db: str) -> None:
-    from scanfill.scan import ScanError
+    from scanfill.errors import ScanError
 
     with pytest.raises(ScanError, match="gave up after"):
         run(options(db, ["http://127.0.0.1:9/api/scan"], concurrency=1))

@@ -88,7 +88,7 @@ def test_complete_means_the_same_in_run_status_and_verify(db: str) -> None:
 def test_refetch_with_import_updates_keeps_the_accounting_exact(db: str) -> None:
     d = Database(db)
     ledger = Ledger(SMALL)
-    _, sync, lo, hi = next(r for r in ledger.ranges() if r[0] == 4)
+    _, _, lo, hi = next(r for r in ledger.ranges() if r[0] == 4)
     from scanfill.timeutil import format_us
 
     window = f"{format_us(lo + (hi - lo) // 3)}/{format_us(lo + (hi - lo) // 2)}"

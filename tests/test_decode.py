@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from scanfill.model import MalformedPage, decode_page
+from scanfill.errors import MalformedPage
+from scanfill.model import decode_page
 from scanfill.schema import EVENT_COLUMNS, UPDATE_COLUMNS
 from scanfill.sim import Ledger, LedgerConfig, MigrationSpec
 from scanfill.sim.ledger import event_to_compact

@@ -16,6 +16,7 @@ from procs import loaded, scanfill, wait_for
 from scanfill import maintenance, schema
 from scanfill.backfill import run
 from scanfill.db import Database
+from scanfill.errors import Refused
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from servers import debian_pg15, kill_postmaster
 from test_backfill import SMALL, options
@@ -92,7 +93,7 @@ def test_prepare_refuses_while_another_session_writes(db: str) -> None:
     with psycopg.connect(db) as other:
         other.execute("INSERT INTO ledger_updates (update_id, migration_id, synchronizer_id, record_time, kind, "
                       "event_count, update_json) VALUES ('x', 0, 's', now(), 'transaction', 0, '{}')")  # fmt: skip
-        with pytest.raises(maintenance.Refused, match="RowExclusiveLock"):
+        with pytest.raises(Refused, match="RowExclusiveLock"):
             maintenance.prepare(d, echo=lambda s: None)
         other.rollback()
     assert maintenance.prepare(d, dry_run=True, echo=lambda s: None)  # says what it would do ...

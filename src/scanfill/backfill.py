@@ -79,7 +79,7 @@ def overall_state(db: Database) -> Progress:
 
 def check_connection_budget(db: Database, workers: int, per_worker: int) -> dict[str, int]:
     """Refuse before starting, with a suggested --workers, rather than fail later with "too many clients"."""
-    from scanfill.db import ConfigError
+    from scanfill.errors import ConfigError
 
     with db.connect(autocommit=True) as conn:
         row = conn.execute(

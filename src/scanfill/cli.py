@@ -27,18 +27,18 @@ def main(verbose: bool, quiet: bool) -> None:
 
 
 def friendly(fn: F) -> F:
-    """Turn known failures into one clear message and a non-zero exit, never a traceback."""
+    """Turn scanfill's errors (errors.py) and database errors into one clear message and a non-zero exit."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import psycopg
 
-        from scanfill.db import ConfigError, scrub
-        from scanfill.scan import ScanError
+        from scanfill.db import scrub
+        from scanfill.errors import ScanfillError
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ScanError, RuntimeError, ValueError) as exc:
+        except ScanfillError as exc:  # only scanfill's own errors: a bug keeps its traceback
             click.secho(f"error: {scrub(str(exc), os.environ.get('DATABASE_URL'))}", fg="red", err=True)
             sys.exit(2)
         except psycopg.Error as exc:
@@ -82,7 +82,7 @@ def get_db(dsn: str | None, schema: str) -> Any:
 
 
 def get_scan(urls: tuple[str, ...], timeout: float, insecure: bool) -> Any:
-    from scanfill.db import ConfigError
+    from scanfill.errors import ConfigError
     from scanfill.scan import ScanConfig
 
     found = [u for item in urls for u in item.split(",") if u.strip()]
@@ -480,7 +480,7 @@ def doctor(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     from rich.table import Table
 
     from scanfill import doctor as dr
-    from scanfill.db import ConfigError
+    from scanfill.errors import ConfigError
 
     db = None
     try:

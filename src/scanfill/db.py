@@ -10,12 +10,11 @@ from typing import Any
 import psycopg
 from psycopg import conninfo, sql
 
+from scanfill.errors import ConfigError
+
 DSN_ENV = ("DATABASE_URL", "SUPABASE_DB_URL")
 Conn = psycopg.Connection[tuple[Any, ...]]  # the one connection type: rows are plain tuples
 
-
-class ConfigError(Exception):
-    """A setting the user must fix; the message says which and how."""
 
 
 def resolve_dsn(dsn: str | None) -> str:

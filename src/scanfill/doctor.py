@@ -12,8 +12,9 @@ import orjson
 
 from scanfill.coord.store import Store
 from scanfill.db import Database
+from scanfill.errors import ScanError
 from scanfill.maintenance import catalog_snapshot, running_workers
-from scanfill.scan import ScanClient, ScanConfig, ScanError
+from scanfill.scan import ScanClient, ScanConfig
 from scanfill.tune import advise
 
 

@@ -22,13 +22,10 @@ from psycopg import sql
 
 from scanfill.coord.store import Store
 from scanfill.db import Conn, Database
+from scanfill.errors import Refused
 
 log = logging.getLogger("scanfill.maintenance")
 LEDGER_TABLES = ("ledger_updates", "ledger_events")
-
-
-class Refused(RuntimeError):
-    """An unsafe operation that was not done; the message says why and how to override."""
 
 
 @dataclass

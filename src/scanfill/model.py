@@ -15,7 +15,9 @@ from typing import Any
 import msgspec
 import orjson
 
-from scanfill.timeutil import TimestampError, parse_us
+from scanfill.errors import MalformedPage
+from scanfill.rows import EventRow, UpdateRow
+from scanfill.timeutil import TimestampError, parse_us, us_to_dt
 
 TRANSFER_CHOICES = frozenset({"AmuletRules_Transfer", "AmuletRules_BuyMemberTraffic"})
 ROUND_TEMPLATES = frozenset({
@@ -105,16 +107,14 @@ def _lean(raw: bytes, events: msgspec.Raw) -> bytes:
     return raw if at < 0 else raw[:at] + b"{}" + raw[at + len(cut) :]
 
 
-class MalformedPage(Exception):
-    """A page that is not valid JSON of the documented shape, or that breaks the paging contract."""
 
 
 @dataclass
 class Batch:
     """Rows decoded from one or more consecutive pages of one slice, newest first."""
 
-    updates: list[tuple[Any, ...]] = field(default_factory=list)
-    events: list[tuple[Any, ...]] = field(default_factory=list)
+    updates: list[UpdateRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
     oldest: str | None = None  # exact record-time string of the oldest update: the next `before`
     oldest_us: int | None = None
     items: int = 0
@@ -136,9 +136,9 @@ class Batch:
 
     def drop_older_than(self, lo_us: int) -> None:
         """Keep only rows at or after `lo_us` (after the slice's lower bound was raised by a split)."""
-        keep = {u[0] for u, (t, _) in zip(self.updates, self.times, strict=True) if t >= lo_us}
-        self.updates = [u for u in self.updates if u[0] in keep]
-        self.events = [e for e in self.events if e[1] in keep]
+        keep = {u.update_id for u, (t, _) in zip(self.updates, self.times, strict=True) if t >= lo_us}
+        self.updates = [u for u in self.updates if u.update_id in keep]
+        self.events = [e for e in self.events if e.update_id in keep]
         self.times = [tt for tt in self.times if tt[0] >= lo_us]
         self.oldest_us, self.oldest = self.times[-1] if self.times else (None, None)
 
@@ -253,10 +253,10 @@ def derive_round(events: list[Event]) -> int | None:
 # ----- rows --------------------------------------------------------------------------------------
 
 
-def _event_row(ev: Event, uid: str, mig: int, sync: str, rt: datetime | None, rnd: int | None) -> tuple[Any, ...]:
+def _event_row(ev: Event, uid: str, mig: int, sync: str, rt: datetime, rnd: int | None) -> EventRow:
     created = ev.event_type == "created_event"
     payload = ev.create_arguments if created else ev.choice_argument
-    return (
+    return EventRow(
         ev.event_id, uid, mig, sync, rt, ev.event_type, ev.contract_id, ev.template_id, ev.package_name,
         ev.choice, ev.consuming, _raw(payload), _raw(ev.exercise_result),
         ev.signatories, ev.observers, ev.acting_parties, ev.child_event_ids, _ts(ev.created_at), rnd, ev.interface_id,
@@ -268,13 +268,20 @@ def _raw(v: msgspec.Raw) -> bytes | None:
     return None if not b or b == b"null" else b
 
 
-def _clean_event_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    out = list(row)
-    for k in (0, 1, 3, 5, 6, 7, 8, 9, 19):
-        out[k] = _clean(out[k])
-    for k in (13, 14, 15, 16):
-        out[k] = _clean_list(out[k])
-    return tuple(out)
+def _clean_event_row(r: EventRow) -> EventRow:
+    c, cl = _clean, _clean_list
+    return r._replace(
+        event_id=c(r.event_id) or "", update_id=c(r.update_id) or "", synchronizer_id=c(r.synchronizer_id) or "",
+        event_type=c(r.event_type) or "", contract_id=c(r.contract_id), template_id=c(r.template_id),
+        package_name=c(r.package_name), choice=c(r.choice), interface_id=c(r.interface_id),
+        signatories=cl(r.signatories), observers=cl(r.observers), acting_parties=cl(r.acting_parties),
+        child_event_ids=cl(r.child_event_ids),
+    )  # fmt: skip
+
+
+def _clean_update_row(row: UpdateRow) -> UpdateRow:
+    return row._replace(update_id=_clean(row.update_id) or "", synchronizer_id=_clean(row.synchronizer_id) or "",
+                        offset=_clean(row.offset), workflow_id=_clean(row.workflow_id))  # fmt: skip
 
 
 def decode_page(
@@ -316,7 +323,7 @@ def _decode(
             t_us = parse_us(item.record_time)
         except TimestampError as exc:
             raise MalformedPage(f"update {uid}: bad record_time: {exc}") from None
-        rt = _ts(item.record_time)
+        rt = us_to_dt(t_us)
         if item.event is not None:
             ev = item.event
             created = ev.created_event
@@ -346,7 +353,7 @@ def _decode(
                 raise MalformedPage(f"update {uid} at {item.record_time} breaks newest-first order")
         prev_us = t_us
         rnd = derive_round(events) if kind in ("transaction", "import") else None
-        batch.updates.append((
+        batch.updates.append(UpdateRow(
             uid, item_mig, eff_sync, rt, _ts(item.effective_at), item.offset, item.workflow_id, kind, rnd,
             len(events), _lean(bytes(raw), item.events_by_id) if cut else bytes(raw),
         ))  # fmt: skip
@@ -356,8 +363,6 @@ def _decode(
         batch.times.append((t_us, item.record_time))
         batch.items += 1
     if has_nul:
-        batch.updates = [
-            (_clean(u[0]), u[1], _clean(u[2]), *u[3:5], _clean(u[5]), _clean(u[6]), *u[7:]) for u in batch.updates
-        ]
+        batch.updates = [_clean_update_row(u) for u in batch.updates]
         batch.events = [_clean_event_row(e) for e in batch.events]
     return batch

@@ -17,7 +17,8 @@ from typing import Any
 
 from scanfill.coord.store import Lease, LeaseKind, Share, Store
 from scanfill.db import Conn, Database
-from scanfill.scan import ScanClient, ScanError, ScanHTTPError
+from scanfill.errors import ConfigError, ScanError, ScanHTTPError, UnknownMigration
+from scanfill.scan import ScanClient
 from scanfill.schema import LOCK_KEY
 from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
@@ -153,8 +154,6 @@ async def discover(client: ScanClient, migrations: list[int] | None = None, star
     return out
 
 
-class UnknownMigration(ScanError):
-    """A migration the user asked for by id that no scan holds (a typo, or the wrong network)."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +312,7 @@ def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] =
         start_text, end_text = window.split("/")
         start, end = parse_us(start_text), parse_us(end_text)
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"--refetch takes START/END record times, e.g. 2024-06-24T00:00:00Z/2024-06-25T00:00:00Z, not {window!r}"
         ) from None
     store = Store(db)

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from scanfill.errors import ConfigError, ScanError, ScanHTTPError
 from scanfill.timeutil import format_us
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -38,14 +39,6 @@ class ScanConfig:
     gzip: bool | None = None  # None: ask for gzip except on loopback, where compressing only burns CPU
 
 
-class ScanError(Exception):
-    """Scan could not answer after every retry; says what was asked and what came back."""
-
-
-class ScanHTTPError(ScanError):
-    def __init__(self, status: int, url: str, body: bytes) -> None:
-        self.status = status
-        super().__init__(f"HTTP {status} from {url}: {body[:300].decode('utf-8', 'replace')}")
 
 
 @dataclass
@@ -74,7 +67,7 @@ class ScanClient:
 
     def __init__(self, config: ScanConfig, on_request: Any = None) -> None:
         if not config.urls:
-            raise ValueError("no scan URL: pass --scan-url or set SCAN_URL")
+            raise ConfigError("no scan URL: pass --scan-url or set SCAN_URL")
         self.config = config
         self.health = [UrlHealth(u.rstrip("/")) for u in config.urls]
         self.stats = ClientStats()

@@ -17,28 +17,16 @@ import psycopg
 from psycopg import sql
 
 from scanfill.db import Database
+from scanfill.errors import SchemaError
+from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 
 SCHEMA_VERSION = 5
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 
-UPDATE_COLUMNS = (
-    "update_id", "migration_id", "synchronizer_id", "record_time", "effective_at", "offset", "workflow_id",
-    "kind", "round", "event_count", "update_json",
-)  # fmt: skip
-UPDATE_TYPES = (
-    "text", "int8", "text", "timestamptz", "timestamptz", "text", "text", "text", "int8", "int4", "bytea",
-)  # fmt: skip
-EVENT_COLUMNS = (
-    "event_id", "update_id", "migration_id", "synchronizer_id", "record_time", "event_type", "contract_id",
-    "template_id", "package_name", "choice", "consuming", "payload", "exercise_result", "signatories",
-    "observers", "acting_parties", "child_event_ids", "created_at_ts", "round", "interface_id",
-)  # fmt: skip
-EVENT_TYPES = (
-    "text", "text", "int8", "text", "timestamptz", "text", "text", "text", "text", "text", "bool", "bytea",
-    "bytea", "text[]", "text[]", "text[]", "text[]", "timestamptz", "int8", "text",
-)  # fmt: skip
-# `bytea` above is deliberate for json columns: the binary bytea dumper sends the served bytes as
-# they are, and the server's json receive function reads exactly those bytes.
+UPDATE_COLUMNS = UpdateRow._fields
+UPDATE_TYPES = COPY_TYPES[UpdateRow]
+EVENT_COLUMNS = EventRow._fields
+EVENT_TYPES = COPY_TYPES[EventRow]
 
 V1 = """
 CREATE TABLE IF NOT EXISTS {s}.ledger_updates (
@@ -229,7 +217,7 @@ def init(db: Database) -> tuple[int, int]:
         )
         before = schema_version(db, conn)
         if before > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise SchemaError(
                 f"the database schema is version {before}, newer than this scanfill "
                 f"({SCHEMA_VERSION}): upgrade scanfill"
             )
@@ -255,6 +243,6 @@ def require(db: Database) -> None:
     with db.connect() as conn:
         v = schema_version(db, conn)
     if v == 0:
-        raise RuntimeError(f"scanfill's tables are not in schema {db.schema!r} of {db.shown}: run `scanfill init`")
+        raise SchemaError(f"scanfill's tables are not in schema {db.schema!r} of {db.shown}: run `scanfill init`")
     if v != SCHEMA_VERSION:
-        raise RuntimeError(f"schema version {v} but this scanfill expects {SCHEMA_VERSION}: run `scanfill init`")
+        raise SchemaError(f"schema version {v} but this scanfill expects {SCHEMA_VERSION}: run `scanfill init`")

@@ -75,7 +75,7 @@ class Sink:
         with conn.transaction():
             self.store.lock_for_commit(conn, lease, lease_s, expected_after)
             self.copy_rows(conn, batch)
-            last = str(batch.updates[-1][0]) if batch.updates else expected_after
+            last = batch.updates[-1].update_id if batch.updates else expected_after
             self.store.run(conn, "import_advance", key=lease.key, last=last, done=done, updates=len(batch.updates),
                            events=len(batch.events), lease_s=lease_s)  # fmt: skip
         return last

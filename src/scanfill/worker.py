@@ -22,11 +22,12 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from scanfill.coord.store import Fenced, Lease, WorkerState
+from scanfill.coord.store import Lease, WorkerState
 from scanfill.db import Conn, Database
-from scanfill.model import Batch, MalformedPage, decode_page
+from scanfill.errors import Fenced, MalformedPage, ScanError, ScanHTTPError
+from scanfill.model import Batch, decode_page
 from scanfill.plan import Claim, Leases, Partition
-from scanfill.scan import ScanClient, ScanConfig, ScanError, ScanHTTPError
+from scanfill.scan import ScanClient, ScanConfig
 from scanfill.sink import Sink
 from scanfill.timeutil import parse_us
 
@@ -181,7 +182,7 @@ class Worker:
                         only=set(urls) if urls else None, what=f"import-updates(migration {m}, after {after!r})",
                     )  # fmt: skip
                     batch = decode_page(body, m, "", imports=True)
-                    ids = [u[0] for u in batch.updates]
+                    ids = [u.update_id for u in batch.updates]
                     if any(a >= b for a, b in zip([after, *ids], ids, strict=False)):
                         raise MalformedPage(f"import updates of migration {m} after {after!r} are not ascending")
                     done = not batch.updates

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from scanfill.db import Conn, Database
+from scanfill.errors import Fenced
 
 
 @cache
@@ -46,8 +47,6 @@ class WorkerState(enum.StrEnum):
     DEAD = "dead"
 
 
-class Fenced(Exception):
-    """This worker no longer owns what it is committing (lease taken over, or the cursor moved)."""
 
 
 @dataclass(frozen=True)
