@@ -11,8 +11,9 @@ import time
 import psutil
 
 from common import drop_db, fresh_db, postgres, table
-from scanfill import maintenance, schema
+from scanfill.coord import schema
 from scanfill.db import Database
+from scanfill.ops import maintenance
 from scanfill.sim import LedgerConfig, SimConfig, Simulator
 
 

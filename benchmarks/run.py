@@ -20,15 +20,15 @@ from typing import Any
 import aiohttp
 
 from common import Timer, drop_db, fresh_db, postgres, table
-from scanfill import schema
-from scanfill.backfill import RunOptions, run
+from scanfill.coord import schema
 from scanfill.db import Database
-from scanfill.model import Batch, decode_page
-from scanfill.scan import ScanConfig
+from scanfill.load.decode import Batch, decode_page
+from scanfill.load.run import RunOptions, run
+from scanfill.load.sink import Sink
+from scanfill.load.source import ScanConfig
+from scanfill.load.worker import WorkerSettings
 from scanfill.sim import FaultConfig, Ledger, LedgerConfig, SimConfig, Simulator
-from scanfill.sink import Sink
 from scanfill.timeutil import format_us, parse_us
-from scanfill.worker import WorkerSettings
 
 # ----- simulator ---------------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ def bench_backfill(rows: int) -> str:
             drop_db(admin, dsn)
             # the recommended bulk configuration: `scanfill prepare` + `--update-json envelope`,
             # against its own ceiling (the same envelope rows into the same prepared tables)
-            from scanfill import maintenance
+            from scanfill.ops import maintenance
 
             lean = prefetch(sim.url, ledger, lean=True)
             dsn = fresh_db(admin)
@@ -265,8 +265,8 @@ def bench_workers(rows: int) -> str:
 def bench_restore(rows: int) -> str:
     """Parallel vs sequential index rebuilds on the same data, and the whole prepare-load-restore
     cycle vs loading straight into logged, indexed tables."""
-    from scanfill import maintenance
-    from scanfill.maintenance import _build_indexes, _saved
+    from scanfill.ops import maintenance
+    from scanfill.ops.maintenance import build_indexes, saved_objects
 
     ledger_cfg = LedgerConfig.for_rows(rows)
     lines = []
@@ -295,11 +295,11 @@ def bench_restore(rows: int) -> str:
         with db.connect(autocommit=True) as conn:
             for t in ("ledger_updates", "ledger_events"):
                 conn.execute(f"ALTER TABLE {t} SET LOGGED")
-            todo = list(_saved(db, conn).values())
+            todo = list(saved_objects(db, conn).values())
         builds = {}
         for jobs in (1, 4):
             with Timer() as tb:
-                _build_indexes(db, todo, jobs, "256MB", lambda s: None, None)
+                build_indexes(db, todo, jobs, "256MB", lambda s: None, None)
             builds[jobs] = tb.seconds
             with db.connect(autocommit=True) as conn:
                 for o in todo:
@@ -380,7 +380,7 @@ def bench_envelope(rows: int) -> str:
 def bench_best(rows: int) -> str:
     """The recommended bulk configuration (prepare + envelope) with 1 and 2 worker processes, next to
     the guide's recipe, in one run."""
-    from scanfill import maintenance
+    from scanfill.ops import maintenance
 
     cfg = LedgerConfig.for_rows(rows)
     res: dict[str, tuple[float, int]] = {}

@@ -13,7 +13,7 @@ from common import table
 from run import copy_ceiling, prefetch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from scanfill import schema
+from scanfill.coord import schema
 from scanfill.db import Database
 from scanfill.sim import Ledger, LedgerConfig, SimConfig, Simulator
 from servers import debian_pg15

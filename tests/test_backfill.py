@@ -6,11 +6,11 @@ import psycopg
 import pytest
 
 from dbcheck import assert_db_matches
-from scanfill.backfill import RunOptions, run
 from scanfill.db import Database
-from scanfill.scan import ScanConfig
+from scanfill.load.run import RunOptions, run
+from scanfill.load.source import ScanConfig
+from scanfill.load.worker import WorkerSettings
 from scanfill.sim import FaultConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
-from scanfill.worker import WorkerSettings
 
 SMALL = LedgerConfig(
     seed=11,
@@ -133,7 +133,7 @@ def test_unreachable_scan_is_a_clear_error(db: str) -> None:
 
 
 def test_gzip_asked_for_remote_scans_only() -> None:
-    from scanfill.scan import ScanClient
+    from scanfill.load.source import ScanClient
 
     assert not ScanClient(ScanConfig(urls=("http://127.0.0.1:1/api/scan",)))._want_gzip()
     assert ScanClient(ScanConfig(urls=("https://scan.sv-1.example/api/scan",)))._want_gzip()
@@ -189,7 +189,7 @@ def test_updates_one_microsecond_apart_across_a_page_boundary(db: str) -> None:
 
 
 def test_schema_upgrades_in_place(db: str) -> None:
-    from scanfill import schema
+    from scanfill.coord import schema
     from scanfill.db import Database
 
     d = Database(db)
@@ -271,7 +271,7 @@ def test_history_from_a_late_joiner_is_never_complete_until_a_complete_scan_cove
         rest = run(options(db, sim.urls, concurrency=3))
     assert rest.complete and partial.updates + rest.updates == Ledger(SMALL).total_updates()
     assert_db_matches(db, Ledger(SMALL))
-    from scanfill import verify
     from scanfill.db import Database
+    from scanfill.ops import verify
 
     assert all(c.ok for c in verify.checks(Database(db)))  # slices tile the widened ranges

@@ -83,7 +83,7 @@ def test_a_rate_limiter_without_retry_after_is_ridden_out(db: str) -> None:
 
 
 def run_ok(db: str, urls: list[str], start: int | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    from scanfill.backfill import run
+    from scanfill.load.run import run
 
     summary = run(options(db, urls, concurrency=4, page_size=100, start_migration=start, **kw))
     assert summary.complete and not summary.failures, (summary.failures, summary.warnings)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import psycopg
 
 from dbcheck import assert_db_matches
-from scanfill import maintenance, verify
-from scanfill.backfill import overall_state, run
 from scanfill.coord.store import Share, Store, guard_timeout
 from scanfill.db import Database
-from scanfill.monitor import status
+from scanfill.load.run import overall_state, run
+from scanfill.ops import maintenance, verify
+from scanfill.ops.monitor import status
 from scanfill.sim import Ledger, SimConfig, Simulator
 from test_backfill import SMALL, options
 

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
+from scanfill.coord.schema import EVENT_COLUMNS, UPDATE_COLUMNS
 from scanfill.errors import MalformedPage
-from scanfill.model import decode_page
-from scanfill.schema import EVENT_COLUMNS, UPDATE_COLUMNS
+from scanfill.load.decode import decode_page
 from scanfill.sim import Ledger, LedgerConfig, MigrationSpec
 from scanfill.sim.ledger import event_to_compact
 

@@ -13,10 +13,11 @@ import pytest
 
 from dbcheck import assert_db_matches
 from procs import loaded, scanfill, wait_for
-from scanfill import maintenance, schema
-from scanfill.backfill import run
+from scanfill.coord import schema
 from scanfill.db import Database
 from scanfill.errors import Refused
+from scanfill.load.run import run
+from scanfill.ops import maintenance
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from servers import debian_pg15, kill_postmaster
 from test_backfill import SMALL, options
@@ -163,7 +164,7 @@ def test_abort_stops_workers_restores_and_truncates(db: str) -> None:
 
 @pytest.mark.needs("postgresql-15")
 def test_tune_reports_and_applies(tmp_path: Path) -> None:
-    from scanfill.tune import advise, apply
+    from scanfill.ops.tune import advise, apply
 
     with debian_pg15(tmp_path) as admin:
         d = Database(admin)

@@ -16,9 +16,9 @@ import pytest
 
 from dbcheck import assert_db_matches
 from procs import drop_unique_keys, loaded, scanfill, wait_for
-from scanfill import monitor, verify
-from scanfill.backfill import run
 from scanfill.db import Database
+from scanfill.load.run import run
+from scanfill.ops import monitor, verify
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from test_backfill import SMALL, options
 

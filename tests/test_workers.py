@@ -102,9 +102,9 @@ def test_connection_budget_refuses_with_a_suggestion(db: str) -> None:
 def test_a_worker_frozen_mid_commit_does_not_hold_its_slice_forever(db: str) -> None:
     import time
 
+    from scanfill.coord.slices import Leases
     from scanfill.coord.store import Store
     from scanfill.db import Database
-    from scanfill.plan import Leases
 
     with Simulator(SimConfig(ledger=SMALL)) as sim:
         assert scanfill("run", "--plan-only", "--no-progress", dsn=db, urls=sim.urls).wait(timeout=120) == 0

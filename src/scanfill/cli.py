@@ -83,7 +83,7 @@ def get_db(dsn: str | None, schema: str) -> Any:
 
 def get_scan(urls: tuple[str, ...], timeout: float, insecure: bool) -> Any:
     from scanfill.errors import ConfigError
-    from scanfill.scan import ScanConfig
+    from scanfill.load.source import ScanConfig
 
     found = [u for item in urls for u in item.split(",") if u.strip()]
     if not found:
@@ -105,7 +105,7 @@ def get_scan(urls: tuple[str, ...], timeout: float, insecure: bool) -> Any:
 @friendly
 def init(dsn: str | None, schema: str) -> None:
     """Create scanfill's tables, or upgrade them in place (idempotent)."""
-    from scanfill import schema as sch
+    from scanfill.coord import schema as sch
 
     db = get_db(dsn, schema)
     before, after = sch.init(db)
@@ -186,9 +186,9 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
     """
-    from scanfill.backfill import RunOptions
-    from scanfill.plan import Partition
-    from scanfill.worker import WorkerSettings
+    from scanfill.coord.slices import Partition
+    from scanfill.load.run import RunOptions
+    from scanfill.load.worker import WorkerSettings
 
     db = get_db(dsn, schema)
     scan = get_scan(scan_urls, timeout, insecure)
@@ -216,8 +216,8 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
 
 
 def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
-    from scanfill import maintenance
-    from scanfill import schema as sch
+    from scanfill.coord import schema as sch
+    from scanfill.ops import maintenance
 
     if do_prepare:
         sch.init(db)
@@ -237,8 +237,8 @@ def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
 
 
 def _do_run(opts: Any, db: Any, exit_on_failure: bool = True) -> Any:
-    from scanfill.backfill import run as run_backfill
-    from scanfill.progress import ProgressDisplay
+    from scanfill.load.run import run as run_backfill
+    from scanfill.ops.progress import ProgressDisplay
 
     click.echo(f"database {db.shown} (schema {db.schema}); scans: {', '.join(opts.worker.scan.urls)}", err=True)
     display = ProgressDisplay(db) if opts.progress and not opts.plan_only else None
@@ -281,8 +281,8 @@ def _print_summary(summary: Any) -> None:
 @friendly
 def prepare(dsn: str | None, schema: str, force: bool, dry_run: bool) -> None:
     """Bulk-load mode: save and drop indexes and constraints, SET UNLOGGED, autovacuum off (idempotent)."""
-    from scanfill import maintenance
-    from scanfill import schema as sch
+    from scanfill.coord import schema as sch
+    from scanfill.ops import maintenance
 
     db = get_db(dsn, schema)
     sch.init(db)
@@ -303,7 +303,7 @@ def restore(dsn: str | None, schema: str, jobs: int, maintenance_work_mem: str) 
 
     Resumable: if it is interrupted, run it again and it finishes what is left.
     """
-    from scanfill import maintenance
+    from scanfill.ops import maintenance
 
     db = get_db(dsn, schema)
     maintenance.restore(db, jobs=jobs, maintenance_work_mem=maintenance_work_mem, echo=click.echo,
@@ -327,7 +327,7 @@ def abort(dsn: str | None, schema: str, truncate: bool, yes: bool, wait_s: float
     """Emergency stop: tell every worker everywhere to stop, wait for them, restore, optionally truncate."""
     import time
 
-    from scanfill import maintenance
+    from scanfill.ops import maintenance
 
     db = get_db(dsn, schema)
     maintenance.request_stop(db)
@@ -361,7 +361,7 @@ def tune(dsn: str | None, schema: str, do_apply: bool, memory_gb: float | None, 
     from rich.console import Console
     from rich.table import Table
 
-    from scanfill import tune as tn
+    from scanfill.ops import tune as tn
 
     db = get_db(dsn, schema)
     advice, ram = tn.advise(db, int(memory_gb * tn.GB) if memory_gb else None, connections)
@@ -394,9 +394,9 @@ def status(dsn: str | None, schema: str, watch: bool, interval: float, as_json: 
     from rich.console import Console
     from rich.live import Live
 
-    from scanfill import monitor
-    from scanfill import schema as sch
-    from scanfill.maintenance import check_unlogged_crash
+    from scanfill.coord import schema as sch
+    from scanfill.ops import monitor
+    from scanfill.ops.maintenance import check_unlogged_crash
 
     db = get_db(dsn, schema)
     sch.require(db)
@@ -433,8 +433,8 @@ def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     from rich.console import Console
     from rich.table import Table
 
-    from scanfill import schema as sch
-    from scanfill import verify as vf
+    from scanfill.coord import schema as sch
+    from scanfill.ops import verify as vf
 
     db = get_db(dsn, schema)
     sch.require(db)
@@ -479,8 +479,8 @@ def doctor(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     from rich.console import Console
     from rich.table import Table
 
-    from scanfill import doctor as dr
     from scanfill.errors import ConfigError
+    from scanfill.ops import doctor as dr
 
     db = None
     try:
@@ -512,8 +512,8 @@ def doctor(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
 @friendly
 def report(dsn: str | None, schema: str, output: str) -> None:
     """One self-contained HTML file with charts of the run (open it in any browser)."""
-    from scanfill import report as rp
-    from scanfill import schema as sch
+    from scanfill.coord import schema as sch
+    from scanfill.ops import report as rp
 
     db = get_db(dsn, schema)
     sch.require(db)
@@ -554,11 +554,11 @@ def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: fl
 
     import psycopg
 
-    from scanfill.backfill import RunOptions
     from scanfill.db import Database
-    from scanfill.scan import ScanConfig
+    from scanfill.load.run import RunOptions
+    from scanfill.load.source import ScanConfig
+    from scanfill.load.worker import WorkerSettings
     from scanfill.sim import FaultConfig, Ledger, LedgerConfig, SimConfig, Simulator
-    from scanfill.worker import WorkerSettings
 
     handle = None
     if reopen:
@@ -594,7 +594,7 @@ def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: fl
                     f"{'exact' if ok else 'MISMATCH'}", fg="green" if ok else "red")  # fmt: skip
         if not ok:
             sys.exit(1)
-        from scanfill import report as rp
+        from scanfill.ops import report as rp
 
         report = rp.write(Database(dsn), str(Path(workdir).expanduser() / "report.html"))
         _demo_how_to_look(dsn, report["path"], workdir, running=keep or handle is None)

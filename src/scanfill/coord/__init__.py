@@ -1,0 +1,1 @@
+"""Coordination: the schema, discovery, slices and leases, and the store that owns their tables."""

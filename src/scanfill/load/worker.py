@@ -22,16 +22,16 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from scanfill.coord.slices import Claim, Leases, Partition
 from scanfill.coord.store import Lease, WorkerState
 from scanfill.db import Conn, Database
 from scanfill.errors import Fenced, MalformedPage, ScanError, ScanHTTPError
-from scanfill.model import Batch, decode_page
-from scanfill.plan import Claim, Leases, Partition
-from scanfill.scan import ScanClient, ScanConfig
-from scanfill.sink import Sink
+from scanfill.load.decode import Batch, decode_page
+from scanfill.load.sink import Sink
+from scanfill.load.source import ScanClient, ScanConfig
 from scanfill.timeutil import parse_us
 
-log = logging.getLogger("scanfill.worker")
+log = logging.getLogger("scanfill.load.worker")
 T = TypeVar("T")
 
 

@@ -56,7 +56,7 @@ class ProgressDisplay:
         self._thread.start()
 
     def _loop(self) -> None:
-        from scanfill.backfill import overall_state
+        from scanfill.load.run import overall_state
 
         while not self._stop.wait(self.interval):
             try:

@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from scanfill import schema
+from scanfill.coord import schema
+from scanfill.coord.discovery import Discovery, discover
+from scanfill.coord.slices import PlanOptions, plan, plan_imports, refetch
 from scanfill.coord.store import Progress, Store
 from scanfill.db import Database
-from scanfill.plan import Discovery, PlanOptions, discover, plan, plan_imports, refetch
-from scanfill.scan import ScanClient
-from scanfill.worker import Worker, WorkerReport, WorkerSettings
+from scanfill.load.source import ScanClient
+from scanfill.load.worker import Worker, WorkerReport, WorkerSettings
 
 log = logging.getLogger("scanfill.run")
 
@@ -114,7 +115,7 @@ def _child(settings: WorkerSettings, queue: Any) -> None:
 
 async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerReport:
     if hooks is None and settings.metrics_port:
-        from scanfill.metrics import Metrics
+        from scanfill.ops.metrics import Metrics
 
         hooks = Metrics()
         hooks.serve(settings.metrics_port, settings.metrics_addr)
@@ -139,7 +140,7 @@ async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerRepo
 def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     """Plan and load; returns when every slice this run can reach is done, or on a stop."""
     schema.init(opts.worker.db)
-    from scanfill.maintenance import check_unlogged_crash
+    from scanfill.ops.maintenance import check_unlogged_crash
 
     check_unlogged_crash(opts.worker.db, echo=log.warning)
     if not opts.plan_only:

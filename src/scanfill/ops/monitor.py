@@ -9,7 +9,7 @@ from psycopg import sql
 
 from scanfill.coord.store import Store
 from scanfill.db import Database
-from scanfill.maintenance import LEDGER_TABLES, _oid, catalog_snapshot
+from scanfill.ops.maintenance import LEDGER_TABLES, catalog_snapshot, table_oid
 
 RATE_WINDOW_S = 300
 
@@ -23,7 +23,7 @@ def status(db: Database) -> dict[str, Any]:
         workers = store.all(conn, "workers_live", stale_s=120)
         overall = store.progress(conn)
         snap = catalog_snapshot(db, conn)
-        oids = [_oid(db, conn, x) for x in LEDGER_TABLES]
+        oids = [table_oid(db, conn, x) for x in LEDGER_TABLES]
         est: dict[str, int] = dict(
             conn.execute("SELECT relname, reltuples::bigint FROM pg_class WHERE oid = ANY(%s)", (oids,)).fetchall()
         )

@@ -16,7 +16,7 @@ import msgspec
 import orjson
 
 from scanfill.errors import MalformedPage
-from scanfill.rows import EventRow, UpdateRow
+from scanfill.load.rows import EventRow, UpdateRow
 from scanfill.timeutil import TimestampError, parse_us, us_to_dt
 
 TRANSFER_CHOICES = frozenset({"AmuletRules_Transfer", "AmuletRules_BuyMemberTraffic"})

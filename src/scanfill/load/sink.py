@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from scanfill.coord.schema import EVENT_COLUMNS, EVENT_TYPES, UPDATE_COLUMNS, UPDATE_TYPES
 from scanfill.coord.store import Lease, Store
 from scanfill.db import Conn, Database
-from scanfill.model import Batch
-from scanfill.schema import EVENT_COLUMNS, EVENT_TYPES, UPDATE_COLUMNS, UPDATE_TYPES
+from scanfill.load.decode import Batch
 from scanfill.timeutil import dt_to_us
 
 

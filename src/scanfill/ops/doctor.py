@@ -13,9 +13,9 @@ import orjson
 from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.errors import ScanError
-from scanfill.maintenance import catalog_snapshot, running_workers
-from scanfill.scan import ScanClient, ScanConfig
-from scanfill.tune import advise
+from scanfill.load.source import ScanClient, ScanConfig
+from scanfill.ops.maintenance import catalog_snapshot, running_workers
+from scanfill.ops.tune import advise
 
 
 @dataclass

@@ -12,8 +12,8 @@ from psycopg import sql
 
 from scanfill.coord.store import Store
 from scanfill.db import Database
-from scanfill.model import Page
-from scanfill.scan import ScanClient, ScanConfig
+from scanfill.load.decode import Page
+from scanfill.load.source import ScanClient, ScanConfig
 from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
 DAY_US = 86_400_000_000
@@ -159,7 +159,7 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
     sem = asyncio.Semaphore(concurrency)
     diffs: list[WindowDiff] = []
     async with ScanClient(scan) as client:
-        from scanfill.plan import discover
+        from scanfill.coord.discovery import discover
 
         disc = await discover(client, sorted({w[0] for w in windows}))
 

@@ -24,7 +24,7 @@ from scanfill.coord.store import Store
 from scanfill.db import Conn, Database
 from scanfill.errors import Refused
 
-log = logging.getLogger("scanfill.maintenance")
+log = logging.getLogger("scanfill.ops.maintenance")
 LEDGER_TABLES = ("ledger_updates", "ledger_events")
 
 
@@ -37,7 +37,7 @@ class SavedObject:
     constraint_def: str | None
 
 
-def _oid(db: Database, conn: Conn, table: str) -> int | None:
+def table_oid(db: Database, conn: Conn, table: str) -> int | None:
     row = conn.execute("SELECT to_regclass(%s)::oid", (f'"{db.schema}"."{table}"',)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
@@ -46,7 +46,7 @@ def catalog_snapshot(db: Database, conn: Conn) -> dict[str, Any]:
     """What prepare/restore must round-trip: index and constraint definitions, persistence, reloptions."""
     out: dict[str, Any] = {}
     for t in LEDGER_TABLES:
-        oid = _oid(db, conn, t)
+        oid = table_oid(db, conn, t)
         if oid is None:
             continue
         idx = conn.execute("SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index "
@@ -64,7 +64,7 @@ def catalog_snapshot(db: Database, conn: Conn) -> dict[str, Any]:
 def _objects(db: Database, conn: Conn) -> list[SavedObject]:
     objs: list[SavedObject] = []
     for t in LEDGER_TABLES:
-        oid = _oid(db, conn, t)
+        oid = table_oid(db, conn, t)
         if oid is None:
             raise Refused(f"table {db.schema}.{t} does not exist: run `scanfill init` first")
         for name, cdef, idef in conn.execute(
@@ -96,7 +96,7 @@ def _set_state(db: Database, conn: Conn, key: str, value: str | None) -> None:
 
 def other_writers(db: Database, conn: Conn) -> list[str]:
     """Other sessions holding write locks on the ledger tables, or busy non-scanfill sessions."""
-    oids = [o for t in LEDGER_TABLES if (o := _oid(db, conn, t)) is not None]
+    oids = [o for t in LEDGER_TABLES if (o := table_oid(db, conn, t)) is not None]
     found = [
         f"pid {pid} ({app or 'no application name'}) holds {mode} on {rel}"
         for pid, app, mode, rel in conn.execute(
@@ -139,7 +139,7 @@ def prepare(db: Database, force: bool = False, dry_run: bool = False, echo: Call
                 steps.append((f"drop index {o.name}", sql.SQL("DROP INDEX {}.{}").format(
                     sql.Identifier(db.schema), sql.Identifier(o.name))))  # fmt: skip
         for t in LEDGER_TABLES:
-            persistence = conn.execute("SELECT relpersistence FROM pg_class WHERE oid = %s", (_oid(db, conn, t),)
+            persistence = conn.execute("SELECT relpersistence FROM pg_class WHERE oid = %s", (table_oid(db, conn, t),)
                                        ).fetchone()  # fmt: skip
             if persistence and persistence[0] != "u":
                 steps.append((f"set {t} UNLOGGED", sql.SQL("ALTER TABLE {} SET UNLOGGED").format(db.t(t))))
@@ -153,7 +153,7 @@ def prepare(db: Database, force: bool = False, dry_run: bool = False, echo: Call
                 echo(f"would {what}")
             return [w for w, _ in steps]
         with conn.transaction():
-            saved = _saved(db, conn)
+            saved = saved_objects(db, conn)
             for o in objs:
                 if (o.table, o.name) not in saved:
                     conn.execute(sql.SQL("INSERT INTO {} (table_name, object_name, kind, index_def, constraint_def) "
@@ -172,7 +172,7 @@ def prepare(db: Database, force: bool = False, dry_run: bool = False, echo: Call
     return done
 
 
-def _saved(db: Database, conn: Conn) -> dict[tuple[str, str], SavedObject]:
+def saved_objects(db: Database, conn: Conn) -> dict[tuple[str, str], SavedObject]:
     rows = conn.execute(sql.SQL("SELECT table_name, object_name, kind, index_def, constraint_def FROM {} "
                                 "WHERE restored_at IS NULL ORDER BY saved_at, object_name").format(
         db.t("scanfill_saved_indexes"))).fetchall()  # fmt: skip
@@ -186,11 +186,11 @@ def check_unlogged_crash(db: Database, echo: Callable[[str], None] = print) -> b
     """After a crash PostgreSQL empties UNLOGGED tables (our canary with them). Detect it, say so, and
     reset every cursor so the lost rows are loaded again; never report complete over rows that are gone."""
     with db.connect(autocommit=True) as conn:
-        if _oid(db, conn, "scanfill_unlogged_canary") is None:
+        if table_oid(db, conn, "scanfill_unlogged_canary") is None:
             return False
         unlogged = conn.execute(
             "SELECT count(*) FROM pg_class WHERE oid = ANY(%s) AND relpersistence = 'u'",
-            ([_oid(db, conn, t) for t in LEDGER_TABLES],),
+            ([table_oid(db, conn, t) for t in LEDGER_TABLES],),
         ).fetchone()  # fmt: skip
         if not unlogged or not unlogged[0]:
             return False
@@ -232,7 +232,7 @@ def cost_of_set_logged(db: Database, conn: Conn) -> RestorePlan:
     wal_level is minimal, the whole table written to WAL."""
     sizes = {}
     for t in LEDGER_TABLES:
-        oid = _oid(db, conn, t)
+        oid = table_oid(db, conn, t)
         row = conn.execute(
             "SELECT relpersistence, pg_table_size(%s) FROM pg_class WHERE oid = %s", (oid, oid)
         ).fetchone()
@@ -265,7 +265,7 @@ def restore(db: Database, jobs: int = 2, maintenance_work_mem: str = "512MB", ec
     with db.connect(autocommit=True, application="scanfill restore") as conn:
         with conn.transaction():
             _set_state(db, conn, "phase", "restoring")
-        saved = _saved(db, conn)
+        saved = saved_objects(db, conn)
         # 1. duplicates that would block a unique index (zero when scanfill did all the loading)
         for (t, name), o in saved.items():
             if o.kind != "constraint" or _index_exists(db, conn, name):
@@ -296,7 +296,7 @@ def restore(db: Database, jobs: int = 2, maintenance_work_mem: str = "512MB", ec
             return report
         # 3. indexes and constraints, several at once on separate connections
         todo = [o for (t, name), o in saved.items() if not _index_exists(db, conn, name)]
-        report["built"] = _build_indexes(db, todo, jobs, maintenance_work_mem, echo, progress)
+        report["built"] = build_indexes(db, todo, jobs, maintenance_work_mem, echo, progress)
         for (t, name), o in saved.items():
             if o.kind == "constraint" and not _constraint_exists(db, conn, t, name):
                 conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}").format(
@@ -349,7 +349,7 @@ def _dedupe(db: Database, conn: Conn, table: str, cols: str) -> int:
         return cur.rowcount
 
 
-def _build_indexes(db: Database, todo: list[SavedObject], jobs: int, mwm: str, echo: Callable[[str], None],
+def build_indexes(db: Database, todo: list[SavedObject], jobs: int, mwm: str, echo: Callable[[str], None],
                    progress: Callable[[list[dict[str, Any]]], None] | None) -> list[dict[str, Any]]:  # fmt: skip
     if not todo:
         return []

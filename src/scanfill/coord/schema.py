@@ -18,7 +18,7 @@ from psycopg import sql
 
 from scanfill.db import Database
 from scanfill.errors import SchemaError
-from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
+from scanfill.load.rows import COPY_TYPES, EventRow, UpdateRow
 
 SCHEMA_VERSION = 5
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning

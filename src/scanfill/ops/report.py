@@ -9,7 +9,7 @@ from typing import Any
 
 from scanfill.coord.store import Store
 from scanfill.db import Database
-from scanfill.monitor import status
+from scanfill.ops.monitor import status
 
 COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"]
 
