@@ -175,12 +175,16 @@ def init(dsn: str | None, schema: str) -> None:
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True,
               help="Address the metrics listen on (0.0.0.0 to let Prometheus scrape from elsewhere).")
 @click.option("--restore", "do_restore", is_flag=True, help="Run `scanfill restore` when the history is complete.")
+@click.option("--follow", "then_follow", is_flag=True,
+              help="When the history is complete, keep it current (`scanfill follow`) until Ctrl+C.")
+@click.option("--follow-poll", default=5.0, show_default=True, type=click.FloatRange(0.05, 3600),
+              help="With --follow: seconds to wait after catching up before asking again.")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @friendly
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
         migrations: tuple[int, ...], start_migration: int | None, concurrency: int, workers: int, page_size: int | None, batch_rows: int,
         slices: int, db_connections: int, lease_s: float, plan_only: bool, no_progress: bool, do_prepare: bool,
-        do_restore: bool, refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
+        do_restore: bool, then_follow: bool, follow_poll: float, refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
         update_json: str) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
@@ -212,7 +216,74 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only,
         refetch=refetch, start_migration=start_migration,
     )  # fmt: skip
-    _lifecycle(opts, db, do_prepare, do_restore)
+    summary = _lifecycle(opts, db, do_prepare, do_restore)
+    if then_follow:
+        if not summary.complete:
+            click.secho("not following: the history is not complete (see above); run again to finish it first",
+                        fg="red", err=True)  # fmt: skip
+            sys.exit(1)
+        _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json,
+                metrics_port=0 if metrics_port else 0, metrics_addr=metrics_addr)  # fmt: skip
+
+
+def _follow(db: Any, scan: Any, **kw: Any) -> None:
+    from scanfill.load.follow import FollowSettings, follow
+
+    metrics_port, metrics_addr = kw.pop("metrics_port", 0), kw.pop("metrics_addr", "127.0.0.1")
+    hooks = None
+    if metrics_port:
+        from scanfill.ops.metrics import Metrics
+
+        hooks = Metrics()
+        hooks.serve(metrics_port, metrics_addr)
+    settings = FollowSettings(db=db, scan=scan, **kw)
+    click.echo(f"following into {db.shown} (schema {db.schema}); scans: {', '.join(scan.urls)}", err=True)
+    report = follow(settings, hooks)
+    click.echo(f"followed {report.updates:,} updates + {report.events:,} events"
+               + (f", {report.scan_events:,} verdicts/traffic records" if settings.events else "")
+               + f" ({report.skipped:,} already stored)")  # fmt: skip
+    for f in report.failures:
+        click.secho(f"failed: {f}", fg="red", err=True)
+    if report.failures:
+        sys.exit(1)
+    if report.stopped:
+        click.echo("stopped; run the same command again to go on from the committed cursor")
+
+
+@main.command()
+@db_options
+@scan_options
+@click.option("--once", is_flag=True, help="Catch up to the scans' current head, then exit (for cron jobs).")
+@click.option("--events/--no-events", default=True, show_default=True,
+              help="Also keep /v0/events (mediator verdicts, traffic summaries, app activity records), which "
+                   "Scan prunes: they cannot be backfilled later.")
+@click.option("--page-size", default=1000, show_default=True, type=click.IntRange(1, 1000), help="Items per request.")
+@click.option("--poll", "poll_s", default=5.0, show_default=True, type=click.FloatRange(0.05, 3600),
+              help="Seconds to wait after catching up before asking again.")
+@click.option("--lease", "lease_s", default=15.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds the follower lease lasts unrenewed: a standby takes over within this.")
+@click.option("--start", type=click.Choice(["auto", "head", "beginning"]), default="auto", show_default=True,
+              help="Where a first follow starts: auto = after the backfill in this database (else the head).")
+@click.option("--update-json", type=click.Choice(["full", "envelope"]), default="full", show_default=True,
+              help="As for `run`.")
+@click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), help="Serve Prometheus metrics here.")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address the metrics listen on.")
+@friendly
+def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool, once: bool,
+           events: bool, page_size: int, poll_s: float, lease_s: float, start: str, update_json: str,
+           metrics_port: int, metrics_addr: str) -> None:  # fmt: skip
+    """Keep the copy current: tail new updates (and verdicts) into the same tables, exactly once.
+
+    One follower writes at a time; start the same command elsewhere for a hot standby that takes
+    over within --lease seconds of the active one dying. Ctrl+C stops after the page in flight.
+    """
+    from scanfill.coord import schema as sch
+
+    db = get_db(dsn, schema)
+    sch.init(db)
+    _follow(db, get_scan(scan_urls, timeout, insecure), once=once, events=events, page_size=page_size,
+            poll_s=poll_s, lease_s=lease_s, start=start, update_json=update_json, metrics_port=metrics_port,
+            metrics_addr=metrics_addr)  # fmt: skip
 
 
 def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
@@ -718,6 +789,10 @@ def _wait_for_ctrl_c() -> None:
               help="Share of transactions with an external_transaction_hash (sent by newer scans).")
 @click.option("--shared-microseconds", is_flag=True,
               help="Break Scan's promise of unique record times per migration: synchronizers share microseconds.")
+@click.option("--grow", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="The active migration grows by this many updates/s while serving (see --grow-updates).")
+@click.option("--grow-updates", default=0, type=click.IntRange(0),
+              help="How many updates appear that way (default: 10 minutes of --grow), added to the ledger.")
 @click.option("--older", "older", type=int, default=0, metavar="K",
               help="The first K scans behave like an older Splice release (no /v0/migrations/last).")
 @click.option(
@@ -787,6 +862,10 @@ def sim(**o: Any) -> None:
         external_hash_rate=float(str(o["external_hash_rate"])),
         shared_microseconds=bool(o["shared_microseconds"]),
     )
+    grow = float(str(o["grow"]))
+    grow_updates = (int(str(o["grow_updates"])) or int(grow * 600)) if grow > 0 else 0
+    if grow_updates:
+        ledger = ledger.with_growth(grow_updates)
     faults = FaultConfig(
         latency_ms=float(str(o["latency_ms"])),
         jitter_ms=float(str(o["jitter_ms"])),
@@ -827,6 +906,8 @@ def sim(**o: Any) -> None:
         port=int(str(o["port"])),
         tls_cert=str(o["tls_cert"]),
         tls_key=str(o["tls_key"]),
+        grow=grow,
+        grow_updates=grow_updates,
     )
 
     def announce(urls: list[str]) -> None:

@@ -5,7 +5,7 @@
 
 -- name: range_get
 -- A range as recorded, locked while the plan extends it.
-SELECT max_text, source_complete, min_text FROM {s}.backfill_ranges
+SELECT max_text, source_complete, min_text, followed_after FROM {s}.backfill_ranges
 WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s FOR UPDATE;
 
 -- name: range_insert
@@ -225,12 +225,14 @@ WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND split_from IS DIST
 ORDER BY min_time, max_time;
 
 -- name: committed_vs_stored
--- What the loaders say they committed against what the tables hold.
+-- What the loaders (backfill, imports, follower) say they committed against what the tables hold.
 SELECT (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_cursors)
-         + (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_import_cursors),
+         + (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_import_cursors)
+         + (SELECT coalesce(sum(items), 0) FROM {s}.follow_cursors WHERE stream = 'updates'),
        (SELECT count(*) FROM {s}.ledger_updates),
        (SELECT coalesce(sum(events_loaded), 0) FROM {s}.backfill_cursors)
-         + (SELECT coalesce(sum(events_loaded), 0) FROM {s}.backfill_import_cursors),
+         + (SELECT coalesce(sum(events_loaded), 0) FROM {s}.backfill_import_cursors)
+         + (SELECT coalesce(sum(rows_events), 0) FROM {s}.follow_cursors WHERE stream = 'updates'),
        (SELECT count(*) FROM {s}.ledger_events);
 
 -- name: worker_register
@@ -319,3 +321,104 @@ WHERE completed_at IS NOT NULL ORDER BY completed_at;
 -- Seconds of record time the planned slices span (refetch slices overlay them).
 SELECT coalesce(sum(extract(epoch FROM max_time - min_time)), 0) FROM {s}.backfill_cursors
 WHERE split_from IS DISTINCT FROM 'refetch';
+
+-- name: follow_claim
+-- The follower lease: free, expired, or held by a follower known dead; the claim bumps the epoch.
+UPDATE {s}.follow_leader l SET owner = %(owner)s, host = %(host)s, pid = %(pid)s, lease_epoch = l.lease_epoch + 1,
+       lease_until = now() + make_interval(secs => %(lease_s)s), since = now(), heartbeat = now()
+FROM (SELECT owner AS prev FROM {s}.follow_leader WHERE id = 1 FOR UPDATE) p
+WHERE l.id = 1 AND (l.owner IS NULL OR l.lease_until < now() OR l.owner = ANY(%(dead)s) OR l.owner = %(owner)s)
+RETURNING l.lease_epoch, p.prev;
+
+-- name: follow_renew
+-- The active follower's heartbeat (nothing when its lease was taken over).
+UPDATE {s}.follow_leader SET lease_until = now() + make_interval(secs => %(lease_s)s), heartbeat = now(),
+       updates_loaded = %(updates)s, events_loaded = %(events)s
+WHERE id = 1 AND owner = %(owner)s AND lease_epoch = %(epoch)s;
+
+-- name: follow_release
+-- The active follower steps down (a standby takes over at once).
+UPDATE {s}.follow_leader SET owner = NULL, lease_until = NULL WHERE id = 1 AND owner = %(owner)s
+  AND lease_epoch = %(epoch)s;
+
+-- name: follow_fence
+-- In a follower's commit: the lease still held by this follower at this epoch (shared: both streams commit).
+SELECT owner, lease_epoch, set_config('statement_timeout', %(guard)s, true),
+       set_config('idle_in_transaction_session_timeout', %(guard)s, true)
+FROM {s}.follow_leader WHERE id = 1 FOR SHARE;
+
+-- name: follow_leader_here
+-- The follower recorded as active on this host (its pid tells whether it still runs).
+SELECT owner, pid FROM {s}.follow_leader WHERE id = 1 AND host = %(host)s AND owner IS NOT NULL AND owner <> %(id)s;
+
+-- name: follow_position
+-- A stream's cursor: the (migration, record time) of the last item it committed.
+SELECT migration_id, record_text FROM {s}.follow_cursors WHERE stream = %(stream)s;
+
+-- name: follow_position_set
+-- A stream's cursor moves, in the transaction of the page it committed.
+INSERT INTO {s}.follow_cursors (stream, migration_id, record_text, record_time, items, rows_events)
+VALUES (%(stream)s, %(m)s, %(text)s, %(time)s, %(items)s, %(events)s)
+ON CONFLICT (stream) DO UPDATE SET migration_id = EXCLUDED.migration_id, record_text = EXCLUDED.record_text,
+       record_time = EXCLUDED.record_time, items = {s}.follow_cursors.items + EXCLUDED.items,
+       rows_events = {s}.follow_cursors.rows_events + EXCLUDED.rows_events, updated_at = now();
+
+-- name: backfill_frontier
+-- Where following starts after a backfill: the newest migration's lowest range top.
+SELECT migration_id, min_text FROM (
+    SELECT migration_id, max_text AS min_text, max_time FROM {s}.backfill_ranges
+    WHERE migration_id = (SELECT max(migration_id) FROM {s}.backfill_ranges)
+    ORDER BY max_time LIMIT 1) f;
+
+-- name: range_lock_follow
+-- A range in a follower's commit: locked, with what the backfill and the follower own of it.
+SELECT max_text, followed_after, min_text FROM {s}.backfill_ranges
+WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s FOR UPDATE;
+
+-- name: range_insert_followed
+-- A range the follower found first (a new migration or synchronizer): all of it is the follower's.
+INSERT INTO {s}.backfill_ranges (migration_id, synchronizer_id, min_time, max_time, min_text, max_text,
+                                 source_complete, followed_after)
+VALUES (%(m)s, %(sync)s, %(min_time)s, %(min_time)s, %(min_text)s, %(before_min)s, true, %(before_min)s);
+
+-- name: range_follow_to
+-- The follower stored up to here; the first time, the hand-off point is recorded.
+UPDATE {s}.backfill_ranges SET max_text = %(max_text)s, max_time = %(max_time)s,
+       followed_after = coalesce(followed_after, max_text)
+WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s;
+
+-- name: scan_events_known
+-- Which of a page's update ids already have their events stored (the re-read boundary microsecond).
+SELECT update_id FROM {s}.scan_events WHERE update_id = ANY(%(ids)s);
+
+-- name: follow_state
+-- What status shows of the follower: who, since when, its cursors and counters.
+SELECT l.owner, l.host, l.pid, l.since, l.heartbeat, l.lease_until > now(), l.updates_loaded, l.events_loaded,
+       u.migration_id, u.record_text, u.record_time, u.items, e.record_text, e.items,
+       (SELECT count(*) FROM {s}.scan_events)
+FROM {s}.follow_leader l
+LEFT JOIN {s}.follow_cursors u ON u.stream = 'updates'
+LEFT JOIN {s}.follow_cursors e ON e.stream = 'events'
+WHERE l.id = 1;
+
+-- name: follow_reset
+-- After the ledger tables were emptied: the followed parts of every range are to be followed again.
+UPDATE {s}.follow_cursors SET (migration_id, record_text, record_time) = (
+    SELECT migration_id, followed_after, followed_after::timestamptz FROM {s}.backfill_ranges
+    WHERE followed_after IS NOT NULL ORDER BY migration_id, followed_after::timestamptz LIMIT 1), updated_at = now(),
+    items = 0, rows_events = 0
+WHERE stream = 'updates' AND EXISTS (SELECT 1 FROM {s}.backfill_ranges WHERE followed_after IS NOT NULL);
+
+-- name: ranges_unfollow
+-- After the ledger tables were emptied: each range's top goes back to where the follower took over.
+UPDATE {s}.backfill_ranges SET max_text = followed_after, max_time = followed_after::timestamptz
+WHERE followed_after IS NOT NULL;
+
+-- name: follow_forget_updates
+-- `abort --truncate`: the updates stream starts over (the events stream keeps its cursor and rows).
+DELETE FROM {s}.follow_cursors WHERE stream = 'updates';
+
+-- name: ranges_coverage
+-- Each range and where its slices must end: at its top, or where the follower took over.
+SELECT migration_id, synchronizer_id, min_text, coalesce(followed_after, max_text), followed_after IS NOT NULL
+FROM {s}.backfill_ranges ORDER BY 1, 2;

@@ -20,7 +20,7 @@ from scanfill.db import Database
 from scanfill.errors import SchemaError
 from scanfill.load.rows import COPY_TYPES, EventRow, UpdateRow
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 
 UPDATE_COLUMNS = UpdateRow._fields
@@ -191,7 +191,51 @@ V5 = """
 ALTER TABLE {s}.ledger_events ADD COLUMN IF NOT EXISTS interface_id text;
 """
 
-MIGRATIONS: list[str | Callable[[psycopg.Connection[tuple], str], None]] = [V1, V2, V3, _v4, V5]  # type: ignore[type-arg]
+# Version 6: following (`scanfill follow`). A range's `followed_after` splits it between the
+# backfill (up to and including it) and the follower (after it; the follower moves `max`). One
+# follower lease; a cursor per stream; `scan_events` keeps what Scan prunes (verdicts, traffic
+# summaries, app activity records) and is never truncated by scanfill: it cannot be fetched again.
+V6 = """
+ALTER TABLE {s}.backfill_ranges ADD COLUMN IF NOT EXISTS followed_after text;
+
+CREATE TABLE IF NOT EXISTS {s}.follow_leader (
+    id          integer PRIMARY KEY CHECK (id = 1),
+    owner       text,
+    host        text,
+    pid         integer,
+    lease_until timestamptz,
+    lease_epoch bigint NOT NULL DEFAULT 0,
+    since       timestamptz,
+    heartbeat   timestamptz,
+    updates_loaded bigint NOT NULL DEFAULT 0,
+    events_loaded  bigint NOT NULL DEFAULT 0
+);
+INSERT INTO {s}.follow_leader (id) VALUES (1) ON CONFLICT DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS {s}.follow_cursors (
+    stream       text PRIMARY KEY,
+    migration_id bigint NOT NULL,
+    record_text  text NOT NULL,
+    record_time  timestamptz NOT NULL,
+    items        bigint NOT NULL DEFAULT 0,  -- updates (or events items) this stream stored
+    rows_events  bigint NOT NULL DEFAULT 0,  -- ledger_events rows the updates stream stored
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS {s}.scan_events (
+    update_id            text COLLATE "C" PRIMARY KEY,
+    migration_id         bigint NOT NULL,
+    domain_id            text,
+    record_time          timestamptz NOT NULL,
+    verdict              json,
+    traffic_summary      json,
+    app_activity_records json,
+    stored_at            timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS scan_events_time_idx ON {s}.scan_events (migration_id, record_time);
+"""
+
+MIGRATIONS: list[str | Callable[[psycopg.Connection[tuple], str], None]] = [V1, V2, V3, _v4, V5, V6]  # type: ignore[type-arg]
 
 
 def meta_table(db: Database) -> sql.Composed:

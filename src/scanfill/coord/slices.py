@@ -58,10 +58,13 @@ def plan(db: Database, conn: Conn, disc: Discovery, options: PlanOptions) -> dic
                 stats["ranges_new"] += 1
                 stats["slices_new"] += n
                 continue
-            old_max_text, old_complete, old_min_text = row
-            # a range grows at the top while its migration is active, and at the bottom when it was first
-            # taken from a scan still backfilling its own history and a complete scan now shows more
+            old_max_text, old_complete, old_min_text, followed = row
+            # a range grows at the top while its migration is active (unless a follower owns its top),
+            # and at the bottom when it was first taken from a scan still backfilling its own history
+            # and a complete scan now shows more
             old_lo, old_hi = parse_us(old_min_text), parse_us(old_max_text) + 1
+            if followed is not None:
+                hi = old_hi
             gaps = [(a, b) for a, b in ((lo, old_lo), (old_hi, hi)) if a < b]
             if gaps:
                 next_slot = _insert_slices(store, conn, r, gaps, next_slot)

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from scanfill.db import Conn, Database
 from scanfill.errors import Fenced
+from scanfill.timeutil import format_us, parse_us, us_to_dt
 
 
 @cache
@@ -53,6 +54,12 @@ class WorkerState(enum.StrEnum):
 class Lease:
     kind: LeaseKind
     key: str | int  # cursor name of a slice, migration id of an import cursor
+    owner: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class FollowLease:
     owner: str
     epoch: int
 
@@ -169,7 +176,108 @@ class Store:
 
     def reset_cursors(self, conn: Conn) -> None:
         """Inside the caller's transaction: the ledger tables were emptied, so every cursor of
-        every kind starts over (never "complete" over rows that are gone)."""
+        every kind starts over (never "complete" over rows that are gone): slices, import cursors,
+        and the follower's part of every range."""
         self.run(conn, "slices_lock_all")
         self.run(conn, "slices_reset")
         self.run(conn, "imports_reset")
+        self.run(conn, "follow_reset")
+        self.run(conn, "ranges_unfollow")
+
+    def truncate_all(self, conn: Conn) -> None:
+        """The ledger and every cursor over it; never `scan_events` (Scan prunes them: no refetch)."""
+        with conn.transaction():
+            self.run(conn, "truncate_all")
+            self.run(conn, "follow_forget_updates")
+
+    # ----- the follower -------------------------------------------------------------------------
+
+    def follow_claim(self, conn: Conn, owner: str, host: str, pid: int, lease_s: float,
+                     dead: list[str]) -> tuple[FollowLease, str | None] | None:  # fmt: skip
+        """The follower lease, and who held it before; None while another live follower holds it."""
+        with conn.transaction():
+            row = self.one(conn, "follow_claim", owner=owner, host=host, pid=pid, lease_s=lease_s, dead=dead)
+        return None if row is None else (FollowLease(owner, int(row[0])), row[1])
+
+    def follow_renew(self, conn: Conn, lease: FollowLease, lease_s: float, updates: int, events: int) -> bool:
+        with conn.transaction():
+            return self.run(conn, "follow_renew", owner=lease.owner, epoch=lease.epoch, lease_s=lease_s,
+                            updates=updates, events=events).rowcount == 1  # fmt: skip
+
+    def follow_release(self, conn: Conn, lease: FollowLease) -> None:
+        with conn.transaction():
+            self.run(conn, "follow_release", owner=lease.owner, epoch=lease.epoch)
+
+    def dead_local_followers(self, conn: Conn, host: str, me: str) -> list[str]:
+        import os
+
+        rows = self.all(conn, "follow_leader_here", host=host, id=me)
+        out = []
+        for owner, pid in rows:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                out.append(owner)
+            except PermissionError:
+                pass
+        return out
+
+    def follow_fence(self, conn: Conn, lease: FollowLease, lease_s: float) -> None:
+        """Inside a follower's commit: fail unless this follower still holds the lease."""
+        row = self.one(conn, "follow_fence", guard=guard_timeout(lease_s))
+        if row is None or row[0] != lease.owner or int(row[1]) != lease.epoch:
+            raise Fenced(f"follower lease now held by {row[0] if row else None} (epoch {row[1] if row else None})")
+
+    def follow_position(self, conn: Conn, stream: str) -> tuple[int, int] | None:
+        row = self.one(conn, "follow_position", stream=stream)
+        return None if row is None else (int(row[0]), parse_us(row[1]))
+
+    def set_follow_position(self, conn: Conn, stream: str, pos: tuple[int, int], items: int, events: int = 0) -> None:
+        self.run(conn, "follow_position_set", stream=stream, m=pos[0], text=format_us(pos[1]), time=us_to_dt(pos[1]),
+                 items=items, events=events)  # fmt: skip
+
+    def backfill_frontier(self, conn: Conn) -> tuple[int, int] | None:
+        row = self.one(conn, "backfill_frontier")
+        return None if row is None else (int(row[0]), parse_us(row[1]))
+
+    def follow_range_tops(self, conn: Conn, keys: list[tuple[int, str]], firsts: dict[tuple[int, str], int]
+                          ) -> dict[tuple[int, str], int]:  # fmt: skip
+        """Inside a follower's commit: each range's top, locked; ranges seen first here are created
+        as the follower's from their first item."""
+        tops = {}
+        for m, sync in sorted(keys):
+            row = self.one(conn, "range_lock_follow", m=m, sync=sync)
+            if row is None:
+                first = firsts[(m, sync)]
+                self.run(conn, "range_insert_followed", m=m, sync=sync, min_time=us_to_dt(first),
+                         min_text=format_us(first), before_min=format_us(first - 1))  # fmt: skip
+                tops[(m, sync)] = first - 1
+            else:
+                tops[(m, sync)] = parse_us(row[0])
+        return tops
+
+    def follow_range_to(self, conn: Conn, m: int, sync: str, top_us: int) -> None:
+        self.run(conn, "range_follow_to", m=m, sync=sync, max_text=format_us(top_us), max_time=us_to_dt(top_us))
+
+    def commit_scan_events(self, conn: Conn, lease: FollowLease, last: tuple[int, int], rows: list[tuple[Any, ...]],
+                           lease_s: float) -> int:  # fmt: skip
+        """A /v0/events page and the events cursor in one transaction; items already stored (the
+        re-read boundary microsecond) are dropped. Returns how many rows were stored."""
+        with conn.transaction():
+            self.follow_fence(conn, lease, lease_s)
+            known = {r[0] for r in self.all(conn, "scan_events_known", ids=[r[0] for r in rows])}
+            fresh = [r for r in rows if r[0] not in known]
+            if fresh:
+                cols = ("update_id", "migration_id", "domain_id", "record_time", "verdict", "traffic_summary",
+                        "app_activity_records")  # fmt: skip
+                stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                    self.db.t("scan_events"), sql.SQL(", ").join(map(sql.Identifier, cols)))
+                with conn.cursor().copy(stmt) as cp:
+                    cp.set_types(["text", "int8", "text", "timestamptz", "bytea", "bytea", "bytea"])
+                    for r in fresh:
+                        cp.write_row(r)
+            self.set_follow_position(conn, "events", last, len(fresh))
+        return len(fresh)
+
+    def follow_state(self, conn: Conn) -> Any:
+        return self.one(conn, "follow_state")

@@ -119,7 +119,8 @@ class Batch:
     oldest_us: int | None = None
     items: int = 0
     nbytes: int = 0
-    times: list[tuple[int, str]] = field(default_factory=list)  # per update, newest first
+    times: list[tuple[int, str]] = field(default_factory=list)  # per update, in page order
+    last_position: tuple[int, int] | None = None  # a followed page's last (migration, record time)
 
     @property
     def rows(self) -> int:
@@ -309,60 +310,101 @@ def decode_page(
             gc.enable()
 
 
+def _item(raw: msgspec.Raw, imports: bool, lean: bool) -> tuple[UpdateRow, list[EventRow], int, str]:
+    """One served update as its rows, its record time in microseconds and as served."""
+    item = _item_decoder.decode(raw)
+    uid = item.update_id
+    try:
+        t_us = parse_us(item.record_time)
+    except TimestampError as exc:
+        raise MalformedPage(f"update {uid}: bad record_time: {exc}") from None
+    rt = us_to_dt(t_us)
+    if item.event is not None:
+        ev = item.event
+        created = ev.created_event
+        kind = "assignment" if created is not None else "unassignment"
+        eff_sync = ev.target_synchronizer if created is not None else ev.source_synchronizer
+        item_mig = ev.migration_id
+        events = [created] if created is not None else []
+        cut = False
+    elif item.events_by_id and bytes(item.events_by_id) != b"null":
+        kind = "import" if imports else "transaction"
+        eff_sync = item.synchronizer_id or ""
+        item_mig = item.migration_id if item.migration_id is not None else -1
+        by_id, cut = _decode_events(item.events_by_id, lean)
+        events = [by_id[k] for k in sorted(by_id, key=_preorder)]
+    else:
+        raise MalformedPage(f"update {uid}: neither a transaction (events_by_id) nor a reassignment (event)")
+    rnd = derive_round(events) if kind in ("transaction", "import") else None
+    row = UpdateRow(
+        uid, item_mig, eff_sync, rt, _ts(item.effective_at), item.offset, item.workflow_id, kind, rnd,
+        len(events), _lean(bytes(raw), item.events_by_id) if cut else bytes(raw),
+    )  # fmt: skip
+    return row, [_event_row(e, uid, item_mig, eff_sync, rt, rnd) for e in events], t_us, item.record_time
+
+
 def _decode(
     body: bytes, mig: int, sync: str, before_us: int | None, after_us: int | None, imports: bool, lean: bool
 ) -> Batch:
     page = _page_decoder.decode(body)
     batch = Batch(nbytes=len(body))
     prev_us: int | None = None
-    has_nul = b"\\u0000" in body
     for raw in page.transactions:
-        item = _item_decoder.decode(raw)
-        uid = item.update_id
-        try:
-            t_us = parse_us(item.record_time)
-        except TimestampError as exc:
-            raise MalformedPage(f"update {uid}: bad record_time: {exc}") from None
-        rt = us_to_dt(t_us)
-        if item.event is not None:
-            ev = item.event
-            created = ev.created_event
-            kind = "assignment" if created is not None else "unassignment"
-            eff_sync = ev.target_synchronizer if created is not None else ev.source_synchronizer
-            item_mig = ev.migration_id
-            events = [created] if created is not None else []
-            cut = False
-        elif item.events_by_id and bytes(item.events_by_id) != b"null":
-            kind = "import" if imports else "transaction"
-            eff_sync = item.synchronizer_id or ""
-            item_mig = item.migration_id if item.migration_id is not None else -1
-            by_id, cut = _decode_events(item.events_by_id, lean)
-            events = [by_id[k] for k in sorted(by_id, key=_preorder)]
-        else:
-            raise MalformedPage(f"update {uid}: neither a transaction (events_by_id) nor a reassignment (event)")
-        if item_mig != mig:
-            raise MalformedPage(f"update {uid} belongs to migration {item_mig}, not the requested {mig}")
+        row, events, t_us, text = _item(raw, imports, lean)
+        uid = row.update_id
+        if row.migration_id != mig:
+            raise MalformedPage(f"update {uid} belongs to migration {row.migration_id}, not the requested {mig}")
         if not imports:
-            if eff_sync != sync:
-                raise MalformedPage(f"update {uid} belongs to synchronizer {eff_sync}, not the requested {sync}")
+            if row.synchronizer_id != sync:
+                raise MalformedPage(f"update {uid} belongs to synchronizer {row.synchronizer_id}, not the requested {sync}")
             if before_us is not None and t_us >= before_us:
-                raise MalformedPage(f"update {uid} at {item.record_time} is not before the requested cursor")
+                raise MalformedPage(f"update {uid} at {text} is not before the requested cursor")
             if after_us is not None and t_us < after_us:
-                raise MalformedPage(f"update {uid} at {item.record_time} is older than the slice's lower bound")
+                raise MalformedPage(f"update {uid} at {text} is older than the slice's lower bound")
             if prev_us is not None and t_us >= prev_us:
-                raise MalformedPage(f"update {uid} at {item.record_time} breaks newest-first order")
+                raise MalformedPage(f"update {uid} at {text} breaks newest-first order")
         prev_us = t_us
-        rnd = derive_round(events) if kind in ("transaction", "import") else None
-        batch.updates.append(UpdateRow(
-            uid, item_mig, eff_sync, rt, _ts(item.effective_at), item.offset, item.workflow_id, kind, rnd,
-            len(events), _lean(bytes(raw), item.events_by_id) if cut else bytes(raw),
-        ))  # fmt: skip
-        for ev_ in events:
-            batch.events.append(_event_row(ev_, uid, item_mig, eff_sync, rt, rnd))
-        batch.oldest, batch.oldest_us = item.record_time, t_us
-        batch.times.append((t_us, item.record_time))
+        batch.updates.append(row)
+        batch.events.extend(events)
+        batch.oldest, batch.oldest_us = text, t_us
+        batch.times.append((t_us, text))
         batch.items += 1
-    if has_nul:
+    _clean_nul(batch, body)
+    return batch
+
+
+def _clean_nul(batch: Batch, body: bytes) -> None:
+    if b"\\u0000" in body:
         batch.updates = [_clean_update_row(u) for u in batch.updates]
         batch.events = [_clean_event_row(e) for e in batch.events]
-    return batch
+
+
+def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = False) -> Batch:
+    """Rows of a `/v2/updates` page, checked against the request: ascending by (migration, record
+    time), none at or before the re-read boundary `after - 1 us`. `batch.times` holds each update's
+    position and `last_position` where the next request goes on from."""
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        page = _page_decoder.decode(body)
+        batch = Batch(nbytes=len(body))
+        prev = (after[0], after[1] - 1) if after is not None else (-1, 0)
+        for raw in page.transactions:
+            row, events, t_us, text = _item(raw, False, lean)
+            pos = (row.migration_id, t_us)
+            if pos < prev or (after is not None and pos <= (after[0], after[1] - 1)):
+                raise MalformedPage(f"update {row.update_id} at migration {pos[0]}, {text} breaks ascending order "
+                                    f"after {prev}")  # fmt: skip
+            prev = pos
+            batch.updates.append(row)
+            batch.events.extend(events)
+            batch.times.append((t_us, text))
+            batch.items += 1
+        batch.last_position = prev if batch.items else after
+        _clean_nul(batch, body)
+        return batch
+    except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
+        raise MalformedPage(f"not a valid updates page: {exc}") from None
+    finally:
+        if gc_was:
+            gc.enable()

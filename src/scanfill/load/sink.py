@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from scanfill.coord.schema import EVENT_COLUMNS, EVENT_TYPES, UPDATE_COLUMNS, UPDATE_TYPES
-from scanfill.coord.store import Lease, Store
+from scanfill.coord.store import FollowLease, Lease, Store
 from scanfill.db import Conn, Database
 from scanfill.load.decode import Batch
 from scanfill.timeutil import dt_to_us
@@ -68,6 +68,35 @@ class Sink:
                            updates=len(batch.updates), events=len(batch.events), pages=pages, bytes=batch.nbytes,
                            lease_s=lease_s)  # fmt: skip
         return CommitResult(new_last, lo_us, done, batch.rows)
+
+    def commit_followed(self, conn: Conn, lease: FollowLease, lease_s: float, batch: Batch) -> Batch:
+        """A followed page and the updates cursor in one transaction. Each update is stored only if
+        it lies above its range's top (locked): below it the backfill, or this follower on an
+        earlier page (the re-read boundary microsecond), already stored it. Returns what was stored."""
+        with conn.transaction():
+            self.store.follow_fence(conn, lease, lease_s)
+            firsts: dict[tuple[int, str], int] = {}
+            for u, (t, _) in zip(batch.updates, batch.times, strict=True):
+                firsts.setdefault((u.migration_id, u.synchronizer_id), t)
+            tops = self.store.follow_range_tops(conn, list(firsts), firsts)
+            new_tops = dict(tops)
+            kept = Batch(nbytes=batch.nbytes)
+            for u, tt in zip(batch.updates, batch.times, strict=True):
+                key = (u.migration_id, u.synchronizer_id)
+                if tt[0] > new_tops[key]:
+                    new_tops[key] = tt[0]
+                    kept.updates.append(u)
+                    kept.times.append(tt)
+            ids = {u.update_id for u in kept.updates}
+            kept.events = [e for e in batch.events if e.update_id in ids]
+            kept.items = len(kept.updates)
+            self.copy_rows(conn, kept)
+            for (m, sync), top in new_tops.items():
+                if top != tops[(m, sync)]:
+                    self.store.follow_range_to(conn, m, sync, top)
+            assert batch.last_position is not None
+            self.store.set_follow_position(conn, "updates", batch.last_position, kept.items, len(kept.events))
+        return kept
 
     def commit_imports(self, conn: Conn, lease: Lease, expected_after: str, batch: Batch, done: bool,
                        lease_s: float) -> str:  # fmt: skip

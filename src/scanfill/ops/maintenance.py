@@ -416,9 +416,10 @@ def running_workers(db: Database, stale_s: float = 120.0) -> list[str]:
 
 
 def truncate_all(db: Database) -> None:
-    """The ledger and every cursor of every kind (import cursors too), so the next run starts over."""
+    """The ledger and every cursor over it (import cursors and the follower's too), so the next run
+    starts over; `scan_events` stay (Scan prunes them, they cannot be fetched again)."""
     with db.connect(autocommit=True) as conn:
-        Store(db).run(conn, "truncate_all")
+        Store(db).truncate_all(conn)
 
 
 def phase(db: Database) -> str | None:

@@ -26,6 +26,12 @@ class Metrics:
                                  registry=r)  # fmt: skip
         self.cursor = Gauge("scanfill_cursor_position_seconds", "Record time (epoch s) of each slice's cursor",
                             ["slice"], registry=r)  # fmt: skip
+        self.follow_cursor = Gauge("scanfill_follow_cursor_seconds",
+                                   "Record time (epoch s) of the newest update the follower committed", registry=r)
+        self.follow_lag = Gauge("scanfill_follow_lag_seconds",
+                                "Now minus the record time of the newest followed update", registry=r)
+        self.follow_lag.set_function(self._lag)
+        self._follow_us: int | None = None
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
@@ -45,3 +51,12 @@ class Metrics:
 
     def on_takeover(self) -> None:
         self.takeovers.inc()
+
+    def on_follow(self, position: tuple[int, int]) -> None:
+        self._follow_us = position[1]
+        self.follow_cursor.set(position[1] / 1e6)
+
+    def _lag(self) -> float:
+        import time
+
+        return time.time() - self._follow_us / 1e6 if self._follow_us is not None else float("nan")

@@ -22,6 +22,8 @@ def status(db: Database) -> dict[str, Any]:
         rate_rows = store.all(conn, "rates", window_s=RATE_WINDOW_S)
         workers = store.all(conn, "workers_live", stale_s=120)
         overall = store.progress(conn)
+        fol = store.follow_state(conn)
+        now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
         snap = catalog_snapshot(db, conn)
         oids = [table_oid(db, conn, x) for x in LEDGER_TABLES]
         est: dict[str, int] = dict(
@@ -72,6 +74,23 @@ def status(db: Database) -> dict[str, Any]:
         "index_builds": [{"index": b[0], "phase": b[1],
                           "percent": 100.0 * (b[4] / b[5] if b[5] else b[2] / b[3] if b[3] else 0.0)} for b in builds],
         "phase": phase[0] if phase else None,
+        "follower": _follower(fol, now),
+    }  # fmt: skip
+
+
+def _follower(row: Any, now: Any) -> dict[str, Any] | None:
+    """Who follows, where its cursors are, how far behind (now - newest stored record time)."""
+    if row is None or (row[0] is None and row[9] is None):
+        return None
+    owner, host, pid, since, beat, active, _upd, ev, mig, rec_text, rec_time, upd, ev_text, _ev_items, n_events = row
+    seconds = (beat - since).total_seconds() if beat and since else 0.0
+    return {
+        "follower": owner, "host": host, "pid": pid, "active": bool(active and owner),
+        "since": since.isoformat() if since else None, "cursor_migration": mig, "cursor": rec_text,
+        "lag_s": (now - rec_time).total_seconds() if rec_time else None,
+        "updates": int(upd or 0), "events": int(ev or 0),  # updates: counted with each commit
+        "updates_per_s": int(upd or 0) / seconds if seconds > 0 else None,
+        "events_cursor": ev_text, "scan_events": int(n_events or 0),
     }  # fmt: skip
 
 
@@ -111,6 +130,15 @@ def render(st: dict[str, Any]) -> Any:
         tables.add_row(name, info["persistence"], ", ".join(info["indexes"]) or "[yellow]none (dropped)[/]",
                        info["autovacuum"], f"{info['estimated_rows']:,}")  # fmt: skip
     parts: list[Any] = [head, ranges, workers, tables]
+    f = st.get("follower")
+    if f:
+        fol = Table(title="follower" + ("" if f["active"] else " ([yellow]none active[/])"))
+        for col in ("follower", "host", "cursor (migration, record time)", "lag", "updates/s", "verdicts kept"):
+            fol.add_column(col)
+        fol.add_row(f["follower"] or "-", f["host"] or "-", f"{f['cursor_migration']}, {f['cursor']}",
+                    _dur(f["lag_s"]) if f["lag_s"] is not None else "-",
+                    f"{f['updates_per_s']:,.1f}" if f["updates_per_s"] else "-", f"{f['scan_events']:,}")  # fmt: skip
+        parts.append(fol)
     if st["index_builds"]:
         builds = Table(title="index builds in progress")
         for col in ("index", "phase", "percent"):

@@ -63,6 +63,8 @@ class SimConfig:
     cache_mb: int = 256  # LRU of rendered updates when not pre-rendering
     host: str = "127.0.0.1"
     port: int = 0  # first port; instance k listens on port + k (0 = free ports)
+    grow: float = 0.0  # updates/s the active (last) migration grows by while serving (0: fixed)
+    grow_updates: int = 0  # how many of its last updates appear that way (they are hidden at start)
     tls_cert: str = ""  # serve HTTPS with this certificate (PEM) and key
     tls_key: str = ""
 

@@ -67,6 +67,15 @@ class LedgerConfig:
         shape = {k: kwargs.pop(k) for k in ("ids", "synchronizers", "gap_us") if k in kwargs}
         return LedgerConfig(seed=seed, migrations=default_migrations(updates, **shape), **kwargs)
 
+    def with_growth(self, extra_updates: int) -> LedgerConfig:
+        """The same ledger with `extra_updates` more at the end of its last migration (over its
+        synchronizers): what a growing simulator shows once it has grown."""
+        from dataclasses import replace
+
+        *rest, last = sorted(self.migrations, key=lambda m: m.migration_id)
+        grown = replace(last, updates=last.updates + -(-extra_updates // last.synchronizers))
+        return replace(self, migrations=(*rest, grown))
+
 
 def default_migrations(
     total_updates: int, ids: tuple[int, ...] = (0, 1, 3), synchronizers: int = 1, gap_us: int = 2_000_000
@@ -336,6 +345,38 @@ class Ledger:
         if _mix(self.seed, "xh", m, s, i) % 10_000 < self.config.external_hash_rate * 10_000:
             out["external_transaction_hash"] = _hex(self.seed, "xh", m, s, i)  # omitted when absent, as Scan does
         return out
+
+    def event_item(self, m: int, s: int, i: int, compact: bool) -> Json:
+        """The /v0/events item of update i: the update with its mediator verdict, traffic summary
+        and app activity records (a reassignment has none of those)."""
+        h = self.header(m, s, i)
+        update = to_v2(self.update(m, s, i), compact)
+        if h.kind != "transaction":
+            return {"update": update, "verdict": None, "traffic_summary": None, "app_activity_records": None}
+        rng = random.Random(_mix(self.seed, "verdict", m, s, i))
+        submitter, other = sorted(rng.sample(self.parties, 2))
+        views = [
+            {"view_id": k, "informees": [submitter, other],
+             "confirming_parties": [{"parties": [submitter], "threshold": 1}], "sub_views": [],
+             "view_hash": _hex(self.seed, "view", m, s, i, k)}
+            for k in range(1 + rng.randrange(3))
+        ]  # fmt: skip
+        costs = [rng.randrange(2_000, 60_000) for _ in views]
+        verdict = {
+            "update_id": h.update_id, "migration_id": m, "domain_id": h.synchronizer_id,
+            "record_time": format_us(h.record_us),
+            "finalization_time": format_us(h.record_us + rng.randrange(1_000, 900_000)),
+            "submitting_parties": [submitter],
+            "submitting_participant_uid": f"PAR::{submitter.split('::')[0]}::1220{_hex(self.seed, 'par', submitter)}",
+            "verdict_result": "VERDICT_RESULT_ACCEPTED", "mediator_group": 0,
+            "transaction_views": {"views": views, "root_views": [0]},
+        }  # fmt: skip
+        traffic = {"total_traffic_cost": sum(costs),
+                   "envelope_traffic_summaries": [{"traffic_cost": c, "view_ids": [v["view_id"]]}
+                                                  for c, v in zip(costs, views, strict=True)]}  # fmt: skip
+        activity = {"round_number": h.round if h.round is not None else self.round_at(h.record_us),
+                    "records": [{"party": submitter, "weight": sum(costs)}]}  # fmt: skip
+        return {"update": update, "verdict": verdict, "traffic_summary": traffic, "app_activity_records": activity}
 
     # ----- value builders (protobuf_json) -------------------------------------------------------
 

@@ -22,7 +22,7 @@ from scanfill.timeutil import MIN_US, TimestampError, format_trimmed, format_us,
 PAGE_LIMIT = 1000
 SNAPSHOT_PERIOD_US = 3 * 3600 * 1_000_000
 KEPT_BODIES = 50
-DATA_PATHS = ("/v0/backfilling/updates-before", "/v2/updates", "/v0/backfilling/import-updates")
+DATA_PATHS = ("/v0/backfilling/updates-before", "/v2/updates", "/v0/backfilling/import-updates", "/v0/events")
 
 
 class BadRequest(Exception):
@@ -211,13 +211,14 @@ class ScanInstance:
         ranges = []
         lo_i = self.min_index(m)
         for s in range(spec.synchronizers):
-            if lo_i >= spec.updates:
+            n = self.sim.count(m, s)
+            if lo_i >= n:
                 continue
             ranges.append(
                 {
                     "synchronizer_id": ledger.synchronizer_id(s),
                     "min": format_trimmed(ledger.record_us(m, s, lo_i)),
-                    "max": format_trimmed(ledger.record_us(m, s, spec.updates - 1)),
+                    "max": format_trimmed(ledger.record_us(m, s, n - 1)),
                 }
             )
         imports = ledger.import_ids(m)
@@ -247,7 +248,7 @@ class ScanInstance:
         items: list[bytes] = []
         if s is not None:
             lo = max(self.min_index(m), ledger.index_at_or_after(m, s, after) if after is not None else 0)
-            hi = ledger.index_at_or_after(m, s, before)
+            hi = min(ledger.index_at_or_after(m, s, before), self.sim.count(m, s))
             render = self.sim.renderer.item
             items = [render(m, s, i) for i in range(hi - 1, max(lo, hi - count) - 1, -1)]
             if after is not None and after <= MIN_US and len(items) < count and before > MIN_US and s == 0:
@@ -271,14 +272,10 @@ class ScanInstance:
         ids = [cid for cid in ledger.import_ids(m) if cid > after][:limit]
         return self._page([orjson.dumps(ledger.import_update(m, cid)) for cid in ids])
 
-    async def updates_v2(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+    def _forward(self, body: dict[str, Any]) -> list[tuple[int, int, int]]:
+        """(migration, synchronizer index, update index) of a forward page, in Scan's order:
+        (migration, record time, synchronizer id), after the request's `after`."""
         size = _count(body, "page_size")
-        encoding = body.get("daml_value_encoding") or "compact_json"
-        if encoding not in ("compact_json", "protobuf_json"):
-            raise BadRequest(f"Invalid daml_value_encoding {encoding!r}")
-        if not self.complete:
-            return _error(503, "This scan instance has not yet replicated all data. Please try again later.")
         after = body.get("after")
         ledger = self.sim.ledger
         am, at = -1, MIN_US
@@ -287,23 +284,50 @@ class ScanInstance:
                 raise MalformedRequest("The request content was malformed:\nafter must be an object")
             am = _int(after, "after_migration_id")
             at = _time(after, "after_record_time")
-        out: list[bytes] = []
+        out: list[tuple[int, int, int]] = []
         for m in ledger.migration_ids():
             if m < am or len(out) >= size:
                 continue
-            spec = ledger.specs[m]
             heads = []
-            for s in range(spec.synchronizers):
+            for s in range(ledger.specs[m].synchronizers):
+                n = self.sim.count(m, s)
                 i = ledger.index_at_or_after(m, s, at + 1) if m == am else 0
-                if i < spec.updates:
-                    heads.append((ledger.record_us(m, s, i), ledger.synchronizer_id(s), s, i))
+                if i < n:
+                    heads.append((ledger.record_us(m, s, i), ledger.synchronizer_id(s), s, i, n))
             heapq.heapify(heads)
             while heads and len(out) < size:
-                _, sid, s, i = heapq.heappop(heads)
-                out.append(orjson.dumps(to_v2(ledger.update(m, s, i), encoding == "compact_json")))
-                if i + 1 < spec.updates:
-                    heapq.heappush(heads, (ledger.record_us(m, s, i + 1), sid, s, i + 1))
-        return self._page(out)
+                _, sid, s, i, n = heapq.heappop(heads)
+                out.append((m, s, i))
+                if i + 1 < n:
+                    heapq.heappush(heads, (ledger.record_us(m, s, i + 1), sid, s, i + 1, n))
+        return out
+
+    def _encoding(self, body: dict[str, Any]) -> str:
+        encoding = body.get("daml_value_encoding") or "compact_json"
+        if encoding not in ("compact_json", "protobuf_json"):
+            raise BadRequest(f"Invalid daml_value_encoding {encoding!r}")
+        return str(encoding)
+
+    async def updates_v2(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        compact = self._encoding(body) == "compact_json"
+        if not self.complete:
+            return _error(503, "This scan instance has not yet replicated all data. Please try again later.")
+        ledger = self.sim.ledger
+        return self._page([orjson.dumps(to_v2(ledger.update(m, s, i), compact)) for m, s, i in self._forward(body)])
+
+    async def events(self, request: web.Request) -> web.Response:
+        """/v0/events: each update with its mediator verdict, traffic summary and app activity
+        records (reassignments have none), in the order of /v2/updates."""
+        body = await _json_body(request)
+        compact = self._encoding(body) == "compact_json"
+        if not self.complete:
+            return _error(503, "This scan instance has not yet replicated all data. Please try again later.")
+        ledger = self.sim.ledger
+        items = [orjson.dumps(ledger.event_item(m, s, i, compact)) for m, s, i in self._forward(body)]
+        self.stats.pages += 1
+        self.stats.items += len(items)
+        return web.Response(body=b'{"events":[' + b",".join(items) + b"]}", content_type="application/json")
 
     async def update_by_id(self, request: web.Request) -> web.Response:
         uid = request.match_info["update_id"]
@@ -312,6 +336,8 @@ class ScanInstance:
             return _error(404, f"Transaction with id {uid} not found")
         encoding = request.query.get("daml_value_encoding", "compact_json")
         m, s, i = where
+        if i >= self.sim.count(m, s):
+            return _error(404, f"Transaction with id {uid} not found")
         return _ok(to_v2(self.sim.ledger.update(m, s, i), encoding == "compact_json"))
 
     async def migrations_last(self, request: web.Request) -> web.Response:
@@ -381,6 +407,7 @@ class ScanInstance:
                 "faults": st.faults,
                 "by_path": st.by_path,
                 "bodies": st.bodies,
+                "grown": self.sim.grown(),
             }
         )
 
@@ -401,6 +428,7 @@ class ScanInstance:
         app.router.add_get(p + "/v0/backfilling/status", self.backfilling_status)
         app.router.add_post(p + "/v0/backfilling/import-updates", self.import_updates)
         app.router.add_post(p + "/v2/updates", self.updates_v2)
+        app.router.add_post(p + "/v0/events", self.events)
         app.router.add_get(p + "/v2/updates/{update_id}", self.update_by_id)
         app.router.add_get(p + "/v0/migrations/last", self.migrations_last)
         app.router.add_get(p + "/v0/scans", self.scans)
@@ -423,6 +451,25 @@ class Simulation:
             self.renderer.prerender()
         self.instances = [ScanInstance(self, k, inst) for k, inst in enumerate(config.instances)]
         self._ids: dict[str, tuple[int, int, int]] | None = None
+        self.grow_started = time.monotonic()
+        last = max(self.ledger.migration_ids())
+        self._last = last
+        syncs = self.ledger.specs[last].synchronizers
+        self._hidden = min(config.grow_updates // syncs, self.ledger.specs[last].updates - 1) if config.grow > 0 else 0
+
+    def count(self, m: int, s: int) -> int:
+        """Updates of (m, s) served so far: the active migration grows at `grow` updates/s (over all
+        its synchronizers) until its last `grow_updates` are all visible; the rest is fixed."""
+        n = self.ledger.specs[m].updates
+        if m != self._last or not self._hidden:
+            return n
+        syncs = self.ledger.specs[m].synchronizers
+        shown = int((time.monotonic() - self.grow_started) * self.config.grow / syncs)
+        return n - self._hidden + min(self._hidden, shown)
+
+    def grown(self) -> bool:
+        return all(self.count(self._last, s) == self.ledger.specs[self._last].updates
+                   for s in range(self.ledger.specs[self._last].synchronizers))  # fmt: skip
 
     def locate(self, update_id: str) -> tuple[int, int, int] | None:
         if self._ids is None:
