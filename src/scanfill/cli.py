@@ -222,8 +222,8 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
             click.secho("not following: the history is not complete (see above); run again to finish it first",
                         fg="red", err=True)  # fmt: skip
             sys.exit(1)
-        _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json,
-                metrics_port=0 if metrics_port else 0, metrics_addr=metrics_addr)  # fmt: skip
+        # the backfill's metrics server holds --metrics-port: the follower's gauges need `scanfill follow`
+        _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json)
 
 
 def _follow(db: Any, scan: Any, **kw: Any) -> None:

@@ -205,33 +205,48 @@ class Follower:
         return data
 
     async def _updates(self) -> None:
+        """Page k+1 is fetched and decoded while page k commits: its `after` is known as soon as
+        page k is decoded, so a catch-up keeps both the scan and the database busy."""
         pos = await self._start_position("updates")
         lean = self.s.update_json == "envelope"
         size = self.s.page_size
-        while not self.stop.is_set():
-            body = await self._page("/v2/updates", pos, size)
-            batch = decode_stream_page(body, pos, lean=lean)
-            if batch.items == size and batch.last_position == pos:
-                # a full page inside the re-read microsecond: ask for more to get past it
-                size = min(1000, size * 2)
-                continue
-            size = self.s.page_size
-            assert self.lease is not None
-            if batch.items:
-                kept = await self.db(self.sink.commit_followed, self.lease, self.s.lease_s, batch)
-                self.report.updates += len(kept.updates)
-                self.report.events += len(kept.events)
-                self.report.skipped += batch.items - kept.items
-                self.report.pages += 1
-                pos = batch.last_position
-                if self.hooks is not None:
-                    self.hooks.on_follow(pos)
-            if batch.items < size:
-                self.caught_up["updates"] = True
-                if self.s.once:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), timeout=self.s.poll_s)
+
+        async def fetch(after: tuple[int, int] | None, n: int) -> Any:
+            return decode_stream_page(await self._page("/v2/updates", after, n), after, lean=lean)
+
+        ahead: asyncio.Task[Any] | None = None
+        try:
+            while not self.stop.is_set():
+                batch = await (ahead if ahead is not None else fetch(pos, size))
+                ahead = None
+                if batch.items == size and batch.last_position == pos:
+                    size = min(1000, size * 2)  # a full page inside the re-read microsecond: get past it
+                    continue
+                full = batch.items == size
+                size = self.s.page_size
+                if full:
+                    ahead = asyncio.create_task(fetch(batch.last_position, size))
+                if batch.items:
+                    assert self.lease is not None
+                    kept = await self.db(self.sink.commit_followed, self.lease, self.s.lease_s, batch)
+                    self.report.updates += len(kept.updates)
+                    self.report.events += len(kept.events)
+                    self.report.skipped += batch.items - kept.items
+                    self.report.pages += 1
+                    pos = batch.last_position
+                    if self.hooks is not None:
+                        self.hooks.on_follow(pos)
+                if not full:
+                    self.caught_up["updates"] = True
+                    if self.s.once:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), timeout=self.s.poll_s)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
 
     # ----- the events stream (verdicts, traffic summaries, app activity) -----------------------
 

@@ -40,26 +40,32 @@ class Renderer:
     def __init__(self, ledger: Ledger, cache_bytes: int) -> None:
         self.ledger = ledger
         self.cache_bytes = cache_bytes
-        self._lru: OrderedDict[tuple[int, int, int], bytes] = OrderedDict()
+        self._lru: OrderedDict[tuple[int, int, int, str], bytes] = OrderedDict()
         self._size = 0
-        self._pre: dict[tuple[int, int], list[bytes]] = {}
+        self._pre: dict[tuple[int, int, str], list[bytes]] = {}
 
     def prerender(self) -> None:
+        """Every update in the updates-before shape and the /v2 protobuf_json shape (the two that
+        loaders read in bulk), so serving costs no generation."""
         for m in self.ledger.migration_ids():
             spec = self.ledger.specs[m]
             for s in range(spec.synchronizers):
-                self._pre[(m, s)] = [orjson.dumps(self.ledger.update(m, s, i)) for i in range(spec.updates)]
+                updates = [self.ledger.update(m, s, i) for i in range(spec.updates)]
+                self._pre[(m, s, "v1")] = [orjson.dumps(u) for u in updates]
+                self._pre[(m, s, "v2")] = [orjson.dumps(to_v2(u, False)) for u in updates]
 
-    def item(self, m: int, s: int, i: int) -> bytes:
-        pre = self._pre.get((m, s))
+    def item(self, m: int, s: int, i: int, shape: str = "v1") -> bytes:
+        """Update i of (m, s) as served: `v1` (updates-before), `v2` (protobuf_json), `v2c` (compact)."""
+        pre = self._pre.get((m, s, shape))
         if pre is not None:
             return pre[i]
-        key = (m, s, i)
+        key = (m, s, i, shape)
         got = self._lru.get(key)
         if got is not None:
             self._lru.move_to_end(key)
             return got
-        data = orjson.dumps(self.ledger.update(m, s, i))
+        u = self.ledger.update(m, s, i)
+        data = orjson.dumps(u if shape == "v1" else to_v2(u, shape == "v2c"))
         self._lru[key] = data
         self._size += len(data)
         while self._size > self.cache_bytes and self._lru:
@@ -313,8 +319,8 @@ class ScanInstance:
         compact = self._encoding(body) == "compact_json"
         if not self.complete:
             return _error(503, "This scan instance has not yet replicated all data. Please try again later.")
-        ledger = self.sim.ledger
-        return self._page([orjson.dumps(to_v2(ledger.update(m, s, i), compact)) for m, s, i in self._forward(body)])
+        render, shape = self.sim.renderer.item, "v2c" if compact else "v2"
+        return self._page([render(m, s, i, shape) for m, s, i in self._forward(body)])
 
     async def events(self, request: web.Request) -> web.Response:
         """/v0/events: each update with its mediator verdict, traffic summary and app activity
