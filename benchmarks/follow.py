@@ -76,7 +76,7 @@ def lag(seconds: float, rates: list[float]) -> None:
                 import asyncio
 
                 loop = asyncio.new_event_loop()
-                t = threading.Thread(target=lambda: loop.run_until_complete(follower.run()), daemon=True)
+                t = threading.Thread(target=loop.run_until_complete, args=(follower.run(),), daemon=True)
                 t.start()
                 samples = []
                 simulation = sim.simulation

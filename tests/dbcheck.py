@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
 
 from scanfill.sim import Ledger
 from scanfill.timeutil import dt_to_us
@@ -20,11 +21,12 @@ def assert_db_matches(
         if imports and (migrations is None or m in migrations)
     }
     with psycopg.connect(dsn) as conn:
+        updates_t, events_t = (sql.Identifier(schema, t) for t in ("ledger_updates", "ledger_events"))
         rows = conn.execute(
-            f"SELECT update_id, migration_id, synchronizer_id, record_time, kind, round, event_count "
-            f'FROM "{schema}".ledger_updates'
+            sql.SQL("SELECT update_id, migration_id, synchronizer_id, record_time, kind, round, event_count FROM {}")
+            .format(updates_t)
         ).fetchall()
-        events = conn.execute(f'SELECT event_id, update_id FROM "{schema}".ledger_events').fetchall()
+        events = conn.execute(sql.SQL("SELECT event_id, update_id FROM {}").format(events_t)).fetchall()
     ids = [r[0] for r in rows]
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicate update rows"
     got = {r[0]: r for r in rows if r[4] != "import"}

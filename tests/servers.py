@@ -26,34 +26,55 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+class Pg15Cluster:
+    """Debian's PostgreSQL 15 in a throw-away cluster that a test may restart (as a managed
+    database's maintenance or failover would)."""
+
+    def __init__(self, tcp_port: int | None = None) -> None:
+        if not (PG15 / "initdb").exists():
+            raise RuntimeError("PostgreSQL 15 binaries not found: `apt-get install postgresql-15`")
+        self.tmp = Path(tempfile.mkdtemp(prefix="scanfill-pg15-"))  # under /tmp: reachable by the postgres user
+        self.data = self.tmp / "pg15"
+        self.data.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.tmp, "postgres")
+            shutil.chown(self.data, "postgres")
+        subprocess.run(_as_postgres([str(PG15 / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust"]),
+                       check=True, capture_output=True)  # fmt: skip
+        listen = "127.0.0.1" if tcp_port else ""
+        self.port = tcp_port or free_port()
+        self.opts = (f"-c listen_addresses='{listen}' -c unix_socket_directories={self.data} -c port={self.port} "
+                     "-c fsync=off -c max_connections=200")  # fmt: skip
+        self.dsn = f"postgresql://postgres@/postgres?host={self.data}&port={self.port}"
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run(_as_postgres([str(PG15 / "pg_ctl"), "-D", str(self.data), "-o", self.opts, "-w", "-l",
+                                     str(self.data / "log"), *args]), check=True, capture_output=True)  # fmt: skip
+
+    def restart(self, mode: str = "fast") -> None:
+        self.ctl("-m", mode, "restart")
+
+    def close(self) -> None:
+        subprocess.run(_as_postgres([str(PG15 / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@contextmanager
+def pg15_cluster(tcp_port: int | None = None) -> Iterator[Pg15Cluster]:
+    cluster = Pg15Cluster(tcp_port)
+    cluster.ctl("start")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
 @contextmanager
 def debian_pg15(tmp: Path, tcp_port: int | None = None) -> Iterator[str]:
     """A fresh PostgreSQL 15 cluster on a Unix socket; fails loudly when the binaries are missing."""
-    if not (PG15 / "initdb").exists():
-        raise RuntimeError("PostgreSQL 15 binaries not found: `apt-get install postgresql-15` (.ci/run does)")
-    tmp = Path(tempfile.mkdtemp(prefix="scanfill-pg15-"))  # under /tmp: reachable by the postgres user
-    data = tmp / "pg15"
-    data.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(tmp, "postgres")
-        shutil.chown(data, "postgres")
-    port = free_port()
-    subprocess.run(_as_postgres([str(PG15 / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]),
-                   check=True, capture_output=True)  # fmt: skip
-    listen = "127.0.0.1" if tcp_port else ""
-    port = tcp_port or port
-    opts = (
-        f"-c listen_addresses='{listen}' -c unix_socket_directories={data} -c port={port} -c fsync=off "
-        "-c max_connections=200"
-    )
-    subprocess.run(_as_postgres([str(PG15 / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l",
-                                 str(data / "log"), "start"]), check=True, capture_output=True)  # fmt: skip
-    try:
-        yield f"postgresql://postgres@/postgres?host={data}&port={port}"
-    finally:
-        subprocess.run(_as_postgres([str(PG15 / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True)  # fmt: skip
-        shutil.rmtree(tmp, ignore_errors=True)
+    with pg15_cluster(tcp_port) as cluster:
+        yield cluster.dsn
 
 
 def kill_postmaster(datadir: Path) -> None:

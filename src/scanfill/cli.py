@@ -134,24 +134,34 @@ def init(dsn: str | None, schema: str) -> None:
     help="Start the previous_migration_id chain at this migration instead of the current one (for scans "
     "without /v0/migrations/last, or to stop short of a migration).",
 )
-@click.option("--concurrency", default=16, show_default=True, help="Requests (slices) in flight per worker.")
-@click.option("--workers", default=1, show_default=True, help="Worker processes on this machine.")
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Requests (slices) in flight per worker, 1..256 (past ~64 a scan's rate limiter and the "
+                   "database, not the network, bound the load; measured in docs/benchmarks.md).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes on this machine (one per loader core is the measured best).")
 @click.option(
     "--page-size",
     default=None,
     type=click.IntRange(1, 1000),
     help="Updates per request, 1..1000 (default: $BACKFILL_PAGE_SIZE or 1000).",
 )
-@click.option("--batch-rows", default=10_000, show_default=True, help="Rows per commit (at least one page).")
+@click.option("--batch-rows", default=10_000, show_default=True, type=click.IntRange(1, 10_000_000),
+              help="Rows per commit (at least one page).")
 @click.option(
     "--page-mb",
     default=32.0,
     show_default=True,
+    type=click.FloatRange(0.1, 1024),
     help="Size pages to about this much JSON (fewer updates per request when they are large).",
 )
-@click.option("--slices", default=0, help="Slices to cut the ranges into (default: 4 x concurrency x workers).")
-@click.option("--db-connections", default=3, show_default=True, help="Database connections per worker.")
-@click.option("--lease", "lease_s", default=60.0, show_default=True, help="Seconds a slice lease lasts unrenewed.")
+@click.option("--slices", default=0, type=click.IntRange(0, 100_000),
+              help="Slices to cut the ranges into (default: 4 x concurrency x workers).")
+@click.option("--db-connections", default=3, show_default=True, type=click.IntRange(1, 64),
+              help="Database connections per worker.")
+@click.option("--lease", "lease_s", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds a slice lease lasts unrenewed.")
+@click.option("--db-retry", "db_retry_s", default=300.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="Seconds to ride out a database restart or failover before failing.")
 @click.option("--plan-only", is_flag=True, help="Discover and plan the slices, load nothing.")
 @click.option("--prepare", "do_prepare", is_flag=True, help="Run `scanfill prepare` first (bulk-load mode).")
 @click.option("--update-json", type=click.Choice(["full", "envelope"]), default="full", show_default=True,
@@ -182,9 +192,10 @@ def init(dsn: str | None, schema: str) -> None:
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @friendly
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
-        migrations: tuple[int, ...], start_migration: int | None, concurrency: int, workers: int, page_size: int | None, batch_rows: int,
-        slices: int, db_connections: int, lease_s: float, plan_only: bool, no_progress: bool, do_prepare: bool,
-        do_restore: bool, then_follow: bool, follow_poll: float, refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
+        migrations: tuple[int, ...], start_migration: int | None, concurrency: int, workers: int,
+        page_size: int | None, batch_rows: int, slices: int, db_connections: int, lease_s: float, db_retry_s: float,
+        plan_only: bool, no_progress: bool, do_prepare: bool, do_restore: bool, then_follow: bool, follow_poll: float,
+        refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
         update_json: str) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
@@ -208,7 +219,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
     settings = WorkerSettings(
         db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
-        metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, imports=imports, update_json=update_json,
+        metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, db_retry_s=db_retry_s, imports=imports, update_json=update_json,
     )  # fmt: skip
     if migrations and start_migration is not None:
         raise click.UsageError("--migration and --from-migration exclude each other: name the migrations or the start")
@@ -223,7 +234,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
                         fg="red", err=True)  # fmt: skip
             sys.exit(1)
         # the backfill's metrics server holds --metrics-port: the follower's gauges need `scanfill follow`
-        _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json)
+        _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json, db_retry_s=db_retry_s)
 
 
 def _follow(db: Any, scan: Any, **kw: Any) -> None:
@@ -237,7 +248,10 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
         hooks = Metrics()
         hooks.serve(metrics_port, metrics_addr)
     settings = FollowSettings(db=db, scan=scan, **kw)
-    click.echo(f"following into {db.shown} (schema {db.schema}); scans: {', '.join(scan.urls)}", err=True)
+    from scanfill.load.source import redact_url
+
+    click.echo(f"following into {db.shown} (schema {db.schema}); scans: {', '.join(map(redact_url, scan.urls))}",
+               err=True)  # fmt: skip
     report = follow(settings, hooks)
     click.echo(f"followed {report.updates:,} updates + {report.events:,} events"
                + (f", {report.scan_events:,} verdicts/traffic records" if settings.events else "")
@@ -268,10 +282,12 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
               help="As for `run`.")
 @click.option("--metrics-port", default=0, type=click.IntRange(0, 65535), help="Serve Prometheus metrics here.")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address the metrics listen on.")
+@click.option("--db-retry", "db_retry_s", default=300.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="Seconds to ride out a database restart or failover before failing.")
 @friendly
 def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool, once: bool,
            events: bool, page_size: int, poll_s: float, lease_s: float, start: str, update_json: str,
-           metrics_port: int, metrics_addr: str) -> None:  # fmt: skip
+           metrics_port: int, metrics_addr: str, db_retry_s: float) -> None:  # fmt: skip
     """Keep the copy current: tail new updates (and verdicts) into the same tables, exactly once.
 
     One follower writes at a time; start the same command elsewhere for a hot standby that takes
@@ -283,7 +299,7 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     sch.init(db)
     _follow(db, get_scan(scan_urls, timeout, insecure), once=once, events=events, page_size=page_size,
             poll_s=poll_s, lease_s=lease_s, start=start, update_json=update_json, metrics_port=metrics_port,
-            metrics_addr=metrics_addr)  # fmt: skip
+            metrics_addr=metrics_addr, db_retry_s=db_retry_s)  # fmt: skip
 
 
 def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
@@ -309,9 +325,11 @@ def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
 
 def _do_run(opts: Any, db: Any, exit_on_failure: bool = True) -> Any:
     from scanfill.load.run import run as run_backfill
+    from scanfill.load.source import redact_url
     from scanfill.ops.progress import ProgressDisplay
 
-    click.echo(f"database {db.shown} (schema {db.schema}); scans: {', '.join(opts.worker.scan.urls)}", err=True)
+    click.echo(f"database {db.shown} (schema {db.schema}); scans: {', '.join(map(redact_url, opts.worker.scan.urls))}",
+               err=True)  # fmt: skip
     display = ProgressDisplay(db) if opts.progress and not opts.plan_only else None
     summary = run_backfill(opts, display=display)
     _print_summary(summary)

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo, sql
 
-from scanfill.errors import ConfigError
+from scanfill.errors import ConfigError, DatabaseUnavailable
 
 DSN_ENV = ("DATABASE_URL", "SUPABASE_DB_URL")
 Conn = psycopg.Connection[tuple[Any, ...]]  # the one connection type: rows are plain tuples
@@ -78,6 +78,10 @@ class Database:
             ) from None
         return conn
 
+    def qualified(self, name: str) -> str:
+        """`"schema"."name"` as text for `to_regclass`, quoted whatever the names hold."""
+        return ".".join('"' + part.replace('"', '""') + '"' for part in (self.schema, name))
+
     def t(self, name: str) -> sql.Composed:
         """A schema-qualified table identifier."""
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
@@ -85,3 +89,90 @@ class Database:
     @property
     def shown(self) -> str:
         return redact(self.dsn)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Errors a restart or failover of the server causes (the connection is gone or refused),
+    as opposed to an error of the statement itself."""
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return True
+    return isinstance(exc, ConfigError) and "cannot connect" in str(exc)
+
+
+class DbPool:
+    """A few connections used from worker threads, for an asyncio process (worker or follower).
+
+    A database restart or failover is ridden out: a call whose connection broke is run again on a
+    fresh connection, with backoff, for up to `retry_s` seconds (said once in the log), and only then
+    fails with one clear message. Running a call again is safe because every write scanfill makes
+    is checked under a row lock (a commit that did land before the connection broke is seen as
+    "the cursor moved", and the slice is resumed from the database).
+    """
+
+    def __init__(self, db: Database, size: int, application: str, retry_s: float = 300.0) -> None:
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.db = db
+        self.size = size
+        self.application = application
+        self.retry_s = retry_s
+        self._queue: asyncio.Queue[Conn | None] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix="scanfill-db")
+        self._all: list[Conn] = []
+        self.outages = 0
+
+    async def open(self) -> None:
+        for _ in range(self.size):
+            self._queue.put_nowait(None)  # connected lazily, so an outage at start is ridden out too
+        await self.call(lambda conn: None)
+
+    def _connect(self) -> Conn:
+        conn = self.db.connect(autocommit=True, application=self.application)
+        self._all.append(conn)
+        return conn
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        import asyncio
+        import logging
+        import random
+        import time
+
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        delay = 0.2
+        conn = await self._queue.get()
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await loop.run_in_executor(self._executor, self._connect)
+                    return await loop.run_in_executor(self._executor, fn, conn, *args)
+                except Exception as exc:
+                    if not _is_outage(exc):
+                        raise
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self.retry_s
+                        self.outages += 1
+                        logging.getLogger("scanfill.db").warning(
+                            "database unavailable (%s); retrying for up to %.0f s",
+                            scrub(str(exc).strip().splitlines()[0], self.db.dsn), self.retry_s)  # fmt: skip
+                    if now >= deadline:
+                        raise DatabaseUnavailable(
+                            f"the database at {redact(self.db.dsn)} stayed unavailable for {self.retry_s:.0f} s "
+                            f"(--db-retry): {scrub(str(exc).strip(), self.db.dsn)}. Nothing past the last "
+                            "committed page was stored; run the same command again when it is back."
+                        ) from None
+                    await asyncio.sleep(min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - now)))
+                    delay = min(delay * 2, 5.0)
+        finally:
+            self._queue.put_nowait(conn)
+
+    def close(self) -> None:
+        for c in self._all:
+            c.close()
+        self._executor.shutdown(wait=False)

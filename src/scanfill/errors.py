@@ -3,6 +3,7 @@ one-line message and a non-zero exit; anything else is a bug and keeps its trace
 
     ScanfillError
     ├── ConfigError          a setting the user must fix (DSN, URLs, options)      terminal
+    ├── DatabaseUnavailable  the server stayed down for the whole --db-retry budget  terminal (after retrying)
     ├── SchemaError          tables missing, too old or too new: run `scanfill init` terminal
     ├── Refused              an operation that would be unsafe now (prepare during a load)  terminal
     ├── ScanError            Scan could not answer after every retry                transient
@@ -26,6 +27,10 @@ class ScanfillError(Exception):
 
 class ConfigError(ScanfillError):
     """A setting the user must fix; the message says which and how."""
+
+
+class DatabaseUnavailable(ScanfillError):
+    """The database stayed unreachable for the whole retry budget (a restart is ridden out)."""
 
 
 class SchemaError(ScanfillError):

@@ -244,7 +244,7 @@ def meta_table(db: Database) -> sql.Composed:
 
 def schema_version(db: Database, conn: psycopg.Connection) -> int:  # type: ignore[type-arg]
     """0 when scanfill's tables are absent."""
-    row = conn.execute("SELECT to_regclass(%s)", (f'"{db.schema}".scanfill_meta',)).fetchone()
+    row = conn.execute("SELECT to_regclass(%s)", (db.qualified("scanfill_meta"),)).fetchone()
     if row is None or row[0] is None:
         return 0
     got = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'schema_version'").format(meta_table(db))).fetchone()

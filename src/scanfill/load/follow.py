@@ -26,7 +26,6 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -36,8 +35,8 @@ import psycopg
 
 from scanfill.coord.discovery import current_migration
 from scanfill.coord.store import FollowLease, Store
-from scanfill.db import Conn, Database
-from scanfill.errors import Fenced, MalformedPage, ScanError, ScanHTTPError
+from scanfill.db import Database, DbPool
+from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError
 from scanfill.load.decode import decode_stream_page
 from scanfill.load.sink import Sink
 from scanfill.load.source import ScanClient, ScanConfig
@@ -60,6 +59,7 @@ class FollowSettings:
     update_json: str = "full"
     worker_id: str = ""
     start: str = "auto"  # auto: after the backfill if there is one, else the head; "head"; "beginning"
+    db_retry_s: float = 300.0  # ride out a database restart or failover this long
 
 
 @dataclass
@@ -85,31 +85,14 @@ class Follower:
         self.store: Store = self.sink.store
         self.stop = asyncio.Event()
         self.caught_up = {name: False for name in STREAMS}
-        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="scanfill-follow")
-        self._conns: list[Conn] = []
-        self._pool: asyncio.Queue[Conn] = asyncio.Queue()
+        self.pool = DbPool(settings.db, 2, f"scanfill follow {self.id}", settings.db_retry_s)
         self.lease: FollowLease | None = None
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        conn = await self._pool.get()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn, *args)
-        except psycopg.OperationalError:
-            conn.close()
-            conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
-            raise
-        finally:
-            self._pool.put_nowait(conn)
-
-    def _connect(self) -> Conn:
-        conn = self.s.db.connect(autocommit=True, application=f"scanfill follow {self.id}")
-        self._conns.append(conn)
-        return conn
+        return await self.pool.call(fn, *args)  # type: ignore[no-any-return]
 
     async def run(self) -> FollowReport:
-        loop = asyncio.get_running_loop()
-        for _ in range(2):
-            self._pool.put_nowait(await loop.run_in_executor(self._executor, self._connect))
+        await self.pool.open()
         try:
             async with ScanClient(self.s.scan) as client:
                 self.client = client
@@ -128,9 +111,7 @@ class Follower:
                             await self.db(self.store.follow_release, self.lease)
         finally:
             self.report.stopped = self.stop.is_set()
-            for c in self._conns:
-                c.close()
-            self._executor.shutdown(wait=False)
+            self.pool.close()
         return self.report
 
     async def _guarded(self, fn: Callable[[], Any], what: str) -> None:
@@ -139,7 +120,7 @@ class Follower:
         except Fenced as exc:
             log.warning("follower lost its lease (%s): another follower carries on", exc)
             self.stop.set()
-        except (ScanError, MalformedPage) as exc:
+        except (ScanError, MalformedPage, DatabaseUnavailable) as exc:
             msg = f"follow {what}: {exc}"
             log.error("%s", msg)
             self.report.failures.append(msg)

@@ -41,6 +41,18 @@ class ScanConfig:
 
 
 
+def redact_url(url: str) -> str:
+    """A scan URL as shown anywhere (logs, errors, metrics labels): without user and password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 @dataclass
 class UrlHealth:
     url: str
@@ -149,7 +161,7 @@ class ScanClient:
                         self.stats.bytes += len(data)
                         self.stats.latency_sum += time.monotonic() - t0
                         return data, h.url
-                    err = ScanHTTPError(resp.status, url, data)
+                    err = ScanHTTPError(resp.status, redact_url(url), data)
                     if resp.status == 403:
                         self._bench(h, self.config.forbidden_cooldown_s)
                     elif resp.status == 404 or resp.status not in RETRY_STATUS:
@@ -167,7 +179,7 @@ class ScanClient:
                     last = err
             except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
                 raise ScanError(
-                    f"{what or path}: TLS failure talking to {h.url}: {exc}. Certificates are verified; pass "
+                    f"{what or path}: TLS failure talking to {redact_url(h.url)}: {exc}. Certificates are verified; pass "
                     "--insecure only if you trust this network (not recommended)."
                 ) from None
             except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
@@ -176,7 +188,7 @@ class ScanClient:
             finally:
                 h.in_flight -= 1
                 if self.on_request is not None:
-                    self.on_request(h.url, outcome, time.monotonic() - t0)
+                    self.on_request(redact_url(h.url), outcome, time.monotonic() - t0)
             self.stats.count(outcome)
             self.stats.retries += 1
             h.failures += 1
@@ -207,7 +219,7 @@ class ScanClient:
                     "/v0/backfilling/migration-info",
                     {"migration_id": migration_id},
                     only={h.url},
-                    what=f"migration-info({migration_id}) at {h.url}",
+                    what=f"migration-info({migration_id}) at {redact_url(h.url)}",
                 )
                 return orjson.loads(data)
             except ScanError as exc:

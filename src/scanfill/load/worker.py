@@ -16,7 +16,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,8 +23,8 @@ import psycopg
 
 from scanfill.coord.slices import Claim, Leases, Partition
 from scanfill.coord.store import Lease, WorkerState
-from scanfill.db import Conn, Database
-from scanfill.errors import Fenced, MalformedPage, ScanError, ScanHTTPError
+from scanfill.db import Conn, Database, DbPool
+from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError
 from scanfill.load.decode import Batch, decode_page
 from scanfill.load.sink import Sink
 from scanfill.load.source import ScanClient, ScanConfig
@@ -55,6 +54,7 @@ class WorkerSettings:
     worker_id: str = ""
     metrics_port: int = 0  # serve Prometheus metrics on this port (0 = off)
     metrics_addr: str = "127.0.0.1"  # loopback unless the user exposes it (a pod sets 0.0.0.0)
+    db_retry_s: float = 300.0  # ride out a database restart or failover this long
     imports: bool = False  # also load import updates (skipped by default: they repeat earlier contracts)
     update_json: str = "full"  # "envelope": store updates without events_by_id (events are in ledger_events)
 
@@ -91,9 +91,7 @@ class Worker:
         self.sink = Sink(settings.db)
         self.store = self.sink.store
         self.stop = asyncio.Event()
-        self._pool: asyncio.Queue[Conn] = asyncio.Queue()
-        self._conns: list[Conn] = []
-        self._executor = ThreadPoolExecutor(max_workers=settings.db_connections + 1, thread_name_prefix="scanfill-db")
+        self.pool = DbPool(settings.db, settings.db_connections, f"scanfill worker {self.id}", settings.db_retry_s)
         self._failed: list[str] = []
         self._dead: list[str] = []
         self._bytes_per_item: float | None = None  # running estimate over every page of this process
@@ -101,28 +99,13 @@ class Worker:
     # ----- database plumbing --------------------------------------------------------------------
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
-        conn = await self._pool.get()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn, *args)
-        except psycopg.OperationalError:
-            conn.close()  # a broken connection is replaced, never reused
-            conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
-            raise
-        finally:
-            self._pool.put_nowait(conn)
-
-    def _connect(self) -> Conn:
-        conn = self.s.db.connect(autocommit=True, application=f"scanfill worker {self.id}")
-        self._conns.append(conn)
-        return conn
+        return await self.pool.call(fn, *args)  # type: ignore[no-any-return]
 
     # ----- main loop ----------------------------------------------------------------------------
 
     async def run(self) -> WorkerReport:
         t0 = time.monotonic()
-        loop = asyncio.get_running_loop()
-        for _ in range(self.s.db_connections):
-            self._pool.put_nowait(await loop.run_in_executor(self._executor, self._connect))
+        await self.pool.open()
         await self.db(self._register)
         self._dead = await self.db(self._find_dead)
         bg = [asyncio.create_task(self._heartbeat())]
@@ -142,9 +125,7 @@ class Worker:
                 await self.db(self._unregister)
             except psycopg.Error as exc:
                 log.warning("could not record the worker's stop: %s", exc)
-            for c in self._conns:
-                c.close()
-            self._executor.shutdown(wait=False)
+            self.pool.close()
         return self.report
 
     async def _guarded_slot(self, k: int) -> None:
@@ -154,6 +135,10 @@ class Worker:
         """An unexpected error stops this worker gracefully: other slots finish their commits."""
         try:
             await fn()
+        except DatabaseUnavailable as exc:
+            log.error("%s", exc)
+            self.report.failures.append(str(exc))
+            self.stop.set()
         except Exception as exc:
             log.exception("worker %s failed", what)
             self.report.failures.append(f"unexpected error in {what}: {type(exc).__name__}: {exc}")

@@ -13,7 +13,7 @@ import orjson
 from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.errors import ScanError
-from scanfill.load.source import ScanClient, ScanConfig
+from scanfill.load.source import ScanClient, ScanConfig, redact_url
 from scanfill.ops.maintenance import catalog_snapshot, running_workers
 from scanfill.ops.tune import advise
 
@@ -87,12 +87,12 @@ async def scan_findings(scan: ScanConfig) -> list[Finding]:
                 data, _ = await client.request("GET", "/v0/backfilling/status", only={url.rstrip("/")})
                 ms = (time.monotonic() - t0) * 1000
                 complete = bool(orjson.loads(data).get("complete"))
-                out.append(Finding(f"scan {url}", complete, f"reachable, {ms:.0f} ms, history "
+                out.append(Finding(f"scan {redact_url(url)}", complete, f"reachable, {ms:.0f} ms, history "
                                    f"{'complete' if complete else 'NOT complete (still backfilling)'}",
                                    "" if complete else "scanfill will not trust it for ranges it cannot prove; "
                                    "add another scan URL"))  # fmt: skip
             except ScanError as exc:
-                out.append(Finding(f"scan {url}", False, f"unreachable: {exc}",
+                out.append(Finding(f"scan {redact_url(url)}", False, f"unreachable: {exc}",
                                    "check the URL (it ends in /api/scan), your IP allow-listing (403), or drop it"))  # fmt: skip
     return out
 

@@ -38,7 +38,7 @@ class SavedObject:
 
 
 def table_oid(db: Database, conn: Conn, table: str) -> int | None:
-    row = conn.execute("SELECT to_regclass(%s)::oid", (f'"{db.schema}"."{table}"',)).fetchone()
+    row = conn.execute("SELECT to_regclass(%s)::oid", (db.qualified(table),)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
 
@@ -323,11 +323,11 @@ def restore(db: Database, jobs: int = 2, maintenance_work_mem: str = "512MB", ec
 
 
 def _index_exists(db: Database, conn: Conn, name: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s)", (f'"{db.schema}"."{name}"',)).fetchone()
+    row = conn.execute("SELECT to_regclass(%s)", (db.qualified(name),)).fetchone()
     if row is None or row[0] is None:
         return False
     valid = conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
-                         (f'"{db.schema}"."{name}"',)).fetchone()  # fmt: skip
+                         (db.qualified(name),)).fetchone()  # fmt: skip
     if valid is not None and not valid[0]:  # a build that died half-way leaves an invalid index
         conn.execute(sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(db.schema), sql.Identifier(name)))
         return False
@@ -336,7 +336,7 @@ def _index_exists(db: Database, conn: Conn, name: str) -> bool:
 
 def _constraint_exists(db: Database, conn: Conn, table: str, name: str) -> bool:
     row = conn.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s",
-                       (f'"{db.schema}"."{table}"', name)).fetchone()  # fmt: skip
+                       (db.qualified(table), name)).fetchone()  # fmt: skip
     return row is not None
 
 

@@ -58,7 +58,7 @@ def checks(db: Database) -> list[Check]:
         out.append(_coverage(db, conn))
         for table, key in (("ledger_updates", "update_id"), ("ledger_events", "event_id")):
             has_pk = _one(conn, "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
-                          (f'"{db.schema}"."{table}"',))  # fmt: skip
+                          (db.qualified(table),))  # fmt: skip
             if has_pk:
                 out.append(Check(f"no duplicate {key}", True, "guaranteed by the primary key"))
                 continue

@@ -1,0 +1,126 @@
+"""The fault suite: the database restarted under a load or a follower, nonsense options refused,
+hostile names. Real PostgreSQL (Debian's 15, restarted for real), the simulator over HTTP."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from dbcheck import assert_db_matches
+from procs import loaded, scanfill, wait_for
+from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
+from servers import pg15_cluster
+from test_backfill import SMALL
+
+
+def _new_db(admin: str, name: str = "ledger") -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin.replace("/postgres?", f"/{name}?")
+
+
+@pytest.mark.needs("postgresql-15")
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_database_restart_during_a_run_is_ridden_out(mode: str) -> None:
+    with pg15_cluster() as pg, Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=40))) as sim:
+        db = _new_db(pg.dsn)
+        p = scanfill("run", "--no-progress", "--concurrency", "4", "--page-size", "25", "--batch-rows", "100",
+                     dsn=db, urls=sim.urls)  # fmt: skip
+        wait_for(lambda: loaded(db) > 50, timeout=120, what="the first commits")
+        pg.restart(mode)  # a few seconds without a database, every connection cut
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 0, out
+        assert "database unavailable" in out and "retrying for up to" in out
+        assert "history complete" in out and "Traceback" not in out
+        assert_db_matches(db, Ledger(SMALL))
+
+
+@pytest.mark.needs("postgresql-15")
+def test_a_database_restart_while_following_is_ridden_out() -> None:
+    with pg15_cluster() as pg, Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=30))) as sim:
+        db = _new_db(pg.dsn)
+        p = scanfill("follow", "--once", "--start", "beginning", "--page-size", "20", dsn=db, urls=sim.urls)
+        wait_for(lambda: _count(db) > 40, timeout=120, what="the first followed pages")
+        restart = threading.Thread(target=pg.restart, args=("fast",))
+        restart.start()
+        out = p.communicate(timeout=300)[0].decode()
+        restart.join()
+        assert p.returncode == 0, out
+        assert "database unavailable" in out
+        assert_db_matches(db, Ledger(SMALL))
+
+
+def _count(dsn: str) -> int:
+    try:
+        with psycopg.connect(dsn) as conn:
+            if conn.execute("SELECT to_regclass('ledger_updates')").fetchone() == (None,):
+                return 0
+            row = conn.execute("SELECT count(*) FROM ledger_updates").fetchone()
+            return int(row[0]) if row else 0
+    except psycopg.OperationalError:
+        return 0
+
+
+def test_a_database_that_stays_down_fails_with_one_clear_message(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        p = scanfill("run", "--no-progress", "--db-retry", "2", dsn="postgresql://nobody@127.0.0.1:9/none",
+                     urls=sim.urls)  # fmt: skip
+        out = p.communicate(timeout=120)[0].decode()
+    assert p.returncode == 2 and "cannot connect to postgresql://nobody@127.0.0.1:9/none" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--concurrency", "0"), "--concurrency"),
+        (("--concurrency", "100000"), "1<=x<=256"),
+        (("--workers", "0"), "--workers"),
+        (("--page-mb", "-1"), "--page-mb"),
+        (("--lease", "0"), "--lease"),
+        (("--db-connections", "0"), "--db-connections"),
+        (("--metrics-port", "70000"), "--metrics-port"),
+        (("--page-size", "1001"), "--page-size"),
+    ],
+)
+def test_nonsense_options_are_refused_with_the_allowed_range(args: tuple[str, ...], words: str) -> None:
+    p = scanfill("run", "--no-progress", *args, dsn="postgresql://x@127.0.0.1:9/x", urls=["http://127.0.0.1:9/api/scan"])
+    out = p.communicate(timeout=60)[0].decode()
+    assert p.returncode == 2 and "Invalid value" in out and words in out, out
+
+
+HOSTILE = 'we"ird; DROP TABLE ledger_updates; --'
+
+
+def test_a_hostile_schema_name_creates_exactly_that_schema_and_touches_nothing_else(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.ledger_updates (canary int)")
+        conn.execute("INSERT INTO public.ledger_updates VALUES (42)")
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        for args in (("init",), ("run", "--no-progress", "--concurrency", "4"), ("status", "--json"), ("verify",),
+                     ("prepare",), ("restore",), ("doctor",)):  # fmt: skip
+            p = scanfill(*args, "--schema", HOSTILE, dsn=db, urls=sim.urls)
+            out = p.communicate(timeout=300)[0].decode()
+            # doctor exits 1 when it has advice (here: settings of the test server), never with an error
+            assert p.returncode == (1 if args[0] == "doctor" else 0), (args, out)
+            assert "error" not in out.lower() and "Traceback" not in out, (args, out)
+    assert_db_matches(db, Ledger(SMALL), schema=HOSTILE)
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT canary FROM public.ledger_updates").fetchall() == [(42,)]
+        schemas = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname !~ '^(pg_|information)'")}
+    assert schemas == {"public", HOSTILE}
+
+
+def test_credentials_in_scan_urls_never_show(db: str) -> None:
+    secret = "t0ken-Pa55"
+    faults = FaultConfig(every_403=2, data_only=False)  # errors that quote the URL
+    with Simulator(SimConfig(ledger=SMALL, faults=faults)) as sim:
+        urls = [u.replace("http://", f"http://loader:{secret}@") for u in sim.urls]
+        outs = []
+        for args in (("run", "--no-progress", "--timeout", "5"), ("status", "--json"), ("doctor",)):
+            p = scanfill(*args, dsn=db, urls=urls, env={"SCANFILL_LOG": "DEBUG"})
+            outs.append(p.communicate(timeout=300)[0].decode())
+    assert all(secret not in o for o in outs), next(o for o in outs if secret in o)[:2000]
+    assert "127.0.0.1" in outs[0]  # the URLs are shown, without their credentials
