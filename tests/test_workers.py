@@ -91,10 +91,10 @@ def test_static_worker_partition_covers_every_slice_once(db: str) -> None:
 
 def test_connection_budget_refuses_with_a_suggestion(db: str) -> None:
     with Simulator(SimConfig(ledger=SMALL)) as sim:
-        p = scanfill("run", "--workers", "400", *COMMON, dsn=db, urls=sim.urls)
+        p = scanfill("run", "--workers", "60", "--db-connections", "4", *COMMON, dsn=db, urls=sim.urls)
         out = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 2
-    assert "400 worker(s)" in out and "Use --workers " in out and "too many clients" not in out
+    assert "60 worker(s)" in out and "Use --workers " in out and "too many clients" not in out
     with psycopg.connect(db) as conn:  # refused before any worker started
         assert conn.execute("SELECT count(*) FROM backfill_workers").fetchone() == (0,)
 

@@ -91,6 +91,10 @@ class Database:
         return redact(self.dsn)
 
 
+def _touch(conn: Conn) -> None:
+    """Nothing: calling it connects a pool slot."""
+
+
 def _is_outage(exc: BaseException) -> bool:
     """Errors a restart or failover of the server causes (the connection is gone or refused),
     as opposed to an error of the statement itself."""
@@ -109,7 +113,8 @@ class DbPool:
     "the cursor moved", and the slice is resumed from the database).
     """
 
-    def __init__(self, db: Database, size: int, application: str, retry_s: float = 300.0) -> None:
+    def __init__(self, db: Database, size: int, application: str, retry_s: float = 300.0,
+                 after_outage: Any = None) -> None:  # fmt: skip
         import asyncio
         from concurrent.futures import ThreadPoolExecutor
 
@@ -121,11 +126,15 @@ class DbPool:
         self._executor = ThreadPoolExecutor(max_workers=size + 1, thread_name_prefix="scanfill-db")
         self._all: list[Conn] = []
         self.outages = 0
+        self.after_outage = after_outage  # called with a fresh connection after an outage; may raise
 
     async def open(self) -> None:
+        """Connect every slot now (a slot that connected only after an outage would skip the
+        `after_outage` check); an outage at start is ridden out like any other."""
         for _ in range(self.size):
-            self._queue.put_nowait(None)  # connected lazily, so an outage at start is ridden out too
-        await self.call(lambda conn: None)
+            self._queue.put_nowait(None)
+        for _ in range(self.size):  # the queue is FIFO: call k connects slot k
+            await self.call(_touch)
 
     def _connect(self) -> Conn:
         conn = self.db.connect(autocommit=True, application=self.application)
@@ -147,6 +156,8 @@ class DbPool:
                 try:
                     if conn is None or conn.closed:
                         conn = await loop.run_in_executor(self._executor, self._connect)
+                        if deadline is not None and self.after_outage is not None:
+                            await loop.run_in_executor(self._executor, self.after_outage, conn)
                     return await loop.run_in_executor(self._executor, fn, conn, *args)
                 except Exception as exc:
                     if not _is_outage(exc):

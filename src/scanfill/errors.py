@@ -9,6 +9,7 @@ one-line message and a non-zero exit; anything else is a bug and keeps its trace
     ├── ScanError            Scan could not answer after every retry                transient
     │   ├── ScanHTTPError    ... with this status and body
     │   └── UnknownMigration a migration the user named that no scan holds         terminal
+    ├── UnloggedLost         the server restarted while tables were UNLOGGED: rerun   terminal
     ├── MalformedPage        a page that breaks Scan's contract: nothing of it is stored   terminal for that slice
     └── Fenced               this worker lost its lease: another one carries on    expected
 
@@ -57,6 +58,11 @@ class UnknownMigration(ScanError):
     """A migration the user asked for by id that no scan holds (a typo, or the wrong network)."""
 
     transient = False
+
+
+class UnloggedLost(ScanfillError):
+    """The server restarted uncleanly while the ledger tables were UNLOGGED and emptied them; a
+    loader that rode out the outage must not go on from its cursors (that would leave a hole)."""
 
 
 class MalformedPage(ScanfillError):

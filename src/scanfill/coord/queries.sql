@@ -422,3 +422,13 @@ DELETE FROM {s}.follow_cursors WHERE stream = 'updates';
 -- Each range and where its slices must end: at its top, or where the follower took over.
 SELECT migration_id, synchronizer_id, min_text, coalesce(followed_after, max_text), followed_after IS NOT NULL
 FROM {s}.backfill_ranges ORDER BY 1, 2;
+
+-- name: unlogged_armed
+-- Whether the UNLOGGED canary table exists and the ledger tables are UNLOGGED (bulk-load mode).
+SELECT to_regclass(%(canary)s) IS NOT NULL,
+       EXISTS (SELECT 1 FROM pg_class WHERE oid IN (to_regclass(%(updates)s), to_regclass(%(events)s))
+               AND relpersistence = 'u');
+
+-- name: canary_rows
+-- The canary's rows: crash recovery empties it together with the UNLOGGED ledger tables.
+SELECT count(*) FROM {s}.scanfill_unlogged_canary;

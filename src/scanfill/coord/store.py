@@ -184,6 +184,16 @@ class Store:
         self.run(conn, "follow_reset")
         self.run(conn, "ranges_unfollow")
 
+    def unlogged_rows_lost(self, conn: Conn) -> bool:
+        """The server restarted uncleanly while the ledger tables were UNLOGGED: it emptied them
+        (and the canary with them). Cursors survived, so loading on from them would leave a hole."""
+        q = self.db.qualified
+        armed = self.one(conn, "unlogged_armed", canary=q("scanfill_unlogged_canary"), updates=q("ledger_updates"),
+                         events=q("ledger_events"))  # fmt: skip
+        if not armed or not armed[0] or not armed[1]:
+            return False
+        return int(self.one(conn, "canary_rows")[0]) == 0
+
     def truncate_all(self, conn: Conn) -> None:
         """The ledger and every cursor over it; never `scan_events` (Scan prunes them: no refetch)."""
         with conn.transaction():

@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 import psycopg
 
 from scanfill.coord.slices import Claim, Leases, Partition
-from scanfill.coord.store import Lease, WorkerState
+from scanfill.coord.store import Lease, Store, WorkerState
 from scanfill.db import Conn, Database, DbPool
-from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError
+from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError, UnloggedLost
 from scanfill.load.decode import Batch, decode_page
 from scanfill.load.sink import Sink
 from scanfill.load.source import ScanClient, ScanConfig
@@ -91,7 +91,8 @@ class Worker:
         self.sink = Sink(settings.db)
         self.store = self.sink.store
         self.stop = asyncio.Event()
-        self.pool = DbPool(settings.db, settings.db_connections, f"scanfill worker {self.id}", settings.db_retry_s)
+        self.pool = DbPool(settings.db, settings.db_connections, f"scanfill worker {self.id}", settings.db_retry_s,
+                           after_outage=_unlogged_check(self.store))  # fmt: skip
         self._failed: list[str] = []
         self._dead: list[str] = []
         self._bytes_per_item: float | None = None  # running estimate over every page of this process
@@ -135,7 +136,7 @@ class Worker:
         """An unexpected error stops this worker gracefully: other slots finish their commits."""
         try:
             await fn()
-        except DatabaseUnavailable as exc:
+        except (DatabaseUnavailable, UnloggedLost) as exc:
             log.error("%s", exc)
             self.report.failures.append(str(exc))
             self.stop.set()
@@ -392,3 +393,16 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _unlogged_check(store: Store) -> Any:
+    """After riding out an outage: refuse to go on if the server emptied the UNLOGGED tables."""
+
+    def check(conn: Conn) -> None:
+        if store.unlogged_rows_lost(conn):
+            raise UnloggedLost(
+                "the PostgreSQL server restarted uncleanly while the ledger tables were UNLOGGED and emptied them; "
+                "stopping rather than leaving a hole. Run the same command again: it detects this and reloads."
+            )
+
+    return check
