@@ -185,6 +185,11 @@ def init(dsn: str | None, schema: str) -> None:
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True,
               help="Address the metrics listen on (0.0.0.0 to let Prometheus scrape from elsewhere).")
 @click.option("--restore", "do_restore", is_flag=True, help="Run `scanfill restore` when the history is complete.")
+@click.option("--agree", default="1", show_default=True, metavar="K|auto",
+              help="Store a page only when K scans served the same content (auto: f+1 of the scans found, "
+                   "tolerating f faulty ones); scans that differ are named and benched.")
+@click.option("--discover/--no-discover", "discover_scans", default=True, show_default=True,
+              help="Use every SV's scan the given ones list in /v0/scans (each probed first).")
 @click.option("--follow", "then_follow", is_flag=True,
               help="When the history is complete, keep it current (`scanfill follow`) until Ctrl+C.")
 @click.option("--follow-poll", default=5.0, show_default=True, type=click.FloatRange(0.05, 3600),
@@ -196,7 +201,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         page_size: int | None, batch_rows: int, slices: int, db_connections: int, lease_s: float, db_retry_s: float,
         plan_only: bool, no_progress: bool, do_prepare: bool, do_restore: bool, then_follow: bool, follow_poll: float,
         refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
-        update_json: str) -> None:  # fmt: skip
+        update_json: str, agree: str, discover_scans: bool) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
@@ -221,11 +226,13 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
         metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, db_retry_s=db_retry_s, imports=imports, update_json=update_json,
     )  # fmt: skip
+    if agree != "auto" and not (agree.isdigit() and 1 <= int(agree) <= 64):
+        raise click.BadParameter(f"--agree takes a number 1..64 or auto, not {agree!r}", param_hint="--agree")
     if migrations and start_migration is not None:
         raise click.UsageError("--migration and --from-migration exclude each other: name the migrations or the start")
     opts = RunOptions(
         worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only,
-        refetch=refetch, start_migration=start_migration,
+        refetch=refetch, start_migration=start_migration, agree=agree, discover_scans=discover_scans,
     )  # fmt: skip
     summary = _lifecycle(opts, db, do_prepare, do_restore)
     if then_follow:
@@ -350,6 +357,10 @@ def _print_summary(summary: Any) -> None:
         click.echo("stopped before the end; run the same command again to resume where it left off")
     for w in summary.warnings:
         click.secho(f"warning: {w}", fg="yellow", err=True)
+    for line in summary.scans:
+        click.echo(f"  {line}", err=True)
+    for d in summary.disagreements:
+        click.secho(f"disagreement: {d}", fg="red", err=True)
     for f in summary.failures:
         click.secho(f"failed: {f}", fg="red", err=True)
     if summary.failures:

@@ -432,3 +432,11 @@ SELECT to_regclass(%(canary)s) IS NOT NULL,
 -- name: canary_rows
 -- The canary's rows: crash recovery empties it together with the UNLOGGED ledger tables.
 SELECT count(*) FROM {s}.scanfill_unlogged_canary;
+
+-- name: disagreement_insert
+-- A scan served a page the agreeing scans did not: which request, which updates.
+INSERT INTO {s}.scan_disagreements (url, request, differing_ids) VALUES (%(url)s, %(request)s, %(ids)s);
+
+-- name: disagreements_by_scan
+-- Per scan: how many of its pages disagreed with the others, and when last.
+SELECT url, count(*), max(seen_at), sum(cardinality(differing_ids)) FROM {s}.scan_disagreements GROUP BY 1 ORDER BY 2 DESC;

@@ -233,6 +233,14 @@ CREATE TABLE IF NOT EXISTS {s}.scan_events (
     stored_at            timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS scan_events_time_idx ON {s}.scan_events (migration_id, record_time);
+
+-- Scans that served a page other scans did not agree with (`run --agree K`).
+CREATE TABLE IF NOT EXISTS {s}.scan_disagreements (
+    seen_at       timestamptz NOT NULL DEFAULT now(),
+    url           text NOT NULL,
+    request       text NOT NULL,
+    differing_ids text[] NOT NULL
+);
 """
 
 MIGRATIONS: list[str | Callable[[psycopg.Connection[tuple], str], None]] = [V1, V2, V3, _v4, V5, V6]  # type: ignore[type-arg]

@@ -194,6 +194,9 @@ class Store:
             return False
         return int(self.one(conn, "canary_rows")[0]) == 0
 
+    def record_disagreement(self, conn: Conn, url: str, request: str, ids: list[str]) -> None:
+        self.run(conn, "disagreement_insert", url=url, request=request, ids=ids)
+
     def truncate_all(self, conn: Conn) -> None:
         """The ledger and every cursor over it; never `scan_events` (Scan prunes them: no refetch)."""
         with conn.transaction():

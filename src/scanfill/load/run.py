@@ -16,9 +16,11 @@ from typing import Any
 
 from scanfill.coord import schema
 from scanfill.coord.discovery import Discovery, discover
+from scanfill.coord.scans import discover_scans
 from scanfill.coord.slices import PlanOptions, plan, plan_imports, refetch
 from scanfill.coord.store import Progress, Store
 from scanfill.db import Database
+from scanfill.load.agree import quorum
 from scanfill.load.source import ScanClient
 from scanfill.load.worker import Worker, WorkerReport, WorkerSettings
 
@@ -34,6 +36,8 @@ class RunOptions:
     plan_only: bool = False
     refetch: tuple[str, ...] = ()
     start_migration: int | None = None  # walk the previous_migration_id chain down from here
+    discover_scans: bool = True  # use every scan the given ones list in /v0/scans (probed first)
+    agree: str = "1"  # scans that must serve the same page: a number, or "auto" (f+1 of those found)
 
 
 @dataclass
@@ -47,6 +51,11 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     reports: list[WorkerReport] = field(default_factory=list)
     stopped: bool = False
+    scans: list[str] = field(default_factory=list)  # what scan discovery found and probed
+
+    @property
+    def disagreements(self) -> list[str]:
+        return [d for r in self.reports for d in r.disagreements]
 
     @property
     def rows(self) -> int:
@@ -55,6 +64,21 @@ class RunSummary:
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+async def find_scans(opts: RunOptions) -> tuple[WorkerSettings, list[str]]:
+    """Every SV's scan the given ones list, probed; the settings to load with and what was found."""
+    w = opts.worker
+    if not opts.discover_scans:
+        return replace(w, agree=quorum(opts.agree, len(w.scan.urls))), []
+    usable, probes = await discover_scans(w.scan)
+    lines = [p.line() for p in probes]
+    if not usable:
+        log.warning("no scan answered the probe (%s); trying the given ones anyway", "; ".join(lines))
+        return replace(w, agree=quorum(opts.agree, len(w.scan.urls))), lines
+    # the seeds listing others means "use them all"; otherwise the given URLs, less the unusable ones
+    urls = tuple(usable) if len(probes) > len(w.scan.urls) else tuple(u for u in w.scan.urls if u in usable)
+    return replace(w, scan=replace(w.scan, urls=urls), agree=quorum(opts.agree, len(urls))), lines
 
 
 async def discover_and_plan(opts: RunOptions) -> tuple[Discovery, dict[str, int]]:
@@ -146,10 +170,17 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     if not opts.plan_only:
         check_connection_budget(opts.worker.db, opts.workers, opts.worker.db_connections)
     t0 = time.monotonic()
+    worker, found = asyncio.run(find_scans(opts))
+    for line in found:
+        log.info("%s", line)
+    if found:
+        log.warning("scans: %d found through /v0/scans, %d usable; a page needs %d agreeing", len(found),
+                    len(worker.scan.urls), worker.agree)  # fmt: skip
+    opts = replace(opts, worker=worker)
     disc, stats = asyncio.run(discover_and_plan(opts))
     complete_urls = {m: frozenset(u) for m, u in disc.complete_urls.items()}
     settings = replace(opts.worker, complete_urls=complete_urls)
-    summary = RunSummary(warnings=list(disc.warnings))
+    summary = RunSummary(warnings=list(disc.warnings), scans=found)
     for w in disc.warnings:
         log.warning("%s", w)
     log.info("planned: %s", stats)

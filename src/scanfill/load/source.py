@@ -131,6 +131,16 @@ class ScanClient:
     def _bench(self, h: UrlHealth, seconds: float) -> None:
         h.benched_until = max(h.benched_until, time.monotonic() + seconds)
 
+    def bench(self, url: str, seconds: float) -> None:
+        """Send no request to this scan for a while (it served a page the others disagreed with)."""
+        for h in self.health:
+            if h.url == url.rstrip("/"):
+                self._bench(h, seconds)
+
+    @property
+    def urls(self) -> list[str]:
+        return [h.url for h in self.health]
+
     async def request(
         self, method: str, path: str, body: Any = None, only: set[str] | None = None, what: str = "",
         raise_503: bool = False,

@@ -25,10 +25,11 @@ from scanfill.coord.slices import Claim, Leases, Partition
 from scanfill.coord.store import Lease, Store, WorkerState
 from scanfill.db import Conn, Database, DbPool
 from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError, UnloggedLost
+from scanfill.load.agree import agreed_page
 from scanfill.load.decode import Batch, decode_page
 from scanfill.load.sink import Sink
-from scanfill.load.source import ScanClient, ScanConfig
-from scanfill.timeutil import parse_us
+from scanfill.load.source import ScanClient, ScanConfig, redact_url
+from scanfill.timeutil import format_us, parse_us
 
 log = logging.getLogger("scanfill.load.worker")
 T = TypeVar("T")
@@ -55,6 +56,7 @@ class WorkerSettings:
     metrics_port: int = 0  # serve Prometheus metrics on this port (0 = off)
     metrics_addr: str = "127.0.0.1"  # loopback unless the user exposes it (a pod sets 0.0.0.0)
     db_retry_s: float = 300.0  # ride out a database restart or failover this long
+    agree: int = 1  # a page is used only when this many scans served the same content
     imports: bool = False  # also load import updates (skipped by default: they repeat earlier contracts)
     update_json: str = "full"  # "envelope": store updates without events_by_id (events are in ledger_events)
 
@@ -72,6 +74,7 @@ class WorkerReport:
     splits: int = 0
     fenced: int = 0
     failures: list[str] = field(default_factory=list)
+    disagreements: list[str] = field(default_factory=list)  # "url: request: n updates differ"
     seconds: float = 0.0
     stopped: bool = False
 
@@ -237,10 +240,13 @@ class Worker:
         malformed = 0
         for _ in range(self.s.scan.max_attempts):
             try:
-                body = await self.client.updates_before(
-                    claim.migration_id, claim.synchronizer_id, parse_us(before), lo_us, count[0], only=only,
-                    before_text=before,
-                )  # fmt: skip
+                if self.s.agree > 1:
+                    body = await self._agreed(claim, before, lo_us, count[0], urls)
+                else:
+                    body = await self.client.updates_before(
+                        claim.migration_id, claim.synchronizer_id, parse_us(before), lo_us, count[0], only=only,
+                        before_text=before,
+                    )  # fmt: skip
             except ScanHTTPError as exc:
                 if exc.status != 503:
                     raise
@@ -259,6 +265,27 @@ class Worker:
                     f"cursor (before) {before}, count {count[0]}: malformed page from scan, 3 times: {exc}"
                 ) from None
         raise ScanError(f"scan kept answering 503 for {claim.cursor_name} at cursor {before}, even at count 1")
+
+    async def _agreed(self, claim: Claim, before: str, lo_us: int, count: int, urls: frozenset[str] | None) -> bytes:
+        """The page K scans agree on; scans that served something else are named, recorded and benched."""
+        m, sync = claim.migration_id, claim.synchronizer_id
+
+        async def one(url: str) -> bytes:
+            return await self.client.updates_before(m, sync, parse_us(before), lo_us, count, only={url},
+                                                    before_text=before)  # fmt: skip
+
+        request = f"updates-before(migration {m}, {sync}, before {before}, at_or_after {format_us(lo_us)}, count {count})"
+        got = await agreed_page(one, sorted(urls or self.client.urls), self.s.agree, request)
+        for d in got.disagreements:
+            msg = f"{redact_url(d.url)} served a different page for {request}: {len(d.differing_ids)} update(s) differ " \
+                  f"(e.g. {', '.join(d.differing_ids[:3])}); benched, the page of {len(got.urls)} agreeing scans is used"
+            log.warning("%s", msg)
+            self.report.disagreements.append(msg)
+            self.client.bench(d.url, self.s.scan.forbidden_cooldown_s)
+            await self.db(self.store.record_disagreement, redact_url(d.url), request, list(d.differing_ids))
+            if self.hooks is not None and hasattr(self.hooks, "on_disagreement"):
+                self.hooks.on_disagreement(redact_url(d.url))
+        return got.body
 
     def _page_count(self) -> int:
         """Items per request: the configured page size, fewer when updates are heavy, so that memory

@@ -32,6 +32,8 @@ class Metrics:
                                 "Now minus the record time of the newest followed update", registry=r)
         self.follow_lag.set_function(self._lag)
         self._follow_us: int | None = None
+        self.disagreements = Counter("scanfill_scan_disagreements", "Pages a scan served that K other scans did not",
+                                     ["url"], registry=r)  # fmt: skip
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
@@ -51,6 +53,9 @@ class Metrics:
 
     def on_takeover(self) -> None:
         self.takeovers.inc()
+
+    def on_disagreement(self, url: str) -> None:
+        self.disagreements.labels(url).inc()
 
     def on_follow(self, position: tuple[int, int]) -> None:
         self._follow_us = position[1]

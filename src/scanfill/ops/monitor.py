@@ -23,6 +23,7 @@ def status(db: Database) -> dict[str, Any]:
         workers = store.all(conn, "workers_live", stale_s=120)
         overall = store.progress(conn)
         fol = store.follow_state(conn)
+        disagreed = store.all(conn, "disagreements_by_scan")
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
         snap = catalog_snapshot(db, conn)
         oids = [table_oid(db, conn, x) for x in LEDGER_TABLES]
@@ -75,6 +76,8 @@ def status(db: Database) -> dict[str, Any]:
                           "percent": 100.0 * (b[4] / b[5] if b[5] else b[2] / b[3] if b[3] else 0.0)} for b in builds],
         "phase": phase[0] if phase else None,
         "follower": _follower(fol, now),
+        "disagreeing_scans": [{"url": u, "pages": int(n), "last": last.isoformat(), "updates": int(ids or 0)}
+                              for u, n, last, ids in disagreed],
     }  # fmt: skip
 
 
@@ -130,6 +133,13 @@ def render(st: dict[str, Any]) -> Any:
         tables.add_row(name, info["persistence"], ", ".join(info["indexes"]) or "[yellow]none (dropped)[/]",
                        info["autovacuum"], f"{info['estimated_rows']:,}")  # fmt: skip
     parts: list[Any] = [head, ranges, workers, tables]
+    if st.get("disagreeing_scans"):
+        bad = Table(title="[red]scans that served pages others did not agree with[/]")
+        for col in ("scan", "pages", "updates differing", "last"):
+            bad.add_column(col)
+        for d in st["disagreeing_scans"]:
+            bad.add_row(d["url"], str(d["pages"]), f"{d['updates']:,}", d["last"][:19])
+        parts.append(bad)
     f = st.get("follower")
     if f:
         fol = Table(title="follower" + ("" if f["active"] else " ([yellow]none active[/])"))

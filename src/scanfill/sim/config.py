@@ -48,6 +48,12 @@ class InstanceConfig:
     late_join: float = 0.0  # share of each range this scan lacks; > 0 means `complete: false`
     faults: FaultConfig | None = None  # overrides the network-wide faults for this scan
     missing: tuple[str, ...] = ()  # endpoints this scan lacks (404), like an older Splice release
+    # a faulty scan (Byzantine, stale or buggy), on updates-before: update i of any range is served
+    # with an altered payload when i % alter_every == alter_phase, omitted when i % omit_every == 0
+    alter_every: int = 0
+    alter_phase: int = 0
+    alter_digit: str = "7"  # prefixed to the first numeric of an altered update (faulty scans differ by it)
+    omit_every: int = 0
 
 
 # What Splice 0.5.x and the spring-2026 releases lack: discovery must do without it.

@@ -255,14 +255,31 @@ class ScanInstance:
         if s is not None:
             lo = max(self.min_index(m), ledger.index_at_or_after(m, s, after) if after is not None else 0)
             hi = min(ledger.index_at_or_after(m, s, before), self.sim.count(m, s))
-            render = self.sim.renderer.item
-            items = [render(m, s, i) for i in range(hi - 1, max(lo, hi - count) - 1, -1)]
+            items = self._newest(m, s, lo, hi, count)
             if after is not None and after <= MIN_US and len(items) < count and before > MIN_US and s == 0:
                 for cid in reversed(ledger.import_ids(m)):
                     if len(items) >= count:
                         break
                     items.append(orjson.dumps(ledger.import_update(m, cid)))
         return self._page(items)
+
+    def _newest(self, m: int, s: int, lo: int, hi: int, count: int) -> list[bytes]:
+        """Up to `count` updates of [lo, hi), newest first, as this scan serves them (a faulty
+        scan alters or omits some)."""
+        render, c = self.sim.renderer.item, self.config
+        if not (c.alter_every or c.omit_every):
+            return [render(m, s, i) for i in range(hi - 1, max(lo, hi - count) - 1, -1)]
+        out: list[bytes] = []
+        for i in range(hi - 1, lo - 1, -1):
+            if len(out) >= count:
+                break
+            if c.omit_every and i % c.omit_every == 0:
+                continue
+            data = render(m, s, i)
+            if c.alter_every and i % c.alter_every == c.alter_phase:
+                data = data.replace(b'"numeric":"', b'"numeric":"' + c.alter_digit.encode(), 1)  # still valid
+            out.append(data)
+        return out
 
     def _page(self, items: list[bytes]) -> web.Response:
         self.stats.pages += 1

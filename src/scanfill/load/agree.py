@@ -1,0 +1,111 @@
+"""Agreement across scans (`run --agree K`): a page is used only when K scans returned the same
+content for the same request, as Splice's own scan-to-scan backfill requires f+1 equal answers.
+
+Pages are compared by a canonical digest of their items (update id, record time, and the item's
+content with keys sorted: not field order or whitespace). Only the agreed body goes on to be
+decoded and stored; the others are only hashed. Requests go to scans reporting a complete history
+for the migration, so every compared scan covers the same window (the `at_or_after` rule of
+Splice's BftScanConnection holds because the slice's lower bound comes from such a scan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from scanfill.errors import ScanError, ScanHTTPError
+
+
+class NoAgreement(ScanError):
+    """Fewer than K scans returned the same page: nothing of it is stored."""
+
+    transient = False
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    url: str
+    request: str
+    differing_ids: tuple[str, ...]  # updates the scan served differently, or omitted, or added
+
+
+@dataclass
+class Agreed:
+    body: bytes
+    urls: list[str]  # the scans that agreed
+    disagreements: list[Disagreement] = field(default_factory=list)
+    compared: int = 0  # pages fetched for this one (K when the first K agree)
+
+
+def item_digests(body: bytes) -> dict[str, bytes]:
+    """update id -> digest of (record time, content with sorted keys)."""
+    page = orjson.loads(body)
+    out = {}
+    for item in page.get("transactions") or []:
+        canon = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+        out[str(item.get("update_id"))] = hashlib.blake2b(canon, digest_size=16).digest()
+    return out
+
+
+def page_digest(items: dict[str, bytes]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for uid in sorted(items):
+        h.update(uid.encode())
+        h.update(items[uid])
+    return h.digest()
+
+
+def quorum(k: str | int, scans: int) -> int:
+    """`--agree auto`: f+1 of n scans with f = (n - 1) // 3 (Byzantine: 3f+1 scans tolerate f faulty)."""
+    if k == "auto":
+        return (scans - 1) // 3 + 1
+    return max(1, int(k))
+
+
+async def agreed_page(fetch: Callable[[str], Awaitable[bytes]], urls: list[str], k: int, request: str,
+                      rng: random.Random | None = None) -> Agreed:  # fmt: skip
+    """Ask K scans at once, then one more at a time while no K agree; the agreed body, the scans
+    that agreed, and what every other scan served differently."""
+    order = list(urls)
+    (rng or random).shuffle(order)
+    if len(order) < k:
+        raise NoAgreement(f"{request}: --agree {k} needs {k} scans with a complete history, only {len(order)} known")
+    pages: dict[str, tuple[bytes, dict[str, bytes], bytes]] = {}  # url -> (page digest, items, body)
+    errors: dict[str, BaseException] = {}
+    pending, rest = order[:k], order[k:]
+    while True:
+        results = await asyncio.gather(*(fetch(u) for u in pending), return_exceptions=True)
+        for url, res in zip(pending, results, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res
+                errors[url] = res
+            else:
+                items = item_digests(res)
+                pages[url] = (page_digest(items), items, res)
+        groups: dict[bytes, list[str]] = {}
+        for url, (digest, _, _) in pages.items():
+            groups.setdefault(digest, []).append(url)
+        best = max(groups.values(), key=len, default=[])
+        if len(best) >= k:
+            agreed_items = pages[best[0]][1]
+            out = Agreed(pages[best[0]][2], best, compared=len(pages) + len(errors))
+            for url, (_, items, _) in pages.items():
+                if url not in best:
+                    differ = {u for u in agreed_items.keys() | items.keys() if agreed_items.get(u) != items.get(u)}
+                    out.disagreements.append(Disagreement(url, request, tuple(sorted(differ))))
+            return out
+        if not rest:
+            if not pages and errors and all(isinstance(e, ScanHTTPError) and e.status == 503 for e in errors.values()):
+                raise next(iter(errors.values()))  # every scan timed out on this page: the caller shrinks it
+            seen = "; ".join(f"{u}: {len(g)} agreeing" for g in groups.values() for u in g[:1])
+            failed = "; ".join(f"{u}: {e}" for u, e in errors.items())
+            raise NoAgreement(f"{request}: no {k} scans returned the same page ({seen}"
+                              f"{'; errors: ' + failed if failed else ''}); nothing of it was stored")  # fmt: skip
+        need = max(1, k - len(best))
+        pending, rest = rest[:need], rest[need:]

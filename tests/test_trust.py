@@ -1,0 +1,76 @@
+"""Trusting no single scan: every SV's scan discovered from one seed, and pages stored only when
+K scans agree. Several simulated scans on their own ports, one or two of them faulty."""
+
+from __future__ import annotations
+
+import psycopg
+
+from dbcheck import assert_db_matches
+from procs import scanfill
+from scanfill.load.run import run
+from scanfill.sim import FaultConfig, InstanceConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
+from test_backfill import options
+
+LEDGER = LedgerConfig(seed=23, migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", 300),
+                                           MigrationSpec(1, "2024-06-25T00:00:00Z", 250)))  # fmt: skip
+HONEST = InstanceConfig("sv-1")
+
+
+def test_one_faulty_scan_among_three_is_outvoted_and_named(db: str) -> None:
+    faulty = InstanceConfig("sv-bad", alter_every=17)
+    with Simulator(SimConfig(ledger=LEDGER, instances=(HONEST, faulty, InstanceConfig("sv-3")))) as sim:
+        summary = run(options(db, sim.urls, concurrency=4, page_size=40, agree="2"))
+        bad_url = sim.urls[1]
+    assert summary.complete and not summary.failures
+    assert_db_matches(db, Ledger(LEDGER))
+    with psycopg.connect(db) as conn:  # the stored JSON is the honest scans', byte for byte
+        stored = dict(conn.execute("SELECT update_id, update_json::text FROM ledger_updates").fetchall())
+        named = conn.execute("SELECT DISTINCT url FROM scan_disagreements").fetchall()
+    ledger = Ledger(LEDGER)
+    import orjson
+
+    for h in ledger.expected_all()[::7]:
+        m, s, i = h.migration_id, 0, ledger.index_at_or_after(h.migration_id, 0, h.record_us)
+        assert orjson.loads(stored[h.update_id]) == ledger.update(m, s, i)
+    assert named == [(bad_url,)]
+    assert summary.disagreements and all(bad_url in d for d in summary.disagreements)
+
+
+def test_two_faulty_scans_that_disagree_store_nothing_wrong(db: str) -> None:
+    # both alter the same updates, each differently: for those pages no two scans agree
+    bad1 = InstanceConfig("bad-1", alter_every=97, alter_digit="7")
+    bad2 = InstanceConfig("bad-2", alter_every=97, alter_digit="3")
+    with Simulator(SimConfig(ledger=LEDGER, instances=(bad1, bad2, HONEST))) as sim:
+        summary = run(options(db, sim.urls, concurrency=4, page_size=40, agree="2"))
+    # pages holding an altered update find no two scans agreeing: their slices stop, named
+    assert summary.failures and not summary.complete
+    assert any("no 2 scans returned the same page" in f for f in summary.failures)
+    ledger = Ledger(LEDGER)
+    import orjson
+
+    honest = {h.update_id: (h.migration_id, ledger.index_at_or_after(h.migration_id, 0, h.record_us))
+              for h in ledger.expected_all()}  # fmt: skip
+    with psycopg.connect(db) as conn:
+        rows = conn.execute("SELECT update_id, update_json::text FROM ledger_updates").fetchall()
+    assert rows  # pages all three agree on were stored
+    for uid, text in rows:
+        m, i = honest[uid]
+        assert orjson.loads(text) == ledger.update(m, 0, i), uid  # nothing altered was stored
+
+
+def test_one_seed_discovers_every_scan_and_skips_the_unusable(db: str) -> None:
+    forbidden = InstanceConfig("sv-403", faults=FaultConfig(rate_403=1.0, data_only=False))
+    with Simulator(SimConfig(ledger=LEDGER, instances=(HONEST, InstanceConfig("sv-2"), forbidden))) as sim:
+        summary = run(options(db, sim.urls[:1], concurrency=4, page_size=60, agree="auto"))
+        served = [sim.stats(k)["by_path"].get("/v0/backfilling/updates-before", 0) for k in range(3)]
+    assert summary.complete
+    assert_db_matches(db, Ledger(LEDGER))
+    assert len(summary.scans) == 3 and sum("403" in line for line in summary.scans) == 1
+    assert served[0] > 0 and served[1] > 0 and served[2] == 0  # both usable scans carried load, the 403 one none
+
+
+def test_agree_needs_enough_scans(db: str) -> None:
+    with Simulator(SimConfig(ledger=LEDGER)) as sim:
+        p = scanfill("run", "--no-progress", "--agree", "2", dsn=db, urls=sim.urls)
+        out = p.communicate(timeout=120)[0].decode()
+    assert p.returncode == 1 and "--agree 2 needs 2 scans" in out, out
