@@ -22,8 +22,8 @@ class Probe:
     def line(self) -> str:
         head = f"scan {redact_url(self.url)}: {self.status}"
         if self.ok:
-            history = "unknown" if self.complete is None else "complete" if self.complete else "NOT complete"
-            head += f", {self.latency_ms:.0f} ms, history {history}"
+            backfilled = "unknown" if self.complete is None else "yes" if self.complete else "NO (still backfilling)"
+            head += f", {self.latency_ms:.0f} ms, all history replicated: {backfilled}"
         return head
 
 

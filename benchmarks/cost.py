@@ -1,0 +1,136 @@
+"""The cost of a row on each side of the wire, measured side by side in one run:
+
+python benchmarks/cost.py --rows 200000 --reps 3
+
+Server: CPU seconds of every PostgreSQL process of the benchmark server (the postmaster's own and
+reaped children's times, plus its live background processes, from /proc via psutil) per row
+stored, for a raw binary COPY of the same rows from memory (the floor), scanfill's default,
+scanfill in bulk-load mode (prepare), scanfill `--update-json envelope`, and the guide's recipe.
+Loader: CPU seconds of this process per row for scanfill's default, against the floor of only
+decoding the same pages with msgspec (no rows built). Min and median over the repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import psutil
+import psycopg
+
+from common import drop_db, fresh_db, postgres, table
+from run import copy_ceiling, guide_run, prefetch, scanfill_run
+from scanfill.coord import schema
+from scanfill.db import Database
+from scanfill.ops import maintenance
+from scanfill.sim import Ledger, LedgerConfig, SimConfig, Simulator
+
+
+def server_cpu(admin: str) -> float:
+    """CPU seconds the server has used so far (live processes plus reaped backends)."""
+    with psycopg.connect(admin) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    master = psutil.Process(row[0]).parent()
+    t = master.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in master.children():
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def loader_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def measure(admin: str, fn: Callable[[str], int], prepare: bool = False) -> tuple[float, float, int]:
+    """(server us/row, loader us/row, rows) of `fn(dsn)`, which returns the rows it stored."""
+    dsn = fresh_db(admin)
+    schema.init(Database(dsn))
+    if prepare:
+        maintenance.prepare(Database(dsn), echo=lambda _: None)
+    time.sleep(0.5)  # let the setup's own backends exit and be reaped
+    s0, l0 = server_cpu(admin), loader_cpu()
+    rows = fn(dsn)
+    time.sleep(0.5)
+    s1, l1 = server_cpu(admin), loader_cpu()
+    drop_db(admin, dsn)
+    return (s1 - s0) / rows * 1e6, (l1 - l0) / rows * 1e6, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    ledger_cfg = LedgerConfig.for_rows(a.rows, ids=(0,))
+    results: dict[str, list[tuple[float, float]]] = {}
+    with postgres() as admin, Simulator(SimConfig(ledger=ledger_cfg, prerender=True), mode="process") as sim:
+        url = sim.urls[0]
+        batches = prefetch(url, Ledger(ledger_cfg))
+        raw_pages: list[bytes] = []
+
+        def decode_floor() -> float:
+            """Loader floor: only msgspec-decoding the same pages (no rows built), us per row."""
+            import urllib.request
+
+            if not raw_pages:
+                for m, sid, _lo, hi in Ledger(ledger_cfg).ranges():
+                    from scanfill.timeutil import format_us
+
+                    before = format_us(hi + 1)
+                    while True:
+                        body = (f'{{"migration_id":{m},"synchronizer_id":"{sid}","before":"{before}",'
+                                f'"count":1000}}').encode()  # fmt: skip
+                        req = urllib.request.Request(url + "/v0/backfilling/updates-before", data=body,
+                                                     headers={"Content-Type": "application/json"})  # fmt: skip
+                        with urllib.request.urlopen(req) as r:
+                            data = r.read()
+                        page = msgspec.json.decode(data)
+                        if not page["transactions"]:
+                            break
+                        raw_pages.append(data)
+                        before = page["transactions"][-1]["record_time"]
+            rows = sum(b.rows for b in batches)
+            t0 = loader_cpu()
+            for data in raw_pages:
+                msgspec.json.decode(data)
+            return (loader_cpu() - t0) / rows * 1e6
+
+        cases: dict[str, tuple[Callable[[str], int], bool]] = {
+            "raw binary COPY (floor)": (lambda dsn: (copy_ceiling(dsn, batches, 2), sum(b.rows for b in batches))[1],
+                                        False),
+            "scanfill default": (lambda dsn: scanfill_run(dsn, [url], 16)[1], False),
+            "scanfill bulk-load mode (prepare)": (lambda dsn: scanfill_run(dsn, [url], 16)[1], True),
+            "scanfill --update-json envelope": (lambda dsn: scanfill_run(dsn, [url], 16, update_json="envelope")[1],
+                                                False),
+            "the guide's recipe": (lambda dsn: guide_run(dsn, url)[1], False),
+        }  # fmt: skip
+        for rep in range(a.reps):
+            for name, (fn, prep) in cases.items():
+                s_us, l_us, rows = measure(admin, fn, prep)
+                results.setdefault(name, []).append((s_us, l_us))
+                print(f"rep {rep + 1} {name}: server {s_us:.1f} us/row, loader {l_us:.1f} us/row ({rows:,} rows)",
+                      flush=True)  # fmt: skip
+            results.setdefault("loader floor: msgspec decode only", []).append((0.0, decode_floor()))
+    floor = min(s for s, _ in results["raw binary COPY (floor)"])
+    out: list[list[Any]] = []
+    for name, vals in results.items():
+        srv, ld = [s for s, _ in vals], [v for _, v in vals]
+        out.append([name, f"{min(srv):.1f}", f"{statistics.median(srv):.1f}",
+                    f"{min(srv) / floor:.2f}" if min(srv) else "-", f"{min(ld):.1f}", f"{statistics.median(ld):.1f}"])  # fmt: skip
+    print(table(["case", "server us/row min", "median", "min vs raw COPY", "loader us/row min", "median"], out))
+
+
+if __name__ == "__main__":
+    main()
