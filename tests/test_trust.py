@@ -74,3 +74,22 @@ def test_agree_needs_enough_scans(db: str) -> None:
         p = scanfill("run", "--no-progress", "--agree", "2", dsn=db, urls=sim.urls)
         out = p.communicate(timeout=120)[0].decode()
     assert p.returncode == 1 and "--agree 2 needs 2 scans" in out, out
+
+
+def test_page_digests_ignore_field_order_whitespace_and_map_order() -> None:
+    """Pure: the canonical digest is over content, so a scan that orders fields or events_by_id
+    differently agrees, and one changed digit does not."""
+    import json
+
+    from scanfill.load.agree import item_digests, page_digest
+
+    ledger = Ledger(LEDGER)
+    items = [ledger.update(0, 0, i) for i in range(5, 0, -1)]
+    a = json.dumps({"transactions": items}).encode()
+    shuffled = [{k: dict(reversed(list(v.items()))) if k == "events_by_id" else v for k, v in reversed(list(u.items()))}
+                for u in items]  # fmt: skip
+    b = json.dumps({"transactions": shuffled}, indent=2).encode()
+    assert a != b and page_digest(item_digests(a)) == page_digest(item_digests(b))
+    c = a.replace(b'"numeric": "', b'"numeric": "9', 1)
+    differ = {u for u, d in item_digests(c).items() if item_digests(a)[u] != d}
+    assert len(differ) == 1 and page_digest(item_digests(c)) != page_digest(item_digests(a))

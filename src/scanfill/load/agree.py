@@ -2,8 +2,9 @@
 content for the same request, as Splice's own scan-to-scan backfill requires f+1 equal answers.
 
 Pages are compared by a canonical digest of their items (update id, record time, and the item's
-content with keys sorted: not field order or whitespace). Only the agreed body goes on to be
-decoded and stored; the others are only hashed. Requests go to scans reporting a complete history
+content with keys sorted: not field order or whitespace), computed only when the pages' bytes
+differ: honest scans serve byte-identical V1 pages, and equal bytes are equal content. Only the
+agreed body goes on to be decoded and stored; the others are only hashed. Requests go to scans reporting a complete history
 for the migration, so every compared scan covers the same window (the `at_or_after` rule of
 Splice's BftScanConnection holds because the slice's lower bound comes from such a scan).
 """
@@ -60,6 +61,13 @@ def page_digest(items: dict[str, bytes]) -> bytes:
     return h.digest()
 
 
+def _group(digests: dict[str, bytes]) -> dict[bytes, list[str]]:
+    groups: dict[bytes, list[str]] = {}
+    for url, digest in digests.items():
+        groups.setdefault(digest, []).append(url)
+    return groups
+
+
 def quorum(k: str | int, scans: int) -> int:
     """`--agree auto`: f+1 of n scans with f = (n - 1) // 3 (Byzantine: 3f+1 scans tolerate f faulty)."""
     if k == "auto":
@@ -75,7 +83,8 @@ async def agreed_page(fetch: Callable[[str], Awaitable[bytes]], urls: list[str],
     (rng or random).shuffle(order)
     if len(order) < k:
         raise NoAgreement(f"{request}: --agree {k} needs {k} scans with a complete history, only {len(order)} known")
-    pages: dict[str, tuple[bytes, dict[str, bytes], bytes]] = {}  # url -> (page digest, items, body)
+    bodies: dict[str, bytes] = {}
+    canonical: dict[str, dict[str, bytes]] = {}  # url -> item digests, computed only when bytes differ
     errors: dict[str, BaseException] = {}
     pending, rest = order[:k], order[k:]
     while True:
@@ -86,22 +95,29 @@ async def agreed_page(fetch: Callable[[str], Awaitable[bytes]], urls: list[str],
                     raise res
                 errors[url] = res
             else:
-                items = item_digests(res)
-                pages[url] = (page_digest(items), items, res)
-        groups: dict[bytes, list[str]] = {}
-        for url, (digest, _, _) in pages.items():
-            groups.setdefault(digest, []).append(url)
+                bodies[url] = res
+        # fast path: identical bytes are identical content (honest scans serve the same V1 bytes)
+        groups = _group({u: hashlib.blake2b(b, digest_size=16).digest() for u, b in bodies.items()})
         best = max(groups.values(), key=len, default=[])
+        if len(best) < k and len(groups) > 1:
+            # bytes differ: compare content (field order, whitespace and map order do not count)
+            for url, body in bodies.items():
+                if url not in canonical:
+                    canonical[url] = item_digests(body)
+            groups = _group({u: page_digest(d) for u, d in canonical.items()})
+            best = max(groups.values(), key=len, default=[])
         if len(best) >= k:
-            agreed_items = pages[best[0]][1]
-            out = Agreed(pages[best[0]][2], best, compared=len(pages) + len(errors))
-            for url, (_, items, _) in pages.items():
-                if url not in best:
+            out = Agreed(bodies[best[0]], best, compared=len(bodies) + len(errors))
+            others = [u for u in bodies if u not in best]
+            if others:
+                agreed_items = canonical.get(best[0]) or item_digests(bodies[best[0]])
+                for url in others:
+                    items = canonical.get(url) or item_digests(bodies[url])
                     differ = {u for u in agreed_items.keys() | items.keys() if agreed_items.get(u) != items.get(u)}
                     out.disagreements.append(Disagreement(url, request, tuple(sorted(differ))))
             return out
         if not rest:
-            if not pages and errors and all(isinstance(e, ScanHTTPError) and e.status == 503 for e in errors.values()):
+            if not bodies and errors and all(isinstance(e, ScanHTTPError) and e.status == 503 for e in errors.values()):
                 raise next(iter(errors.values()))  # every scan timed out on this page: the caller shrinks it
             seen = "; ".join(f"{u}: {len(g)} agreeing" for g in groups.values() for u in g[:1])
             failed = "; ".join(f"{u}: {e}" for u, e in errors.items())
