@@ -112,3 +112,33 @@ def test_refusals_name_the_update(mutate: Any, message: str) -> None:
     mutate(items[1])
     with pytest.raises(MalformedPage, match=message):
         decode_page(page(*items), 0, SYNC)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda good: b"<html><body>502 Bad Gateway</body></html>", "not a valid updates page"),
+        (lambda good: good[: len(good) // 2], "not a valid updates page"),
+        (lambda good: b'{"transactions":' + orjson.dumps([orjson.loads(good)["transactions"][0], *orjson.loads(good)[
+            "transactions"]]) + b"}", "breaks newest-first order"),
+        (lambda good: b'{"transactions":' + orjson.dumps(list(reversed(orjson.loads(good)["transactions"]))) + b"}",
+         "breaks newest-first order"),
+    ],
+    ids=["html-with-200", "truncated", "duplicated-item", "oldest-first"],
+)
+def test_garbage_pages_are_refused_whole(make: Any, message: str) -> None:
+    good = page(*newest_first(4))
+    with pytest.raises(MalformedPage, match=message):
+        decode_page(make(good), 0, SYNC)
+
+
+def test_an_item_outside_the_requested_window_is_refused() -> None:
+    items = newest_first(4)
+    from scanfill.timeutil import parse_us
+
+    before = parse_us(items[1]["record_time"])  # the first item is not before this
+    with pytest.raises(MalformedPage, match="not before the requested cursor"):
+        decode_page(page(*items), 0, SYNC, before_us=before)
+    lo = parse_us(items[1]["record_time"])  # the last two are older than this lower bound
+    with pytest.raises(MalformedPage, match="older than the slice's lower bound"):
+        decode_page(page(*items), 0, SYNC, at_or_after_us=lo)

@@ -124,3 +124,16 @@ def test_credentials_in_scan_urls_never_show(db: str) -> None:
             outs.append(p.communicate(timeout=300)[0].decode())
     assert all(secret not in o for o in outs), next(o for o in outs if secret in o)[:2000]
     assert "127.0.0.1" in outs[0]  # the URLs are shown, without their credentials
+
+
+def test_odd_time_zones_change_no_record_time(db: str) -> None:
+    """TZ of the loader and PGTZ of its sessions set to zones with odd offsets: every record
+    time stored exactly, every cursor exact (they are strings and UTC microseconds throughout)."""
+    env = {"TZ": "Pacific/Chatham", "PGTZ": "Asia/Kathmandu"}
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        p = scanfill("run", "--no-progress", "--concurrency", "4", "--page-size", "30", dsn=db, urls=sim.urls, env=env)
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 0 and "history complete" in out, out
+        again = scanfill("run", "--no-progress", dsn=db, urls=sim.urls, env=env).communicate(timeout=300)[0].decode()
+    assert "loaded 0 updates" in again
+    assert_db_matches(db, Ledger(SMALL))

@@ -173,7 +173,7 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     worker, found = asyncio.run(find_scans(opts))
     for line in found:
         log.info("%s", line)
-    if found:
+    if len(found) > len(opts.worker.scan.urls) or worker.agree > 1:
         log.warning("scans: %d found through /v0/scans, %d usable; a page needs %d agreeing", len(found),
                     len(worker.scan.urls), worker.agree)  # fmt: skip
     opts = replace(opts, worker=worker)
