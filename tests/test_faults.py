@@ -137,3 +137,49 @@ def test_odd_time_zones_change_no_record_time(db: str) -> None:
         again = scanfill("run", "--no-progress", dsn=db, urls=sim.urls, env=env).communicate(timeout=300)[0].decode()
     assert "loaded 0 updates" in again
     assert_db_matches(db, Ledger(SMALL))
+
+
+def test_a_full_disk_stops_the_load_clearly_and_it_resumes_exactly_once_space_is_freed(db: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ledger tables on a tablespace on an 8 MB tmpfs (a real filesystem that fills up)."""
+    import os
+    import subprocess
+
+    import psutil
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting the small filesystem needs root (CI runs as root)")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    try:
+        with psycopg.connect(db, autocommit=True) as conn:
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+            owner = psutil.Process(pid).username()
+            ts = mnt / "ts"
+            ts.mkdir()
+            os.chown(ts, *(lambda p: (p.pw_uid, p.pw_gid))(__import__("pwd").getpwnam(owner)))
+            os.chmod(tmp_path, 0o755)
+            conn.execute(f"CREATE TABLESPACE tiny_{pid} LOCATION '{ts}'")
+        with Simulator(SimConfig(ledger=SMALL)) as sim:
+            assert scanfill("init", dsn=db, urls=sim.urls).wait(timeout=60) == 0
+            with psycopg.connect(db, autocommit=True) as conn:
+                for t in ("ledger_updates", "ledger_events"):
+                    conn.execute(f"ALTER TABLE {t} SET TABLESPACE tiny_{pid}")
+            p = scanfill("run", "--no-progress", "--concurrency", "4", dsn=db, urls=sim.urls)
+            try:
+                out = p.communicate(timeout=60)[0].decode()
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out = p.communicate()[0].decode()
+                raise AssertionError("the run did not stop on a full disk: " + out[-3000:]) from None
+            assert p.returncode == 1, out
+            assert "ran out of a resource" in out and "No space left" in out and "run the same command again" in out, out
+            subprocess.run(["mount", "-o", "remount,size=200m", str(mnt)], check=True)  # space freed
+            again = scanfill("run", "--no-progress", dsn=db, urls=sim.urls).communicate(timeout=300)[0].decode()
+            assert "history complete" in again, again
+        assert_db_matches(db, Ledger(SMALL))
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS ledger_updates, ledger_events")
+            conn.execute(f"DROP TABLESPACE IF EXISTS tiny_{pid}")
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -98,8 +98,13 @@ def _touch(conn: Conn) -> None:
 def _is_outage(exc: BaseException) -> bool:
     """Errors a restart or failover of the server causes (the connection is gone or refused),
     as opposed to an error of the statement itself."""
-    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+    if isinstance(exc, psycopg.InterfaceError):
         return True
+    if isinstance(exc, psycopg.OperationalError):
+        # no SQLSTATE: the connection is gone; 08: connection exceptions; 57P01-03: shutting down,
+        # crash recovery, not accepting connections yet. A full disk (53100) is not an outage.
+        state = exc.sqlstate
+        return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
     return isinstance(exc, ConfigError) and "cannot connect" in str(exc)
 
 

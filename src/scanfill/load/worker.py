@@ -217,11 +217,21 @@ class Worker:
                 self.report.fenced += 1
                 log.warning("%s", exc)
             except psycopg.Error as exc:
-                # the commit's transaction was rolled back (e.g. the server ended it after this worker
-                # froze mid-commit): nothing of it is stored, the slice goes back to the pool
-                self.report.fenced += 1
-                log.warning("slice %s: commit rolled back by the database (%s); it will be resumed",
-                            claim.cursor_name, str(exc).strip().splitlines()[0])  # fmt: skip
+                if not _out_of_resources(exc):
+                    # the commit's transaction was rolled back (e.g. the server ended it after this worker
+                    # froze mid-commit): nothing of it is stored, the slice goes back to the pool
+                    self.report.fenced += 1
+                    log.warning("slice %s: commit rolled back by the database (%s); it will be resumed",
+                                claim.cursor_name, str(exc).strip().splitlines()[0])  # fmt: skip
+                    continue
+                # disk full, out of memory: retrying now only fails again
+                msg = (f"the database server ran out of a resource ({type(exc).__name__}: "
+                       f"{str(exc).strip().splitlines()[0]}) while committing slice {claim.cursor_name}; nothing of "
+                       "that commit was stored. Free the resource (disk space, memory) and run the same command "
+                       "again: it resumes from the last committed page")  # fmt: skip
+                log.error("%s", msg)
+                self.report.failures.append(msg)
+                self.stop.set()
             except (ScanError, MalformedPage) as exc:
                 msg = f"slice {claim.cursor_name} (migration {claim.migration_id}, {claim.synchronizer_id}): {exc}"
                 log.error("%s", msg)
@@ -433,3 +443,10 @@ def _unlogged_check(store: Store) -> Any:
             )
 
     return check
+
+
+def _out_of_resources(exc: psycopg.Error) -> bool:
+    """Disk full (53100, or an I/O error saying so), out of memory: the server cannot take the
+    commit now, and asking again at once would only fail again."""
+    state = exc.sqlstate or ""
+    return state.startswith("53") or (state.startswith("58") and "No space left" in str(exc))
