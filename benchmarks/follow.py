@@ -105,11 +105,12 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=30_000)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--rates", default="10,1000", help="updates/s to grow at, comma-separated")
     a = ap.parse_args()
     if a.what == "catchup":
         catchup(a.updates, a.reps)
     else:
-        lag(a.seconds, [10.0, 1000.0])
+        lag(a.seconds, [float(r) for r in a.rates.split(",")])
 
 
 if __name__ == "__main__":

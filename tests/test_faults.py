@@ -183,3 +183,73 @@ def test_a_full_disk_stops_the_load_clearly_and_it_resumes_exactly_once_space_is
             conn.execute("DROP TABLE IF EXISTS ledger_updates, ledger_events")
             conn.execute(f"DROP TABLESPACE IF EXISTS tiny_{pid}")
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_two_runs_and_an_init_started_at_the_same_instant_on_an_empty_database(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=5))) as sim:
+        procs = [scanfill("run", "--no-progress", "--concurrency", "3", "--page-size", "40", dsn=db, urls=sim.urls),
+                 scanfill("init", dsn=db, urls=sim.urls),
+                 scanfill("run", "--no-progress", "--concurrency", "3", "--page-size", "40", dsn=db, urls=sim.urls)]  # fmt: skip
+        outs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sum("history complete" in o for o in outs) == 2  # both runs end with the whole history
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_two_restores_at_once_and_an_abort_during_a_restore_leave_the_tables_restored(db: str) -> None:
+    from scanfill.db import Database
+    from scanfill.ops import maintenance
+
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        assert scanfill("init", dsn=db, urls=sim.urls).wait(timeout=60) == 0
+        with Database(db).connect() as conn:
+            before = maintenance.catalog_snapshot(Database(db), conn)
+        for second in ("restore", "abort"):
+            assert scanfill("prepare", dsn=db, urls=sim.urls).wait(timeout=60) == 0
+            assert scanfill("run", "--no-progress", dsn=db, urls=sim.urls).wait(timeout=300) == 0
+            extra = ("--yes",) if second == "abort" else ()
+            procs = [scanfill("restore", dsn=db, urls=sim.urls), scanfill(second, *extra, dsn=db, urls=sim.urls)]
+            outs = [p.communicate(timeout=300)[0].decode() for p in procs]
+            assert all(p.returncode == 0 for p in procs), outs
+            assert all("Traceback" not in o for o in outs), outs
+            with Database(db).connect() as conn:
+                assert maintenance.catalog_snapshot(Database(db), conn) == before, second
+    assert_db_matches(db, Ledger(SMALL))
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_killing_three_workers_at_random_moments_then_a_final_run_is_exact(db: str, how: str) -> None:
+    import random
+    import signal as sig
+
+    from procs import drop_unique_keys
+
+    rng = random.Random(7 if how == "SIGTERM" else 11)
+    with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=20))) as sim:
+        assert scanfill("init", dsn=db, urls=sim.urls).wait(timeout=60) == 0
+        drop_unique_keys(db)  # a page stored twice shows as duplicate rows instead of an error
+        total = Ledger(SMALL).total_updates()
+        for _ in range(3):
+            p = scanfill("run", "--no-progress", "--workers", "3", "--concurrency", "2", "--page-size", "20",
+                         "--batch-rows", "60", "--lease", "3", dsn=db, urls=sim.urls)  # fmt: skip
+            target = min(total - 1, loaded(db) + rng.randrange(20, 120))
+            wait_for(lambda t=target, q=p: loaded(db) >= t or q.poll() is not None, timeout=120, what="progress")  # type: ignore[misc]
+            if p.poll() is None:
+                p.send_signal(getattr(sig, how))
+            p.communicate(timeout=120)
+        final = scanfill("run", "--no-progress", "--lease", "3", dsn=db, urls=sim.urls)
+        out = final.communicate(timeout=300)[0].decode()
+        assert final.returncode == 0 and "history complete" in out, out
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_prepare_during_a_run_is_refused_and_the_run_finishes_exact(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=60))) as sim:
+        p = scanfill("run", "--no-progress", "--concurrency", "3", "--page-size", "20", dsn=db, urls=sim.urls)
+        wait_for(lambda: loaded(db) > 20, timeout=120, what="the run to be loading")
+        refused = scanfill("prepare", dsn=db, urls=sim.urls)
+        msg = refused.communicate(timeout=120)[0].decode()
+        out = p.communicate(timeout=300)[0].decode()
+    assert refused.returncode == 2 and "live database" in msg and "scanfill worker" in msg and "Traceback" not in msg, msg
+    assert p.returncode == 0 and "history complete" in out, out
+    assert_db_matches(db, Ledger(SMALL))

@@ -26,6 +26,7 @@ from scanfill.errors import Refused
 
 log = logging.getLogger("scanfill.ops.maintenance")
 LEDGER_TABLES = ("ledger_updates", "ledger_events")
+RESTORE_LOCK_KEY = 0x5CA0F112  # advisory-lock key: one restore at a time
 
 
 @dataclass
@@ -125,6 +126,10 @@ def prepare(db: Database, force: bool = False, dry_run: bool = False, echo: Call
     done: list[str] = []
     with db.connect(autocommit=True, application="scanfill prepare") as conn:
         busy = other_writers(db, conn)
+        try:  # a loader between two commits holds no lock: its heartbeat says it is there
+            busy += [f"scanfill worker {w} (heartbeat within 2 minutes)" for w in running_workers(db)]
+        except psycopg.errors.UndefinedTable:
+            pass  # scanfill's tables are not there yet: no worker either
         if busy and not force:
             raise Refused("other sessions are using the ledger tables, so this looks like a live database:\n  "
                           + "\n  ".join(busy) + "\nStop them first, or pass --force if you are sure.")  # fmt: skip
@@ -260,6 +265,18 @@ def restore(db: Database, jobs: int = 2, maintenance_work_mem: str = "512MB", ec
     Every step checks the catalog first, so a second run after an interruption finishes the job.
     `stop_after` (a step name) exists for tests that interrupt it on purpose.
     """
+    # one restore at a time: a second one (or `abort`'s) waits here, then finds the work done. The
+    # lock is held by an open transaction, which a transaction-mode pooler keeps on one connection.
+    with db.connect(application="scanfill restore (lock)") as guard:
+        got = guard.execute("SELECT pg_try_advisory_xact_lock(%s)", (RESTORE_LOCK_KEY,)).fetchone()
+        if not (got and got[0]):
+            echo("another restore is running: waiting for it to finish")
+            guard.execute("SELECT pg_advisory_xact_lock(%s)", (RESTORE_LOCK_KEY,))
+        return _restore(db, jobs, maintenance_work_mem, echo, progress, stop_after)
+
+
+def _restore(db: Database, jobs: int, maintenance_work_mem: str, echo: Callable[[str], None],
+             progress: Callable[[list[dict[str, Any]]], None] | None, stop_after: str | None) -> dict[str, Any]:  # fmt: skip
     report: dict[str, Any] = {"duplicates": {}, "built": []}
     check_unlogged_crash(db, echo)
     with db.connect(autocommit=True, application="scanfill restore") as conn:
