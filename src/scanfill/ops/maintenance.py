@@ -8,6 +8,7 @@ catalog first, so running either again after an interruption only does what is l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -126,10 +127,9 @@ def prepare(db: Database, force: bool = False, dry_run: bool = False, echo: Call
     done: list[str] = []
     with db.connect(autocommit=True, application="scanfill prepare") as conn:
         busy = other_writers(db, conn)
-        try:  # a loader between two commits holds no lock: its heartbeat says it is there
+        # a loader between two commits holds no lock: its heartbeat says it is there (no tables: no worker)
+        with contextlib.suppress(psycopg.errors.UndefinedTable):
             busy += [f"scanfill worker {w} (heartbeat within 2 minutes)" for w in running_workers(db)]
-        except psycopg.errors.UndefinedTable:
-            pass  # scanfill's tables are not there yet: no worker either
         if busy and not force:
             raise Refused("other sessions are using the ledger tables, so this looks like a live database:\n  "
                           + "\n  ".join(busy) + "\nStop them first, or pass --force if you are sure.")  # fmt: skip
