@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from scanfill.db import Conn, Database
-from scanfill.errors import Fenced
+from scanfill.errors import Fenced, UnloggedLost
 from scanfill.timeutil import format_us, parse_us, us_to_dt
 
 
@@ -196,6 +196,14 @@ class Store:
 
     def record_disagreement(self, conn: Conn, url: str, request: str, ids: list[str]) -> None:
         self.run(conn, "disagreement_insert", url=url, request=request, ids=ids)
+
+    def refuse_if_emptied(self, conn: Conn) -> None:
+        """After riding out an outage: refuse to go on if the server emptied the UNLOGGED tables."""
+        if self.unlogged_rows_lost(conn):
+            raise UnloggedLost(
+                "the PostgreSQL server restarted uncleanly while the ledger tables were UNLOGGED and emptied them; "
+                "stopping rather than leaving a hole. Run the same command again: it detects this and reloads."
+            )
 
     def truncate_all(self, conn: Conn) -> None:
         """The ledger and every cursor over it; never `scan_events` (Scan prunes them: no refetch)."""

@@ -35,7 +35,7 @@ import psycopg
 
 from scanfill.coord.discovery import current_migration
 from scanfill.coord.store import FollowLease, Store
-from scanfill.db import Conn, Database, DbPool
+from scanfill.db import Database, DbPool
 from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError, UnloggedLost
 from scanfill.load.decode import decode_stream_page
 from scanfill.load.sink import Sink
@@ -86,7 +86,7 @@ class Follower:
         self.stop = asyncio.Event()
         self.caught_up = {name: False for name in STREAMS}
         self.pool = DbPool(settings.db, 2, f"scanfill follow {self.id}", settings.db_retry_s,
-                           after_outage=_unlogged_check(self.store))  # fmt: skip
+                           after_outage=self.store.refuse_if_emptied)  # fmt: skip
         self.lease: FollowLease | None = None
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -348,15 +348,3 @@ def follow(settings: FollowSettings, hooks: Any = None) -> FollowReport:
 
     return asyncio.run(main())
 
-
-def _unlogged_check(store: Store) -> Any:
-    """After riding out an outage: refuse to go on if the server emptied the UNLOGGED tables."""
-
-    def check(conn: Conn) -> None:
-        if store.unlogged_rows_lost(conn):
-            raise UnloggedLost(
-                "the PostgreSQL server restarted uncleanly while the ledger tables were UNLOGGED and emptied them; "
-                "stopping rather than leaving a hole. Run the same command again: it detects this and reloads."
-            )
-
-    return check

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from scanfill.coord.slices import Claim, Leases, Partition
-from scanfill.coord.store import Lease, Store, WorkerState
+from scanfill.coord.store import Lease, WorkerState
 from scanfill.db import Conn, Database, DbPool
 from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError, UnloggedLost
 from scanfill.load.agree import agreed_page
@@ -95,7 +95,7 @@ class Worker:
         self.store = self.sink.store
         self.stop = asyncio.Event()
         self.pool = DbPool(settings.db, settings.db_connections, f"scanfill worker {self.id}", settings.db_retry_s,
-                           after_outage=_unlogged_check(self.store))  # fmt: skip
+                           after_outage=self.store.refuse_if_emptied)  # fmt: skip
         self._failed: list[str] = []
         self._dead: list[str] = []
         self._bytes_per_item: float | None = None  # running estimate over every page of this process
@@ -431,18 +431,6 @@ def _pid_alive(pid: int) -> bool:
         return True
     return True
 
-
-def _unlogged_check(store: Store) -> Any:
-    """After riding out an outage: refuse to go on if the server emptied the UNLOGGED tables."""
-
-    def check(conn: Conn) -> None:
-        if store.unlogged_rows_lost(conn):
-            raise UnloggedLost(
-                "the PostgreSQL server restarted uncleanly while the ledger tables were UNLOGGED and emptied them; "
-                "stopping rather than leaving a hole. Run the same command again: it detects this and reloads."
-            )
-
-    return check
 
 
 def _out_of_resources(exc: psycopg.Error) -> bool:
