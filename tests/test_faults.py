@@ -219,17 +219,28 @@ def test_two_restores_at_once_and_an_abort_during_a_restore_leave_the_tables_res
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_killing_three_workers_at_random_moments_then_a_final_run_is_exact(db: str, how: str) -> None:
+    kill_workers_then_finish(db, how, cycles=3, seed=7 if how == "SIGTERM" else 11)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_killing_three_workers_many_times_slow(db: str, seed: int) -> None:
+    """The long variant (`pytest -m slow`): 12 SIGTERM/SIGKILL cycles per seed."""
+    kill_workers_then_finish(db, "SIGKILL" if seed % 2 else "SIGTERM", cycles=12, seed=seed)
+
+
+def kill_workers_then_finish(db: str, how: str, cycles: int, seed: int) -> None:
     import random
     import signal as sig
 
     from procs import drop_unique_keys
 
-    rng = random.Random(7 if how == "SIGTERM" else 11)
+    rng = random.Random(seed)
     with Simulator(SimConfig(ledger=SMALL, faults=FaultConfig(latency_ms=20))) as sim:
         assert scanfill("init", dsn=db, urls=sim.urls).wait(timeout=60) == 0
         drop_unique_keys(db)  # a page stored twice shows as duplicate rows instead of an error
         total = Ledger(SMALL).total_updates()
-        for _ in range(3):
+        for _ in range(cycles):
             p = scanfill("run", "--no-progress", "--workers", "3", "--concurrency", "2", "--page-size", "20",
                          "--batch-rows", "60", "--lease", "3", dsn=db, urls=sim.urls)  # fmt: skip
             target = min(total - 1, loaded(db) + rng.randrange(20, 120))
@@ -253,3 +264,25 @@ def test_prepare_during_a_run_is_refused_and_the_run_finishes_exact(db: str) -> 
     assert refused.returncode == 2 and "live database" in msg and "scanfill worker" in msg and "Traceback" not in msg, msg
     assert p.returncode == 0 and "history complete" in out, out
     assert_db_matches(db, Ledger(SMALL))
+
+
+def test_a_scan_reusing_an_id_with_other_content_stops_the_slice_instead_of_looping(db: str) -> None:
+    from scanfill.sim import InstanceConfig
+
+    reuse = InstanceConfig("sv-1", reuse_id_every=150)
+    with Simulator(SimConfig(ledger=SMALL, instances=(reuse,))) as sim:
+        p = scanfill("run", "--no-progress", "--concurrency", "3", "--page-size", "40", dsn=db, urls=sim.urls)
+        out = p.communicate(timeout=300)[0].decode()
+    assert p.returncode == 1, out
+    assert "already stored" in out and "reusing ids" in out and "Traceback" not in out, out
+    ledger = Ledger(SMALL)
+    want = {h.update_id: h.record_us for h in ledger.expected_all()}
+    from scanfill.timeutil import dt_to_us
+
+    with psycopg.connect(db) as conn:
+        rows = conn.execute("SELECT update_id, record_time FROM ledger_updates").fetchall()
+    # the impostor came first (pages run newest first) and was stored; when the real update with
+    # that id arrived the conflict stopped its slice rather than overwriting or looping: a single
+    # scan cannot tell which is real, which is what `run --agree 2` is for
+    wrong = [u for u, t in rows if dt_to_us(t) != want[u]]
+    assert rows and all(u in want for u, _ in rows) and 0 < len(wrong) <= 2, wrong

@@ -216,6 +216,16 @@ class Worker:
             except Fenced as exc:
                 self.report.fenced += 1
                 log.warning("%s", exc)
+            except psycopg.errors.UniqueViolation as exc:
+                # the page holds an id already stored: the scan reuses ids (or overlaps windows).
+                # Retrying cannot help and storing it would overwrite history: the slice stops here.
+                msg = (f"slice {claim.cursor_name} (migration {claim.migration_id}, {claim.synchronizer_id}): the "
+                       f"scan served an update or event id that is already stored ({str(exc).strip().splitlines()[-1]}"
+                       "): a scan reusing ids with other content. Nothing of that page was stored; check the scan "
+                       "(`scanfill verify --against-scan`, `run --agree 2`)")  # fmt: skip
+                log.error("%s", msg)
+                self.report.failures.append(msg)
+                self._failed.append(claim.cursor_name)
             except psycopg.Error as exc:
                 if not _out_of_resources(exc):
                     # the commit's transaction was rolled back (e.g. the server ended it after this worker

@@ -54,6 +54,7 @@ class InstanceConfig:
     alter_phase: int = 0
     alter_digit: str = "7"  # prefixed to the first numeric of an altered update (faulty scans differ by it)
     omit_every: int = 0
+    reuse_id_every: int = 0  # update i (i % N == 0, i > 0) carries the id of update i - 1: an id reused
 
 
 # What Splice 0.5.x and the spring-2026 releases lack: discovery must do without it.

@@ -267,7 +267,7 @@ class ScanInstance:
         """Up to `count` updates of [lo, hi), newest first, as this scan serves them (a faulty
         scan alters or omits some)."""
         render, c = self.sim.renderer.item, self.config
-        if not (c.alter_every or c.omit_every):
+        if not (c.alter_every or c.omit_every or c.reuse_id_every):
             return [render(m, s, i) for i in range(hi - 1, max(lo, hi - count) - 1, -1)]
         out: list[bytes] = []
         for i in range(hi - 1, lo - 1, -1):
@@ -276,6 +276,9 @@ class ScanInstance:
             if c.omit_every and i % c.omit_every == 0:
                 continue
             data = render(m, s, i)
+            if c.reuse_id_every and i and i % c.reuse_id_every == 0:
+                ledger = self.sim.ledger
+                data = data.replace(ledger.update_id(m, s, i).encode(), ledger.update_id(m, s, i - 1).encode())
             if c.alter_every and i % c.alter_every == c.alter_phase:
                 data = data.replace(b'"numeric":"', b'"numeric":"' + c.alter_digit.encode(), 1)  # still valid
             out.append(data)
