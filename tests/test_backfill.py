@@ -9,25 +9,8 @@ from dbcheck import assert_db_matches
 from scanfill.db import Database
 from scanfill.load.run import RunOptions, run
 from scanfill.load.source import ScanConfig
-from scanfill.load.worker import WorkerSettings
 from scanfill.sim import FaultConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
-
-SMALL = LedgerConfig(
-    seed=11,
-    migrations=(
-        MigrationSpec(0, "2024-06-24T21:08:00Z", 400),
-        MigrationSpec(4, "2024-06-25T00:10:00Z", 350, synchronizers=2, import_updates=5),  # gap in ids, overlap
-    ),
-)
-
-
-def options(dsn: str, urls: list[str], **kw: object) -> RunOptions:
-    scan = ScanConfig(urls=tuple(urls), backoff_base_s=0.01, backoff_cap_s=0.2, timeout_s=10, read_timeout_s=5,
-                      failure_cooldown_s=0.2)  # fmt: skip
-    run_kw = {k: kw.pop(k) for k in ("workers", "slices", "plan_only", "refetch", "start_migration", "agree",
-                                     "discover_scans") if k in kw}
-    ws = WorkerSettings(db=Database(dsn), scan=scan, **kw)  # type: ignore[arg-type]
-    return RunOptions(worker=ws, progress=False, **run_kw)  # type: ignore[arg-type]
+from shared import SMALL, options
 
 
 def test_full_history_exactly_once(db: str) -> None:
@@ -191,7 +174,6 @@ def test_updates_one_microsecond_apart_across_a_page_boundary(db: str) -> None:
 
 def test_schema_upgrades_in_place(db: str) -> None:
     from scanfill.coord import schema
-    from scanfill.db import Database
 
     d = Database(db)
     with psycopg.connect(db, autocommit=True) as conn:  # a database left by the first release
@@ -272,7 +254,6 @@ def test_history_from_a_late_joiner_is_never_complete_until_a_complete_scan_cove
         rest = run(options(db, sim.urls, concurrency=3))
     assert rest.complete and partial.updates + rest.updates == Ledger(SMALL).total_updates()
     assert_db_matches(db, Ledger(SMALL))
-    from scanfill.db import Database
     from scanfill.ops import verify
 
     assert all(c.ok for c in verify.checks(Database(db)))  # slices tile the widened ranges

@@ -11,7 +11,7 @@ import psycopg
 from dbcheck import assert_db_matches
 from procs import loaded, scanfill, wait_for
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
-from test_backfill import SMALL
+from shared import SMALL
 
 SECRET = "s3cr3t-Pa55word"
 

@@ -9,7 +9,7 @@ from dbcheck import assert_db_matches
 from procs import scanfill
 from scanfill.sim import FaultConfig, InstanceConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
 from scanfill.sim.config import OLDER_SCAN_MISSING
-from test_backfill import SMALL, options
+from shared import SMALL, options
 
 OLDER = (InstanceConfig("sv-1", missing=OLDER_SCAN_MISSING), InstanceConfig("sv-2", missing=OLDER_SCAN_MISSING))
 IDS_WITH_GAPS = LedgerConfig(

@@ -13,7 +13,7 @@ from scanfill.load.run import overall_state, run
 from scanfill.ops import maintenance, verify
 from scanfill.ops.monitor import status
 from scanfill.sim import Ledger, SimConfig, Simulator
-from test_backfill import SMALL, options
+from shared import SMALL, options
 
 
 def load_with_imports(db: str, urls: list[str]) -> None:

@@ -12,7 +12,7 @@ from dbcheck import assert_db_matches
 from procs import loaded, scanfill, wait_for
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from servers import pg15_cluster
-from test_backfill import SMALL
+from shared import SMALL
 
 
 def _new_db(admin: str, name: str = "ledger") -> str:

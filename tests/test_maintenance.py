@@ -20,7 +20,7 @@ from scanfill.load.run import run
 from scanfill.ops import maintenance
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from servers import debian_pg15, kill_postmaster
-from test_backfill import SMALL, options
+from shared import SMALL, options
 
 
 @pytest.fixture(params=["embedded-16", pytest.param("debian-15", marks=pytest.mark.needs("postgresql-15"))])

@@ -20,7 +20,7 @@ from scanfill.db import Database
 from scanfill.load.run import run
 from scanfill.ops import monitor, verify
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
-from test_backfill import SMALL, options
+from shared import SMALL, options
 
 SLOW = FaultConfig(latency_ms=40)
 ARGS = ("--concurrency", "2", "--page-size", "20", "--batch-rows", "50", "--no-progress")

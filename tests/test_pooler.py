@@ -11,7 +11,7 @@ from dbcheck import assert_db_matches
 from procs import scanfill
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from servers import debian_pg15, free_port, pgbouncer
-from test_backfill import SMALL
+from shared import SMALL
 
 
 @pytest.mark.needs("postgresql-15", "pgbouncer")

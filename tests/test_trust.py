@@ -9,7 +9,7 @@ from dbcheck import assert_db_matches
 from procs import scanfill
 from scanfill.load.run import run
 from scanfill.sim import FaultConfig, InstanceConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
-from test_backfill import options
+from shared import options
 
 LEDGER = LedgerConfig(seed=23, migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", 300),
                                            MigrationSpec(1, "2024-06-25T00:00:00Z", 250)))  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 from dbcheck import assert_db_matches
 from procs import drop_unique_keys, loaded, scanfill, wait_for
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
-from test_backfill import SMALL
+from shared import SMALL
 
 COMMON = ("--page-size", "40", "--batch-rows", "100", "--no-progress")
 

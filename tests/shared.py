@@ -1,0 +1,27 @@
+"""Settings every test module shares: the small two-migration ledger and the run options a test
+starts from (fast retries, short timeouts). Test modules import this, never each other."""
+
+from __future__ import annotations
+
+from scanfill.db import Database
+from scanfill.load.run import RunOptions
+from scanfill.load.source import ScanConfig
+from scanfill.load.worker import WorkerSettings
+from scanfill.sim import LedgerConfig, MigrationSpec
+
+SMALL = LedgerConfig(
+    seed=11,
+    migrations=(
+        MigrationSpec(0, "2024-06-24T21:08:00Z", 400),
+        MigrationSpec(4, "2024-06-25T00:10:00Z", 350, synchronizers=2, import_updates=5),  # gap in ids, overlap
+    ),
+)
+
+
+def options(dsn: str, urls: list[str], **kw: object) -> RunOptions:
+    scan = ScanConfig(urls=tuple(urls), backoff_base_s=0.01, backoff_cap_s=0.2, timeout_s=10, read_timeout_s=5,
+                      failure_cooldown_s=0.2)  # fmt: skip
+    run_kw = {k: kw.pop(k) for k in ("workers", "slices", "plan_only", "refetch", "start_migration", "agree",
+                                     "discover_scans") if k in kw}
+    ws = WorkerSettings(db=Database(dsn), scan=scan, **kw)  # type: ignore[arg-type]
+    return RunOptions(worker=ws, progress=False, **run_kw)  # type: ignore[arg-type]
