@@ -310,37 +310,22 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
 
 
 def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
-    from scanfill.coord import schema as sch
-    from scanfill.ops import maintenance
-
-    if do_prepare:
-        sch.init(db)
-        maintenance.prepare(db, echo=click.echo)
-    summary = _do_run(opts, db, exit_on_failure=not do_restore)
-    if do_restore:
-        if summary.complete:
-            maintenance.restore(db, echo=click.echo, progress=_index_progress)
-            click.secho("restored: tables LOGGED, indexes and constraints rebuilt, autovacuum on, statistics fresh",
-                        fg="green")  # fmt: skip
-        else:
-            click.secho("not restoring: the history is not complete yet (tables stay in bulk-load mode)",
-                        fg="yellow", err=True)  # fmt: skip
-        if summary.failures:
-            sys.exit(1)
-    return summary
-
-
-def _do_run(opts: Any, db: Any, exit_on_failure: bool = True) -> Any:
-    from scanfill.load.run import run as run_backfill
+    """Prints what `load.run.lifecycle` does; exits 1 when slices failed."""
+    from scanfill.load.run import lifecycle
     from scanfill.load.source import redact_url
     from scanfill.ops.progress import ProgressDisplay
 
     click.echo(f"database {db.shown} (schema {db.schema}); scans: {', '.join(map(redact_url, opts.worker.scan.urls))}",
                err=True)  # fmt: skip
     display = ProgressDisplay(db) if opts.progress and not opts.plan_only else None
-    summary = run_backfill(opts, display=display)
-    _print_summary(summary)
-    if summary.failures and exit_on_failure:
+    summary, restored = lifecycle(opts, do_prepare, do_restore, click.echo, _print_summary, display, _index_progress)
+    if restored:
+        click.secho("restored: tables LOGGED, indexes and constraints rebuilt, autovacuum on, statistics fresh",
+                    fg="green")  # fmt: skip
+    elif do_restore:
+        click.secho("not restoring: the history is not complete yet (tables stay in bulk-load mode)",
+                    fg="yellow", err=True)  # fmt: skip
+    if summary.failures:
         sys.exit(1)
     return summary
 
