@@ -22,7 +22,7 @@ def test_wheel_and_sdist_build_check_and_run(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert check.returncode == 0 and check.stdout.count("PASSED") == 2, check.stdout + check.stderr
     names = zipfile.ZipFile(wheels[0]).namelist()
-    assert {"scanfill/cli.py", "scanfill/sim/server.py", "scanfill/coord/queries.sql"} <= set(names)
+    assert {"scanfill/cli/__init__.py", "scanfill/cli/load.py", "scanfill/sim/server.py", "scanfill/coord/queries.sql"} <= set(names)
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
     venv = tmp_path / "venv"

@@ -1,0 +1,109 @@
+"""The `scanfill` command line: the group, the options and error mapping every command shares;
+each command lives in the module of its kind (load, ops, demo, sim)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from scanfill import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="scanfill")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def main(verbose: bool, quiet: bool) -> None:
+    """Copy the complete Canton Network ledger history from Splice Scan into PostgreSQL."""
+    from scanfill.logs import setup_logging
+
+    setup_logging(verbose, quiet)
+
+
+def friendly(fn: F) -> F:
+    """Turn scanfill's errors (errors.py) and database errors into one clear message and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import psycopg
+
+        from scanfill.db import scrub
+        from scanfill.errors import ScanfillError
+
+        try:
+            return fn(*args, **kwargs)
+        except ScanfillError as exc:  # only scanfill's own errors: a bug keeps its traceback
+            click.secho(f"error: {scrub(str(exc), os.environ.get('DATABASE_URL'))}", fg="red", err=True)
+            sys.exit(2)
+        except psycopg.Error as exc:
+            msg = scrub(str(exc).strip(), os.environ.get("DATABASE_URL"))
+            click.secho(f"database error: {msg}", fg="red", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def db_options(fn: F) -> F:
+    fn = click.option(
+        "--schema",
+        default="public",
+        show_default=True,
+        envvar="SCANFILL_SCHEMA",
+        help="PostgreSQL schema holding the ledger tables.",
+    )(fn)
+    fn = click.option(
+        "--dsn",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL connection string (default: $DATABASE_URL, then $SUPABASE_DB_URL).",
+    )(fn)
+    return fn
+
+
+def scan_options(fn: F) -> F:
+    fn = click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (not recommended).")(fn)
+    fn = click.option("--timeout", default=120.0, show_default=True, help="Seconds allowed for one request.")(fn)
+    fn = click.option("--scan-url", "scan_urls", multiple=True, metavar="URL",
+                      help="Scan base URL ending in /api/scan; repeat for several (default: $SCAN_URL, "
+                           "comma-separated, then $BASE_URL).")(fn)  # fmt: skip
+    return fn
+
+
+def get_db(dsn: str | None, schema: str) -> Any:
+    from scanfill.db import Database, resolve_dsn
+
+    return Database(resolve_dsn(dsn), schema)
+
+
+def get_scan(urls: tuple[str, ...], timeout: float, insecure: bool) -> Any:
+    from scanfill.errors import ConfigError
+    from scanfill.load.source import ScanConfig
+
+    found = [u for item in urls for u in item.split(",") if u.strip()]
+    if not found:
+        env = os.environ.get("SCAN_URL") or os.environ.get("BASE_URL") or ""
+        found = [u.strip() for u in env.split(",") if u.strip()]
+    if not found:
+        raise ConfigError("no scan URL: pass --scan-url https://HOST/api/scan or set SCAN_URL")
+    for u in found:
+        if not u.startswith(("http://", "https://")):
+            raise ConfigError(f"scan URL {u!r} must start with http:// or https://")
+    return ScanConfig(urls=tuple(u.rstrip("/") for u in found), timeout_s=timeout, verify_tls=not insecure)
+
+
+def index_progress(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        eta = f", ETA {r['eta_s']:.0f} s" if r["eta_s"] is not None else ""
+        click.echo(f"  building {r['index']}: {r['phase']} {r['percent']:.0f}% ({r['elapsed_s']:.0f} s{eta})", err=True)
+
+
+from scanfill.cli import demo, load, ops, sim  # noqa: E402  (importing them registers their commands)
+
+__all__ = ["demo", "load", "main", "ops", "sim"]

@@ -1,0 +1,5 @@
+"""`python -m scanfill.cli`."""
+
+from scanfill.cli import main
+
+main()

@@ -1,0 +1,253 @@
+"""Operations around a load: prepare, restore, abort, tune, status, verify, doctor, report."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from scanfill.cli import db_options, friendly, get_db, get_scan, index_progress, main, scan_options
+
+# ----- prepare / restore / abort / tune ----------------------------------------------------------
+
+
+@main.command()
+@db_options
+@click.option("--force", is_flag=True, help="Prepare even though other sessions use the tables.")
+@click.option("--dry-run", is_flag=True, help="Say what would be done, do nothing.")
+@friendly
+def prepare(dsn: str | None, schema: str, force: bool, dry_run: bool) -> None:
+    """Bulk-load mode: save and drop indexes and constraints, SET UNLOGGED, autovacuum off (idempotent)."""
+    from scanfill.coord import schema as sch
+    from scanfill.ops import maintenance
+
+    db = get_db(dsn, schema)
+    sch.init(db)
+    done = maintenance.prepare(db, force=force, dry_run=dry_run, echo=click.echo)
+    if not dry_run:
+        click.echo("prepared: " + (f"{len(done)} changes" if done else "nothing left to do"))
+        click.secho("warning: the ledger tables are UNLOGGED: a server crash empties them (scanfill detects it and "
+                    "reloads). Run `scanfill restore` when the load is done.", fg="yellow", err=True)  # fmt: skip
+
+
+@main.command()
+@db_options
+@click.option("--jobs", default=2, show_default=True, help="Index builds at once, each on its own connection.")
+@click.option("--maintenance-work-mem", default="512MB", show_default=True, help="Memory per index build.")
+@friendly
+def restore(dsn: str | None, schema: str, jobs: int, maintenance_work_mem: str) -> None:
+    """Back to normal: dedupe, SET LOGGED, rebuild every saved index in parallel, autovacuum on, ANALYZE.
+
+    Resumable: if it is interrupted, run it again and it finishes what is left.
+    """
+    from scanfill.ops import maintenance
+
+    db = get_db(dsn, schema)
+    maintenance.restore(db, jobs=jobs, maintenance_work_mem=maintenance_work_mem, echo=click.echo,
+                        progress=index_progress)  # fmt: skip
+    click.secho("restored: tables LOGGED, indexes and constraints rebuilt, autovacuum on, statistics fresh", fg="green")
+
+
+@main.command()
+@db_options
+@click.option("--truncate", is_flag=True, help="Also empty the ledger tables and cursors (asks first).")
+@click.option("--yes", is_flag=True, help="Do not ask before truncating.")
+@click.option("--wait", "wait_s", default=120.0, show_default=True, help="Seconds to wait for workers to stop.")
+@friendly
+def abort(dsn: str | None, schema: str, truncate: bool, yes: bool, wait_s: float) -> None:
+    """Emergency stop: tell every worker everywhere to stop, wait for them, restore, optionally truncate."""
+    import time
+
+    from scanfill.ops import maintenance
+
+    db = get_db(dsn, schema)
+    maintenance.request_stop(db)
+    click.echo("stop requested through the database; waiting for workers ...")
+    deadline = time.monotonic() + wait_s
+    while (left := maintenance.running_workers(db)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        click.secho(f"{len(left)} worker(s) still running after {wait_s:.0f} s: {', '.join(left)}; their leases "
+                    "expire and their commits are fenced, so restoring is still safe", fg="yellow", err=True)  # fmt: skip
+    if maintenance.phase(db) in ("prepared", "restoring"):
+        maintenance.restore(db, echo=click.echo, progress=index_progress)
+    if truncate:
+        if not yes and not click.confirm("Empty ledger_updates, ledger_events and every cursor?", default=False):
+            click.echo("not truncated")
+        else:
+            maintenance.truncate_all(db)
+            click.echo("ledger tables and cursors emptied")
+    maintenance.clear_stop(db)
+    click.echo("aborted cleanly; `scanfill run` starts again from the cursors")
+
+
+@main.command()
+@db_options
+@click.option("--apply", "do_apply", is_flag=True, help="ALTER SYSTEM the suggestions and reload.")
+@click.option("--memory-gb", default=None, type=float, help="The server's RAM if it is not this machine.")
+@click.option("--connections", default=16, show_default=True, help="Connections the load will use.")
+@friendly
+def tune(dsn: str | None, schema: str, do_apply: bool, memory_gb: float | None, connections: int) -> None:
+    """Server settings for a bulk load: current value, suggestion and why."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from scanfill.ops import tune as tn
+
+    db = get_db(dsn, schema)
+    advice, ram = tn.advise(db, int(memory_gb * tn.GB) if memory_gb else None, connections)
+    t = Table(title=f"bulk-load settings (server RAM {ram / tn.GB:.0f} GiB)")
+    for col in ("setting", "current", "suggested", "restart?", "why"):
+        t.add_column(col)
+    for a in advice:
+        t.add_row(a.name, a.current, a.suggested if a.changes else "(keep)", "yes" if a.needs_restart else "",
+                  a.why)  # fmt: skip
+    Console().print(t)
+    if do_apply:
+        restart = tn.apply(db, advice)
+        click.echo("applied and reloaded" + (f"; restart the server for: {', '.join(restart)}" if restart else ""))
+
+
+# ----- status / verify / doctor / report -------------------------------------------------------------
+
+
+@main.command()
+@db_options
+@click.option("--watch", is_flag=True, help="Refresh live until Ctrl+C.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the same as JSON, for scripts.")
+@friendly
+def status(dsn: str | None, schema: str, watch: bool, interval: float, as_json: bool) -> None:
+    """Progress per migration and synchronizer, rate, ETA, workers, tables and index builds."""
+    import json
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from scanfill.coord import schema as sch
+    from scanfill.ops import monitor
+    from scanfill.ops.maintenance import check_unlogged_crash
+
+    db = get_db(dsn, schema)
+    sch.require(db)
+    check_unlogged_crash(db, echo=lambda s: click.secho(s, fg="red", err=True))
+    if as_json:
+        click.echo(json.dumps(monitor.status(db), indent=2, default=str))
+        return
+    console = Console()
+    if not watch:
+        console.print(monitor.render(monitor.status(db)))
+        return
+    with Live(monitor.render(monitor.status(db)), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(monitor.render(monitor.status(db)))
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@db_options
+@scan_options
+@click.option("--against-scan", is_flag=True, help="Also compare per-window update counts with Scan itself.")
+@click.option("--window-hours", default=24.0, show_default=True, help="Window size for --against-scan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@friendly
+def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
+           against_scan: bool, window_hours: float, as_json: bool) -> None:  # fmt: skip
+    """Integrity checks of the loaded history; exits non-zero if any fails."""
+    import asyncio
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from scanfill.coord import schema as sch
+    from scanfill.ops import verify as vf
+
+    db = get_db(dsn, schema)
+    sch.require(db)
+    results = vf.checks(db)
+    diffs: list[Any] = []
+    if against_scan:
+        check, diffs = asyncio.run(vf.against_scan(db, get_scan(scan_urls, timeout, insecure),
+                                                   int(window_hours * 3_600_000_000)))  # fmt: skip
+        results.append(check)
+    failed = [c for c in results if not c.ok]
+    if as_json:
+        click.echo(json.dumps([{"name": c.name, "ok": c.ok, "detail": c.detail, "rows": c.rows} for c in results],
+                              indent=2, default=str))  # fmt: skip
+    else:
+        t = Table(title="scanfill verify")
+        for col in ("check", "result", "detail"):
+            t.add_column(col)
+        for c in results:
+            t.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
+        Console().print(t)
+        for c in failed:
+            for r in c.rows[:20]:
+                click.echo(f"  {c.name}: {r}", err=True)
+        for mig, window in sorted({(d.migration_id, d.window) for d in diffs}):
+            click.echo(f"repair: scanfill run --migration {mig} --refetch {window}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@db_options
+@scan_options
+@click.option("--workers", default=1, show_default=True, help="Workers you plan to run (connection check).")
+@click.option("--db-connections", default=3, show_default=True, help="Connections per worker you plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@friendly
+def doctor(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool, workers: int,
+           db_connections: int, as_json: bool) -> None:  # fmt: skip
+    """Troubleshooting: connections, indexes, persistence, sizes, settings, write amplification, scans."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from scanfill.errors import ConfigError
+    from scanfill.ops import doctor as dr
+
+    db = None
+    try:
+        db = get_db(dsn, schema)
+    except ConfigError as exc:
+        click.secho(f"database: {exc}", fg="yellow", err=True)
+    try:
+        scan = get_scan(scan_urls, timeout, insecure)
+    except ConfigError as exc:
+        scan = None
+        click.secho(f"scan: {exc}", fg="yellow", err=True)
+    found = dr.run_all(db, scan, workers, db_connections)
+    if as_json:
+        click.echo(json.dumps(dr.as_json(found), indent=2))
+    else:
+        t = Table(title="scanfill doctor")
+        for col in ("check", "", "finding", "fix"):
+            t.add_column(col)
+        for f in found:
+            t.add_row(f.check, "[green]ok[/]" if f.ok else "[red]![/]", f.finding, f.fix)
+        Console().print(t)
+    if any(not f.ok for f in found):
+        sys.exit(1)
+
+
+@main.command()
+@db_options
+@click.option("-o", "--output", default="scanfill-report.html", show_default=True, help="Where to write the HTML.")
+@friendly
+def report(dsn: str | None, schema: str, output: str) -> None:
+    """One self-contained HTML file with charts of the run (open it in any browser)."""
+    from scanfill.coord import schema as sch
+    from scanfill.ops import report as rp
+
+    db = get_db(dsn, schema)
+    sch.require(db)
+    info = rp.write(db, output)
+    click.echo(f"wrote {info['path']} ({info['bytes']:,} bytes)")
