@@ -115,3 +115,16 @@ def test_demo_reopen_serves_the_loaded_database_until_ctrl_c(tmp_path: Path) -> 
     assert got is not None and got[0] > 100
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=60) == 0
+
+
+def test_every_secret_source_is_scrubbed_from_errors(db: str) -> None:
+    """--dsn, SUPABASE_DB_URL and scan URL credentials: none appears in an error, whichever it came from."""
+    token = "Sc4n-T0ken-xyz"
+    bad = f"postgresql://loader:{SECRET}@127.0.0.1:9/ledger"
+    for env in ({"DATABASE_URL": "", "SUPABASE_DB_URL": bad}, {"DATABASE_URL": bad}):
+        p = scanfill("status", dsn="", urls=[], env=env)
+        out = p.communicate(timeout=60)[0].decode()
+        assert p.returncode == 2 and SECRET not in out, out
+    p = scanfill("run", "--no-progress", dsn=db, urls=[f"ftp://user:{token}@host/api/scan"])
+    out = p.communicate(timeout=60)[0].decode()
+    assert p.returncode == 2 and "must start with http" in out and token not in out, out

@@ -4,7 +4,6 @@ each command lives in the module of its kind (load, ops, demo, sim)."""
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,16 +33,16 @@ def friendly(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import psycopg
 
-        from scanfill.db import scrub
+        from scanfill.config import scrub_all
         from scanfill.errors import ScanfillError
 
         try:
             return fn(*args, **kwargs)
         except ScanfillError as exc:  # only scanfill's own errors: a bug keeps its traceback
-            click.secho(f"error: {scrub(str(exc), os.environ.get('DATABASE_URL'))}", fg="red", err=True)
+            click.secho(f"error: {scrub_all(str(exc), kwargs.get('dsn'))}", fg="red", err=True)
             sys.exit(2)
         except psycopg.Error as exc:
-            msg = scrub(str(exc).strip(), os.environ.get("DATABASE_URL"))
+            msg = scrub_all(str(exc).strip(), kwargs.get("dsn"))
             click.secho(f"database error: {msg}", fg="red", err=True)
             sys.exit(2)
 
@@ -77,25 +76,15 @@ def scan_options(fn: F) -> F:
 
 
 def get_db(dsn: str | None, schema: str) -> Any:
-    from scanfill.db import Database, resolve_dsn
+    from scanfill import config
 
-    return Database(resolve_dsn(dsn), schema)
+    return config.database(dsn, schema)
 
 
 def get_scan(urls: tuple[str, ...], timeout: float, insecure: bool) -> Any:
-    from scanfill.errors import ConfigError
-    from scanfill.load.source import ScanConfig
+    from scanfill import config
 
-    found = [u for item in urls for u in item.split(",") if u.strip()]
-    if not found:
-        env = os.environ.get("SCAN_URL") or os.environ.get("BASE_URL") or ""
-        found = [u.strip() for u in env.split(",") if u.strip()]
-    if not found:
-        raise ConfigError("no scan URL: pass --scan-url https://HOST/api/scan or set SCAN_URL")
-    for u in found:
-        if not u.startswith(("http://", "https://")):
-            raise ConfigError(f"scan URL {u!r} must start with http:// or https://")
-    return ScanConfig(urls=tuple(u.rstrip("/") for u in found), timeout_s=timeout, verify_tls=not insecure)
+    return config.scans(urls, timeout, insecure)
 
 
 def index_progress(rows: list[dict[str, Any]]) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import click
 
+from scanfill import config
 from scanfill.cli import db_options, friendly, get_db, get_scan, index_progress, main, scan_options
 
 # ----- init / run --------------------------------------------------------------------------------
@@ -119,21 +119,13 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
     """
-    from scanfill.coord.slices import Partition
     from scanfill.load.run import RunOptions
     from scanfill.load.worker import WorkerSettings
 
     db = get_db(dsn, schema)
     scan = get_scan(scan_urls, timeout, insecure)
-    if page_size is None:
-        page_size = int(os.environ.get("BACKFILL_PAGE_SIZE", "1000"))
-        if not 1 <= page_size <= 1000:
-            raise click.BadParameter("BACKFILL_PAGE_SIZE must be 1..1000 (Scan rejects larger pages)")
-    partition = Partition()
-    if os.environ.get("WORKER_COUNT"):
-        partition = Partition(int(os.environ.get("WORKER_ID", "0")), int(os.environ["WORKER_COUNT"]))
-        if not 0 <= partition.worker_id < partition.worker_count:
-            raise click.BadParameter("WORKER_ID must be in 0..WORKER_COUNT-1")
+    page_size = config.page_size(page_size)
+    partition = config.partition()
     settings = WorkerSettings(
         db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from scanfill.db import Database
+from scanfill.db import Conn, Database
 from scanfill.errors import SchemaError
 from scanfill.load.rows import COPY_TYPES, EventRow, UpdateRow
 
@@ -175,7 +175,7 @@ CREATE TABLE IF NOT EXISTS {s}.backfill_import_cursors (
 JSON_COLUMNS = {"ledger_updates": ("update_json",), "ledger_events": ("payload", "exercise_result")}
 
 
-def _v4(conn: psycopg.Connection[tuple], s: str) -> None:  # type: ignore[type-arg]
+def _v4(conn: Conn, s: str) -> None:
     try:
         with conn.transaction():  # a savepoint: a server without lz4 raises and keeps pglz
             for table, cols in JSON_COLUMNS.items():
@@ -243,14 +243,14 @@ CREATE TABLE IF NOT EXISTS {s}.scan_disagreements (
 );
 """
 
-MIGRATIONS: list[str | Callable[[psycopg.Connection[tuple], str], None]] = [V1, V2, V3, _v4, V5, V6]  # type: ignore[type-arg]
+MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6]
 
 
 def meta_table(db: Database) -> sql.Composed:
     return db.t("scanfill_meta")
 
 
-def schema_version(db: Database, conn: psycopg.Connection) -> int:  # type: ignore[type-arg]
+def schema_version(db: Database, conn: Conn) -> int:
     """0 when scanfill's tables are absent."""
     row = conn.execute("SELECT to_regclass(%s)", (db.qualified("scanfill_meta"),)).fetchone()
     if row is None or row[0] is None:

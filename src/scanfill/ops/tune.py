@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from scanfill.db import Database
+from scanfill.db import Conn, Database
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -35,7 +35,7 @@ def _fmt(nbytes: int) -> str:
     return f"{nbytes // GB}GB" if nbytes >= GB and nbytes % GB == 0 else f"{max(1, nbytes // MB)}MB"
 
 
-def server_memory(conn: psycopg.Connection[tuple]) -> int | None:  # type: ignore[type-arg]
+def server_memory(conn: Conn) -> int | None:
     """RAM of the server's machine, when it is this machine (a socket or loopback connection)."""
     host = conn.info.host
     if not (host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")):
