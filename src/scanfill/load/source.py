@@ -147,69 +147,86 @@ class ScanClient:
     ) -> tuple[bytes, str]:  # fmt: skip
         """The response body and the URL that gave it; retried across URLs until max_attempts.
 
-        With `raise_503` a 503 (Scan's own request timeout) goes back to the caller after one
-        backoff, so it can ask for a smaller page instead of repeating the same one.
+        Each attempt: pick a scan (`_pick`), send once (`_attempt`), and on a retryable failure
+        count it against that scan and back off (`_after_failure`). With `raise_503` a 503 (Scan's
+        own request timeout) goes back to the caller after one backoff, so it can ask for a smaller
+        page instead of repeating the same one.
         """
         assert self._session is not None, "use `async with ScanClient(...)`"
         last: Exception | None = None
         avoid: str | None = None
         for attempt in range(self.config.max_attempts):
             h = self._pick(only, avoid)
-            url = h.url + path
-            delay = 0.0
-            h.in_flight += 1
-            h.requests += 1
-            self.stats.requests += 1
-            t0 = time.monotonic()
-            outcome = "error"
-            try:
-                async with self._session.request(method, url, json=body) as resp:
-                    data = await resp.read()
-                    outcome = str(resp.status)
-                    if resp.status == 200:
-                        h.failures = 0
-                        self.stats.bytes += len(data)
-                        self.stats.latency_sum += time.monotonic() - t0
-                        return data, h.url
-                    err = ScanHTTPError(resp.status, redact_url(url), data)
-                    if resp.status == 403:
-                        self._bench(h, self.config.forbidden_cooldown_s)
-                    elif resp.status == 404 or resp.status not in RETRY_STATUS:
-                        raise err
-                    if resp.status != 200:
-                        resp.close()  # never reuse a connection that just failed
-                    retry_after = resp.headers.get("Retry-After")
-                    if retry_after:
-                        try:
-                            delay = min(float(retry_after), self.config.backoff_cap_s * 4)
-                        except ValueError:
-                            delay = 0.0
-                    elif resp.status == 429:
-                        delay = RATE_LIMIT_WAIT_S  # Scan's own limiter names no wait: sit out its window
-                    last = err
-            except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-                raise ScanError(
-                    f"{what or path}: TLS failure talking to {redact_url(h.url)}: {exc}. Certificates are verified; pass "
-                    "--insecure only if you trust this network (not recommended)."
-                ) from None
-            except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-                last = exc
-                outcome = type(exc).__name__
-            finally:
-                h.in_flight -= 1
-                if self.on_request is not None:
-                    self.on_request(redact_url(h.url), outcome, time.monotonic() - t0)
-            self.stats.count(outcome)
-            self.stats.retries += 1
-            h.failures += 1
-            if h.failures >= 3:
-                self._bench(h, self.config.failure_cooldown_s)
+            data, last, delay = await self._attempt(h, method, path, body, what)
+            if data is not None:
+                return data, h.url
             avoid = h.url
-            backoff = min(self.config.backoff_cap_s, self.config.backoff_base_s * 2 ** min(attempt, 16))
-            await asyncio.sleep(max(delay, random.uniform(0, backoff)))
+            await self._after_failure(h, attempt, delay)
             if raise_503 and isinstance(last, ScanHTTPError) and last.status == 503:
                 raise last  # the caller shrinks its page and retries (a 503 is a server-side timeout)
         raise ScanError(f"{what or path}: gave up after {self.config.max_attempts} attempts; last error: {last}")
+
+    async def _attempt(self, h: UrlHealth, method: str, path: str, body: Any, what: str
+                       ) -> tuple[bytes | None, Exception | None, float]:  # fmt: skip
+        """One request to one scan: (body, None, 0) on 200; (None, the retryable error, how long it
+        asked us to wait) otherwise. Errors retrying cannot fix (404, 4xx, TLS) are raised."""
+        assert self._session is not None
+        url = h.url + path
+        h.in_flight += 1
+        h.requests += 1
+        self.stats.requests += 1
+        t0 = time.monotonic()
+        outcome = "error"
+        try:
+            async with self._session.request(method, url, json=body) as resp:
+                data = await resp.read()
+                outcome = str(resp.status)
+                if resp.status == 200:
+                    h.failures = 0
+                    self.stats.bytes += len(data)
+                    self.stats.latency_sum += time.monotonic() - t0
+                    return data, None, 0.0
+                err = ScanHTTPError(resp.status, redact_url(url), data)
+                if resp.status == 403:
+                    self._bench(h, self.config.forbidden_cooldown_s)
+                elif resp.status == 404 or resp.status not in RETRY_STATUS:
+                    raise err
+                resp.close()  # never reuse a connection that just failed
+                return None, err, self._wait_asked(resp.status, resp.headers.get("Retry-After"))
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            raise ScanError(
+                f"{what or path}: TLS failure talking to {redact_url(h.url)}: {exc}. Certificates are verified; pass "
+                "--insecure only if you trust this network (not recommended)."
+            ) from None
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            outcome = type(exc).__name__
+            return None, exc, 0.0
+        finally:
+            h.in_flight -= 1
+            if outcome != "200":
+                self.stats.count(outcome)
+            if self.on_request is not None:
+                self.on_request(redact_url(h.url), outcome, time.monotonic() - t0)
+
+    def _wait_asked(self, status: int, retry_after: str | None) -> float:
+        """What the scan asked us to wait: its Retry-After, or for Scan's own rate limiter (which
+        names none) its 1 s window."""
+        if retry_after:
+            try:
+                return min(float(retry_after), self.config.backoff_cap_s * 4)
+            except ValueError:
+                return 0.0
+        return RATE_LIMIT_WAIT_S if status == 429 else 0.0
+
+    async def _after_failure(self, h: UrlHealth, attempt: int, asked: float) -> None:
+        """Count the failure against the scan (three in a row bench it briefly), then back off
+        exponentially with jitter, at least as long as the scan asked."""
+        self.stats.retries += 1
+        h.failures += 1
+        if h.failures >= 3:
+            self._bench(h, self.config.failure_cooldown_s)
+        backoff = min(self.config.backoff_cap_s, self.config.backoff_base_s * 2 ** min(attempt, 16))
+        await asyncio.sleep(max(asked, random.uniform(0, backoff)))
 
     async def get_json(self, path: str) -> Any:
         data, _ = await self.request("GET", path, what=f"GET {path}")

@@ -322,6 +322,17 @@ class Worker:
             self._bytes_per_item = bpi if old is None else 0.7 * old + 0.3 * bpi
 
     async def _load_slice(self, claim: Claim) -> None:
+        """Page one slice backwards from its cursor to its lower bound.
+
+        Invariant: `committed` is the cursor the database holds (or will hold once the commit in
+        flight lands), `before` is where the next request starts, and every update in
+        [before, committed) is in `pending` or in the commit in flight, exactly once. So at most
+        one commit is in flight per slice, each commit moves the cursor from `committed` to the
+        oldest update of its batch (checked under the row lock, see Sink.commit), and a split that
+        raised the lower bound meanwhile is honoured by the commit (it drops older rows and ends
+        the slice). Leaving early (stop, error) loses nothing: pending rows are simply fetched again
+        by whoever resumes the slice from the database's cursor.
+        """
         lease = claim.lease(self.id)
         committed = claim.last_before  # what the database holds
         before = claim.last_before  # where the next request starts
