@@ -93,3 +93,25 @@ def test_page_digests_ignore_field_order_whitespace_and_map_order() -> None:
     c = a.replace(b'"numeric": "', b'"numeric": "9', 1)
     differ = {u for u, d in item_digests(c).items() if item_digests(a)[u] != d}
     assert len(differ) == 1 and page_digest(item_digests(c)) != page_digest(item_digests(a))
+
+
+def test_verify_names_the_windows_a_faulty_scan_spoiled_and_refetch_with_honest_scans_repairs_them(db: str) -> None:
+    """--agree 1 against a faulty scan alone stores its altered updates; verify against two honest
+    scans names the differing windows; run --refetch with the honest scans repairs them."""
+    faulty = InstanceConfig("sv-bad", alter_every=113)
+    with Simulator(SimConfig(ledger=LEDGER, instances=(faulty, HONEST, InstanceConfig("sv-3")))) as sim:
+        bad, honest = sim.urls[0], sim.urls[1:]
+        assert scanfill("run", "--no-progress", "--no-discover", dsn=db, urls=[bad]).wait(timeout=300) == 0
+        p = scanfill("verify", "--against-scan", "--window-hours", "0.5", dsn=db, urls=honest)
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 1 and "with other content" in out, out
+        assert all(u in out for u in honest)  # both honest scans name the spoiled windows
+        repairs = [ln.split("--refetch ")[1].split()[0] for ln in out.splitlines() if ln.startswith("repair:")]
+        assert repairs
+        args = [a for w in repairs for a in ("--refetch", w)]
+        fix = scanfill("run", "--no-progress", "--no-discover", *args, dsn=db, urls=honest)
+        assert fix.wait(timeout=300) == 0
+        again = scanfill("verify", "--against-scan", "--window-hours", "0.5", dsn=db, urls=honest)
+        out2 = again.communicate(timeout=300)[0].decode()
+    assert again.returncode == 0, out2
+    assert_db_matches(db, Ledger(LEDGER))

@@ -152,7 +152,9 @@ def status(dsn: str | None, schema: str, watch: bool, interval: float, as_json: 
 @main.command()
 @db_options
 @scan_options
-@click.option("--against-scan", is_flag=True, help="Also compare per-window update counts with Scan itself.")
+@click.option("--against-scan", is_flag=True,
+              help="Also compare the stored copy with each given scan (repeat --scan-url), window by window: "
+                   "updates missing, extra, or with other content (digests, field order aside).")
 @click.option("--window-hours", default=24.0, show_default=True, help="Window size for --against-scan.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @friendly
@@ -191,7 +193,8 @@ def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
             for r in c.rows[:20]:
                 click.echo(f"  {c.name}: {r}", err=True)
         for mig, window in sorted({(d.migration_id, d.window) for d in diffs}):
-            click.echo(f"repair: scanfill run --migration {mig} --refetch {window}", err=True)
+            click.echo(f"repair: scanfill run --migration {mig} --refetch {window}  (with --scan-url of scans that "
+                       "agree, or --agree 2)", err=True)  # fmt: skip
     if failed:
         sys.exit(1)
 

@@ -4,16 +4,16 @@ ancestor's silent losses, including a per-window count reconciliation against Sc
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
+import orjson
 from psycopg import sql
 
 from scanfill.coord.store import Store
 from scanfill.db import Database
-from scanfill.load.decode import Page
-from scanfill.load.source import ScanClient, ScanConfig
+from scanfill.load.source import ScanClient, ScanConfig, redact_url
 from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
 DAY_US = 86_400_000_000
@@ -121,6 +121,11 @@ class WindowDiff:
     db_count: int
     scan_count: int
     window_us: int = DAY_US
+    url: str = ""  # the scan whose copy differs from the stored one
+    missing: int = 0  # updates the scan has and the database lacks
+    extra: int = 0  # updates the database has and the scan lacks
+    changed: int = 0  # updates whose content differs
+    examples: tuple[str, ...] = ()
 
     @property
     def window(self) -> str:
@@ -129,52 +134,73 @@ class WindowDiff:
         return f"{format_us(a)}/{format_us(a + self.window_us)}"
 
 
-async def _count_scan(client: ScanClient, m: int, sync: str, lo: int, hi: int, only: set[str] | None) -> int:
-    """Updates Scan holds in [lo, hi), by paging (Scan has no count endpoint)."""
-    n = 0
+def _canonical(item: dict[str, Any], envelope: bool) -> bytes:
+    """Digest of an update's content, keys sorted; `envelope`: as stored without its events."""
+    if envelope and "events_by_id" in item:
+        item = {**item, "events_by_id": {}}
+    return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
+
+async def _scan_items(client: ScanClient, m: int, sync: str, lo: int, hi: int, url: str) -> list[dict[str, Any]]:
+    """Every update one scan holds in [lo, hi), by paging backwards."""
+    out: list[dict[str, Any]] = []
     before = hi
-    item = msgspec.json.Decoder(type=dict[str, Any])
     while True:
-        body = await client.updates_before(m, sync, before, lo, 1000, only=only)
-        page = msgspec.json.decode(body, type=Page)
-        if not page.transactions:
-            return n
-        n += len(page.transactions)
-        before = parse_us(item.decode(page.transactions[-1])["record_time"])
+        body = await client.updates_before(m, sync, before, lo, 1000, only={url})
+        page = orjson.loads(body)["transactions"]
+        if not page:
+            return out
+        out.extend(page)
+        before = parse_us(page[-1]["record_time"])
+
+
+def _stored(db: Database, conn: Any, m: int, sync: str, a: int, b: int) -> dict[str, tuple[bytes, bool]]:
+    """update id -> (content digest, stored without its events) of the database's copy of a window."""
+    rows = conn.execute(sql.SQL("SELECT update_id, update_json::text, event_count FROM {} WHERE migration_id = %s "
+                                "AND synchronizer_id = %s AND record_time >= %s AND record_time < %s AND kind <> 'import'")
+                        .format(db.t("ledger_updates")), (m, sync, us_to_dt(a), us_to_dt(b))).fetchall()  # fmt: skip
+    out = {}
+    for uid, text, n in rows:
+        item = orjson.loads(text)
+        envelope = n > 0 and item.get("events_by_id") == {}
+        out[uid] = (_canonical(item, envelope), envelope)
+    return out
 
 
 async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, concurrency: int = 8) -> tuple[Check, list[WindowDiff]]:  # fmt: skip
+    """Compare the stored copy, window by window, with every given scan: which updates each scan
+    has that the database lacks, lacks that it has, or serves with other content (a digest of the
+    content with keys sorted, so field order does not count; rows stored in `envelope` mode are
+    compared without their events, which are then checked by count)."""
     with db.connect(autocommit=True, application="scanfill verify") as conn:
-        ranges = Store(db).all(conn, "ranges_all")
         windows = []
-        for m, sync, lo_t, hi_t in ranges:
+        for m, sync, lo_t, hi_t in Store(db).all(conn, "ranges_all"):
             lo, hi = parse_us(lo_t), parse_us(hi_t) + 1
             start = lo - lo % window_us
             while start < hi:
                 a, b = max(start, lo), min(start + window_us, hi)
-                cnt = _one(conn, sql.SQL("SELECT count(*) FROM {} WHERE migration_id = %s AND synchronizer_id = %s "
-                                         "AND record_time >= %s AND record_time < %s AND kind <> 'import'").format(
-                    db.t("ledger_updates")), (m, sync, us_to_dt(a), us_to_dt(b)))  # fmt: skip
-                windows.append((m, sync, a, b, int(cnt)))
+                windows.append((m, sync, a, b, _stored(db, conn, m, sync, a, b)))
                 start += window_us
     sem = asyncio.Semaphore(concurrency)
     diffs: list[WindowDiff] = []
     async with ScanClient(scan) as client:
-        from scanfill.coord.discovery import discover
 
-        disc = await discover(client, sorted({w[0] for w in windows}))
-
-        async def one(m: int, sync: str, a: int, b: int, dbn: int) -> None:
+        async def one(url: str, m: int, sync: str, a: int, b: int, stored: dict[str, tuple[bytes, bool]]) -> None:
             async with sem:
-                urls = disc.complete_urls.get(m)
-                sn = await _count_scan(client, m, sync, a, b, set(urls) if urls else None)
-            if sn != dbn:
-                diffs.append(WindowDiff(m, sync, a, b, dbn, sn, window_us))
+                items = await _scan_items(client, m, sync, a, b, url)
+            theirs = {str(i["update_id"]): i for i in items}
+            missing = [u for u in theirs if u not in stored]
+            extra = [u for u in stored if u not in theirs]
+            changed = [u for u, i in theirs.items() if u in stored and _canonical(i, stored[u][1]) != stored[u][0]]
+            if missing or extra or changed:
+                diffs.append(WindowDiff(m, sync, a, b, len(stored), len(theirs), window_us, redact_url(url),
+                                        len(missing), len(extra), len(changed),
+                                        tuple(sorted(missing + extra + changed)[:3])))  # fmt: skip
 
-        await asyncio.gather(*(one(*w) for w in windows))
-    diffs.sort(key=lambda d: (d.migration_id, d.synchronizer_id, d.start_us))
-    detail = f"{len(windows)} window(s) compared, {len(diffs)} differ"
-    return Check("per-window update counts equal Scan's", not diffs, detail,
+        await asyncio.gather(*(one(u, *w) for u in client.urls for w in windows))
+    diffs.sort(key=lambda d: (d.migration_id, d.synchronizer_id, d.start_us, d.url))
+    detail = f"{len(windows)} window(s) compared with {len(scan.urls)} scan(s), {len(diffs)} (window, scan) pair(s) differ"
+    return Check("the stored copy equals each scan's, window by window", not diffs, detail,
                  [f"migration {d.migration_id} {d.synchronizer_id[:30]} {format_us(d.start_us)}/{format_us(d.end_us)}: "
-                  f"database {d.db_count:,}, "
-                  f"scan {d.scan_count:,}" for d in diffs]), diffs  # fmt: skip
+                  f"{d.url}: {d.missing} missing, {d.extra} extra, {d.changed} with other content (database "
+                  f"{d.db_count:,}, scan {d.scan_count:,}; e.g. {', '.join(d.examples)})" for d in diffs]), diffs  # fmt: skip
