@@ -115,3 +115,18 @@ def test_verify_names_the_windows_a_faulty_scan_spoiled_and_refetch_with_honest_
         out2 = again.communicate(timeout=300)[0].decode()
     assert again.returncode == 0, out2
     assert_db_matches(db, Ledger(LEDGER))
+
+
+def test_a_scan_that_is_behind_cuts_nothing_and_leaves_no_hole(db: str) -> None:
+    """One of three scans lags 25 updates behind at the head of every range. The plan goes up to
+    the lowest head, so no request asks it past what it has; a later run (or the follower) gets
+    the rest once it caught up, and nothing is lost in between."""
+    behind = InstanceConfig("sv-slow", stale_updates=25)
+    with Simulator(SimConfig(ledger=LEDGER, instances=(behind, HONEST, InstanceConfig("sv-3")))) as sim:
+        first = run(options(db, sim.urls, concurrency=4, page_size=40))
+        with psycopg.connect(db) as conn:
+            got = conn.execute("SELECT count(*) FROM ledger_updates").fetchone()
+        assert first.complete and got == (Ledger(LEDGER).total_updates() - 2 * 25,)
+        second = run(options(db, sim.urls[1:], concurrency=4, page_size=40, discover_scans=False))  # those with the head
+    assert second.complete
+    assert_db_matches(db, Ledger(LEDGER))

@@ -134,8 +134,21 @@ async def discover(client: ScanClient, migrations: list[int] | None = None, star
                 f"migration {m}: no scan reports a complete history; it is loaded but cannot be marked complete"
             )
         out.last_import_ids[m] = source.get("last_import_update_id")
-        for r in source.get("record_time_range") or []:
-            out.ranges.append(Range(m, r["synchronizer_id"], r["min"], r["max"], bool(source.get("complete"))))
+        # a synchronizer's range as all the complete scans have it: up to the LOWEST head (scans
+        # ingest at different speeds; asking a scan that is behind for updates past its own head
+        # would page over what it lacks and leave a hole; the next run or the follower takes the
+        # rest), from the earliest `min`
+        tops: dict[str, tuple[str, str]] = {}
+        for info in [good[u] for u in good if u in complete] or [source]:
+            for r in info.get("record_time_range") or []:
+                sid, lo, hi = r["synchronizer_id"], r["min"], r["max"]
+                if sid in tops:
+                    old_lo, old_hi = tops[sid]
+                    lo = lo if parse_us(lo) < parse_us(old_lo) else old_lo
+                    hi = hi if parse_us(hi) < parse_us(old_hi) else old_hi
+                tops[sid] = (lo, hi)
+        for sid, (lo, hi) in tops.items():
+            out.ranges.append(Range(m, sid, lo, hi, bool(source.get("complete"))))
         prev = source.get("previous_migration_id")
         if chain and prev is not None:
             todo.append(int(prev))

@@ -55,6 +55,7 @@ class InstanceConfig:
     alter_digit: str = "7"  # prefixed to the first numeric of an altered update (faulty scans differ by it)
     omit_every: int = 0
     reuse_id_every: int = 0  # update i (i % N == 0, i > 0) carries the id of update i - 1: an id reused
+    stale_updates: int = 0  # a scan that is behind: the newest N updates of every range are not there yet
 
 
 # What Splice 0.5.x and the spring-2026 releases lack: discovery must do without it.

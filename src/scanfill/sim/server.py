@@ -113,6 +113,10 @@ class ScanInstance:
     def complete(self) -> bool:
         return self.config.late_join <= 0
 
+    def count(self, m: int, s: int) -> int:
+        """Updates of (m, s) this scan has: the network's, less what it has not ingested yet."""
+        return max(0, self.sim.count(m, s) - self.config.stale_updates)
+
     def min_index(self, m: int) -> int:
         return int(self.sim.ledger.specs[m].updates * self.config.late_join) if self.config.late_join > 0 else 0
 
@@ -217,7 +221,7 @@ class ScanInstance:
         ranges = []
         lo_i = self.min_index(m)
         for s in range(spec.synchronizers):
-            n = self.sim.count(m, s)
+            n = self.count(m, s)
             if lo_i >= n:
                 continue
             ranges.append(
@@ -254,7 +258,7 @@ class ScanInstance:
         items: list[bytes] = []
         if s is not None:
             lo = max(self.min_index(m), ledger.index_at_or_after(m, s, after) if after is not None else 0)
-            hi = min(ledger.index_at_or_after(m, s, before), self.sim.count(m, s))
+            hi = min(ledger.index_at_or_after(m, s, before), self.count(m, s))
             items = self._newest(m, s, lo, hi, count)
             if after is not None and after <= MIN_US and len(items) < count and before > MIN_US and s == 0:
                 for cid in reversed(ledger.import_ids(m)):
@@ -316,7 +320,7 @@ class ScanInstance:
                 continue
             heads = []
             for s in range(ledger.specs[m].synchronizers):
-                n = self.sim.count(m, s)
+                n = self.count(m, s)
                 i = ledger.index_at_or_after(m, s, at + 1) if m == am else 0
                 if i < n:
                     heads.append((ledger.record_us(m, s, i), ledger.synchronizer_id(s), s, i, n))
@@ -362,7 +366,7 @@ class ScanInstance:
             return _error(404, f"Transaction with id {uid} not found")
         encoding = request.query.get("daml_value_encoding", "compact_json")
         m, s, i = where
-        if i >= self.sim.count(m, s):
+        if i >= self.count(m, s):
             return _error(404, f"Transaction with id {uid} not found")
         return _ok(to_v2(self.sim.ledger.update(m, s, i), encoding == "compact_json"))
 
