@@ -130,3 +130,13 @@ def test_a_scan_that_is_behind_cuts_nothing_and_leaves_no_hole(db: str) -> None:
         second = run(options(db, sim.urls[1:], concurrency=4, page_size=40, discover_scans=False))  # those with the head
     assert second.complete
     assert_db_matches(db, Ledger(LEDGER))
+
+
+def test_a_scan_that_reports_complete_but_omits_updates_is_outvoted(db: str) -> None:
+    lossy = InstanceConfig("sv-lossy", omit_every=37)  # says complete, serves pages with holes
+    with Simulator(SimConfig(ledger=LEDGER, instances=(lossy, HONEST, InstanceConfig("sv-3")))) as sim:
+        summary = run(options(db, sim.urls, concurrency=4, page_size=50, agree="2"))
+        lossy_url = sim.urls[0]
+    assert summary.complete and not summary.failures
+    assert_db_matches(db, Ledger(LEDGER))
+    assert summary.disagreements and all(lossy_url in d for d in summary.disagreements)
