@@ -130,3 +130,56 @@ def test_a_worker_frozen_mid_commit_does_not_hold_its_slice_forever(db: str) -> 
     with pytest.raises(psycopg.Error):  # the server ended the frozen transaction; its commit cannot land
         frozen.execute("COMMIT")
     frozen.close()
+
+
+def test_a_worker_frozen_in_the_middle_of_its_copy_is_ended_by_the_others(db: str) -> None:
+    """A COPY waiting for data from a stopped client is not ended by its statement timeout (the
+    server checks it only when data comes): the other workers' heartbeat ends it after the guard."""
+    import threading
+    import time
+
+    from scanfill.coord.slices import Leases
+    from scanfill.coord.store import Store
+    from scanfill.db import Database
+    from scanfill.load.sink import Sink
+
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        assert scanfill("run", "--plan-only", "--no-progress", dsn=db, urls=sim.urls).wait(timeout=120) == 0
+    d = Database(db)
+    with d.connect(autocommit=True) as c:
+        claim = Leases(d, "frozen-worker", lease_s=1).claim(c, [])
+        assert claim is not None
+        others = [n for (n,) in c.execute("SELECT cursor_name FROM backfill_cursors WHERE cursor_name <> %s",
+                                          (claim.cursor_name,)).fetchall()]  # fmt: skip
+    frozen = d.connect(autocommit=True, application="scanfill worker frozen")
+    frozen.execute("BEGIN")
+    Store(d).lock_for_commit(frozen, claim.lease("frozen-worker"), 1, claim.last_before)
+    started, release = threading.Event(), threading.Event()
+
+    def copy_and_freeze() -> None:
+        try:
+            with frozen.cursor().copy(Sink(d).copy_updates) as cp:
+                cp.write(b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8)  # the binary header, then nothing more
+                started.set()
+                release.wait(120)
+        except Exception:
+            started.set()
+
+    t = threading.Thread(target=copy_and_freeze, daemon=True)
+    t.start()
+    started.wait(30)
+    t0 = time.monotonic()
+    store, rescuer = Store(d), Leases(d, "rescuer", lease_s=1)
+    got: list[object] = []
+    with d.connect(autocommit=True, application="scanfill worker rescuer") as c:
+        def rescued() -> bool:
+            store.reap_frozen_commits(c, 1)  # what every worker's heartbeat does
+            got.append(rescuer.claim(c, others))
+            return got[-1] is not None
+
+        wait_for(rescued, timeout=90, what="the frozen COPY's slice to be claimable")
+    took = time.monotonic() - t0
+    release.set()
+    assert 5 < took < 60, took
+    assert getattr(got[-1], "cursor_name", None) == claim.cursor_name
+    frozen.close()

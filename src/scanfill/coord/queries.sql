@@ -440,3 +440,12 @@ INSERT INTO {s}.scan_disagreements (url, request, differing_ids) VALUES (%(url)s
 -- name: disagreements_by_scan
 -- Per scan: how many of its pages disagreed with the others, and when last.
 SELECT url, count(*), max(seen_at), sum(cardinality(differing_ids)) FROM {s}.scan_disagreements GROUP BY 1 ORDER BY 2 DESC;
+
+-- name: reap_frozen_commits
+-- End commits of frozen loaders: a COPY waiting for data from a client that stopped (SIGSTOP, a
+-- hung host) is not ended by its statement timeout (the server only checks it when data comes),
+-- and it holds its slice's row lock. Those older than the guard timeout are terminated.
+SELECT pid, application_name, pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE 'scanfill %%'
+  AND state = 'active' AND wait_event = 'ClientRead' AND query LIKE 'COPY %%'
+  AND now() - query_start > make_interval(secs => %(guard_s)s);

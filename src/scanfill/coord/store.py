@@ -205,6 +205,11 @@ class Store:
                 "stopping rather than leaving a hole. Run the same command again: it detects this and reloads."
             )
 
+    def reap_frozen_commits(self, conn: Conn, lease_s: float) -> list[str]:
+        """Terminate COPYs of frozen loaders older than the guard timeout (see queries.sql)."""
+        guard_s = max(4 * lease_s, 10.0) + 5.0
+        return [f"{app} (pid {pid})" for pid, app, _ in self.all(conn, "reap_frozen_commits", guard_s=guard_s)]
+
     def truncate_all(self, conn: Conn) -> None:
         """The ledger and every cursor over it; never `scan_events` (Scan prunes them: no refetch)."""
         with conn.transaction():

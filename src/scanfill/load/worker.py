@@ -426,6 +426,8 @@ class Worker:
         """Renew every lease (slices and import cursors), record progress, and say whether an
         operator asked every worker to stop."""
         self.leases.renew(conn)
+        for frozen in self.store.reap_frozen_commits(conn, self.s.lease_s):
+            log.warning("ended the commit of a frozen loader, %s: its slice can be taken over", frozen)
         with conn.transaction():
             self.store.run(conn, "worker_heartbeat", rows=self.report.rows, id=self.id)
             self._sample(conn)
