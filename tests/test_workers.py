@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+from typing import Any
 
 import psycopg
 import pytest
@@ -104,16 +105,8 @@ def test_a_worker_frozen_mid_commit_does_not_hold_its_slice_forever(db: str) -> 
 
     from scanfill.coord.slices import Leases
     from scanfill.coord.store import Store
-    from scanfill.db import Database
 
-    with Simulator(SimConfig(ledger=SMALL)) as sim:
-        assert scanfill("run", "--plan-only", "--no-progress", dsn=db, urls=sim.urls).wait(timeout=120) == 0
-    d = Database(db)
-    with d.connect(autocommit=True) as c:
-        claim = Leases(d, "frozen-worker", lease_s=1).claim(c, [])
-        assert claim is not None
-        others = [n for (n,) in c.execute("SELECT cursor_name FROM backfill_cursors WHERE cursor_name <> %s",
-                                          (claim.cursor_name,)).fetchall()]  # fmt: skip
+    d, claim, others = one_slice_claimed_by_a_frozen_worker(db)
     frozen = d.connect(autocommit=True)
     frozen.execute("BEGIN")
     # what a commit with a 1 s lease does first (its guard is then 10 s): lock the row, then freeze
@@ -140,17 +133,9 @@ def test_a_worker_frozen_in_the_middle_of_its_copy_is_ended_by_the_others(db: st
 
     from scanfill.coord.slices import Leases
     from scanfill.coord.store import Store
-    from scanfill.db import Database
     from scanfill.load.sink import Sink
 
-    with Simulator(SimConfig(ledger=SMALL)) as sim:
-        assert scanfill("run", "--plan-only", "--no-progress", dsn=db, urls=sim.urls).wait(timeout=120) == 0
-    d = Database(db)
-    with d.connect(autocommit=True) as c:
-        claim = Leases(d, "frozen-worker", lease_s=1).claim(c, [])
-        assert claim is not None
-        others = [n for (n,) in c.execute("SELECT cursor_name FROM backfill_cursors WHERE cursor_name <> %s",
-                                          (claim.cursor_name,)).fetchall()]  # fmt: skip
+    d, claim, others = one_slice_claimed_by_a_frozen_worker(db)
     frozen = d.connect(autocommit=True, application="scanfill worker frozen")
     frozen.execute("BEGIN")
     Store(d).lock_for_commit(frozen, claim.lease("frozen-worker"), 1, claim.last_before)
@@ -183,3 +168,19 @@ def test_a_worker_frozen_in_the_middle_of_its_copy_is_ended_by_the_others(db: st
     assert 5 < took < 60, took
     assert getattr(got[-1], "cursor_name", None) == claim.cursor_name
     frozen.close()
+
+
+def one_slice_claimed_by_a_frozen_worker(db: str) -> tuple[Any, Any, list[str]]:
+    """A planned database where "frozen-worker" holds one slice with a 1 s lease; the other slices."""
+    from scanfill.coord.slices import Leases
+    from scanfill.db import Database
+
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        assert scanfill("run", "--plan-only", "--no-progress", dsn=db, urls=sim.urls).wait(timeout=120) == 0
+    d = Database(db)
+    with d.connect(autocommit=True) as c:
+        claim = Leases(d, "frozen-worker", lease_s=1).claim(c, [])
+        assert claim is not None
+        others = [n for (n,) in c.execute("SELECT cursor_name FROM backfill_cursors WHERE cursor_name <> %s",
+                                          (claim.cursor_name,)).fetchall()]  # fmt: skip
+    return d, claim, others
