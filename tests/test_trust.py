@@ -140,3 +140,28 @@ def test_a_scan_that_reports_complete_but_omits_updates_is_outvoted(db: str) -> 
     assert summary.complete and not summary.failures
     assert_db_matches(db, Ledger(LEDGER))
     assert summary.disagreements and all(lossy_url in d for d in summary.disagreements)
+
+
+def test_following_with_agreement_outvotes_a_faulty_scan_and_waits_for_a_lagging_one(db: str) -> None:
+    """`follow --agree 2` among a faulty, a lagging and an honest scan: what is stored is the honest
+    ledger, the faulty scan is named, and the lagging one only limits nothing (two others agree)."""
+    import orjson
+
+    faulty = InstanceConfig("sv-bad", alter_every=41)
+    lagging = InstanceConfig("sv-slow", stale_updates=20)
+    with Simulator(SimConfig(ledger=LEDGER, instances=(faulty, lagging, HONEST, InstanceConfig("sv-4")))) as sim:
+        p = scanfill("follow", "--once", "--start", "beginning", "--agree", "2", "--page-size", "60",
+                     "--no-events", dsn=db, urls=sim.urls)  # fmt: skip
+        out = p.communicate(timeout=300)[0].decode()
+        bad = sim.urls[0]
+    assert p.returncode == 0, out
+    assert "disagreement:" in out and bad in out, out
+    assert_db_matches(db, Ledger(LEDGER))
+    ledger = Ledger(LEDGER)
+    with psycopg.connect(db) as conn:
+        stored = dict(conn.execute("SELECT update_id, update_json::text FROM ledger_updates").fetchall())
+    for h in ledger.expected_all()[::5]:  # the content is the honest scans' (in /v2's shape)
+        i = ledger.index_at_or_after(h.migration_id, 0, h.record_us)
+        want = ledger.update(h.migration_id, 0, i)
+        got = orjson.loads(stored[h.update_id])
+        assert got["events_by_id"] == want["events_by_id"], h.update_id

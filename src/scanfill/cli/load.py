@@ -131,8 +131,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
         metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, db_retry_s=db_retry_s, imports=imports, update_json=update_json,
     )  # fmt: skip
-    if agree != "auto" and not (agree.isdigit() and 1 <= int(agree) <= 64):
-        raise click.BadParameter(f"--agree takes a number 1..64 or auto, not {agree!r}", param_hint="--agree")
+    _check_agree(agree)
     if migrations and start_migration is not None:
         raise click.UsageError("--migration and --from-migration exclude each other: name the migrations or the start")
     opts = RunOptions(
@@ -146,7 +145,10 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
                         fg="red", err=True)  # fmt: skip
             sys.exit(1)
         # the backfill's metrics server holds --metrics-port: the follower's gauges need `scanfill follow`
-        _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json, db_retry_s=db_retry_s)
+        from scanfill.load.agree import quorum
+
+        _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json, db_retry_s=db_retry_s,
+                agree=quorum(agree, len(scan.urls)))  # fmt: skip
 
 
 def _follow(db: Any, scan: Any, **kw: Any) -> None:
@@ -168,6 +170,8 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
     click.echo(f"followed {report.updates:,} updates + {report.events:,} events"
                + (f", {report.scan_events:,} verdicts/traffic records" if settings.events else "")
                + f" ({report.skipped:,} already stored)")  # fmt: skip
+    for d in report.disagreements:
+        click.secho(f"disagreement: {d}", fg="red", err=True)
     for f in report.failures:
         click.secho(f"failed: {f}", fg="red", err=True)
     if report.failures:
@@ -196,20 +200,25 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address the metrics listen on.")
 @click.option("--db-retry", "db_retry_s", default=300.0, show_default=True, type=click.FloatRange(0, 86400),
               help="Seconds to ride out a database restart or failover before failing.")
+@click.option("--agree", default="1", show_default=True, metavar="K|auto",
+              help="Store updates only when K scans served them identically (up to the lowest head of those K).")
 @friendly
 def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool, once: bool,
            events: bool, page_size: int, poll_s: float, lease_s: float, start: str, update_json: str,
-           metrics_port: int, metrics_addr: str, db_retry_s: float) -> None:  # fmt: skip
+           metrics_port: int, metrics_addr: str, db_retry_s: float, agree: str) -> None:  # fmt: skip
     """Keep the copy current: tail new updates (and verdicts) into the same tables, exactly once.
 
     One follower writes at a time; start the same command elsewhere for a hot standby that takes
     over within --lease seconds of the active one dying. Ctrl+C stops after the page in flight.
     """
     from scanfill.coord import schema as sch
+    from scanfill.load.agree import quorum
 
+    _check_agree(agree)
     db = get_db(dsn, schema)
     sch.init(db)
-    _follow(db, get_scan(scan_urls, timeout, insecure), once=once, events=events, page_size=page_size,
+    scan = get_scan(scan_urls, timeout, insecure)
+    _follow(db, scan, agree=quorum(agree, len(scan.urls)), once=once, events=events, page_size=page_size,
             poll_s=poll_s, lease_s=lease_s, start=start, update_json=update_json, metrics_port=metrics_port,
             metrics_addr=metrics_addr, db_retry_s=db_retry_s)  # fmt: skip
 
@@ -259,3 +268,8 @@ def _print_summary(summary: Any) -> None:
             "fix the cause and run again to resume them",
             err=True,
         )
+
+
+def _check_agree(agree: str) -> None:
+    if agree != "auto" and not (agree.isdigit() and 1 <= int(agree) <= 64):
+        raise click.BadParameter(f"--agree takes a number 1..64 or auto, not {agree!r}", param_hint="--agree")

@@ -125,3 +125,68 @@ async def agreed_page(fetch: Callable[[str], Awaitable[bytes]], urls: list[str],
                               f"{'; errors: ' + failed if failed else ''}); nothing of it was stored")  # fmt: skip
         need = max(1, k - len(best))
         pending, rest = rest[:need], rest[need:]
+
+
+async def agreed_prefix(fetch: Callable[[str], Awaitable[bytes]], urls: list[str], k: int, request: str,
+                        rng: random.Random | None = None) -> Agreed:  # fmt: skip
+    """For forward pages (`/v2/updates`) of scans at different heads: the longest run of updates,
+    from the start of the page, that K scans served identically. A scan that is behind serves a
+    shorter page that agrees as far as it goes; following never goes past what K scans have (the
+    lowest head of the agreeing ones). Scans that differ inside the agreed run are named."""
+    order = list(urls)
+    (rng or random).shuffle(order)
+    if len(order) < k:
+        raise NoAgreement(f"{request}: --agree {k} needs {k} scans, only {len(order)} known")
+    pages: dict[str, list[tuple[str, bytes, bytes]]] = {}  # url -> [(update id, digest, raw item)]
+    errors: dict[str, BaseException] = {}
+    pending, rest = order[:k], order[k:]
+    while True:
+        results = await asyncio.gather(*(fetch(u) for u in pending), return_exceptions=True)
+        for url, res in zip(pending, results, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res
+                errors[url] = res
+            else:
+                pages[url] = _items(res)
+        best: tuple[int, list[str]] | None = None
+        for ref in pages:
+            agreeing = sorted((u for u in pages if _agrees(pages[ref], pages[u])), key=lambda u: -len(pages[u]))[:k]
+            if len(agreeing) >= k:
+                n = min(len(pages[u]) for u in agreeing)
+                if best is None or n > best[0]:
+                    best = (n, agreeing)
+        if best is not None:
+            n, agreeing = best
+            items = pages[agreeing[0]][:n]
+            out = Agreed(b'{"transactions":[' + b",".join(i[2] for i in items) + b"]}", agreeing,
+                         compared=len(pages) + len(errors))  # fmt: skip
+            for url, theirs in pages.items():
+                if url not in agreeing and not _agrees(items, theirs):
+                    differ = [a[0] for a, b in zip(items, theirs, strict=False) if a[:2] != b[:2]]
+                    out.disagreements.append(Disagreement(url, request, tuple(differ or [t[0] for t in theirs[:1]])))
+            return out
+        if not rest:
+            failed = "; ".join(f"{u}: {e}" for u, e in errors.items())
+            raise NoAgreement(f"{request}: no {k} scans served the same updates"
+                              f"{' (errors: ' + failed + ')' if failed else ''}; nothing of it was stored")  # fmt: skip
+        pending, rest = rest[:1], rest[1:]
+
+
+def _items(body: bytes) -> list[tuple[str, bytes, bytes]]:
+    import msgspec
+
+    from scanfill.load.decode import Page
+
+    out = []
+    for raw in msgspec.json.decode(body, type=Page).transactions:
+        data = bytes(raw)
+        item = orjson.loads(data)
+        canon = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+        out.append((str(item.get("update_id")), hashlib.blake2b(canon, digest_size=16).digest(), data))
+    return out
+
+
+def _agrees(a: list[tuple[str, bytes, bytes]], b: list[tuple[str, bytes, bytes]]) -> bool:
+    """Whether two forward pages agree as far as the shorter one goes."""
+    return all(x[:2] == y[:2] for x, y in zip(a, b, strict=False))

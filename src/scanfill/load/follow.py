@@ -37,9 +37,10 @@ from scanfill.coord.discovery import current_migration
 from scanfill.coord.store import FollowLease, Store
 from scanfill.db import Database, DbPool
 from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError, UnloggedLost
+from scanfill.load.agree import agreed_prefix
 from scanfill.load.decode import decode_stream_page
 from scanfill.load.sink import Sink
-from scanfill.load.source import ScanClient, ScanConfig
+from scanfill.load.source import ScanClient, ScanConfig, redact_url
 from scanfill.timeutil import format_us, parse_us, us_to_dt
 
 log = logging.getLogger("scanfill.follow")
@@ -60,6 +61,7 @@ class FollowSettings:
     worker_id: str = ""
     start: str = "auto"  # auto: after the backfill if there is one, else the head; "head"; "beginning"
     db_retry_s: float = 300.0  # ride out a database restart or failover this long
+    agree: int = 1  # store a run of updates only when this many scans served it (below their lowest head)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class FollowReport:
     pages: int = 0
     skipped: int = 0  # items already stored (the re-read boundary, the hand-off from the backfill)
     took_over: bool = False
+    disagreements: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     stopped: bool = False
 
@@ -178,13 +181,27 @@ class Follower:
         tops = [parse_us(r["max"]) for r in info.get("record_time_range") or []]
         return (m, max(tops)) if tops else (m, 0)
 
-    async def _page(self, path: str, after: tuple[int, int] | None, size: int) -> bytes:
+    async def _page(self, path: str, after: tuple[int, int] | None, size: int, agree: bool = False) -> bytes:
         body: dict[str, Any] = {"page_size": size, "daml_value_encoding": "protobuf_json"}
         if after is not None:
             # re-read the boundary microsecond: another synchronizer's update may share it
             body["after"] = {"after_migration_id": after[0], "after_record_time": format_us(after[1] - 1)}
-        data, _ = await self.client.request("POST", path, body, what=f"POST {path} after {after}")
-        return data
+        what = f"POST {path} after {after}"
+        if not agree or self.s.agree <= 1:
+            data, _ = await self.client.request("POST", path, body, what=what)
+            return data
+
+        async def one(url: str) -> bytes:
+            data, _ = await self.client.request("POST", path, body, only={url}, what=what)
+            return data
+
+        got = await agreed_prefix(one, self.client.urls, self.s.agree, what)
+        for d in got.disagreements:
+            msg = f"{redact_url(d.url)} served other updates for {what} (e.g. {', '.join(d.differing_ids[:3])})"
+            log.warning("%s; benched", msg)
+            self.report.disagreements.append(msg)
+            self.client.bench(d.url, self.s.scan.forbidden_cooldown_s)
+        return got.body
 
     async def _updates(self) -> None:
         """Page k+1 is fetched and decoded while page k commits: its `after` is known as soon as
@@ -194,7 +211,7 @@ class Follower:
         size = self.s.page_size
 
         async def fetch(after: tuple[int, int] | None, n: int) -> Any:
-            return decode_stream_page(await self._page("/v2/updates", after, n), after, lean=lean)
+            return decode_stream_page(await self._page("/v2/updates", after, n, agree=True), after, lean=lean)
 
         ahead: asyncio.Task[Any] | None = None
         try:
