@@ -22,6 +22,6 @@ def options(dsn: str, urls: list[str], **kw: object) -> RunOptions:
     scan = ScanConfig(urls=tuple(urls), backoff_base_s=0.01, backoff_cap_s=0.2, timeout_s=10, read_timeout_s=5,
                       failure_cooldown_s=0.2)  # fmt: skip
     run_kw = {k: kw.pop(k) for k in ("workers", "slices", "plan_only", "refetch", "start_migration", "agree",
-                                     "discover_scans") if k in kw}
+                                     "discover_scans", "rescan_s") if k in kw}
     ws = WorkerSettings(db=Database(dsn), scan=scan, **kw)  # type: ignore[arg-type]
     return RunOptions(worker=ws, progress=False, **run_kw)  # type: ignore[arg-type]

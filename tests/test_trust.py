@@ -165,3 +165,13 @@ def test_following_with_agreement_outvotes_a_faulty_scan_and_waits_for_a_lagging
         want = ledger.update(h.migration_id, 0, i)
         got = orjson.loads(stored[h.update_id])
         assert got["events_by_id"] == want["events_by_id"], h.update_id
+
+
+def test_a_scan_listed_later_is_found_during_a_long_run_and_used(db: str) -> None:
+    later = InstanceConfig("sv-late", listed_after_s=1.5)  # an SV whose scan joins /v0/scans mid-run
+    faults = FaultConfig(latency_ms=60)
+    with Simulator(SimConfig(ledger=LEDGER, instances=(HONEST, later), faults=faults)) as sim:
+        summary = run(options(db, sim.urls[:1], concurrency=2, page_size=15, rescan_s=0.5))
+        served = sim.stats(1)["by_path"].get("/v0/backfilling/updates-before", 0)
+    assert summary.complete and served > 0
+    assert_db_matches(db, Ledger(LEDGER))

@@ -103,6 +103,8 @@ def init(dsn: str | None, schema: str) -> None:
                    "tolerating f faulty ones); scans that differ are named and benched.")
 @click.option("--discover/--no-discover", "discover_scans", default=True, show_default=True,
               help="Use every SV's scan the given ones list in /v0/scans (each probed first).")
+@click.option("--rescan", "rescan_s", default=600.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="With --discover: read /v0/scans again this often during a run and use new scans (0: never).")
 @click.option("--follow", "then_follow", is_flag=True,
               help="When the history is complete, keep it current (`scanfill follow`) until Ctrl+C.")
 @click.option("--follow-poll", default=5.0, show_default=True, type=click.FloatRange(0.05, 3600),
@@ -114,7 +116,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         page_size: int | None, batch_rows: int, slices: int, db_connections: int, lease_s: float, db_retry_s: float,
         plan_only: bool, no_progress: bool, do_prepare: bool, do_restore: bool, then_follow: bool, follow_poll: float,
         refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
-        update_json: str, agree: str, discover_scans: bool) -> None:  # fmt: skip
+        update_json: str, agree: str, discover_scans: bool, rescan_s: float) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
@@ -136,7 +138,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         raise click.UsageError("--migration and --from-migration exclude each other: name the migrations or the start")
     opts = RunOptions(
         worker=settings, workers=workers, slices=slices, progress=not no_progress, plan_only=plan_only,
-        refetch=refetch, start_migration=start_migration, agree=agree, discover_scans=discover_scans,
+        refetch=refetch, start_migration=start_migration, agree=agree, discover_scans=discover_scans, rescan_s=rescan_s,
     )  # fmt: skip
     summary = _lifecycle(opts, db, do_prepare, do_restore)
     if then_follow:

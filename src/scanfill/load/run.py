@@ -38,6 +38,7 @@ class RunOptions:
     start_migration: int | None = None  # walk the previous_migration_id chain down from here
     discover_scans: bool = True  # use every scan the given ones list in /v0/scans (probed first)
     agree: str = "1"  # scans that must serve the same page: a number, or "auto" (f+1 of those found)
+    rescan_s: float = 600.0  # with discover_scans: read /v0/scans again this often during the run
 
 
 @dataclass
@@ -70,7 +71,7 @@ async def find_scans(opts: RunOptions) -> tuple[WorkerSettings, list[str]]:
     """Every SV's scan the given ones list, probed; the settings to load with and what was found."""
     w = opts.worker
     if not opts.discover_scans:
-        return replace(w, agree=quorum(opts.agree, len(w.scan.urls))), []
+        return replace(w, agree=quorum(opts.agree, len(w.scan.urls)), rescan_s=0.0), []
     usable, probes = await discover_scans(w.scan)
     lines = [p.line() for p in probes]
     if not usable:
@@ -78,7 +79,7 @@ async def find_scans(opts: RunOptions) -> tuple[WorkerSettings, list[str]]:
         return replace(w, agree=quorum(opts.agree, len(w.scan.urls))), lines
     # the seeds listing others means "use them all"; otherwise the given URLs, less the unusable ones
     urls = tuple(usable) if len(probes) > len(w.scan.urls) else tuple(u for u in w.scan.urls if u in usable)
-    return replace(w, scan=replace(w.scan, urls=urls), agree=quorum(opts.agree, len(urls))), lines
+    return replace(w, scan=replace(w.scan, urls=urls), agree=quorum(opts.agree, len(urls)), rescan_s=opts.rescan_s), lines
 
 
 async def discover_and_plan(opts: RunOptions) -> tuple[Discovery, dict[str, int]]:

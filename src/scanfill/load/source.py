@@ -137,6 +137,13 @@ class ScanClient:
             if h.url == url.rstrip("/"):
                 self._bench(h, seconds)
 
+    def add(self, urls: list[str]) -> list[str]:
+        """Scans found since the start (a refreshed `/v0/scans`); returns the ones that are new."""
+        known = {h.url for h in self.health}
+        new = [u.rstrip("/") for u in urls if u.rstrip("/") not in known]
+        self.health.extend(UrlHealth(u) for u in new)
+        return new
+
     @property
     def urls(self) -> list[str]:
         return [h.url for h in self.health]

@@ -57,6 +57,7 @@ class WorkerSettings:
     metrics_addr: str = "127.0.0.1"  # loopback unless the user exposes it (a pod sets 0.0.0.0)
     db_retry_s: float = 300.0  # ride out a database restart or failover this long
     agree: int = 1  # a page is used only when this many scans served the same content
+    rescan_s: float = 0.0  # look for newly listed scans in /v0/scans this often (0: never)
     imports: bool = False  # also load import updates (skipped by default: they repeat earlier contracts)
     update_json: str = "full"  # "envelope": store updates without events_by_id (events are in ledger_events)
 
@@ -91,6 +92,7 @@ class Worker:
         self.hooks = hooks  # optional metrics sink with on_commit / on_request / on_takeover
         self.leases = Leases(settings.db, self.id, settings.lease_s, settings.partition, settings.min_split_us,
                              settings.migrations)  # fmt: skip
+        self.complete_urls = {m: set(u) for m, u in settings.complete_urls.items()}  # grows when scans join
         self.sink = Sink(settings.db)
         self.store = self.sink.store
         self.stop = asyncio.Event()
@@ -113,6 +115,8 @@ class Worker:
         await self.db(self._register)
         self._dead = await self.db(self._find_dead)
         bg = [asyncio.create_task(self._heartbeat())]
+        if self.s.rescan_s > 0:
+            bg.append(asyncio.create_task(self._rescan()))
         try:
             async with ScanClient(self.s.scan, on_request=getattr(self.hooks, "on_request", None)) as client:
                 self.client = client
@@ -162,7 +166,7 @@ class Worker:
                 continue
             lease, after = got
             m = int(lease.key)
-            urls = self.s.complete_urls.get(m)
+            urls = self.complete_urls.get(m)
             try:
                 while not self.stop.is_set():
                     body, _ = await self.client.request(
@@ -255,7 +259,7 @@ class Worker:
 
     async def _fetch(self, claim: Claim, before: str, lo_us: int, count: list[int]) -> Batch:
         """One page; a 503 (Scan's own timeout for a page too large) halves `count` and retries."""
-        urls = self.s.complete_urls.get(claim.migration_id)
+        urls = self.complete_urls.get(claim.migration_id)
         only = set(urls) if urls else None
         malformed = 0
         for _ in range(self.s.scan.max_attempts):
@@ -286,7 +290,7 @@ class Worker:
                 ) from None
         raise ScanError(f"scan kept answering 503 for {claim.cursor_name} at cursor {before}, even at count 1")
 
-    async def _agreed(self, claim: Claim, before: str, lo_us: int, count: int, urls: frozenset[str] | None) -> bytes:
+    async def _agreed(self, claim: Claim, before: str, lo_us: int, count: int, urls: set[str] | None) -> bytes:
         """The page K scans agree on; scans that served something else are named, recorded and benched."""
         m, sync = claim.migration_id, claim.synchronizer_id
 
@@ -432,6 +436,41 @@ class Worker:
             self.store.run(conn, "worker_heartbeat", rows=self.report.rows, id=self.id)
             self._sample(conn)
             return self.store.one(conn, "stop_requested") is not None
+
+    async def _rescan(self) -> None:
+        """Long runs outlive the scan list: read `/v0/scans` again now and then and use new scans
+        (probed first; they serve only migrations they report complete, like the others)."""
+        from scanfill.coord.scans import discover_scans
+
+        while True:
+            await asyncio.sleep(self.s.rescan_s)
+            try:
+                usable, _ = await discover_scans(self.s.scan)
+            except Exception as exc:  # a failed refresh keeps the scans in use
+                log.warning("refreshing the scan list failed (keeping the current one): %s", exc)
+                continue
+            client = getattr(self, "client", None)
+            if client is None:
+                continue
+            new = client.add(usable)
+            if new:
+                log.warning("new scans listed in /v0/scans: %s", ", ".join(map(redact_url, new)))
+                await self._admit(client, new)
+
+    async def _admit(self, client: ScanClient, urls: list[str]) -> None:
+        """A new scan serves a migration's pages once its own migration-info reports that
+        migration complete, like the scans found at the start."""
+        import orjson
+
+        for url in urls:
+            for m, complete in self.complete_urls.items():
+                try:
+                    data, _ = await client.request("POST", "/v0/backfilling/migration-info", {"migration_id": m},
+                                                   only={url}, what=f"migration-info({m}) at {redact_url(url)}")  # fmt: skip
+                except ScanError:
+                    continue
+                if orjson.loads(data).get("complete"):
+                    complete.add(url)
 
     async def _heartbeat(self) -> None:
         interval = max(0.2, min(self.s.sample_s, self.s.lease_s / 3))

@@ -56,6 +56,7 @@ class InstanceConfig:
     omit_every: int = 0
     reuse_id_every: int = 0  # update i (i % N == 0, i > 0) carries the id of update i - 1: an id reused
     stale_updates: int = 0  # a scan that is behind: the newest N updates of every range are not there yet
+    listed_after_s: float = 0.0  # /v0/scans lists this scan only after this long (an SV that joins later)
 
 
 # What Splice 0.5.x and the spring-2026 releases lack: discovery must do without it.

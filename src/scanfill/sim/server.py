@@ -392,6 +392,7 @@ class ScanInstance:
                         "domainId": self.sim.ledger.synchronizer_id(0),
                         "scans": [
                             {"publicUrl": inst.public_url, "svName": inst.config.name} for inst in self.sim.instances
+                            if time.monotonic() - self.sim.grow_started >= inst.config.listed_after_s
                         ],
                     }
                 ]
