@@ -156,6 +156,9 @@ async def agreed_prefix(fetch: Callable[[str], Awaitable[bytes]], urls: list[str
                 n = min(len(pages[u]) for u in agreeing)
                 if best is None or n > best[0]:
                     best = (n, agreeing)
+        longest = max((len(p) for p in pages.values()), default=0)
+        if best is not None and best[0] < longest and rest:
+            best = None  # a scan has more: ask another, K may agree further (up to a higher head)
         if best is not None:
             n, agreeing = best
             items = pages[agreeing[0]][:n]
