@@ -61,6 +61,30 @@ def page_digest(items: dict[str, bytes]) -> bytes:
     return h.digest()
 
 
+def _order(urls: list[str], k: int, request: str, rng: random.Random | None, what: str) -> list[str]:
+    """The scans in random order (as Splice's BFT client shuffles them), at least K of them."""
+    order = list(urls)
+    (rng or random).shuffle(order)
+    if len(order) < k:
+        raise NoAgreement(f"{request}: --agree {k} needs {k} {what}, only {len(order)} known")
+    return order
+
+
+async def _fetch(fetch: Callable[[str], Awaitable[bytes]], urls: list[str],
+                 errors: dict[str, BaseException]) -> dict[str, bytes]:  # fmt: skip
+    """The same request to these scans at once: their bodies; failures go into `errors`."""
+    results = await asyncio.gather(*(fetch(u) for u in urls), return_exceptions=True)
+    bodies = {}
+    for url, res in zip(urls, results, strict=True):
+        if isinstance(res, BaseException):
+            if not isinstance(res, Exception):
+                raise res
+            errors[url] = res
+        else:
+            bodies[url] = res
+    return bodies
+
+
 def _group(digests: dict[str, bytes]) -> dict[bytes, list[str]]:
     groups: dict[bytes, list[str]] = {}
     for url, digest in digests.items():
@@ -79,23 +103,13 @@ async def agreed_page(fetch: Callable[[str], Awaitable[bytes]], urls: list[str],
                       rng: random.Random | None = None) -> Agreed:  # fmt: skip
     """Ask K scans at once, then one more at a time while no K agree; the agreed body, the scans
     that agreed, and what every other scan served differently."""
-    order = list(urls)
-    (rng or random).shuffle(order)
-    if len(order) < k:
-        raise NoAgreement(f"{request}: --agree {k} needs {k} scans with a complete history, only {len(order)} known")
+    order = _order(urls, k, request, rng, "scans with a complete history")
     bodies: dict[str, bytes] = {}
     canonical: dict[str, dict[str, bytes]] = {}  # url -> item digests, computed only when bytes differ
     errors: dict[str, BaseException] = {}
     pending, rest = order[:k], order[k:]
     while True:
-        results = await asyncio.gather(*(fetch(u) for u in pending), return_exceptions=True)
-        for url, res in zip(pending, results, strict=True):
-            if isinstance(res, BaseException):
-                if not isinstance(res, Exception):
-                    raise res
-                errors[url] = res
-            else:
-                bodies[url] = res
+        bodies.update(await _fetch(fetch, pending, errors))
         # fast path: identical bytes are identical content (honest scans serve the same V1 bytes)
         groups = _group({u: hashlib.blake2b(b, digest_size=16).digest() for u, b in bodies.items()})
         best = max(groups.values(), key=len, default=[])
@@ -133,22 +147,12 @@ async def agreed_prefix(fetch: Callable[[str], Awaitable[bytes]], urls: list[str
     from the start of the page, that K scans served identically. A scan that is behind serves a
     shorter page that agrees as far as it goes; following never goes past what K scans have (the
     lowest head of the agreeing ones). Scans that differ inside the agreed run are named."""
-    order = list(urls)
-    (rng or random).shuffle(order)
-    if len(order) < k:
-        raise NoAgreement(f"{request}: --agree {k} needs {k} scans, only {len(order)} known")
+    order = _order(urls, k, request, rng, "scans")
     pages: dict[str, list[tuple[str, bytes, bytes]]] = {}  # url -> [(update id, digest, raw item)]
     errors: dict[str, BaseException] = {}
     pending, rest = order[:k], order[k:]
     while True:
-        results = await asyncio.gather(*(fetch(u) for u in pending), return_exceptions=True)
-        for url, res in zip(pending, results, strict=True):
-            if isinstance(res, BaseException):
-                if not isinstance(res, Exception):
-                    raise res
-                errors[url] = res
-            else:
-                pages[url] = _items(res)
+        pages.update({u: _items(b) for u, b in (await _fetch(fetch, pending, errors)).items()})
         best: tuple[int, list[str]] | None = None
         for ref in pages:
             agreeing = sorted((u for u in pages if _agrees(pages[ref], pages[u])), key=lambda u: -len(pages[u]))[:k]
