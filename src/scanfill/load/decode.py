@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import msgspec
 import orjson
 
 from scanfill.errors import MalformedPage
-from scanfill.load.rows import EventRow, UpdateRow
-from scanfill.timeutil import TimestampError, parse_us, us_to_dt
+from scanfill.load import framing
+from scanfill.load.rows import COPY_TYPES, EventRow, UpdateRow
+from scanfill.timeutil import TimestampError, dt_to_us, parse_us
 
 TRANSFER_CHOICES = frozenset({"AmuletRules_Transfer", "AmuletRules_BuyMemberTraffic"})
 ROUND_TEMPLATES = frozenset({
@@ -42,14 +43,14 @@ class Event(msgspec.Struct):
     package_name: str | None = None
     create_arguments: msgspec.Raw = _NONE
     created_at: str | None = None
-    signatories: list[str] | None = None
-    observers: list[str] | None = None
+    signatories: tuple[str, ...] | None = None  # tuples: hashable, so each party set is framed once
+    observers: tuple[str, ...] | None = None
     choice: str | None = None
     choice_argument: msgspec.Raw = _NONE
-    child_event_ids: list[str] | None = None
+    child_event_ids: tuple[str, ...] | None = None
     exercise_result: msgspec.Raw = _NONE
     consuming: bool | None = None
-    acting_parties: list[str] | None = None
+    acting_parties: tuple[str, ...] | None = None
     interface_id: str | None = None  # set when the choice was exercised through an interface
 
 
@@ -109,48 +110,105 @@ def _lean(raw: bytes, events: msgspec.Raw) -> bytes:
 
 
 
+class Update(NamedTuple):
+    """One served update: what the paging checks and the commit need, and its rows, COPY-framed."""
+
+    update_id: str
+    migration_id: int
+    synchronizer_id: str  # effective: target of an assignment, source of an unassignment
+    t_us: int
+    record_time: str  # exactly as served: the next `before` when this is a page's oldest
+    event_count: int
+    row: bytes  # its ledger_updates row
+    event_rows: bytes  # its ledger_events rows, in tree pre-order
+
+
 @dataclass
 class Batch:
-    """Rows decoded from one or more consecutive pages of one slice, newest first."""
+    """Updates decoded from one or more consecutive pages of one slice, newest first."""
 
-    updates: list[UpdateRow] = field(default_factory=list)
-    events: list[EventRow] = field(default_factory=list)
-    oldest: str | None = None  # exact record-time string of the oldest update: the next `before`
-    oldest_us: int | None = None
-    items: int = 0
+    updates: list[Update] = field(default_factory=list)
     nbytes: int = 0
-    times: list[tuple[int, str]] = field(default_factory=list)  # per update, in page order
+    events: int = 0  # rows for ledger_events
     last_position: tuple[int, int] | None = None  # a followed page's last (migration, record time)
+
+    def add(self, u: Update) -> None:
+        self.updates.append(u)
+        self.events += u.event_count
+
+    @property
+    def items(self) -> int:
+        return len(self.updates)
 
     @property
     def rows(self) -> int:
-        return len(self.updates) + len(self.events)
+        return len(self.updates) + self.events
+
+    @property
+    def oldest(self) -> str | None:
+        """Exact record-time string of the last (oldest when paging backwards) update."""
+        return self.updates[-1].record_time if self.updates else None
+
+    @property
+    def oldest_us(self) -> int | None:
+        return self.updates[-1].t_us if self.updates else None
 
     def extend(self, other: Batch) -> None:
         self.updates.extend(other.updates)
-        self.events.extend(other.events)
-        if other.oldest is not None:
-            self.oldest, self.oldest_us = other.oldest, other.oldest_us
-        self.items += other.items
+        self.events += other.events
         self.nbytes += other.nbytes
-        self.times.extend(other.times)
+
+    def keep(self, updates: list[Update]) -> Batch:
+        """A batch of some of these updates (same page bytes, for accounting)."""
+        return Batch(updates, self.nbytes, sum(u.event_count for u in updates), self.last_position)
 
     def drop_older_than(self, lo_us: int) -> None:
         """Keep only rows at or after `lo_us` (after the slice's lower bound was raised by a split)."""
-        keep = {u.update_id for u, (t, _) in zip(self.updates, self.times, strict=True) if t >= lo_us}
-        self.updates = [u for u in self.updates if u.update_id in keep]
-        self.events = [e for e in self.events if e.update_id in keep]
-        self.times = [tt for tt in self.times if tt[0] >= lo_us]
-        self.oldest_us, self.oldest = self.times[-1] if self.times else (None, None)
+        kept = self.keep([u for u in self.updates if u.t_us >= lo_us])
+        self.updates, self.events = kept.updates, kept.events
+
+    def update_rows(self) -> list[UpdateRow]:
+        """The ledger_updates rows as they will be stored (parsed back from the framing)."""
+        return [UpdateRow(*r) for u in self.updates for r in framing.parse(u.row, COPY_TYPES[UpdateRow])]
+
+    def event_rows(self) -> list[EventRow]:
+        return [EventRow(*r) for u in self.updates for r in framing.parse(u.event_rows, COPY_TYPES[EventRow])]
 
 
-def _ts(text: str | None) -> datetime | None:
+_instants: dict[str, bytes] = {}
+
+
+def _instant(text: str | None) -> bytes:
+    """A served instant (`effective_at`, `created_at`: Java `Instant` text, trailing zeros trimmed)
+    as a framed timestamptz; an update's events mostly share one, so each is parsed once."""
     if text is None:
-        return None
+        return framing.NULL
+    got = _instants.get(text)
+    if got is None:
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise MalformedPage(f"invalid timestamp {text!r}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        if len(_instants) >= framing.CACHE_LIMIT:
+            _instants.clear()
+        got = _instants[text] = framing.timestamp_us(dt_to_us(dt))
+    return got
+
+
+def _record_us(uid: str, text: str) -> int:
+    """A record time in microseconds, exactly; Scan's own form (`2024-06-24T21:08:00.123456Z`) on a
+    fast path, anything else through the strict parser (which refuses sub-microsecond digits)."""
+    if len(text) == 27 and text[26] == "Z" and text[19] == "." and text[10] == "T":
+        try:
+            return dt_to_us(datetime.fromisoformat(text))
+        except ValueError:
+            pass
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise MalformedPage(f"invalid timestamp {text!r}") from None
+        return parse_us(text)
+    except TimestampError as exc:
+        raise MalformedPage(f"update {uid}: bad record_time: {exc}") from None
 
 
 def _clean(s: str | None) -> str | None:
@@ -158,8 +216,18 @@ def _clean(s: str | None) -> str | None:
     return s.replace("\x00", "\\u0000") if s is not None and "\x00" in s else s
 
 
-def _clean_list(v: list[str] | None) -> list[str] | None:
-    return [_clean(x) or "" for x in v] if v is not None else None
+def _clean_all(v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    return tuple(_clean(x) or "" for x in v) if v is not None else None
+
+
+def _clean_event(ev: Event) -> Event:
+    c, ca = _clean, _clean_all
+    return msgspec.structs.replace(
+        ev, event_id=c(ev.event_id) or "", event_type=c(ev.event_type) or "", contract_id=c(ev.contract_id),
+        template_id=c(ev.template_id), package_name=c(ev.package_name), choice=c(ev.choice),
+        interface_id=c(ev.interface_id), signatories=ca(ev.signatories), observers=ca(ev.observers),
+        acting_parties=ca(ev.acting_parties), child_event_ids=ca(ev.child_event_ids),
+    )  # fmt: skip
 
 
 # ----- rounds ------------------------------------------------------------------------------------
@@ -215,74 +283,156 @@ def find_number(value: Any, path: tuple[str, ...]) -> int | None:
     return _int_of(cur)
 
 
+class _Field(msgspec.Struct):
+    label: str | msgspec.UnsetType = msgspec.UNSET
+    value: msgspec.Raw = _NONE
+
+
+class _Record(msgspec.Struct):
+    fields: list[_Field] | None = None
+
+
+class _Labelled(msgspec.Struct, forbid_unknown_fields=True):
+    record: _Record
+
+
+_labelled_decoder = msgspec.json.Decoder(_Labelled)
+_object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def number_at(raw: Any, path: tuple[str, ...]) -> int | None:
+    """`find_number` of a served value without building it: only the records on `path` are
+    decoded, every other field is skipped by msgspec as raw bytes. Shapes off the common path
+    (positional records, odd types) take the full parse, so the answer is always `find_number`'s."""
+    try:
+        try:
+            fields = _labelled_decoder.decode(raw).record.fields or []
+        except msgspec.ValidationError:  # compact_json: {"round": {"number": "12"}, ...}
+            cur = _object_decoder.decode(raw)
+            if "record" in cur:
+                raise ValueError("an odd record") from None
+            for name in path[:-1]:
+                if name not in cur:
+                    return None
+                cur = _object_decoder.decode(cur[name])
+            return _int_of(orjson.loads(bytes(cur[path[-1]]))) if path[-1] in cur else None
+        if fields and fields[0].label is msgspec.UNSET:
+            raise ValueError("positional record")
+        value: msgspec.Raw | None = None
+        for name in path:
+            if value is not None:
+                fields = _labelled_decoder.decode(value).record.fields or []
+            value = next((f.value for f in fields if f.label == name), None)
+            if value is None or bytes(value) == b"null":
+                return None
+        return _int_of(orjson.loads(bytes(value))) if value is not None else None
+    except (msgspec.ValidationError, ValueError):
+        return find_number(orjson.loads(bytes(raw)), path)
+
+
 def _entity(template_id: str | None) -> str:
     return template_id.rsplit(":", 1)[-1] if template_id else ""
 
 
 def _preorder(key: str) -> int:
-    tail = key.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else 1 << 30
+    """Event ids are `<update>:<n>` numbered in tree pre-order (served sorted as text: 0, 1, 10, 11, 2)."""
+    try:
+        return int(key[key.rindex(":") + 1 :])
+    except ValueError:
+        return 1 << 30
+
+
+_kinds: dict[str | None, int] = {}  # template id -> 1 round-bearing, 2 Amulet, 0 neither
+_ROUND, _AMULET = 1, 2
+
+
+def _kind(template_id: str | None) -> int:
+    got = _kinds.get(template_id)
+    if got is None:
+        entity = _entity(template_id)
+        got = _ROUND if entity in ROUND_TEMPLATES else _AMULET if entity in AMULET_TEMPLATES else 0
+        if len(_kinds) >= framing.CACHE_LIMIT:
+            _kinds.clear()
+        _kinds[template_id] = got
+    return got
 
 
 def derive_round(events: list[Event]) -> int | None:
     """scan-api.md section 4: transfer results, then round-bearing contracts, then Amulet `createdAt`.
 
-    Never wall-clock time: an update without a round in its payload gets NULL.
+    Never wall-clock time: an update without a round in its payload gets NULL. One pass notes the
+    candidates of each rule; payloads are parsed only for those, in the rules' order.
     """
+    transfers, rounds, amulets = [], [], []
+    kinds = _kinds
     for ev in events:
         if ev.choice in TRANSFER_CHOICES and ev.exercise_result:
-            value = orjson.loads(bytes(ev.exercise_result))
-            got = find_number(value, ("round", "number"))
-            if got is None:
-                got = find_number(value, ("transferResult", "round", "number"))
-            if got is not None:
-                return got
-    for ev in events:
-        if ev.event_type == "created_event" and _entity(ev.template_id) in ROUND_TEMPLATES and ev.create_arguments:
-            got = find_number(orjson.loads(bytes(ev.create_arguments)), ("round", "number"))
-            if got is not None:
-                return got
-    for ev in events:
-        path = AMULET_TEMPLATES.get(_entity(ev.template_id))
-        if ev.event_type == "created_event" and path and ev.create_arguments:
-            got = find_number(orjson.loads(bytes(ev.create_arguments)), path)
-            if got is not None:
-                return got
+            transfers.append(ev)
+        elif ev.event_type == "created_event" and ev.create_arguments:
+            k = kinds.get(ev.template_id)
+            if k is None:
+                k = _kind(ev.template_id)
+            if k == _ROUND:
+                rounds.append(ev)
+            elif k == _AMULET:
+                amulets.append(ev)
+    for ev in transfers:
+        got = number_at(ev.exercise_result, ("round", "number"))
+        if got is None:
+            got = number_at(ev.exercise_result, ("transferResult", "round", "number"))
+        if got is not None:
+            return got
+    for ev in rounds:
+        got = number_at(ev.create_arguments, ("round", "number"))
+        if got is not None:
+            return got
+    for ev in amulets:
+        got = number_at(ev.create_arguments, AMULET_TEMPLATES[_entity(ev.template_id)])
+        if got is not None:
+            return got
     return None
 
 
 # ----- rows --------------------------------------------------------------------------------------
 
-
-def _event_row(ev: Event, uid: str, mig: int, sync: str, rt: datetime, rnd: int | None) -> EventRow:
-    created = ev.event_type == "created_event"
-    payload = ev.create_arguments if created else ev.choice_argument
-    return EventRow(
-        ev.event_id, uid, mig, sync, rt, ev.event_type, ev.contract_id, ev.template_id, ev.package_name,
-        ev.choice, ev.consuming, _raw(payload), _raw(ev.exercise_result),
-        ev.signatories, ev.observers, ev.acting_parties, ev.child_event_ids, _ts(ev.created_at), rnd, ev.interface_id,
-    )  # fmt: skip
+_UPDATE_FIELDS = framing.field_count(len(UpdateRow._fields))
+_EVENT_FIELDS = framing.field_count(len(EventRow._fields))
 
 
-def _raw(v: msgspec.Raw) -> bytes | None:
-    b = bytes(v)
-    return None if not b or b == b"null" else b
+def _event_rows(events: list[Event], shared: bytes, rnd: bytes) -> bytes:
+    """The events' ledger_events rows (columns in `EventRow` order); `shared` frames the update's
+    id, migration, synchronizer and record time, `rnd` its round.
 
-
-def _clean_event_row(r: EventRow) -> EventRow:
-    c, cl = _clean, _clean_list
-    return r._replace(
-        event_id=c(r.event_id) or "", update_id=c(r.update_id) or "", synchronizer_id=c(r.synchronizer_id) or "",
-        event_type=c(r.event_type) or "", contract_id=c(r.contract_id), template_id=c(r.template_id),
-        package_name=c(r.package_name), choice=c(r.choice), interface_id=c(r.interface_id),
-        signatories=cl(r.signatories), observers=cl(r.observers), acting_parties=cl(r.acting_parties),
-        child_event_ids=cl(r.child_event_ids),
-    )  # fmt: skip
-
-
-def _clean_update_row(row: UpdateRow) -> UpdateRow:
-    return row._replace(update_id=_clean(row.update_id) or "", synchronizer_id=_clean(row.synchronizer_id) or "",
-                        offset=_clean(row.offset), workflow_id=_clean(row.workflow_id))  # fmt: skip
+    This loop is the loader's hottest code, so it is written out flat: cached framings are looked
+    up inline, payloads go into the join as the served buffers (copied once, by the join)."""
+    null, length, texts, arrays = framing.NULL, framing.length, framing.texts, framing.arrays
+    common, array, instant = framing.common_text, framing.text_array, _instant
+    parts: list[Any] = []
+    add = parts.extend
+    for ev in events:
+        t = ev.event_type
+        payload = ev.create_arguments if t == "created_event" else ev.choice_argument
+        result = ev.exercise_result
+        eid = ev.event_id.encode()
+        cid = ev.contract_id
+        cid_b = null if cid is None else framing.text(cid)
+        n_p, n_r = len(payload), len(result)
+        if n_p == 4 and bytes(payload) == b"null":
+            n_p = 0
+        if n_r == 4 and bytes(result) == b"null":
+            n_r = 0
+        consuming = ev.consuming
+        add((
+            _EVENT_FIELDS, length(len(eid)), eid, shared, texts.get(t) or common(t), cid_b,
+            common(ev.template_id), common(ev.package_name), common(ev.choice),
+            null if consuming is None else framing.TRUE if consuming else framing.FALSE,
+            length(n_p) if n_p else null, payload if n_p else b"", length(n_r) if n_r else null, result if n_r else b"",
+            arrays.get(ev.signatories) or array(ev.signatories),  # type: ignore[arg-type]
+            arrays.get(ev.observers) or array(ev.observers),  # type: ignore[arg-type]
+            arrays.get(ev.acting_parties) or array(ev.acting_parties),  # type: ignore[arg-type]
+            framing.unique_text_array(ev.child_event_ids), instant(ev.created_at), rnd, common(ev.interface_id),
+        ))  # fmt: skip
+    return b"".join(parts)
 
 
 def decode_page(
@@ -310,20 +460,22 @@ def decode_page(
             gc.enable()
 
 
-def _item(raw: msgspec.Raw, imports: bool, lean: bool) -> tuple[UpdateRow, list[EventRow], int, str]:
-    """One served update as its rows, its record time in microseconds and as served."""
+def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool) -> Update:
+    """One served update, its rows framed; `clean` when the page holds a NUL escape (rare)."""
     item = _item_decoder.decode(raw)
+    if clean:
+        item = msgspec.structs.replace(item, update_id=_clean(item.update_id) or "", offset=_clean(item.offset),
+                                       workflow_id=_clean(item.workflow_id),
+                                       synchronizer_id=_clean(item.synchronizer_id))  # fmt: skip
     uid = item.update_id
-    try:
-        t_us = parse_us(item.record_time)
-    except TimestampError as exc:
-        raise MalformedPage(f"update {uid}: bad record_time: {exc}") from None
-    rt = us_to_dt(t_us)
+    t_us = _record_us(uid, item.record_time)
     if item.event is not None:
         ev = item.event
         created = ev.created_event
         kind = "assignment" if created is not None else "unassignment"
         eff_sync = ev.target_synchronizer if created is not None else ev.source_synchronizer
+        if clean:
+            eff_sync = _clean(eff_sync) or ""
         item_mig = ev.migration_id
         events = [created] if created is not None else []
         cut = False
@@ -335,12 +487,17 @@ def _item(raw: msgspec.Raw, imports: bool, lean: bool) -> tuple[UpdateRow, list[
         events = [by_id[k] for k in sorted(by_id, key=_preorder)]
     else:
         raise MalformedPage(f"update {uid}: neither a transaction (events_by_id) nor a reassignment (event)")
-    rnd = derive_round(events) if kind in ("transaction", "import") else None
-    row = UpdateRow(
-        uid, item_mig, eff_sync, rt, _ts(item.effective_at), item.offset, item.workflow_id, kind, rnd,
-        len(events), _lean(bytes(raw), item.events_by_id) if cut else bytes(raw),
-    )  # fmt: skip
-    return row, [_event_row(e, uid, item_mig, eff_sync, rt, rnd) for e in events], t_us, item.record_time
+    if clean:
+        events = [_clean_event(e) for e in events]
+    rnd = framing.int8(derive_round(events) if kind in ("transaction", "import") else None)
+    shared = b"".join((framing.text(uid), framing.int8(item_mig), framing.common_text(eff_sync),
+                       framing.timestamp_us(t_us)))  # fmt: skip
+    row = b"".join((
+        _UPDATE_FIELDS, shared, _instant(item.effective_at), framing.text(item.offset), framing.text(item.workflow_id),
+        framing.common_text(kind), rnd, framing.int4(len(events)),
+        *framing.json_parts(_lean(bytes(raw), item.events_by_id) if cut else raw),
+    ))  # fmt: skip
+    return Update(uid, item_mig, eff_sync, t_us, item.record_time, len(events), row, _event_rows(events, shared, rnd))
 
 
 def _decode(
@@ -348,15 +505,16 @@ def _decode(
 ) -> Batch:
     page = _page_decoder.decode(body)
     batch = Batch(nbytes=len(body))
+    clean = b"\\u0000" in body
     prev_us: int | None = None
     for raw in page.transactions:
-        row, events, t_us, text = _item(raw, imports, lean)
-        uid = row.update_id
-        if row.migration_id != mig:
-            raise MalformedPage(f"update {uid} belongs to migration {row.migration_id}, not the requested {mig}")
+        u = _item(raw, imports, lean, clean)
+        uid, t_us, text = u.update_id, u.t_us, u.record_time
+        if u.migration_id != mig:
+            raise MalformedPage(f"update {uid} belongs to migration {u.migration_id}, not the requested {mig}")
         if not imports:
-            if row.synchronizer_id != sync:
-                raise MalformedPage(f"update {uid} belongs to synchronizer {row.synchronizer_id}, not the requested {sync}")
+            if u.synchronizer_id != sync:
+                raise MalformedPage(f"update {uid} belongs to synchronizer {u.synchronizer_id}, not the requested {sync}")
             if before_us is not None and t_us >= before_us:
                 raise MalformedPage(f"update {uid} at {text} is not before the requested cursor")
             if after_us is not None and t_us < after_us:
@@ -364,44 +522,30 @@ def _decode(
             if prev_us is not None and t_us >= prev_us:
                 raise MalformedPage(f"update {uid} at {text} breaks newest-first order")
         prev_us = t_us
-        batch.updates.append(row)
-        batch.events.extend(events)
-        batch.oldest, batch.oldest_us = text, t_us
-        batch.times.append((t_us, text))
-        batch.items += 1
-    _clean_nul(batch, body)
+        batch.add(u)
     return batch
-
-
-def _clean_nul(batch: Batch, body: bytes) -> None:
-    if b"\\u0000" in body:
-        batch.updates = [_clean_update_row(u) for u in batch.updates]
-        batch.events = [_clean_event_row(e) for e in batch.events]
 
 
 def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = False) -> Batch:
     """Rows of a `/v2/updates` page, checked against the request: ascending by (migration, record
-    time), none at or before the re-read boundary `after - 1 us`. `batch.times` holds each update's
-    position and `last_position` where the next request goes on from."""
+    time), none at or before the re-read boundary `after - 1 us`. `last_position` is where the next
+    request goes on from."""
     gc_was = gc.isenabled()
     gc.disable()
     try:
         page = _page_decoder.decode(body)
         batch = Batch(nbytes=len(body))
+        clean = b"\\u0000" in body
         prev = (after[0], after[1] - 1) if after is not None else (-1, 0)
         for raw in page.transactions:
-            row, events, t_us, text = _item(raw, False, lean)
-            pos = (row.migration_id, t_us)
+            u = _item(raw, False, lean, clean)
+            pos = (u.migration_id, u.t_us)
             if pos < prev or (after is not None and pos <= (after[0], after[1] - 1)):
-                raise MalformedPage(f"update {row.update_id} at migration {pos[0]}, {text} breaks ascending order "
-                                    f"after {prev}")  # fmt: skip
+                raise MalformedPage(f"update {u.update_id} at migration {pos[0]}, {u.record_time} breaks ascending "
+                                    f"order after {prev}")  # fmt: skip
             prev = pos
-            batch.updates.append(row)
-            batch.events.extend(events)
-            batch.times.append((t_us, text))
-            batch.items += 1
+            batch.add(u)
         batch.last_position = prev if batch.items else after
-        _clean_nul(batch, body)
         return batch
     except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
         raise MalformedPage(f"not a valid updates page: {exc}") from None

@@ -229,7 +229,7 @@ class Follower:
                     assert self.lease is not None
                     kept = await self.db(self.sink.commit_followed, self.lease, self.s.lease_s, batch)
                     self.report.updates += len(kept.updates)
-                    self.report.events += len(kept.events)
+                    self.report.events += kept.events
                     self.report.skipped += batch.items - kept.items
                     self.report.pages += 1
                     pos = batch.last_position

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from scanfill.coord.schema import EVENT_COLUMNS, EVENT_TYPES, UPDATE_COLUMNS, UPDATE_TYPES
+from scanfill.coord.schema import EVENT_COLUMNS, UPDATE_COLUMNS
 from scanfill.coord.store import FollowLease, Lease, Store
 from scanfill.db import Conn, Database
+from scanfill.load import framing
 from scanfill.load.decode import Batch
 from scanfill.timeutil import dt_to_us
 
@@ -39,14 +40,12 @@ class Sink:
         self.store = Store(db)
 
     def copy_rows(self, conn: Conn, batch: Batch) -> None:
-        """Binary COPY of a batch's rows, inside the caller's transaction."""
-        for stmt, types, rows in ((self.copy_updates, UPDATE_TYPES, batch.updates),
-                                  (self.copy_events, EVENT_TYPES, batch.events)):  # fmt: skip
+        """Binary COPY of a batch's rows (framed by the decoder), inside the caller's transaction."""
+        for stmt, rows in ((self.copy_updates, [u.row for u in batch.updates]),
+                           (self.copy_events, [u.event_rows for u in batch.updates if u.event_count])):  # fmt: skip
             if rows:
                 with conn.cursor().copy(stmt) as cp:
-                    cp.set_types(list(types))
-                    for r in rows:
-                        cp.write_row(r)
+                    cp.write(framing.frame(rows))
 
     def commit(self, conn: Conn, lease: Lease, expected_before: str, batch: Batch, pages: int, reached_end: bool,
                lease_s: float) -> CommitResult:  # fmt: skip
@@ -65,7 +64,7 @@ class Sink:
             new_last = batch.oldest or expected_before
             self.copy_rows(conn, batch)
             self.store.run(conn, "slice_advance", key=lease.key, last_before=new_last, done=done,
-                           updates=len(batch.updates), events=len(batch.events), pages=pages, bytes=batch.nbytes,
+                           updates=len(batch.updates), events=batch.events, pages=pages, bytes=batch.nbytes,
                            lease_s=lease_s)  # fmt: skip
         return CommitResult(new_last, lo_us, done, batch.rows)
 
@@ -76,26 +75,23 @@ class Sink:
         with conn.transaction():
             self.store.follow_fence(conn, lease, lease_s)
             firsts: dict[tuple[int, str], int] = {}
-            for u, (t, _) in zip(batch.updates, batch.times, strict=True):
-                firsts.setdefault((u.migration_id, u.synchronizer_id), t)
+            for u in batch.updates:
+                firsts.setdefault((u.migration_id, u.synchronizer_id), u.t_us)
             tops = self.store.follow_range_tops(conn, list(firsts), firsts)
             new_tops = dict(tops)
-            kept = Batch(nbytes=batch.nbytes)
-            for u, tt in zip(batch.updates, batch.times, strict=True):
+            above = []
+            for u in batch.updates:
                 key = (u.migration_id, u.synchronizer_id)
-                if tt[0] > new_tops[key]:
-                    new_tops[key] = tt[0]
-                    kept.updates.append(u)
-                    kept.times.append(tt)
-            ids = {u.update_id for u in kept.updates}
-            kept.events = [e for e in batch.events if e.update_id in ids]
-            kept.items = len(kept.updates)
+                if u.t_us > new_tops[key]:
+                    new_tops[key] = u.t_us
+                    above.append(u)
+            kept = batch.keep(above)
             self.copy_rows(conn, kept)
             for (m, sync), top in new_tops.items():
                 if top != tops[(m, sync)]:
                     self.store.follow_range_to(conn, m, sync, top)
             assert batch.last_position is not None
-            self.store.set_follow_position(conn, "updates", batch.last_position, kept.items, len(kept.events))
+            self.store.set_follow_position(conn, "updates", batch.last_position, kept.items, kept.events)
         return kept
 
     def commit_imports(self, conn: Conn, lease: Lease, expected_after: str, batch: Batch, done: bool,
@@ -106,5 +102,5 @@ class Sink:
             self.copy_rows(conn, batch)
             last = batch.updates[-1].update_id if batch.updates else expected_after
             self.store.run(conn, "import_advance", key=lease.key, last=last, done=done, updates=len(batch.updates),
-                           events=len(batch.events), lease_s=lease_s)  # fmt: skip
+                           events=batch.events, lease_s=lease_s)  # fmt: skip
         return last

@@ -181,7 +181,7 @@ class Worker:
                     done = not batch.updates
                     after = await self.db(self.sink.commit_imports, lease, after, batch, done, self.s.lease_s)
                     self.report.updates += len(batch.updates)
-                    self.report.events += len(batch.events)
+                    self.report.events += batch.events
                     self.report.bytes += batch.nbytes
                     if done:
                         break
@@ -389,7 +389,7 @@ class Worker:
         res = await self.db(self.sink.commit, lease, expected, batch, pages, end, self.s.lease_s)
         r = self.report
         r.updates += len(batch.updates)
-        r.events += len(batch.events)
+        r.events += batch.events
         r.pages += pages
         r.bytes += batch.nbytes
         r.commits += 1

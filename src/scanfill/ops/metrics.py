@@ -40,7 +40,7 @@ class Metrics:
 
     def on_commit(self, cursor_name: str, batch: Any, pages: int, seconds: float, result: Any) -> None:
         self.rows.labels("ledger_updates").inc(len(batch.updates))
-        self.rows.labels("ledger_events").inc(len(batch.events))
+        self.rows.labels("ledger_events").inc(batch.events)
         self.pages.inc(pages)
         self.bytes.inc(batch.nbytes)
         self.commit.observe(seconds)
