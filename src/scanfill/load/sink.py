@@ -45,7 +45,7 @@ class Sink:
                            (self.copy_events, [u.event_rows for u in batch.updates if u.event_count])):  # fmt: skip
             if rows:
                 with conn.cursor().copy(stmt) as cp:
-                    cp.write(framing.frame(rows))
+                    cp.write(memoryview(framing.frame(rows)))  # psycopg sends it in slices: views, not copies
 
     def commit(self, conn: Conn, lease: Lease, expected_before: str, batch: Batch, pages: int, reached_end: bool,
                lease_s: float) -> CommitResult:  # fmt: skip
