@@ -5,6 +5,8 @@ one sequential stream per synchronizer, pages of 500, rows COPYed into a staging
 from __future__ import annotations
 
 import json
+import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 from typing import Any
@@ -23,9 +25,17 @@ EV_COLS = (
 
 
 def _post(url: str, body: dict[str, Any]) -> Any:
+    """POST with the Node script's retry: wait a second after a 429 or 5xx and ask again."""
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as r:
-        return json.loads(r.read())
+    for _ in range(60):
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 429 and exc.code < 500:
+                raise
+            time.sleep(1)
+    raise RuntimeError(f"{url}: still refused after 60 attempts")
 
 
 def stream(dsn: str, base: str, migration: int, sync: str, min_text: str, max_text: str, page: int = 500) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import psycopg
 import pytest
 
@@ -89,6 +92,29 @@ def test_hung_scan_fails_over(db: str) -> None:
             failure_cooldown_s=30)}), progress=False)  # fmt: skip
         summary = run(opts)
     assert summary.complete and not summary.failures
+    assert_db_matches(db, Ledger(SMALL))
+
+
+def test_a_hung_scan_costs_a_hedge_not_the_read_timeout(db: str) -> None:
+    """With the default 60 s read timeout, a scan that never answers is raced by a second scan after
+    a short wait, loses, and is benched; the load finishes exact long before any timeout."""
+    from scanfill.sim import InstanceConfig
+
+    hang = FaultConfig(rate_hang=1.0, hang_s=600)
+    instances = (InstanceConfig("sv-1"), InstanceConfig("sv-2", faults=hang), InstanceConfig("sv-3"))
+    with Simulator(SimConfig(ledger=SMALL, instances=instances)) as sim:
+        opts = options(db, sim.urls, concurrency=4)
+        scan = ScanConfig(urls=tuple(sim.urls), hedge_first_s=0.3, hedge_min_s=0.3)
+        t0 = time.monotonic()
+        summary = run(RunOptions(worker=replace(opts.worker, scan=scan), progress=False))
+        took = time.monotonic() - t0
+        hung = sim.stats(1)["by_path"].get("/v0/backfilling/updates-before", 0)
+        answered = [sim.stats(k)["by_path"].get("/v0/backfilling/updates-before", 0) for k in (0, 2)]
+    assert summary.complete and not summary.failures
+    assert took < 50  # the read timeout alone would take 60 s for the first hung request
+    hedges = sum(r.hedges for r in summary.reports)
+    assert hedges >= 1 and sum(r.hedges_won for r in summary.reports) == hedges and hung <= hedges
+    assert sum(answered) > 10 * hung  # benched after losing: the hung scan soon gets nothing
     assert_db_matches(db, Ledger(SMALL))
 
 

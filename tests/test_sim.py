@@ -363,3 +363,23 @@ def test_client_rate_limit_and_page_cap() -> None:
         assert call(url, ub_request(s), headers={"X-Client-Id": "b"})[0] == 200  # per client
         s.set_faults(FaultConfig(max_page=7))
         assert len(post_json(url, ub_request(s))["transactions"]) == 7
+
+
+def test_mainnet_shaped_scans_pace_bytes_add_page_latency_and_share_one_limiter() -> None:
+    """The MainNet benchmark's scans: per-1000-updates latency, an egress cap, a network-wide limiter."""
+    faults = FaultConfig(latency_per_1000_ms=5000, bandwidth_mb_s=0.5)
+    two = (InstanceConfig("sv-1"), InstanceConfig("sv-2"))
+    with Simulator(SimConfig(ledger=SMALL, faults=faults, instances=two)) as s:
+        url = s.urls[0] + "/v0/backfilling/updates-before"
+        t0 = time.monotonic()
+        status, _, body = call(url, ub_request(s, 20))
+        took = time.monotonic() - t0
+        items = len(json.loads(body)["transactions"])
+        assert status == 200 and items == 20
+        assert took >= 0.1 + len(body) / 0.5e6 * 0.9  # 20 updates at 5 s/1000, then the bytes at 0.5 MB/s
+        assert json.loads(body) == post_json(s.urls[1] + "/v0/backfilling/updates-before", ub_request(s, 20))
+    with Simulator(SimConfig(ledger=SMALL, instances=two, network_rps=3)) as s:
+        codes = [call(u + "/v0/backfilling/updates-before", ub_request(s, 1))[0] for u in s.urls * 4]
+        assert codes[:3] == [200, 200, 200] and codes.count(429) >= 3  # one bucket for both scans
+        stats = [get_json(u.removesuffix("/api/scan") + "/sim/stats") for u in s.urls]
+        assert sum(st["faults"].get("network_rate_limit", 0) for st in stats) == codes.count(429)

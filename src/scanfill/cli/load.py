@@ -252,6 +252,12 @@ def _print_summary(summary: Any) -> None:
         f"loaded {summary.updates:,} updates + {summary.events:,} events = {summary.rows:,} rows "
         f"({mb:,.1f} MB of JSON) in {summary.seconds:,.1f} s: {summary.rows_per_s:,.0f} rows/s"
     )
+    requests = sum(r.requests for r in summary.reports)
+    if requests:
+        retries, hedges = sum(r.retries for r in summary.reports), sum(r.hedges for r in summary.reports)
+        won = sum(r.hedges_won for r in summary.reports)
+        click.echo(f"{requests:,} requests to scans: {retries:,} retried, {hedges:,} also sent to a second scan "
+                   f"after a slow answer ({won:,} answered there first)")  # fmt: skip
     if summary.complete:
         click.secho("history complete: every slice reached its range's start on a scan reporting complete", fg="green")
     elif summary.stopped:

@@ -109,6 +109,14 @@ from scanfill.cli import main
 @click.option("--no-gzip", is_flag=True, help="Never compress, even when the client asks for gzip.")
 @click.option("--client-rps", default=0.0, type=float, help="Per-client rate limit in requests/s (429 past it).")
 @click.option("--max-page", default=0, type=int, help="Cap items per page below the requested count.")
+@click.option("--latency-per-1000-ms", default=0.0, type=click.FloatRange(0),
+              help="Added latency per 1000 updates served (a scan's database time).")  # fmt: skip
+@click.option("--bandwidth-mb-s", default=0.0, type=click.FloatRange(0), help="Egress cap per scan in MB/s.")
+@click.option("--network-rps", default=0.0, type=click.FloatRange(0),
+              help="One limiter over every scan's paging requests (requests/s, 429 past it).")  # fmt: skip
+@click.option("--mainnet-shape", is_flag=True,
+              help="10 scans like MainNet's: 1-3 s per 1000-update page, 20 MB/s each, 200 requests/s in all, "
+                   "one answering 403, one hanging (other fault options are ignored).")  # fmt: skip
 @click.option("--faults-everywhere", is_flag=True, help="Apply faults to discovery endpoints too, not only paging.")
 @click.option("--fault-seed", default=0, type=int, help="Seed of the fault decisions.")
 @click.option("--tls-cert", default="", help="Serve HTTPS with this PEM certificate (with --tls-key).")
@@ -157,6 +165,8 @@ def sim(**o: Any) -> None:
         gzip=not o["no_gzip"],
         client_rps=float(str(o["client_rps"])),
         max_page=int(str(o["max_page"])),
+        latency_per_1000_ms=float(str(o["latency_per_1000_ms"])),
+        bandwidth_mb_s=float(str(o["bandwidth_mb_s"])),
         data_only=not o["faults_everywhere"],
         seed=int(str(o["fault_seed"])),
     )
@@ -184,7 +194,13 @@ def sim(**o: Any) -> None:
         tls_key=str(o["tls_key"]),
         grow=grow,
         grow_updates=grow_updates,
+        network_rps=float(str(o["network_rps"])),
     )
+    if o["mainnet_shape"]:
+        from scanfill.sim.config import mainnet_shaped
+
+        shaped = mainnet_shaped(ledger, prerender=bool(o["prerender"]))
+        config = replace(config, instances=shaped.instances, network_rps=shaped.network_rps)
 
     def announce(urls: list[str]) -> None:
         from scanfill.sim import Ledger

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,11 @@ class ScanConfig:
     backoff_cap_s: float = 30.0
     forbidden_cooldown_s: float = 300.0  # a 403 (IP not allow-listed) benches that URL this long
     failure_cooldown_s: float = 5.0
+    # a request still unanswered after max(hedge_min_s, 3 x the recent p90 latency) is sent to a
+    # second scan too, and the first answer wins: one hung or crawling scan costs seconds, not the
+    # read timeout (0: never)
+    hedge_min_s: float = 2.0
+    hedge_first_s: float = 10.0  # the wait before enough latencies are known (20 answers)
     connections: int = 64
     verify_tls: bool = True
     client_id: str = ""
@@ -60,6 +66,7 @@ class UrlHealth:
     failures: int = 0
     requests: int = 0
     in_flight: int = 0
+    slow: int = 0  # hedges lost in a row: each benches the scan twice as long as the last
 
 
 @dataclass
@@ -69,6 +76,9 @@ class ClientStats:
     bytes: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latency_sum: float = 0.0
+    hedges: int = 0  # requests also sent to a second scan
+    hedges_won: int = 0  # ... where the second answered first
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))  # latencies of recent 200s
 
     def count(self, key: str) -> None:
         self.errors[key] = self.errors.get(key, 0) + 1
@@ -164,7 +174,7 @@ class ScanClient:
         avoid: str | None = None
         for attempt in range(self.config.max_attempts):
             h = self._pick(only, avoid)
-            data, last, delay = await self._attempt(h, method, path, body, what)
+            data, last, delay, h = await self._hedged(h, only, method, path, body, what)
             if data is not None:
                 return data, h.url
             avoid = h.url
@@ -172,6 +182,61 @@ class ScanClient:
             if raise_503 and isinstance(last, ScanHTTPError) and last.status == 503:
                 raise last  # the caller shrinks its page and retries (a 503 is a server-side timeout)
         raise ScanError(f"{what or path}: gave up after {self.config.max_attempts} attempts; last error: {last}")
+
+    def _hedge_after(self) -> float | None:
+        """How long to wait for one scan before asking a second: a multiple of what pages take now."""
+        if self.config.hedge_min_s <= 0:
+            return None
+        recent = self.stats.recent
+        if len(recent) < 20:
+            return max(self.config.hedge_min_s, self.config.hedge_first_s)
+        p90 = sorted(recent)[int(len(recent) * 0.9)]
+        return max(self.config.hedge_min_s, 3 * p90)
+
+    async def _hedged(self, h: UrlHealth, only: set[str] | None, method: str, path: str, body: Any, what: str
+                      ) -> tuple[bytes | None, Exception | None, float, UrlHealth]:  # fmt: skip
+        """`_attempt` at `h`; if it is still unanswered after `_hedge_after`, the same request at a
+        second scan too. The first success wins and the other is cancelled; a scan that lost a
+        hedge is benched, twice as long each time in a row, so a hung scan soon gets nothing."""
+        first = asyncio.ensure_future(self._attempt(h, method, path, body, what))
+        after = self._hedge_after()
+        done, _ = await asyncio.wait({first}, timeout=after)
+        if done:
+            return (*first.result(), h)
+        other = self._pick(only, avoid=h.url)
+        if other is h:
+            return (*await first, h)
+        self.stats.hedges += 1
+        tasks = {first: h, asyncio.ensure_future(self._attempt(other, method, path, body, what)): other}
+        pending = set(tasks)
+        failed: tuple[bytes | None, Exception | None, float, UrlHealth] | None = None
+        raised: BaseException | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t.exception() is not None:
+                        raised = t.exception()
+                        continue
+                    data, err, delay = t.result()
+                    if data is None:
+                        failed = (data, err, delay, tasks[t])
+                        continue
+                    winner = tasks[t]
+                    if winner is other:
+                        self.stats.hedges_won += 1
+                        h.slow += 1
+                        self._bench(h, self.config.failure_cooldown_s * 2 ** min(h.slow, 6))
+                    return data, None, 0.0, winner
+        finally:
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if failed is not None:
+            return failed
+        assert raised is not None
+        raise raised
 
     async def _attempt(self, h: UrlHealth, method: str, path: str, body: Any, what: str
                        ) -> tuple[bytes | None, Exception | None, float]:  # fmt: skip
@@ -189,9 +254,11 @@ class ScanClient:
                 data = await resp.read()
                 outcome = str(resp.status)
                 if resp.status == 200:
-                    h.failures = 0
+                    h.failures = h.slow = 0
+                    took = time.monotonic() - t0
                     self.stats.bytes += len(data)
-                    self.stats.latency_sum += time.monotonic() - t0
+                    self.stats.latency_sum += took
+                    self.stats.recent.append(took)
                     return data, None, 0.0
                 err = ScanHTTPError(resp.status, redact_url(url), data)
                 if resp.status == 403:
@@ -208,6 +275,9 @@ class ScanClient:
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             outcome = type(exc).__name__
             return None, exc, 0.0
+        except asyncio.CancelledError:
+            outcome = "hedged"  # another scan answered first
+            raise
         finally:
             h.in_flight -= 1
             if outcome != "200":

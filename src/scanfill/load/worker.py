@@ -76,6 +76,10 @@ class WorkerReport:
     fenced: int = 0
     failures: list[str] = field(default_factory=list)
     disagreements: list[str] = field(default_factory=list)  # "url: request: n updates differ"
+    requests: int = 0  # to scans, retries and hedges included
+    retries: int = 0
+    hedges: int = 0  # requests also sent to a second scan because the first was slow
+    hedges_won: int = 0  # ... and the second answered first
     seconds: float = 0.0
     stopped: bool = False
 
@@ -123,7 +127,11 @@ class Worker:
                 tasks = [self._guarded_slot(k) for k in range(self.s.concurrency)]
                 if self.s.imports:
                     tasks.append(self._guarded(self._imports, "import updates"))
-                await asyncio.gather(*tasks)
+                try:
+                    await asyncio.gather(*tasks)
+                finally:
+                    st, r = client.stats, self.report
+                    r.requests, r.retries, r.hedges, r.hedges_won = st.requests, st.retries, st.hedges, st.hedges_won
         finally:
             for task in bg:
                 task.cancel()

@@ -36,6 +36,8 @@ class FaultConfig:
     gzip: bool = True  # compress when the client sends Accept-Encoding: gzip
     client_rps: float = 0.0  # per-client rate limit (requests/s, 0 = none), answered with 429
     max_page: int = 0  # cap on items per page below the requested count (0 = none)
+    latency_per_1000_ms: float = 0.0  # added per 1000 updates served (a scan's database time for a page)
+    bandwidth_mb_s: float = 0.0  # this scan's egress, shared by its responses (0 = unlimited)
     data_only: bool = True  # faults hit only the paging endpoints, not discovery
     seed: int = 0
 
@@ -74,6 +76,7 @@ class SimConfig:
     port: int = 0  # first port; instance k listens on port + k (0 = free ports)
     grow: float = 0.0  # updates/s the active (last) migration grows by while serving (0: fixed)
     grow_updates: int = 0  # how many of its last updates appear that way (they are hidden at start)
+    network_rps: float = 0.0  # one limiter over every scan's data requests (requests/s), answered with 429
     tls_cert: str = ""  # serve HTTPS with this certificate (PEM) and key
     tls_key: str = ""
 
@@ -83,3 +86,20 @@ class SimConfig:
     @staticmethod
     def from_json(data: bytes | str) -> SimConfig:
         return msgspec.json.decode(data, type=SimConfig)
+
+
+def mainnet_shaped(ledger: LedgerConfig, scans: int = 10, prerender: bool = True) -> SimConfig:
+    """Scans that behave like MainNet's SV scans, for the benchmark and `scanfill sim --mainnet-shape`:
+    each takes 1-3 s per 1000-update page (its database) and sends at most 20 MB/s, one limiter of
+    200 requests/s covers them all (429 without Retry-After, as Scan's own), one answers every
+    request 403 (an SV that has not allow-listed you) and one accepts pages but never answers."""
+    instances = []
+    for k in range(scans):
+        faults = FaultConfig(latency_per_1000_ms=1000 + 2000 * k / max(1, scans - 1), jitter_ms=200,
+                             bandwidth_mb_s=20, seed=k)  # fmt: skip
+        if k == scans - 2:
+            faults = FaultConfig(every_403=1, data_only=False)
+        elif k == scans - 1:
+            faults = FaultConfig(rate_hang=1.0, hang_s=3600)
+        instances.append(InstanceConfig(name=f"sv-{k + 1}", faults=faults))
+    return SimConfig(ledger=ledger, instances=tuple(instances), prerender=prerender, network_rps=200)

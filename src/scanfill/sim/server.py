@@ -107,6 +107,8 @@ class ScanInstance:
         self._rng = random.Random(self.faults.seed * 7919 + index)
         self._buckets: dict[str, tuple[float, float]] = {}
         self.public_url = ""
+        self._egress_free = 0.0
+        self.served_items = 0  # monotonic time the bandwidth cap lets the next chunk out
         self.subject_requests = 0  # requests faults apply to: `every_N` schedules count these
 
     @property
@@ -166,6 +168,9 @@ class ScanInstance:
             if self._rate_limited(client):
                 self._count("rate_limit")
                 return _too_many(f, retry_after=f.rate_limit_retry_after)
+            if self.sim.network_limited():
+                self._count("network_rate_limit")
+                return _too_many(f, retry_after=False)
             if self._fault("hang"):
                 self._count("hang")
                 await asyncio.sleep(f.hang_s)
@@ -189,7 +194,10 @@ class ScanInstance:
                 )
             if f.latency_ms or f.jitter_ms:
                 await asyncio.sleep((f.latency_ms + self._rng.random() * f.jitter_ms) / 1000)
+        self.served_items = 0
         resp = await handler(request)
+        if subject and f.latency_per_1000_ms and isinstance(resp, web.Response):
+            await asyncio.sleep(self.served_items * f.latency_per_1000_ms / 1e6)
         if subject and isinstance(resp, web.Response) and resp.status == 200 and self._fault("drop"):
             self._count("drop")
             return await _drop_mid_body(request, resp)
@@ -207,7 +215,24 @@ class ScanInstance:
                 resp.headers["Content-Encoding"] = "gzip"
         if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
             self.stats.bytes += len(resp.body)
+            if f.bandwidth_mb_s and subject:
+                return await self._paced(request, resp, resp.body)
         return resp  # type: ignore[no-any-return]
+
+    async def _paced(self, request: web.Request, resp: web.Response, body: bytes) -> web.StreamResponse:
+        """Send `body` no faster than this scan's egress cap allows, shared with its other responses."""
+        out = web.StreamResponse(status=resp.status, headers=resp.headers)
+        out.content_length = len(body)
+        await out.prepare(request)
+        rate, view, chunk = self.faults.bandwidth_mb_s * 1e6, memoryview(body), 256 * 1024
+        for at in range(0, len(body), chunk):
+            part = view[at : at + chunk]
+            now = time.monotonic()
+            self._egress_free = max(now, self._egress_free) + len(part) / rate
+            await asyncio.sleep(self._egress_free - now)
+            await out.write(part)
+        await out.write_eof()
+        return out
 
     # ----- handlers -----------------------------------------------------------------------------
 
@@ -289,6 +314,7 @@ class ScanInstance:
         return out
 
     def _page(self, items: list[bytes]) -> web.Response:
+        self.served_items = len(items)  # for `latency_per_1000_ms`, read right after by the middleware
         self.stats.pages += 1
         self.stats.items += len(items)
         return web.Response(body=b'{"transactions":[' + b",".join(items) + b"]}", content_type="application/json")
@@ -487,6 +513,19 @@ class Simulation:
         self._last = last
         syncs = self.ledger.specs[last].synchronizers
         self._hidden = min(config.grow_updates // syncs, self.ledger.specs[last].updates - 1) if config.grow > 0 else 0
+        self._network_bucket = (config.network_rps, time.monotonic())
+
+    def network_limited(self) -> bool:
+        """The network-wide limiter (`network_rps`): a token bucket over every scan's data requests."""
+        rps = self.config.network_rps
+        if rps <= 0:
+            return False
+        tokens, last = self._network_bucket
+        now = time.monotonic()
+        tokens = min(rps, tokens + (now - last) * rps)
+        limited = tokens < 1
+        self._network_bucket = (tokens if limited else tokens - 1, now)
+        return limited
 
     def count(self, m: int, s: int) -> int:
         """Updates of (m, s) served so far: the active migration grows at `grow` updates/s (over all
