@@ -72,6 +72,49 @@ def measure(admin: str, fn: Callable[[str], int], prepare: bool = False) -> tupl
     return (s1 - s0) / rows * 1e6, (l1 - l0) / rows * 1e6, rows
 
 
+def profiled_run(admin: str, url: str) -> dict[str, float]:
+    """Loader CPU of one scanfill run, split by thread CPU time: page decoding and framing (on the
+    event loop), the commit (COPY and cursor SQL, on the database threads), and the rest of the
+    event loop thread (HTTP, asyncio, leases). us per row."""
+    import scanfill.load.sink as sink_mod
+    import scanfill.load.worker as worker_mod
+
+    spent = {"decode": 0.0, "copy": 0.0, "commit": 0.0}
+
+    def timed(key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.thread_time() - t
+
+        return wrapper
+
+    saved = worker_mod.decode_page, sink_mod.Sink.copy_rows, sink_mod.Sink.commit
+    worker_mod.decode_page = timed("decode", saved[0])  # type: ignore[assignment]
+    sink_mod.Sink.copy_rows = timed("copy", saved[1])  # type: ignore[method-assign]
+    sink_mod.Sink.commit = timed("commit", saved[2])  # type: ignore[method-assign]
+    try:
+        dsn = fresh_db(admin)
+        schema.init(Database(dsn))
+        l0, m0 = loader_cpu(), time.thread_time()
+        rows = scanfill_run(dsn, [url], 16)[1]
+        total, main_thread = loader_cpu() - l0, time.thread_time() - m0
+        drop_db(admin, dsn)
+    finally:
+        worker_mod.decode_page, sink_mod.Sink.copy_rows, sink_mod.Sink.commit = saved  # type: ignore[method-assign]
+    per = {k: v / rows * 1e6 for k, v in spent.items()}
+    return {
+        "decode + framing (event loop)": per["decode"],
+        "COPY send (database threads)": per["copy"],
+        "cursor lock and advance SQL (database threads)": per["commit"] - per["copy"],
+        "HTTP, asyncio, leases (rest of the event loop)": (main_thread / rows * 1e6) - per["decode"],
+        "other threads and the kernel's share": (total - main_thread) / rows * 1e6 - per["commit"],
+        "total": total / rows * 1e6,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
@@ -79,10 +122,24 @@ def main() -> None:
     a = ap.parse_args()
     ledger_cfg = LedgerConfig.for_rows(a.rows, ids=(0,))
     results: dict[str, list[tuple[float, float]]] = {}
+    profile: dict[str, list[float]] = {}
     with postgres() as admin, Simulator(SimConfig(ledger=ledger_cfg, prerender=True), mode="process") as sim:
         url = sim.urls[0]
         batches = prefetch(url, Ledger(ledger_cfg))
         raw_pages: list[bytes] = []
+
+        def decode_alone() -> float:
+            """decode_page (typed decode, checks, rounds, COPY framing) of the same pages, alone."""
+            from scanfill.load.decode import decode_page
+
+            decode_floor()  # fetches the pages once
+            rows = sum(b.rows for b in batches)
+            t0 = loader_cpu()
+            for data, (m, sid) in zip(raw_pages, page_keys, strict=True):
+                decode_page(data, m, sid)
+            return (loader_cpu() - t0) / rows * 1e6
+
+        page_keys: list[tuple[int, str]] = []
 
         def decode_floor() -> float:
             """Loader floor: only msgspec-decoding the same pages (no rows built), us per row."""
@@ -104,6 +161,7 @@ def main() -> None:
                         if not page["transactions"]:
                             break
                         raw_pages.append(data)
+                        page_keys.append((m, sid))
                         before = page["transactions"][-1]["record_time"]
             rows = sum(b.rows for b in batches)
             t0 = loader_cpu()
@@ -130,6 +188,10 @@ def main() -> None:
                 print(f"rep {rep + 1} {name}: server {s_us:.1f} us/row, loader {l_us:.1f} us/row ({rows:,} rows)",
                       flush=True)  # fmt: skip
             results.setdefault("loader floor: msgspec typed decode only (no rows)", []).append((0.0, decode_floor()))
+            results.setdefault("decode_page alone: typed decode, checks, rounds, COPY framing", []).append(
+                (0.0, decode_alone()))
+            for part, us in profiled_run(admin, url).items():
+                profile.setdefault(part, []).append(us)
     floor = min(s for s, _ in results["raw binary COPY (floor)"])
     out: list[list[Any]] = []
     for name, vals in results.items():
@@ -137,6 +199,9 @@ def main() -> None:
         out.append([name, f"{min(srv):.1f}", f"{statistics.median(srv):.1f}",
                     f"{min(srv) / floor:.2f}" if min(srv) else "-", f"{min(ld):.1f}", f"{statistics.median(ld):.1f}"])  # fmt: skip
     print(table(["case", "server us/row min", "median", "min vs raw COPY", "loader us/row min", "median"], out))
+    print()
+    print(table(["where a scanfill run's loader CPU goes", "us/row min", "median"],
+                [[k, f"{min(v):.1f}", f"{statistics.median(v):.1f}"] for k, v in profile.items()]))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -73,25 +73,14 @@ def int4(v: int) -> bytes:
     return _int4(4, v)
 
 
-def boolean(v: bool | None) -> bytes:
-    return NULL if v is None else TRUE if v else FALSE
-
-
 def timestamp_us(us: int | None) -> bytes:
     """A timestamptz from Unix microseconds."""
     return NULL if us is None else _int8(8, us - PG_EPOCH_US)
 
 
-def json(raw: Any) -> bytes:
-    """A json field holding the served bytes (any buffer); an absent or `null` value is NULL."""
-    n = len(raw)
-    if n == 0 or (n == 4 and raw == b"null"):
-        return NULL
-    return _len(n) + bytes(raw)
-
-
 def json_parts(raw: Any) -> tuple[bytes, Any]:
-    """`json`, as (length, the buffer itself) to go into a join: the payload is copied once."""
+    """A json field holding the served bytes (any buffer), as (length, the buffer itself) to go into a
+    join, so the payload is copied once; an absent or `null` value is NULL."""
     n = len(raw)
     if n == 0 or (n == 4 and bytes(raw) == b"null"):
         return NULL, b""
