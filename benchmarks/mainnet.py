@@ -29,6 +29,7 @@ import psutil
 import psycopg
 
 from common import drop_db, fresh_db, postgres, table
+from cost import server_cpu
 from run import copy_ceiling, guide_run, prefetch
 from scanfill.coord import schema
 from scanfill.db import Database
@@ -84,20 +85,38 @@ def main() -> None:
         rows = sum(b.rows for b in batches)
         dsn = fresh_db(admin)
         schema.init(Database(dsn))
+        time.sleep(0.5)
+        s0, l0 = server_cpu(admin), time.process_time()
         ceiling_s = copy_ceiling(dsn, batches, 2)
+        ceiling_cores = f"{(time.process_time() - l0) / ceiling_s:.2f} / {(server_cpu(admin) - s0) / ceiling_s:.2f} / -"
         drop_db(admin, dsn)
         del batches
         ceiling = rows / ceiling_s
         print(f"ceiling: {rows:,} rows in {ceiling_s:.1f} s = {ceiling:,.0f} rows/s", flush=True)
         out.append(["database ceiling: binary COPY from memory, 2 connections", f"{ceiling_s:.1f}", f"{rows:,}",
-                    f"{ceiling:,.0f}", "100 %", "-", "-", "-"])  # fmt: skip
+                    f"{ceiling:,.0f}", "100 %", "-", "-", ceiling_cores, "-"])  # fmt: skip
         t0 = time.perf_counter()
         with Simulator(mainnet_shaped(cfg), mode="process") as sim:
             print(f"simulator: 10 scans, pre-rendered in {time.perf_counter() - t0:.0f} s", flush=True)
+            assert sim._proc is not None
+            sim_proc = psutil.Process(sim._proc.pid)
+
+            def others() -> tuple[float, float]:
+                t = sim_proc.cpu_times()
+                return server_cpu(admin), t.user + t.system
+
+            def shares(before: tuple[float, float], secs: float) -> str:
+                """CPU the database and the simulator used, as cores over the run."""
+                after = others()
+                return f"{(after[0] - before[0]) / secs:.2f} / {(after[1] - before[1]) / secs:.2f}"
+
             for c in a.concurrency:
                 dsn = fresh_db(admin)
                 schema.init(Database(dsn))
+                time.sleep(0.5)
+                o0 = others()
                 secs, cpu, rss, code = scanfill_child(dsn, sim.urls, c, logs / f"scanfill-c{c}.log")
+                cores = shares(o0, secs)
                 got = stored_rows(dsn)
                 drop_db(admin, dsn)
                 exact = "exact" if got == rows and code == 0 else f"EXIT {code}, {got:,} of {rows:,} rows"
@@ -105,20 +124,22 @@ def main() -> None:
                       flush=True)  # fmt: skip
                 out.append([f"scanfill, concurrency {c} ({exact})", f"{secs:.1f}", f"{got:,}", f"{got / secs:,.0f}",
                             f"{got / secs / ceiling * 100:.0f} %", f"{cpu:.1f}", f"{cpu / max(1, got) * 1e6:.1f}",
-                            f"{rss:,}"])  # fmt: skip
+                            f"{cpu / secs:.2f} / {cores}", f"{rss:,}"])  # fmt: skip
             if not a.no_guide:
                 dsn = fresh_db(admin)
                 r0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the guide's loaders are pool processes
+                o0 = others()
                 secs, got = guide_run(dsn, sim.urls[0])
+                cores = shares(o0, secs)
                 r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 drop_db(admin, dsn)
                 cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
                 print(f"guide: {secs:.1f} s, {got / secs:,.0f} rows/s", flush=True)
                 out.append(["the guide's recipe (one stream per synchronizer, one scan)", f"{secs:.1f}", f"{got:,}",
                             f"{got / secs:,.0f}", f"{got / secs / ceiling * 100:.0f} %", f"{cpu:.1f}",
-                            f"{cpu / max(1, got) * 1e6:.1f}", "-"])  # fmt: skip
-    print(table(["case", "seconds", "rows", "rows/s", "of ceiling", "loader CPU s", "loader us/row", "peak RSS MB"],
-                out))  # fmt: skip
+                            f"{cpu / max(1, got) * 1e6:.1f}", f"{cpu / secs:.2f} / {cores}", "-"])  # fmt: skip
+    print(table(["case", "seconds", "rows", "rows/s", "of ceiling", "loader CPU s", "loader us/row",
+                 "cores busy: loader / database / simulator", "peak RSS MiB"], out))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -223,15 +223,18 @@ class ScanInstance:
         """Send `body` no faster than this scan's egress cap allows, shared with its other responses."""
         out = web.StreamResponse(status=resp.status, headers=resp.headers)
         out.content_length = len(body)
-        await out.prepare(request)
         rate, view, chunk = self.faults.bandwidth_mb_s * 1e6, memoryview(body), 256 * 1024
-        for at in range(0, len(body), chunk):
-            part = view[at : at + chunk]
-            now = time.monotonic()
-            self._egress_free = max(now, self._egress_free) + len(part) / rate
-            await asyncio.sleep(self._egress_free - now)
-            await out.write(part)
-        await out.write_eof()
+        try:
+            await out.prepare(request)
+            for at in range(0, len(body), chunk):
+                part = view[at : at + chunk]
+                now = time.monotonic()
+                self._egress_free = max(now, self._egress_free) + len(part) / rate
+                await asyncio.sleep(self._egress_free - now)
+                await out.write(part)
+            await out.write_eof()
+        except ConnectionResetError:  # the client went away (a hedged request answered elsewhere)
+            self._count("client_gone")
         return out
 
     # ----- handlers -----------------------------------------------------------------------------
