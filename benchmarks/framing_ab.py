@@ -45,6 +45,7 @@ def old_decoder() -> Any:
     spec = importlib.util.spec_from_file_location("scanfill_old_decode", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # msgspec resolves the structs' annotations through it
     spec.loader.exec_module(mod)
     return mod
 
