@@ -383,3 +383,34 @@ def test_mainnet_shaped_scans_pace_bytes_add_page_latency_and_share_one_limiter(
         assert codes[:3] == [200, 200, 200] and codes.count(429) >= 3  # one bucket for both scans
         stats = [get_json(u.removesuffix("/api/scan") + "/sim/stats") for u in s.urls]
         assert sum(st["faults"].get("network_rate_limit", 0) for st in stats) == codes.count(429)
+
+
+def test_the_mainnet_shape_from_the_command_line() -> None:
+    """`scanfill sim --mainnet-shape`: ten scans, one refusing everything, one never answering pages."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "scanfill.cli", "sim", "--mainnet-shape", "--rows", "2000"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        urls = []
+        for line in proc.stdout:
+            if line.strip().startswith("serving "):
+                urls.append(line.split()[-1])
+            if line.startswith("Ctrl+C"):
+                break
+        assert len(urls) == 10
+        assert len(get_json(urls[0] + "/v0/scans")["scans"][0]["scans"]) == 10
+        assert call(urls[8] + "/v0/dso")[0] == 403  # refuses even discovery
+        info = post_json(urls[9] + "/v0/backfilling/migration-info", {"migration_id": 0})  # answers discovery...
+        sync = info["record_time_range"][0]["synchronizer_id"]
+        page = {"migration_id": 0, "synchronizer_id": sync, "before": "2030-01-01T00:00:00Z", "count": 5}
+        with pytest.raises((TimeoutError, socket.timeout, OSError)):  # ...but never a page
+            call(urls[9] + "/v0/backfilling/updates-before", page, timeout=1.5)
+        t0 = time.monotonic()
+        assert len(post_json(urls[0] + "/v0/backfilling/updates-before", page)["transactions"]) == 5
+        assert time.monotonic() - t0 >= 0.005  # 1 s per 1000 updates at the fastest scan
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
