@@ -13,6 +13,7 @@ from scanfill.db import Database
 from scanfill.load.run import RunOptions, run
 from scanfill.load.source import ScanConfig
 from scanfill.sim import FaultConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
+from scanfill.timeutil import parse_us
 from shared import SMALL, options
 
 
@@ -283,3 +284,25 @@ def test_history_from_a_late_joiner_is_never_complete_until_a_complete_scan_cove
     from scanfill.ops import verify
 
     assert all(c.ok for c in verify.checks(Database(db)))  # slices tile the widened ranges
+
+
+def test_when_every_scan_is_slow_hedges_stay_within_a_quarter_of_the_requests_in_flight() -> None:
+    import asyncio
+
+    from scanfill.load.source import ScanClient
+    from scanfill.sim import InstanceConfig
+
+    slow = FaultConfig(latency_ms=1500)
+    instances = (InstanceConfig("sv-1"), InstanceConfig("sv-2"))
+    with Simulator(SimConfig(ledger=SMALL, instances=instances, faults=slow)) as sim:
+        sync = Ledger(SMALL).synchronizer_id(0)
+
+        async def eight() -> tuple[int, int]:
+            cfg = ScanConfig(urls=tuple(sim.urls), hedge_first_s=0.2, hedge_min_s=0.2)
+            async with ScanClient(cfg) as client:
+                got = await asyncio.gather(*(client.updates_before(0, sync, parse_us("2030-01-01T00:00:00Z"), None, 5) for _ in range(8)))
+                assert all(b'"transactions"' in g for g in got)
+                return client.stats.hedges, client.stats.hedges_peak
+
+        hedges, peak = asyncio.run(eight())
+    assert hedges >= 1 and peak == 2  # 8 requests in flight (10 with the hedges): 2 hedges at once, not 8

@@ -78,6 +78,7 @@ class ClientStats:
     latency_sum: float = 0.0
     hedges: int = 0  # requests also sent to a second scan
     hedges_won: int = 0  # ... where the second answered first
+    hedges_peak: int = 0  # most hedges in flight at once
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=256))  # latencies of recent 200s
 
     def count(self, key: str) -> None:
@@ -95,6 +96,7 @@ class ScanClient:
         self.stats = ClientStats()
         self.on_request = on_request  # callback(url, status_or_error, seconds) for metrics
         self._session: aiohttp.ClientSession | None = None
+        self._hedging = 0  # hedges in flight: at most a quarter of all requests in flight
         self._rr = 0
 
     async def __aenter__(self) -> ScanClient:
@@ -200,13 +202,20 @@ class ScanClient:
         hedge is benched, twice as long each time in a row, so a hung scan soon gets nothing."""
         first = asyncio.ensure_future(self._attempt(h, method, path, body, what))
         after = self._hedge_after()
-        done, _ = await asyncio.wait({first}, timeout=after)
-        if done:
-            return (*first.result(), h)
-        other = self._pick(only, avoid=h.url)
-        if other is h:
-            return (*await first, h)
+        while True:
+            done, _ = await asyncio.wait({first}, timeout=after)
+            if done:
+                return (*first.result(), h)
+            other = self._pick(only, avoid=h.url)
+            if other is h:
+                return (*await first, h)
+            # hedges in flight stay within a quarter of all requests in flight: when every scan is
+            # slow, hedging each request would double their load for nothing; look again later
+            if self._hedging < max(1, sum(x.in_flight for x in self.health) // 4):
+                break
         self.stats.hedges += 1
+        self._hedging += 1
+        self.stats.hedges_peak = max(self.stats.hedges_peak, self._hedging)
         tasks = {first: h, asyncio.ensure_future(self._attempt(other, method, path, body, what)): other}
         pending = set(tasks)
         failed: tuple[bytes | None, Exception | None, float, UrlHealth] | None = None
@@ -229,6 +238,7 @@ class ScanClient:
                         self._bench(h, self.config.failure_cooldown_s * 2 ** min(h.slow, 6))
                     return data, None, 0.0, winner
         finally:
+            self._hedging -= 1
             for t in pending:
                 t.cancel()
             if pending:
