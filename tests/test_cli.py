@@ -104,12 +104,14 @@ def test_demo_reopen_serves_the_loaded_database_until_ctrl_c(tmp_path: Path) -> 
     p = subprocess.Popen([sys.executable, "-m", "scanfill.cli", "demo", "--reopen", "--dir", str(tmp_path)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     assert p.stdout is not None
-    dsn = ""
+    dsn, said = "", []
     for line in p.stdout:
+        said.append(line)
         if "connection string:" in line:
             dsn = line.split("connection string:", 1)[1].strip()
         if "Ctrl+C stops it" in line:
             break
+    assert dsn, f"exit {p.poll()}: " + "".join(said)
     with psycopg.connect(dsn) as conn:
         got = conn.execute("SELECT count(*) FROM ledger_updates").fetchone()
     assert got is not None and got[0] > 100
