@@ -364,14 +364,11 @@ def derive_round(events: list[Event]) -> int | None:
     candidates of each rule; payloads are parsed only for those, in the rules' order.
     """
     transfers, rounds, amulets = [], [], []
-    kinds = _kinds
     for ev in events:
         if ev.choice in TRANSFER_CHOICES and ev.exercise_result:
             transfers.append(ev)
         elif ev.event_type == "created_event" and ev.create_arguments:
-            k = kinds.get(ev.template_id)
-            if k is None:
-                k = _kind(ev.template_id)
+            k = _kind(ev.template_id)
             if k == _ROUND:
                 rounds.append(ev)
             elif k == _AMULET:
@@ -405,32 +402,22 @@ def _event_rows(events: list[Event], shared: bytes, rnd: bytes) -> bytes:
 
     This loop is the loader's hottest code, so it is written out flat: cached framings are looked
     up inline, payloads go into the join as the served buffers (copied once, by the join)."""
-    null, length, texts, arrays = framing.NULL, framing.length, framing.texts, framing.arrays
-    common, array, instant = framing.common_text, framing.text_array, _instant
+    null, length, texts, arrays, json = framing.NULL, framing.length, framing.texts, framing.arrays, framing.json_parts
+    common, array = framing.common_text, framing.text_array
     parts: list[Any] = []
     add = parts.extend
     for ev in events:
         t = ev.event_type
-        payload = ev.create_arguments if t == "created_event" else ev.choice_argument
-        result = ev.exercise_result
         eid = ev.event_id.encode()
-        cid = ev.contract_id
-        cid_b = null if cid is None else framing.text(cid)
-        n_p, n_r = len(payload), len(result)
-        if n_p == 4 and bytes(payload) == b"null":
-            n_p = 0
-        if n_r == 4 and bytes(result) == b"null":
-            n_r = 0
         consuming = ev.consuming
         add((
-            _EVENT_FIELDS, length(len(eid)), eid, shared, texts.get(t) or common(t), cid_b,
+            _EVENT_FIELDS, length(len(eid)), eid, shared, texts.get(t) or common(t), framing.text(ev.contract_id),
             common(ev.template_id), common(ev.package_name), common(ev.choice),
             null if consuming is None else framing.TRUE if consuming else framing.FALSE,
-            length(n_p) if n_p else null, payload if n_p else b"", length(n_r) if n_r else null, result if n_r else b"",
-            arrays.get(ev.signatories) or array(ev.signatories),  # type: ignore[arg-type]
-            arrays.get(ev.observers) or array(ev.observers),  # type: ignore[arg-type]
-            arrays.get(ev.acting_parties) or array(ev.acting_parties),  # type: ignore[arg-type]
-            framing.unique_text_array(ev.child_event_ids), instant(ev.created_at), rnd, common(ev.interface_id),
+            *json(ev.create_arguments if t == "created_event" else ev.choice_argument), *json(ev.exercise_result),
+            arrays.get(ev.signatories) or array(ev.signatories), arrays.get(ev.observers) or array(ev.observers),
+            arrays.get(ev.acting_parties) or array(ev.acting_parties),
+            framing.unique_text_array(ev.child_event_ids), _instant(ev.created_at), rnd, common(ev.interface_id),
         ))  # fmt: skip
     return b"".join(parts)
 

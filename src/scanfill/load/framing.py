@@ -29,15 +29,15 @@ PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 TEXT_OID = 25
 CACHE_LIMIT = 100_000  # entries per cache; cleared when exceeded, so memory stays bounded
 
-length = _len = struct.Struct(">i").pack
+length = struct.Struct(">i").pack
 _int8 = struct.Struct(">iq").pack
 _int4 = struct.Struct(">ii").pack
 _array_head = struct.Struct(">iiiiii").pack
 _count = struct.Struct(">h").pack
-EMPTY_TEXT_ARRAY = _len(12) + struct.pack(">iii", 0, 0, TEXT_OID)
+EMPTY_TEXT_ARRAY = length(12) + struct.pack(">iii", 0, 0, TEXT_OID)
 
 texts: dict[str, bytes] = {}  # framed values that recur; read directly by the hot loop
-arrays: dict[tuple[str, ...] | None, bytes] = {None: NULL}
+arrays: dict[tuple[str, ...] | None, bytes] = {}
 
 
 def field_count(n: int) -> bytes:
@@ -49,7 +49,7 @@ def text(s: str | None) -> bytes:
     if s is None:
         return NULL
     b = s.encode()
-    return _len(len(b)) + b
+    return length(len(b)) + b
 
 
 def common_text(s: str | None) -> bytes:
@@ -61,7 +61,7 @@ def common_text(s: str | None) -> bytes:
         if len(texts) >= CACHE_LIMIT:
             texts.clear()
         b = s.encode()
-        got = texts[s] = _len(len(b)) + b
+        got = texts[s] = length(len(b)) + b
     return got
 
 
@@ -84,7 +84,7 @@ def json_parts(raw: Any) -> tuple[bytes, Any]:
     n = len(raw)
     if n == 0 or (n == 4 and bytes(raw) == b"null"):
         return NULL, b""
-    return _len(n), raw
+    return length(n), raw
 
 
 def text_array(values: tuple[str, ...] | None) -> bytes:
@@ -93,7 +93,6 @@ def text_array(values: tuple[str, ...] | None) -> bytes:
     if got is None:
         if len(arrays) >= CACHE_LIMIT:
             arrays.clear()
-            arrays[None] = NULL
         got = arrays[values] = unique_text_array(values)
     return got
 
