@@ -95,6 +95,23 @@ class Stats:
         del kept[:-KEPT_BODIES]
 
 
+class TokenBucket:
+    """`rps` requests a second, bursts of up to `rps`: how Scan's own limiter and an ingress count."""
+
+    def __init__(self, rps: float) -> None:
+        self.rps, self.tokens, self.last = rps, rps, time.monotonic()
+
+    def take(self) -> bool:
+        """One request's token, if there is one."""
+        now = time.monotonic()
+        self.tokens = min(self.rps, self.tokens + (now - self.last) * self.rps)
+        self.last = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class ScanInstance:
     """One scan: its own completeness, faults, counters and rate-limit buckets."""
 
@@ -105,10 +122,10 @@ class ScanInstance:
         self.faults: FaultConfig = config.faults or sim.config.faults
         self.stats = Stats()
         self._rng = random.Random(self.faults.seed * 7919 + index)
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str, TokenBucket] = {}  # per client, for `client_rps`
         self.public_url = ""
-        self._egress_free = 0.0
-        self.served_items = 0  # monotonic time the bandwidth cap lets the next chunk out
+        self._egress_free = 0.0  # monotonic time the bandwidth cap lets the next chunk out
+        self.served_items = 0  # items of the page just rendered, for `latency_per_1000_ms`
         self.subject_requests = 0  # requests faults apply to: `every_N` schedules count these
 
     @property
@@ -139,14 +156,10 @@ class ScanInstance:
         rps = self.faults.client_rps
         if rps <= 0:
             return False
-        now = time.monotonic()
-        tokens, last = self._buckets.get(client, (rps, now))
-        tokens = min(rps, tokens + (now - last) * rps)
-        if tokens < 1:
-            self._buckets[client] = (tokens, now)
-            return True
-        self._buckets[client] = (tokens - 1, now)
-        return False
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = self._buckets[client] = TokenBucket(rps)
+        return not bucket.take()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -516,19 +529,11 @@ class Simulation:
         self._last = last
         syncs = self.ledger.specs[last].synchronizers
         self._hidden = min(config.grow_updates // syncs, self.ledger.specs[last].updates - 1) if config.grow > 0 else 0
-        self._network_bucket = (config.network_rps, time.monotonic())
+        self._network_bucket = TokenBucket(config.network_rps)
 
     def network_limited(self) -> bool:
-        """The network-wide limiter (`network_rps`): a token bucket over every scan's data requests."""
-        rps = self.config.network_rps
-        if rps <= 0:
-            return False
-        tokens, last = self._network_bucket
-        now = time.monotonic()
-        tokens = min(rps, tokens + (now - last) * rps)
-        limited = tokens < 1
-        self._network_bucket = (tokens if limited else tokens - 1, now)
-        return limited
+        """The network-wide limiter (`network_rps`) over every scan's data requests."""
+        return self.config.network_rps > 0 and not self._network_bucket.take()
 
     def count(self, m: int, s: int) -> int:
         """Updates of (m, s) served so far: the active migration grows at `grow` updates/s (over all
