@@ -231,13 +231,10 @@ class Worker:
             except psycopg.errors.UniqueViolation as exc:
                 # the page holds an id already stored: the scan reuses ids (or overlaps windows).
                 # Retrying cannot help and storing it would overwrite history: the slice stops here.
-                msg = (f"slice {claim.cursor_name} (migration {claim.migration_id}, {claim.synchronizer_id}): the "
-                       f"scan served an update or event id that is already stored ({str(exc).strip().splitlines()[-1]}"
-                       "): a scan reusing ids with other content. Nothing of that page was stored; check the scan "
-                       "(`scanfill verify --against-scan`, `run --agree 2`)")  # fmt: skip
-                log.error("%s", msg)
-                self.report.failures.append(msg)
-                self._failed.append(claim.cursor_name)
+                self._slice_failed(claim, f"the scan served an update or event id that is already stored "
+                                          f"({str(exc).strip().splitlines()[-1]}): a scan reusing ids with other "
+                                          "content. Nothing of that page was stored; check the scan "
+                                          "(`scanfill verify --against-scan`, `run --agree 2`)")  # fmt: skip
             except psycopg.Error as exc:
                 if not _out_of_resources(exc):
                     # the commit's transaction was rolled back (e.g. the server ended it after this worker
@@ -255,15 +252,19 @@ class Worker:
                 self.report.failures.append(msg)
                 self.stop.set()
             except (ScanError, MalformedPage) as exc:
-                msg = f"slice {claim.cursor_name} (migration {claim.migration_id}, {claim.synchronizer_id}): {exc}"
-                log.error("%s", msg)
-                self.report.failures.append(msg)
-                self._failed.append(claim.cursor_name)
+                self._slice_failed(claim, str(exc))
             finally:
                 try:
                     await self.db(self.leases.release, claim)
                 except psycopg.Error as exc:
                     log.warning("could not release %s (it expires by itself): %s", claim.cursor_name, exc)
+
+    def _slice_failed(self, claim: Claim, why: str) -> None:
+        """A slice that retrying cannot help: said, reported, and not claimed again by this worker."""
+        msg = f"slice {claim.cursor_name} (migration {claim.migration_id}, {claim.synchronizer_id}): {why}"
+        log.error("%s", msg)
+        self.report.failures.append(msg)
+        self._failed.append(claim.cursor_name)
 
     async def _fetch(self, claim: Claim, before: str, lo_us: int, count: list[int]) -> Batch:
         """One page; a 503 (Scan's own timeout for a page too large) halves `count` and retries."""
