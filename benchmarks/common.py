@@ -11,11 +11,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgspec
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from scanfill.embedded import start_embedded
+from scanfill.sim import Ledger
+from scanfill.timeutil import format_us
+
+
+class _Item(msgspec.Struct):
+    record_time: str
+
+
+class _Page(msgspec.Struct):
+    transactions: list[_Item]
+
+
+RawPage = tuple[int, str, int, int, bytes]  # migration, synchronizer, at_or_after us, before us, body
 
 
 @contextmanager
@@ -60,3 +74,27 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def raw_pages(url: str, ledger: Ledger) -> list[RawPage]:
+    """Every updates-before page of the ledger's ranges as served (1000 updates each), newest first."""
+    import urllib.request
+
+    from scanfill.timeutil import parse_us
+
+    out = []
+    for m, sid, lo, hi in ledger.ranges():
+        before = format_us(hi + 1)
+        while True:
+            body = (f'{{"migration_id":{m},"synchronizer_id":"{sid}","before":"{before}",'
+                    f'"at_or_after":"{format_us(lo)}","count":1000}}').encode()  # fmt: skip
+            req = urllib.request.Request(url + "/v0/backfilling/updates-before", data=body,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+            with urllib.request.urlopen(req) as r:
+                data = r.read()
+            items = msgspec.json.decode(data, type=_Page).transactions
+            if not items:
+                break
+            out.append((m, sid, lo, parse_us(before), data))
+            before = items[-1].record_time
+    return out

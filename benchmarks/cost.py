@@ -23,8 +23,8 @@ import msgspec
 import psutil
 import psycopg
 
-from common import drop_db, fresh_db, postgres, table
-from run import copy_ceiling, guide_run, prefetch, scanfill_run
+from common import drop_db, fresh_db, postgres, raw_pages, table
+from run import copy_ceiling, decode_pages, guide_run, scanfill_run
 from scanfill.coord import schema
 from scanfill.db import Database
 from scanfill.load.decode import Event, Item, Page
@@ -125,52 +125,25 @@ def main() -> None:
     profile: dict[str, list[float]] = {}
     with postgres() as admin, Simulator(SimConfig(ledger=ledger_cfg, prerender=True), mode="process") as sim:
         url = sim.urls[0]
-        batches = prefetch(url, Ledger(ledger_cfg))
-        raw_pages: list[bytes] = []
+        pages = raw_pages(url, Ledger(ledger_cfg))  # fetched once: every case and floor reads these
+        batches = decode_pages(pages)
+        page_rows = sum(b.rows for b in batches)
 
         def decode_alone() -> float:
             """decode_page (typed decode, checks, rounds, COPY framing) of the same pages, alone."""
-            from scanfill.load.decode import decode_page
-
-            decode_floor()  # fetches the pages once
-            rows = sum(b.rows for b in batches)
             t0 = loader_cpu()
-            for data, (m, sid) in zip(raw_pages, page_keys, strict=True):
-                decode_page(data, m, sid)
-            return (loader_cpu() - t0) / rows * 1e6
-
-        page_keys: list[tuple[int, str]] = []
+            decode_pages(pages)
+            return (loader_cpu() - t0) / page_rows * 1e6
 
         def decode_floor() -> float:
             """Loader floor: only msgspec-decoding the same pages (no rows built), us per row."""
-            import urllib.request
-
-            if not raw_pages:
-                for m, sid, _lo, hi in Ledger(ledger_cfg).ranges():
-                    from scanfill.timeutil import format_us
-
-                    before = format_us(hi + 1)
-                    while True:
-                        body = (f'{{"migration_id":{m},"synchronizer_id":"{sid}","before":"{before}",'
-                                f'"count":1000}}').encode()  # fmt: skip
-                        req = urllib.request.Request(url + "/v0/backfilling/updates-before", data=body,
-                                                     headers={"Content-Type": "application/json"})  # fmt: skip
-                        with urllib.request.urlopen(req) as r:
-                            data = r.read()
-                        page = msgspec.json.decode(data)
-                        if not page["transactions"]:
-                            break
-                        raw_pages.append(data)
-                        page_keys.append((m, sid))
-                        before = page["transactions"][-1]["record_time"]
-            rows = sum(b.rows for b in batches)
             t0 = loader_cpu()
-            for data in raw_pages:  # scanfill's typed structs, payloads left as raw bytes, no rows built
+            for *_, data in pages:  # scanfill's typed structs, payloads left as raw bytes, no rows built
                 for raw in _page.decode(data).transactions:
                     item = _item.decode(raw)
                     if item.events_by_id:
                         _events.decode(item.events_by_id)
-            return (loader_cpu() - t0) / rows * 1e6
+            return (loader_cpu() - t0) / page_rows * 1e6
 
         cases: dict[str, tuple[Callable[[str], int], bool]] = {
             "raw binary COPY (floor)": (lambda dsn: (copy_ceiling(dsn, batches, 2), sum(b.rows for b in batches))[1],

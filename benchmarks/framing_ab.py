@@ -17,20 +17,16 @@ import resource
 import statistics
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from common import drop_db, fresh_db, postgres, table
+from common import drop_db, fresh_db, postgres, raw_pages, table
 from scanfill.coord import schema
 from scanfill.coord.schema import EVENT_TYPES, UPDATE_TYPES
 from scanfill.db import Database
 from scanfill.load.decode import decode_page
 from scanfill.load.sink import Sink
 from scanfill.sim import Ledger, LedgerConfig, SimConfig, Simulator
-from scanfill.timeutil import format_us
 
 OLD = "3efc226"
 
@@ -55,24 +51,6 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def pages(url: str, cfg: LedgerConfig) -> list[tuple[int, str, bytes]]:
-    out = []
-    for m, sid, _lo, hi in Ledger(cfg).ranges():
-        before = format_us(hi + 1)
-        while True:
-            body = f'{{"migration_id":{m},"synchronizer_id":"{sid}","before":"{before}","count":1000}}'.encode()
-            req = urllib.request.Request(url + "/v0/backfilling/updates-before", data=body,
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
-            with urllib.request.urlopen(req) as r:
-                data = r.read()
-            items = msgspec.json.decode(data)["transactions"]
-            if not items:
-                break
-            out.append((m, sid, data))
-            before = items[-1]["record_time"]
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=150_000)
@@ -82,7 +60,7 @@ def main() -> None:
     cfg = LedgerConfig.for_rows(a.rows, ids=(0,))
     res: dict[str, list[float]] = {}
     with postgres() as admin, Simulator(SimConfig(ledger=cfg, prerender=True)) as sim:
-        raw = pages(sim.urls[0], cfg)
+        raw = [(m, sid, data) for m, sid, _lo, _before, data in raw_pages(sim.urls[0], Ledger(cfg))]
 
         def side_a(dsn: str) -> int:
             db, rows = Database(dsn), 0

@@ -14,12 +14,11 @@ import itertools
 import resource
 import threading
 import time
-import urllib.request
 from typing import Any
 
 import aiohttp
 
-from common import Timer, drop_db, fresh_db, postgres, table
+from common import RawPage, Timer, drop_db, fresh_db, postgres, raw_pages, table
 from scanfill.coord import schema
 from scanfill.db import Database
 from scanfill.load.decode import Batch, decode_page
@@ -28,7 +27,7 @@ from scanfill.load.sink import Sink
 from scanfill.load.source import ScanConfig
 from scanfill.load.worker import WorkerSettings
 from scanfill.sim import FaultConfig, Ledger, LedgerConfig, SimConfig, Simulator
-from scanfill.timeutil import format_us, parse_us
+from scanfill.timeutil import format_us
 
 # ----- simulator ---------------------------------------------------------------------------------
 
@@ -86,23 +85,11 @@ def bench_sim(rows: int) -> str:
 
 def prefetch(url: str, ledger: Ledger, lean: bool = False) -> list[Batch]:
     """Every page of the ledger, decoded, in memory: the input of the ceiling measurement."""
-    batches = []
-    for m, sid, lo, hi in ledger.ranges():
-        before = format_us(hi + 1)
-        while True:
-            body = (f'{{"migration_id":{m},"synchronizer_id":"{sid}","before":"{before}",'
-                    f'"at_or_after":"{format_us(lo)}","count":1000}}').encode()  # fmt: skip
-            req = urllib.request.Request(url + "/v0/backfilling/updates-before", data=body,
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
-            with urllib.request.urlopen(req) as r:
-                data = r.read()
-            b = decode_page(data, m, sid, parse_us(before), lo, lean=lean)
-            if not b.items:
-                break
-            batches.append(b)
-            assert b.oldest is not None
-            before = b.oldest
-    return batches
+    return decode_pages(raw_pages(url, ledger), lean)
+
+
+def decode_pages(pages: list[RawPage], lean: bool = False) -> list[Batch]:
+    return [decode_page(data, m, sid, before, lo, lean=lean) for m, sid, lo, before, data in pages]
 
 
 def copy_ceiling(dsn: str, batches: list[Batch], connections: int) -> float:
