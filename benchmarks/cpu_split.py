@@ -39,7 +39,7 @@ def main() -> None:
         postgres() as admin,
         Simulator(SimConfig(ledger=LedgerConfig.for_rows(rows), prerender=True), mode="process") as sim,
     ):
-        sim_proc = psutil.Process(sim._proc.pid)  # type: ignore[union-attr]
+        sim_proc = psutil.Process(sim.pid)
         for prepared in (False, True):
             dsn = fresh_db(admin)
             db = Database(dsn)

@@ -98,8 +98,7 @@ def main() -> None:
         t0 = time.perf_counter()
         with Simulator(mainnet_shaped(cfg), mode="process") as sim:
             print(f"simulator: 10 scans, pre-rendered in {time.perf_counter() - t0:.0f} s", flush=True)
-            assert sim._proc is not None
-            sim_proc = psutil.Process(sim._proc.pid)
+            sim_proc = psutil.Process(sim.pid)
 
             def others() -> tuple[float, float]:
                 t = sim_proc.cpu_times()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import os
 import socket
 import time
 import urllib.parse
@@ -182,6 +183,7 @@ def test_determinism_across_two_processes() -> None:
     bodies = []
     for _ in range(2):
         with Simulator(cfg, mode="process") as s:
+            assert s.pid != os.getpid()  # benchmarks measure the simulator's CPU through it
             sync = info(s.url, 2)["record_time_range"][1]["synchronizer_id"]
             req = {"migration_id": 2, "synchronizer_id": sync, "before": "2030-01-01T00:00:00Z", "count": 100}
             bodies.append(call(s.url + "/v0/backfilling/updates-before", req)[2])

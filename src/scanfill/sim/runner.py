@@ -105,6 +105,13 @@ class Simulator:
             with urllib.request.urlopen(req, timeout=10, context=self._control_tls()) as resp:
                 resp.read()
 
+    @property
+    def pid(self) -> int:
+        """The simulator's process (mode="process"), to measure what serving costs."""
+        if self._proc is None:
+            raise RuntimeError("the simulator runs in this process (mode='thread'): it has no pid of its own")
+        return self._proc.pid
+
     def stats(self, instance: int = 0) -> dict[str, Any]:
         root = self.urls[instance].removesuffix("/api/scan")
         with urllib.request.urlopen(root + "/sim/stats", timeout=10, context=self._control_tls()) as resp:
