@@ -15,8 +15,8 @@ import resource
 from common import Timer, drop_db, fresh_db, postgres, table
 from scanfill.db import Database
 from scanfill.load.run import RunOptions, run
-from scanfill.load.source import ScanConfig
 from scanfill.load.worker import WorkerSettings
+from scanfill.scan.client import ScanConfig
 from scanfill.sim import FaultConfig, InstanceConfig, LedgerConfig, SimConfig, Simulator
 
 

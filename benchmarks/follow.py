@@ -22,8 +22,8 @@ from scanfill.coord import schema
 from scanfill.db import Database
 from scanfill.load.follow import FollowSettings, follow
 from scanfill.load.run import RunOptions, run
-from scanfill.load.source import ScanConfig
 from scanfill.load.worker import WorkerSettings
+from scanfill.scan.client import ScanConfig
 from scanfill.sim import LedgerConfig, MigrationSpec, SimConfig, Simulator
 
 

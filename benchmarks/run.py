@@ -24,8 +24,8 @@ from scanfill.db import Database
 from scanfill.load.decode import Batch, decode_page
 from scanfill.load.run import RunOptions, run
 from scanfill.load.sink import Sink
-from scanfill.load.source import ScanConfig
 from scanfill.load.worker import WorkerSettings
+from scanfill.scan.client import ScanConfig
 from scanfill.sim import FaultConfig, Ledger, LedgerConfig, SimConfig, Simulator
 from scanfill.timeutil import format_us
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from scanfill.db import Database
 from scanfill.load.run import RunOptions
-from scanfill.load.source import ScanConfig
 from scanfill.load.worker import WorkerSettings
+from scanfill.scan.client import ScanConfig
 from scanfill.sim import LedgerConfig, MigrationSpec
 
 SMALL = LedgerConfig(

@@ -11,7 +11,7 @@ import pytest
 from dbcheck import assert_db_matches
 from scanfill.db import Database
 from scanfill.load.run import RunOptions, run
-from scanfill.load.source import ScanConfig
+from scanfill.scan.client import ScanConfig
 from scanfill.sim import FaultConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
 from scanfill.timeutil import parse_us
 from shared import SMALL, options
@@ -144,7 +144,7 @@ def test_unreachable_scan_is_a_clear_error(db: str) -> None:
 
 
 def test_gzip_asked_for_remote_scans_only() -> None:
-    from scanfill.load.source import ScanClient
+    from scanfill.scan.client import ScanClient
 
     assert not ScanClient(ScanConfig(urls=("http://127.0.0.1:1/api/scan",)))._want_gzip()
     assert ScanClient(ScanConfig(urls=("https://scan.sv-1.example/api/scan",)))._want_gzip()
@@ -289,7 +289,7 @@ def test_history_from_a_late_joiner_is_never_complete_until_a_complete_scan_cove
 def test_when_every_scan_is_slow_hedges_stay_within_a_quarter_of_the_requests_in_flight() -> None:
     import asyncio
 
-    from scanfill.load.source import ScanClient
+    from scanfill.scan.client import ScanClient
     from scanfill.sim import InstanceConfig
 
     slow = FaultConfig(latency_ms=1500)

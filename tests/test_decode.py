@@ -147,7 +147,7 @@ def test_an_item_outside_the_requested_window_is_refused() -> None:
 @pytest.mark.parametrize("shape", ["labelled", "compact", "positional"])
 def test_rounds_read_lazily_equal_the_full_parse(shape: str) -> None:
     """`number_at` skips what it does not need; it must answer exactly what parsing everything does."""
-    from scanfill.load.decode import AMULET_TEMPLATES, find_number, number_at
+    from scanfill.load.rounds import AMULET_TEMPLATES, find_number, number_at
 
     ledger = LEDGER if shape != "positional" else Ledger(LedgerConfig(seed=9, labels=False, migrations=(
         MigrationSpec(0, "2024-06-24T21:08:00Z", 200),)))  # fmt: skip

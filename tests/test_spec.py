@@ -233,8 +233,8 @@ def test_v2_order_is_strict_within_a_migration(sim: Simulator) -> None:
 def test_scanfill_sends_requests_the_spec_accepts(db: str) -> None:
     from scanfill.db import Database
     from scanfill.load.run import RunOptions, run
-    from scanfill.load.source import ScanConfig
     from scanfill.load.worker import WorkerSettings
+    from scanfill.scan.client import ScanConfig
 
     with Simulator(SimConfig(ledger=LEDGER)) as s:
         scan = ScanConfig(urls=tuple(s.urls), backoff_base_s=0.01, backoff_cap_s=0.2)

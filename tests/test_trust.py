@@ -73,7 +73,9 @@ def test_agree_needs_enough_scans(db: str) -> None:
     with Simulator(SimConfig(ledger=LEDGER)) as sim:
         p = scanfill("run", "--no-progress", "--agree", "2", dsn=db, urls=sim.urls)
         out = p.communicate(timeout=120)[0].decode()
-    assert p.returncode == 1 and "--agree 2 needs 2 scans" in out, out
+    # refused once, up front, before any slice is planned or asked for (it was once per slice)
+    assert p.returncode == 2 and out.count("--agree 2 needs 2 scans") == 1, out
+    assert "slice" not in out and "planned" not in out, out
 
 
 def test_page_digests_ignore_field_order_whitespace_and_map_order() -> None:

@@ -17,7 +17,7 @@ from psycopg import conninfo
 from scanfill.coord.slices import Partition
 from scanfill.db import DSN_ENV, Database, resolve_dsn, scrub
 from scanfill.errors import ConfigError
-from scanfill.load.source import ScanConfig
+from scanfill.scan.client import ScanConfig
 
 SCAN_ENV = ("SCAN_URL", "BASE_URL")
 
@@ -89,3 +89,25 @@ def scrub_all(message: str, dsn_flag: str | None = None) -> str:
     for secret in secrets(dsn_flag):
         message = message.replace(secret, "***")
     return scrub(message, dsn_flag)
+
+
+def check_listen(addr: str, port: int, count: int = 1) -> None:
+    """Refuse up front (not after planning, not with a traceback) a metrics address that cannot
+    be listened on: a port in use, an address that does not resolve or is not this machine's.
+    `count` ports from `port` on (one per worker process)."""
+    import socket
+
+    for p in range(port, port + max(1, count)):
+        try:
+            infos = socket.getaddrinfo(addr, p, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConfigError(f"--metrics-addr {addr!r} does not resolve ({exc.strerror or exc}): pass an address of "
+                              "this machine, e.g. 127.0.0.1 or 0.0.0.0") from None  # fmt: skip
+        family, kind, proto, _, where = infos[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server does
+            try:
+                s.bind(where)
+            except OSError as exc:
+                raise ConfigError(f"cannot serve metrics on {addr}:{p}: {exc.strerror or exc} (another process uses "
+                                  "it?); pick another --metrics-port, or 0 for none") from None  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -119,7 +120,7 @@ class DbPool:
     """
 
     def __init__(self, db: Database, size: int, application: str, retry_s: float = 300.0,
-                 after_outage: Any = None) -> None:  # fmt: skip
+                 after_outage: Any = None, stop: Any = None) -> None:  # fmt: skip
         import asyncio
         from concurrent.futures import ThreadPoolExecutor
 
@@ -132,6 +133,7 @@ class DbPool:
         self._all: list[Conn] = []
         self.outages = 0
         self.after_outage = after_outage  # called with a fresh connection after an outage; may raise
+        self.stop = stop  # an asyncio.Event: once set (Ctrl+C), an outage is not waited out any longer
 
     async def open(self) -> None:
         """Connect every slot now (a slot that connected only after an outage would skip the
@@ -177,13 +179,18 @@ class DbPool:
                         logging.getLogger("scanfill.db").warning(
                             "database unavailable (%s); retrying for up to %.0f s",
                             scrub(str(exc).strip().splitlines()[0], self.db.dsn), self.retry_s)  # fmt: skip
-                    if now >= deadline:
+                    if now >= deadline or (self.stop is not None and self.stop.is_set()):
                         raise DatabaseUnavailable(
                             f"the database at {redact(self.db.dsn)} stayed unavailable for {self.retry_s:.0f} s "
                             f"(--db-retry): {scrub(str(exc).strip(), self.db.dsn)}. Nothing past the last "
                             "committed page was stored; run the same command again when it is back."
                         ) from None
-                    await asyncio.sleep(min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - now)))
+                    pause = min(delay * random.uniform(0.5, 1.5), max(0.0, deadline - now))
+                    if self.stop is None:
+                        await asyncio.sleep(pause)
+                    else:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.stop.wait(), timeout=pause)
                     delay = min(delay * 2, 5.0)
         finally:
             self._queue.put_nowait(conn)

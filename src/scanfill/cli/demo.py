@@ -45,8 +45,8 @@ def demo(rows: int, workdir: str, concurrency: int, workers: int, latency_ms: fl
 
     from scanfill.db import Database
     from scanfill.load.run import RunOptions
-    from scanfill.load.source import ScanConfig
     from scanfill.load.worker import WorkerSettings
+    from scanfill.scan.client import ScanConfig
     from scanfill.sim import FaultConfig, Ledger, LedgerConfig, SimConfig, Simulator
 
     handle = None

@@ -159,12 +159,14 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
     metrics_port, metrics_addr = kw.pop("metrics_port", 0), kw.pop("metrics_addr", "127.0.0.1")
     hooks = None
     if metrics_port:
+        from scanfill.config import check_listen
         from scanfill.ops.metrics import Metrics
 
+        check_listen(metrics_addr, metrics_port)
         hooks = Metrics()
         hooks.serve(metrics_port, metrics_addr)
     settings = FollowSettings(db=db, scan=scan, **kw)
-    from scanfill.load.source import redact_url
+    from scanfill.scan.client import redact_url
 
     click.echo(f"following into {db.shown} (schema {db.schema}); scans: {', '.join(map(redact_url, scan.urls))}",
                err=True)  # fmt: skip
@@ -220,6 +222,9 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     db = get_db(dsn, schema)
     sch.init(db)
     scan = get_scan(scan_urls, timeout, insecure)
+    if quorum(agree, len(scan.urls)) > len(scan.urls):
+        raise click.UsageError(f"--agree {agree} needs at least {agree} scans, only {len(scan.urls)} given: pass more "
+                               "--scan-url, or a lower --agree")  # fmt: skip
     _follow(db, scan, agree=quorum(agree, len(scan.urls)), once=once, events=events, page_size=page_size,
             poll_s=poll_s, lease_s=lease_s, start=start, update_json=update_json, metrics_port=metrics_port,
             metrics_addr=metrics_addr, db_retry_s=db_retry_s)  # fmt: skip
@@ -227,9 +232,9 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
 
 def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
     """Prints what `load.run.lifecycle` does; exits 1 when slices failed."""
-    from scanfill.load.run import lifecycle
-    from scanfill.load.source import redact_url
+    from scanfill.ops.lifecycle import lifecycle
     from scanfill.ops.progress import ProgressDisplay
+    from scanfill.scan.client import redact_url
 
     click.echo(f"database {db.shown} (schema {db.schema}); scans: {', '.join(map(redact_url, opts.worker.scan.urls))}",
                err=True)  # fmt: skip

@@ -41,9 +41,11 @@ def restore(dsn: str | None, schema: str, jobs: int, maintenance_work_mem: str) 
 
     Resumable: if it is interrupted, run it again and it finishes what is left.
     """
+    from scanfill.coord import schema as sch
     from scanfill.ops import maintenance
 
     db = get_db(dsn, schema)
+    sch.require(db)
     maintenance.restore(db, jobs=jobs, maintenance_work_mem=maintenance_work_mem, echo=click.echo,
                         progress=index_progress)  # fmt: skip
     click.secho("restored: tables LOGGED, indexes and constraints rebuilt, autovacuum on, statistics fresh", fg="green")
@@ -59,16 +61,23 @@ def abort(dsn: str | None, schema: str, truncate: bool, yes: bool, wait_s: float
     """Emergency stop: tell every worker everywhere to stop, wait for them, restore, optionally truncate."""
     import time
 
+    from scanfill.coord import schema as sch
     from scanfill.ops import maintenance
 
     db = get_db(dsn, schema)
+    sch.require(db)
     maintenance.request_stop(db)
-    click.echo("stop requested through the database; waiting for workers ...")
+    click.echo("stop requested through the database; waiting for workers and the follower ...")
     deadline = time.monotonic() + wait_s
-    while (left := maintenance.running_workers(db)) and time.monotonic() < deadline:
+
+    def running() -> list[str]:
+        follower = maintenance.active_follower(db)
+        return maintenance.running_workers(db) + ([f"follower {follower}"] if follower else [])
+
+    while (left := running()) and time.monotonic() < deadline:
         time.sleep(0.5)
     if left:
-        click.secho(f"{len(left)} worker(s) still running after {wait_s:.0f} s: {', '.join(left)}; their leases "
+        click.secho(f"{len(left)} loader(s) still running after {wait_s:.0f} s: {', '.join(left)}; their leases "
                     "expire and their commits are fenced, so restoring is still safe", fg="yellow", err=True)  # fmt: skip
     if maintenance.phase(db) in ("prepared", "restoring"):
         maintenance.restore(db, echo=click.echo, progress=index_progress)

@@ -8,7 +8,8 @@ import logging
 from dataclasses import dataclass, field
 
 from scanfill.errors import ScanError, ScanHTTPError, UnknownMigration
-from scanfill.load.source import ScanClient
+from scanfill.scan import endpoints as ep
+from scanfill.scan.client import ScanClient
 from scanfill.timeutil import parse_us
 
 log = logging.getLogger("scanfill.discovery")
@@ -54,12 +55,12 @@ async def current_migration(client: ScanClient) -> tuple[int, str | None]:
     from 1: that skips migration 0), past gaps in the ids, as Splice's docs describe.
     """
     try:
-        return int((await client.get_json("/v0/migrations/last"))["migration_id"]), None
+        return int((await client.get_json(ep.MIGRATIONS_LAST))["migration_id"]), None
     except ScanHTTPError as exc:
         if exc.status != 404:
             raise ScanError(f"cannot find the current migration ({exc}); pass --from-migration N") from None
     try:
-        seqs = await client.get_json("/v0/dso-sequencers")
+        seqs = await client.get_json(ep.DSO_SEQUENCERS)
         ids = [int(q["migrationId"]) for d in seqs.get("domainSequencers") or [] for q in d.get("sequencers") or []
                if isinstance(q.get("migrationId"), int) and q["migrationId"] >= 0]  # fmt: skip
         if ids:

@@ -115,15 +115,32 @@ UPDATE {s}.backfill_import_cursors SET lease_until = now() + make_interval(secs 
 WHERE lease_owner = %(owner)s AND NOT complete;
 
 -- name: range_held
--- Rows a range holds and what its slices say they committed (import rows are not a range's).
+-- Rows of a range's backfilled part (up to where a follower took over; the follower counts the rest)
+-- and what its slices say they committed (import rows are not a range's).
+WITH r AS (SELECT followed_after::timestamptz AS f FROM {s}.backfill_ranges
+           WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s)
 SELECT (SELECT count(*) FROM {s}.ledger_updates WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s
-          AND kind <> 'import'),
+          AND kind <> 'import' AND ((SELECT f FROM r) IS NULL OR record_time <= (SELECT f FROM r))),
        (SELECT count(*) FROM {s}.ledger_events e JOIN {s}.ledger_updates u USING (update_id)
-          WHERE u.migration_id = %(m)s AND u.synchronizer_id = %(sync)s AND u.kind <> 'import'),
+          WHERE u.migration_id = %(m)s AND u.synchronizer_id = %(sync)s AND u.kind <> 'import'
+          AND ((SELECT f FROM r) IS NULL OR u.record_time <= (SELECT f FROM r))),
        (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_cursors WHERE migration_id = %(m)s
           AND synchronizer_id = %(sync)s),
        (SELECT coalesce(sum(events_loaded), 0) FROM {s}.backfill_cursors WHERE migration_id = %(m)s
           AND synchronizer_id = %(sync)s);
+
+-- name: window_followed_rows
+-- Rows of a window the follower stored (above the range's hand-off point), before a refetch removes them.
+SELECT count(*), coalesce(sum(u.event_count), 0) FROM {s}.ledger_updates u
+JOIN {s}.backfill_ranges r ON r.migration_id = u.migration_id AND r.synchronizer_id = u.synchronizer_id
+WHERE u.migration_id = %(m)s AND u.synchronizer_id = %(sync)s AND u.kind <> 'import'
+  AND u.record_time >= %(lo)s AND u.record_time < %(hi)s
+  AND r.followed_after IS NOT NULL AND u.record_time > r.followed_after::timestamptz;
+
+-- name: follow_uncount
+-- A refetch removed rows the follower had stored: its counters no longer claim them (the refetch slice does).
+UPDATE {s}.follow_cursors SET items = items - %(updates)s, rows_events = rows_events - %(events)s
+WHERE stream = 'updates';
 
 -- name: window_delete_events
 -- The events of a range's window, before a refetch loads it again.
@@ -237,12 +254,12 @@ SELECT (SELECT coalesce(sum(updates_loaded), 0) FROM {s}.backfill_cursors)
 
 -- name: worker_register
 -- This worker is running (again).
-INSERT INTO {s}.backfill_workers (worker_id, host, pid) VALUES (%(id)s, %(host)s, %(pid)s)
+INSERT INTO {s}.backfill_workers (worker_id, host, pid, pidns) VALUES (%(id)s, %(host)s, %(pid)s, %(pidns)s)
 ON CONFLICT (worker_id) DO UPDATE SET heartbeat = now(), state = 'running', stopped_at = NULL;
 
 -- name: workers_running_here
 -- Workers recorded as running on this host (their pids tell whether they still are).
-SELECT worker_id, pid FROM {s}.backfill_workers WHERE host = %(host)s AND state = 'running' AND worker_id <> %(id)s;
+SELECT worker_id, pid, pidns FROM {s}.backfill_workers WHERE host = %(host)s AND state = 'running' AND worker_id <> %(id)s;
 
 -- name: workers_mark_dead
 -- Workers whose process is gone: their leases can be taken at once.
@@ -324,9 +341,12 @@ WHERE split_from IS DISTINCT FROM 'refetch';
 
 -- name: follow_claim
 -- The follower lease: free, expired, or held by a follower known dead; the claim bumps the epoch.
-UPDATE {s}.follow_leader l SET owner = %(owner)s, host = %(host)s, pid = %(pid)s, lease_epoch = l.lease_epoch + 1,
-       lease_until = now() + make_interval(secs => %(lease_s)s), since = now(), heartbeat = now()
-FROM (SELECT owner AS prev FROM {s}.follow_leader WHERE id = 1 FOR UPDATE) p
+-- SKIP LOCKED: a frozen follower's commit holds the row (FOR SHARE); the standby must not wait on it
+-- (it reaps that commit meanwhile, see reap_frozen_commits).
+UPDATE {s}.follow_leader l SET owner = %(owner)s, host = %(host)s, pid = %(pid)s, pidns = %(pidns)s,
+       lease_epoch = l.lease_epoch + 1, lease_until = now() + make_interval(secs => %(lease_s)s), since = now(),
+       heartbeat = now()
+FROM (SELECT owner AS prev FROM {s}.follow_leader WHERE id = 1 FOR UPDATE SKIP LOCKED) p
 WHERE l.id = 1 AND (l.owner IS NULL OR l.lease_until < now() OR l.owner = ANY(%(dead)s) OR l.owner = %(owner)s)
 RETURNING l.lease_epoch, p.prev;
 
@@ -349,7 +369,7 @@ FROM {s}.follow_leader WHERE id = 1 FOR SHARE;
 
 -- name: follow_leader_here
 -- The follower recorded as active on this host (its pid tells whether it still runs).
-SELECT owner, pid FROM {s}.follow_leader WHERE id = 1 AND host = %(host)s AND owner IS NOT NULL AND owner <> %(id)s;
+SELECT owner, pid, pidns FROM {s}.follow_leader WHERE id = 1 AND host = %(host)s AND owner IS NOT NULL AND owner <> %(id)s;
 
 -- name: follow_position
 -- A stream's cursor: the (migration, record time) of the last item it committed.
@@ -449,3 +469,27 @@ SELECT pid, application_name, pg_terminate_backend(pid) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE 'scanfill %%'
   AND state = 'active' AND wait_event = 'ClientRead' AND query LIKE 'COPY %%'
   AND now() - query_start > make_interval(secs => %(guard_s)s);
+
+-- name: ledger_rows_left
+-- What crash recovery left of the ledger tables (it empties UNLOGGED tables; rows written since may remain).
+SELECT (SELECT count(*) FROM {s}.ledger_updates) + (SELECT count(*) FROM {s}.ledger_events);
+
+-- name: ledger_truncate
+-- After a crash emptied the UNLOGGED tables: whatever was written since goes too (the cursors start over).
+TRUNCATE {s}.ledger_updates, {s}.ledger_events;
+
+-- name: canary_arm
+-- The canary row that crash recovery empties together with the UNLOGGED ledger tables.
+INSERT INTO {s}.scanfill_unlogged_canary VALUES (true);
+
+-- name: range_exists
+-- Whether a (migration, synchronizer) range is recorded (no lock: the follower then takes plan_lock to create it).
+SELECT 1 FROM {s}.backfill_ranges WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s;
+
+-- name: plan_lock
+-- Ranges are created under this lock, by planning and by a follower that finds a new range alike.
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: follower_active
+-- The follower holding an unexpired lease, if any (prepare refuses, abort waits for it).
+SELECT owner FROM {s}.follow_leader WHERE id = 1 AND owner IS NOT NULL AND lease_until > now();

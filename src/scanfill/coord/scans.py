@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, replace
 
 from scanfill.errors import ScanError, ScanHTTPError
-from scanfill.load.source import ScanClient, ScanConfig, redact_url
+from scanfill.scan import endpoints as ep
+from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ async def discover_scans(config: ScanConfig) -> tuple[list[str], list[Probe]]:
     async with ScanClient(quick) as client:
         for seed in config.urls:
             try:
-                data, _ = await client.request("GET", "/v0/scans", only={seed.rstrip("/")}, what="GET /v0/scans")
+                data, _ = await client.request("GET", ep.SCANS, only={seed.rstrip("/")}, what="GET /v0/scans")
             except ScanError:
                 continue
             import orjson
@@ -59,7 +60,7 @@ async def discover_scans(config: ScanConfig) -> tuple[list[str], list[Probe]]:
 async def _probe(client: ScanClient, url: str) -> Probe:
     t0 = time.monotonic()
     try:
-        data, _ = await client.request("GET", "/v0/backfilling/status", only={url}, what=f"probe {redact_url(url)}")
+        data, _ = await client.request("GET", ep.BACKFILL_STATUS, only={url}, what=f"probe {redact_url(url)}")
     except ScanHTTPError as exc:
         if exc.status == 403:
             return Probe(url, False, "403 (IP not allow-listed)")

@@ -18,9 +18,9 @@ from psycopg import sql
 
 from scanfill.db import Conn, Database
 from scanfill.errors import SchemaError
-from scanfill.load.rows import COPY_TYPES, EventRow, UpdateRow
+from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 
 UPDATE_COLUMNS = UpdateRow._fields
@@ -243,7 +243,15 @@ CREATE TABLE IF NOT EXISTS {s}.scan_disagreements (
 );
 """
 
-MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6]
+# Liveness must not rest on a pid being visible: a process in another PID namespace (a container
+# with the same host name) has pids this one cannot see. Each process records its PID namespace;
+# a pid is looked up only by a process in the same one.
+V7 = """
+ALTER TABLE {s}.follow_leader ADD COLUMN IF NOT EXISTS pidns text;
+ALTER TABLE {s}.backfill_workers ADD COLUMN IF NOT EXISTS pidns text;
+"""
+
+MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7]
 
 
 def meta_table(db: Database) -> sql.Composed:
@@ -296,5 +304,8 @@ def require(db: Database) -> None:
         v = schema_version(db, conn)
     if v == 0:
         raise SchemaError(f"scanfill's tables are not in schema {db.schema!r} of {db.shown}: run `scanfill init`")
+    if v > SCHEMA_VERSION:
+        raise SchemaError(f"the database schema is version {v}, newer than this scanfill ({SCHEMA_VERSION}): a newer "
+                          "scanfill wrote it. Upgrade scanfill (pip install -U scanfill); this one will not touch it")  # fmt: skip
     if v != SCHEMA_VERSION:
         raise SchemaError(f"schema version {v} but this scanfill expects {SCHEMA_VERSION}: run `scanfill init`")

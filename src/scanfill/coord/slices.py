@@ -198,6 +198,9 @@ def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] =
             if a >= b:
                 continue
             window_key = {"m": m, "sync": sync, "lo": us_to_dt(a), "hi": us_to_dt(b)}
+            fu, fe = store.one(conn, "window_followed_rows", **window_key)
+            if fu:
+                store.run(conn, "follow_uncount", updates=fu, events=fe)
             ev = store.run(conn, "window_delete_events", **window_key).rowcount
             up = store.run(conn, "window_delete_updates", **window_key).rowcount
             held = store.one(conn, "range_held", m=m, sync=sync)

@@ -8,6 +8,7 @@ ledger tables were emptied resets every kind of cursor. Callers hold no SQL of t
 from __future__ import annotations
 
 import enum
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -17,6 +18,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from scanfill import host
+from scanfill.coord.schema import LOCK_KEY
 from scanfill.db import Conn, Database
 from scanfill.errors import Fenced, UnloggedLost
 from scanfill.timeutil import format_us, parse_us, us_to_dt
@@ -98,6 +101,10 @@ class Progress:
     @property
     def fraction(self) -> float:
         return self.covered_s / self.span_s if self.span_s else 1.0
+
+
+CRASH_RESET = ("The PostgreSQL server crashed or restarted uncleanly while the ledger tables were UNLOGGED, so it "
+               "emptied them. Every cursor was reset: the next `scanfill run` loads the history again.")  # fmt: skip
 
 
 def guard_timeout(lease_s: float) -> str:
@@ -194,6 +201,23 @@ class Store:
             return False
         return int(self.one(conn, "canary_rows")[0]) == 0
 
+    def reset_if_emptied(self, conn: Conn) -> bool:
+        """The one crash-canary check, run by every command that writes before its first write:
+        when the server emptied the UNLOGGED ledger tables, every cursor of every kind is reset
+        (slices, import cursors, the follower's part of every range) and the canary re-armed, so
+        nothing is ever reported complete over rows that are gone. True when it reset."""
+        if not self.unlogged_rows_lost(conn):
+            return False
+        with conn.transaction():
+            self.run(conn, "slices_lock_all")  # one process resets; the others then see the canary armed
+            if int(self.one(conn, "canary_rows")[0]):
+                return False
+            self.reset_cursors(conn)
+            if int(self.one(conn, "ledger_rows_left")[0]):
+                self.run(conn, "ledger_truncate")
+            self.run(conn, "canary_arm")
+        return True
+
     def record_disagreement(self, conn: Conn, url: str, request: str, ids: list[str]) -> None:
         self.run(conn, "disagreement_insert", url=url, request=request, ids=ids)
 
@@ -216,13 +240,35 @@ class Store:
             self.run(conn, "truncate_all")
             self.run(conn, "follow_forget_updates")
 
+    # ----- workers ------------------------------------------------------------------------------
+
+    def worker_register(self, conn: Conn, worker_id: str) -> None:
+        self.run(conn, "worker_register", id=worker_id, host=host.hostname(), pid=os.getpid(),
+                 pidns=host.pid_namespace())  # fmt: skip
+
+    def mark_dead_local_workers(self, conn: Conn, me: str) -> list[str]:
+        """Workers recorded as running on this host, in this PID namespace, whose process is gone
+        (killed, crashed): marked dead, so their leases can be taken at once instead of after expiry."""
+        with conn.transaction():
+            rows = self.all(conn, "workers_running_here", host=host.hostname(), id=me)
+            dead = [wid for wid, pid, pidns in rows if host.known_dead(int(pid), pidns)]
+            if dead:
+                self.run(conn, "workers_mark_dead", ids=dead)
+        return dead
+
+    def stop_requested(self, conn: Conn) -> bool:
+        """Whether an operator asked every loader to stop (`scanfill abort`)."""
+        return self.one(conn, "stop_requested") is not None
+
     # ----- the follower -------------------------------------------------------------------------
 
-    def follow_claim(self, conn: Conn, owner: str, host: str, pid: int, lease_s: float,
+    def follow_claim(self, conn: Conn, owner: str, lease_s: float,
                      dead: list[str]) -> tuple[FollowLease, str | None] | None:  # fmt: skip
-        """The follower lease, and who held it before; None while another live follower holds it."""
+        """The follower lease, and who held it before; None while another live follower holds it
+        (or while a frozen commit holds its row)."""
         with conn.transaction():
-            row = self.one(conn, "follow_claim", owner=owner, host=host, pid=pid, lease_s=lease_s, dead=dead)
+            row = self.one(conn, "follow_claim", owner=owner, host=host.hostname(), pid=os.getpid(),
+                           pidns=host.pid_namespace(), lease_s=lease_s, dead=dead)  # fmt: skip
         return None if row is None else (FollowLease(owner, int(row[0])), row[1])
 
     def follow_renew(self, conn: Conn, lease: FollowLease, lease_s: float, updates: int, events: int) -> bool:
@@ -234,19 +280,10 @@ class Store:
         with conn.transaction():
             self.run(conn, "follow_release", owner=lease.owner, epoch=lease.epoch)
 
-    def dead_local_followers(self, conn: Conn, host: str, me: str) -> list[str]:
-        import os
-
-        rows = self.all(conn, "follow_leader_here", host=host, id=me)
-        out = []
-        for owner, pid in rows:
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                out.append(owner)
-            except PermissionError:
-                pass
-        return out
+    def dead_local_followers(self, conn: Conn, me: str) -> list[str]:
+        """The active follower, if it ran on this host in this PID namespace and its pid is gone."""
+        rows = self.all(conn, "follow_leader_here", host=host.hostname(), id=me)
+        return [owner for owner, pid, pidns in rows if host.known_dead(int(pid), pidns)]
 
     def follow_fence(self, conn: Conn, lease: FollowLease, lease_s: float) -> None:
         """Inside a follower's commit: fail unless this follower still holds the lease."""
@@ -271,6 +308,10 @@ class Store:
         """Inside a follower's commit: each range's top, locked; ranges seen first here are created
         as the follower's from their first item."""
         tops = {}
+        if any(self.one(conn, "range_exists", m=m, sync=sync) is None for m, sync in keys):
+            # creating a range: serialised with planning (which creates ranges too), and taken
+            # before any range row is locked here, so the two cannot deadlock
+            self.run(conn, "plan_lock", key=LOCK_KEY)
         for m, sync in sorted(keys):
             row = self.one(conn, "range_lock_follow", m=m, sync=sync)
             if row is None:
@@ -304,6 +345,11 @@ class Store:
                         cp.write_row(r)
             self.set_follow_position(conn, "events", last, len(fresh))
         return len(fresh)
+
+    def follower_active(self, conn: Conn) -> str | None:
+        """Who follows now (an unexpired follower lease), or None."""
+        row = self.one(conn, "follower_active")
+        return None if row is None else str(row[0])
 
     def follow_state(self, conn: Conn) -> Any:
         return self.one(conn, "follow_state")

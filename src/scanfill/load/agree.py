@@ -17,9 +17,12 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import msgspec
 import orjson
 
-from scanfill.errors import ScanError, ScanHTTPError
+from scanfill.errors import MalformedPage, ScanError, ScanHTTPError
+
+ASKS_PER_SCAN = 3  # a scan that answers 503 (its own timeout, or a blip) is asked again this often
 
 
 class NoAgreement(ScanError):
@@ -44,10 +47,17 @@ class Agreed:
 
 
 def item_digests(body: bytes) -> dict[str, bytes]:
-    """update id -> digest of (record time, content with sorted keys)."""
-    page = orjson.loads(body)
+    """update id -> digest of (record time, content with sorted keys). A body that is not a page
+    (HTML, truncated JSON) digests as one item of its own, so it disagrees with every real page."""
+    try:
+        page = orjson.loads(body)
+        items = page.get("transactions") if isinstance(page, dict) else None
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ValueError("not a page")
+    except ValueError:
+        return {"<not a page>": hashlib.blake2b(body, digest_size=16).digest()}
     out = {}
-    for item in page.get("transactions") or []:
+    for item in items:
         canon = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
         out[str(item.get("update_id"))] = hashlib.blake2b(canon, digest_size=16).digest()
     return out
@@ -70,19 +80,42 @@ def _order(urls: list[str], k: int, request: str, rng: random.Random | None, wha
     return order
 
 
+def _busy(exc: BaseException) -> bool:
+    """A 503: the scan timed out on this page or blipped; asking again (or smaller) can help."""
+    return isinstance(exc, ScanHTTPError) and exc.status == 503
+
+
 async def _fetch(fetch: Callable[[str], Awaitable[bytes]], urls: list[str],
                  errors: dict[str, BaseException]) -> dict[str, bytes]:  # fmt: skip
-    """The same request to these scans at once: their bodies; failures go into `errors`."""
-    results = await asyncio.gather(*(fetch(u) for u in urls), return_exceptions=True)
-    bodies = {}
-    for url, res in zip(urls, results, strict=True):
-        if isinstance(res, BaseException):
-            if not isinstance(res, Exception):
-                raise res
-            errors[url] = res
-        else:
-            bodies[url] = res
+    """The same request to these scans at once: their bodies; failures go into `errors`. A scan
+    that answers 503 is asked again (ASKS_PER_SCAN in all) before it counts as failed: one
+    transient 503 of one scan must not cost the agreement."""
+    bodies: dict[str, bytes] = {}
+    todo = list(urls)
+    for ask in range(ASKS_PER_SCAN):
+        results = await asyncio.gather(*(fetch(u) for u in todo), return_exceptions=True)
+        again = []
+        for url, res in zip(todo, results, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res
+                errors[url] = res
+                if _busy(res) and ask + 1 < ASKS_PER_SCAN:
+                    again.append(url)
+            else:
+                errors.pop(url, None)
+                bodies[url] = res
+        if not again:
+            break
+        todo = again
     return bodies
+
+
+def _raise_if_busy(errors: dict[str, BaseException]) -> None:
+    """No agreement while scans kept answering 503: the caller asks for a smaller page."""
+    busy = [e for e in errors.values() if _busy(e)]
+    if busy:
+        raise busy[0]
 
 
 def _group(digests: dict[str, bytes]) -> dict[bytes, list[str]]:
@@ -131,8 +164,7 @@ async def agreed_page(fetch: Callable[[str], Awaitable[bytes]], urls: list[str],
                     out.disagreements.append(Disagreement(url, request, tuple(sorted(differ))))
             return out
         if not rest:
-            if not bodies and errors and all(isinstance(e, ScanHTTPError) and e.status == 503 for e in errors.values()):
-                raise next(iter(errors.values()))  # every scan timed out on this page: the caller shrinks it
+            _raise_if_busy(errors)  # scans timed out on this page: the caller shrinks it and asks again
             seen = "; ".join(f"{u}: {len(g)} agreeing" for g in groups.values() for u in g[:1])
             failed = "; ".join(f"{u}: {e}" for u, e in errors.items())
             raise NoAgreement(f"{request}: no {k} scans returned the same page ({seen}"
@@ -142,7 +174,7 @@ async def agreed_page(fetch: Callable[[str], Awaitable[bytes]], urls: list[str],
 
 
 async def agreed_prefix(fetch: Callable[[str], Awaitable[bytes]], urls: list[str], k: int, request: str,
-                        rng: random.Random | None = None) -> Agreed:  # fmt: skip
+                        rng: random.Random | None = None, key: str = "transactions") -> Agreed:  # fmt: skip
     """For forward pages (`/v2/updates`) of scans at different heads: the longest run of updates,
     from the start of the page, that K scans served identically. A scan that is behind serves a
     shorter page that agrees as far as it goes; following never goes past what K scans have (the
@@ -150,9 +182,15 @@ async def agreed_prefix(fetch: Callable[[str], Awaitable[bytes]], urls: list[str
     order = _order(urls, k, request, rng, "scans")
     pages: dict[str, list[tuple[str, bytes, bytes]]] = {}  # url -> [(update id, digest, raw item)]
     errors: dict[str, BaseException] = {}
+    garbage: list[str] = []
     pending, rest = order[:k], order[k:]
     while True:
-        pages.update({u: _items(b) for u, b in (await _fetch(fetch, pending, errors)).items()})
+        for u, b in (await _fetch(fetch, pending, errors)).items():
+            try:
+                pages[u] = _items(b, key)
+            except (MalformedPage, ValueError) as exc:  # garbage from one scan: it simply does not agree
+                errors[u] = exc
+                garbage.append(u)
         best: tuple[int, list[str]] | None = None
         for ref in pages:
             agreeing = sorted((u for u in pages if _agrees(pages[ref], pages[u])), key=lambda u: -len(pages[u]))[:k]
@@ -166,31 +204,50 @@ async def agreed_prefix(fetch: Callable[[str], Awaitable[bytes]], urls: list[str
         if best is not None:
             n, agreeing = best
             items = pages[agreeing[0]][:n]
-            out = Agreed(b'{"transactions":[' + b",".join(i[2] for i in items) + b"]}", agreeing,
+            out = Agreed(b'{"' + key.encode() + b'":[' + b",".join(i[2] for i in items) + b"]}", agreeing,
                          compared=len(pages) + len(errors))  # fmt: skip
             for url, theirs in pages.items():
                 if url not in agreeing and not _agrees(items, theirs):
                     differ = [a[0] for a, b in zip(items, theirs, strict=False) if a[:2] != b[:2]]
                     out.disagreements.append(Disagreement(url, request, tuple(differ or [t[0] for t in theirs[:1]])))
+            out.disagreements.extend(Disagreement(url, request, ("<not a page>",)) for url in garbage)
             return out
         if not rest:
+            _raise_if_busy(errors)
             failed = "; ".join(f"{u}: {e}" for u, e in errors.items())
             raise NoAgreement(f"{request}: no {k} scans served the same updates"
                               f"{' (errors: ' + failed + ')' if failed else ''}; nothing of it was stored")  # fmt: skip
         pending, rest = rest[:1], rest[1:]
 
 
-def _items(body: bytes) -> list[tuple[str, bytes, bytes]]:
-    import msgspec
+class _Page(msgspec.Struct):
+    transactions: list[msgspec.Raw] = []
+    events: list[msgspec.Raw] = []
 
-    from scanfill.load.decode import Page
 
+def _items(body: bytes, key: str = "transactions") -> list[tuple[str, bytes, bytes]]:
+    """(update id, digest, raw item) of a forward page's items. An events item is compared without
+    its verdict's `finalization_time`, which honest scans do not share (each SV's mediator
+    observes its own); everything else must be equal."""
+    try:
+        raws = getattr(msgspec.json.decode(body, type=_Page), key)
+    except msgspec.DecodeError as exc:
+        raise MalformedPage(f"not a valid {key} page: {exc}") from None
     out = []
-    for raw in msgspec.json.decode(body, type=Page).transactions:
+    for raw in raws:
         data = bytes(raw)
         item = orjson.loads(data)
+        if not isinstance(item, dict):
+            raise MalformedPage(f"a {key} item that is not an object")
+        uid = item.get("update_id")
+        if key == "events":
+            inner = item.get("update") or item.get("verdict") or {}
+            uid = inner.get("update_id") if isinstance(inner, dict) else None
+            verdict = item.get("verdict")
+            if isinstance(verdict, dict) and "finalization_time" in verdict:
+                item = {**item, "verdict": {k: v for k, v in verdict.items() if k != "finalization_time"}}
         canon = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
-        out.append((str(item.get("update_id")), hashlib.blake2b(canon, digest_size=16).digest(), data))
+        out.append((str(uid), hashlib.blake2b(canon, digest_size=16).digest(), data))
     return out
 
 

@@ -17,20 +17,9 @@ import orjson
 
 from scanfill.errors import MalformedPage
 from scanfill.load import framing
-from scanfill.load.rows import COPY_TYPES, EventRow, UpdateRow
-from scanfill.timeutil import TimestampError, dt_to_us, parse_us
-
-TRANSFER_CHOICES = frozenset({"AmuletRules_Transfer", "AmuletRules_BuyMemberTraffic"})
-ROUND_TEMPLATES = frozenset({
-    "OpenMiningRound", "IssuingMiningRound", "SummarizingMiningRound", "ClosedMiningRound",
-    "AppRewardCoupon", "ValidatorRewardCoupon", "SvRewardCoupon", "ValidatorFaucetCoupon",
-    "ValidatorLivenessActivityRecord", "UnclaimedReward",
-})  # fmt: skip
-AMULET_TEMPLATES = {
-    "Amulet": ("amount", "createdAt", "number"),
-    "LockedAmulet": ("amulet", "amount", "createdAt", "number"),
-}
-
+from scanfill.load.rounds import derive_round
+from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
+from scanfill.timeutil import TimestampError, dt_to_us, parse_us, us_to_dt
 
 _NONE = msgspec.Raw(b"")
 
@@ -230,164 +219,12 @@ def _clean_event(ev: Event) -> Event:
     )  # fmt: skip
 
 
-# ----- rounds ------------------------------------------------------------------------------------
-
-
-def _int_of(v: Any) -> int | None:
-    if isinstance(v, dict):
-        v = v.get("int64", v.get("number"))
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str) and v.lstrip("-").isdigit():
-        return int(v)
-    return None
-
-
-def _first_round_record(v: Any, depth: int) -> int | None:
-    """Label-less records: the first nested record made of exactly one int64 is a `Round`."""
-    if depth < 0 or not isinstance(v, dict):
-        return None
-    if "record" in v:
-        fields = v["record"].get("fields") or []
-        if len(fields) == 1 and isinstance(fields[0].get("value"), dict) and "int64" in fields[0]["value"]:
-            return _int_of(fields[0]["value"])
-        for f in fields:
-            got = _first_round_record(f.get("value"), depth - 1)
-            if got is not None:
-                return got
-    return None
-
-
-def find_number(value: Any, path: tuple[str, ...]) -> int | None:
-    """The integer at `path` in a protobuf_json (labelled or positional) or compact_json value."""
-    if isinstance(value, dict) and "record" in value:
-        fields = value["record"].get("fields") or []
-        if fields and "label" not in fields[0]:
-            return _first_round_record(value, depth=4)
-        cur: Any = value
-        for name in path:
-            rec = cur.get("record") if isinstance(cur, dict) else None
-            if not rec:
-                return None
-            cur = next((f.get("value") for f in rec.get("fields") or [] if f.get("label") == name), None)
-            if cur is None:
-                return None
-        return _int_of(cur)
-    cur = value
-    for name in path:
-        if not isinstance(cur, dict) or name not in cur:
-            return None
-        cur = cur[name]
-    return _int_of(cur)
-
-
-class _Field(msgspec.Struct):
-    label: str | msgspec.UnsetType = msgspec.UNSET
-    value: msgspec.Raw = _NONE
-
-
-class _Record(msgspec.Struct):
-    fields: list[_Field] | None = None
-
-
-class _Labelled(msgspec.Struct, forbid_unknown_fields=True):
-    record: _Record
-
-
-_labelled_decoder = msgspec.json.Decoder(_Labelled)
-_object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
-
-
-def number_at(raw: Any, path: tuple[str, ...]) -> int | None:
-    """`find_number` of a served value without building it: only the records on `path` are
-    decoded, every other field is skipped by msgspec as raw bytes. Shapes off the common path
-    (positional records, odd types) take the full parse, so the answer is always `find_number`'s."""
-    try:
-        try:
-            fields = _labelled_decoder.decode(raw).record.fields or []
-        except msgspec.ValidationError:  # compact_json: {"round": {"number": "12"}, ...}
-            cur = _object_decoder.decode(raw)
-            if "record" in cur:
-                raise ValueError("an odd record") from None
-            for name in path[:-1]:
-                if name not in cur:
-                    return None
-                cur = _object_decoder.decode(cur[name])
-            return _int_of(orjson.loads(bytes(cur[path[-1]]))) if path[-1] in cur else None
-        if fields and fields[0].label is msgspec.UNSET:
-            raise ValueError("positional record")
-        value: msgspec.Raw | None = None
-        for name in path:
-            if value is not None:
-                fields = _labelled_decoder.decode(value).record.fields or []
-            value = next((f.value for f in fields if f.label == name), None)
-            if value is None or bytes(value) == b"null":
-                return None
-        return _int_of(orjson.loads(bytes(value))) if value is not None else None
-    except (msgspec.ValidationError, ValueError):
-        return find_number(orjson.loads(bytes(raw)), path)
-
-
-def _entity(template_id: str | None) -> str:
-    return template_id.rsplit(":", 1)[-1] if template_id else ""
-
-
 def _preorder(key: str) -> int:
     """Event ids are `<update>:<n>` numbered in tree pre-order (served sorted as text: 0, 1, 10, 11, 2)."""
     try:
         return int(key[key.rindex(":") + 1 :])
     except ValueError:
         return 1 << 30
-
-
-_kinds: dict[str | None, int] = {}  # template id -> 1 round-bearing, 2 Amulet, 0 neither
-_ROUND, _AMULET = 1, 2
-
-
-def _kind(template_id: str | None) -> int:
-    got = _kinds.get(template_id)
-    if got is None:
-        entity = _entity(template_id)
-        got = _ROUND if entity in ROUND_TEMPLATES else _AMULET if entity in AMULET_TEMPLATES else 0
-        if len(_kinds) >= framing.CACHE_LIMIT:
-            _kinds.clear()
-        _kinds[template_id] = got
-    return got
-
-
-def derive_round(events: list[Event]) -> int | None:
-    """scan-api.md section 4: transfer results, then round-bearing contracts, then Amulet `createdAt`.
-
-    Never wall-clock time: an update without a round in its payload gets NULL. One pass notes the
-    candidates of each rule; payloads are parsed only for those, in the rules' order.
-    """
-    transfers, rounds, amulets = [], [], []
-    for ev in events:
-        if ev.choice in TRANSFER_CHOICES and ev.exercise_result:
-            transfers.append(ev)
-        elif ev.event_type == "created_event" and ev.create_arguments:
-            k = _kind(ev.template_id)
-            if k == _ROUND:
-                rounds.append(ev)
-            elif k == _AMULET:
-                amulets.append(ev)
-    for ev in transfers:
-        got = number_at(ev.exercise_result, ("round", "number"))
-        if got is None:
-            got = number_at(ev.exercise_result, ("transferResult", "round", "number"))
-        if got is not None:
-            return got
-    for ev in rounds:
-        got = number_at(ev.create_arguments, ("round", "number"))
-        if got is not None:
-            return got
-    for ev in amulets:
-        got = number_at(ev.create_arguments, AMULET_TEMPLATES[_entity(ev.template_id)])
-        if got is not None:
-            return got
-    return None
 
 
 # ----- rows --------------------------------------------------------------------------------------
@@ -539,3 +376,77 @@ def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = 
     finally:
         if gc_was:
             gc.enable()
+
+
+# ----- /v0/events pages -------------------------------------------------------------------------
+
+
+
+class _EventItem(msgspec.Struct):
+    update: msgspec.Raw = _NONE  # `null` arrives as the raw bytes b"null"
+    verdict: msgspec.Raw = _NONE
+    traffic_summary: msgspec.Raw = _NONE
+    app_activity_records: msgspec.Raw = _NONE
+
+
+class _EventsPage(msgspec.Struct):
+    events: list[_EventItem]
+
+
+class _Where(msgspec.Struct):
+    update_id: str
+    record_time: str
+    migration_id: int | None = None
+    synchronizer_id: str | None = None
+    domain_id: str | None = None
+    event: dict[str, Any] | None = None
+
+
+_events_item_page = msgspec.json.Decoder(_EventsPage)
+_where_decoder = msgspec.json.Decoder(_Where)
+
+
+def _raw(v: msgspec.Raw) -> bytes | None:
+    """A served sub-document's bytes; absent and `null` are both None."""
+    b = bytes(v)
+    return None if not b or b == b"null" else b
+
+
+@dataclass
+class EventsPage:
+    """A `/v0/events` page: its `scan_events` rows, where the next request goes on from, how many
+    items it served, and every item's (update id, migration, synchronizer, record time) for the
+    pipeline's checks against what the scans know."""
+
+    rows: list[tuple[Any, ...]]
+    last: tuple[int, int]
+    served: int
+    positions: list[tuple[str, int, str | None, int]] = field(default_factory=list)
+
+
+def decode_events_page(body: bytes, after: tuple[int, int] | None) -> EventsPage:
+    """The page checked against the request: ascending, nothing at or before the re-read boundary."""
+    try:
+        page = _events_item_page.decode(body)
+        rows: list[tuple[Any, ...]] = []
+        positions: list[tuple[str, int, str | None, int]] = []
+        floor = (after[0], after[1] - 1) if after is not None else None
+        last = after or (-1, 0)
+        for item in page.events:
+            src = item.verdict if _raw(item.verdict) else item.update
+            if not _raw(src):
+                raise MalformedPage("an events item with neither an update nor a verdict")
+            w = _where_decoder.decode(src)
+            m = w.migration_id if w.migration_id is not None else int((w.event or {}).get("migration_id", -1))
+            t = parse_us(w.record_time)
+            if (m, t) < last or (floor is not None and (m, t) <= floor):
+                raise MalformedPage(f"events item {w.update_id} at {w.record_time} breaks ascending order after {last}")
+            last = (m, t)
+            positions.append((w.update_id, m, w.domain_id or w.synchronizer_id, t))
+            if not (_raw(item.verdict) or _raw(item.traffic_summary) or _raw(item.app_activity_records)):
+                continue  # a reassignment: nothing beyond the update, which the updates stream stores
+            rows.append((w.update_id, m, w.domain_id or w.synchronizer_id, us_to_dt(t), _raw(item.verdict),
+                         _raw(item.traffic_summary), _raw(item.app_activity_records)))  # fmt: skip
+        return EventsPage(rows, last, len(page.events), positions)
+    except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
+        raise MalformedPage(f"not a valid /v0/events page: {exc}") from None

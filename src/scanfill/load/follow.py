@@ -23,29 +23,27 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import msgspec
-import orjson
 import psycopg
 
+from scanfill import host
 from scanfill.coord.discovery import current_migration
-from scanfill.coord.store import FollowLease, Store
+from scanfill.coord.store import CRASH_RESET, FollowLease, Store
 from scanfill.db import Database, DbPool
 from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError, UnloggedLost
-from scanfill.load.agree import agreed_prefix
-from scanfill.load.decode import decode_stream_page
+from scanfill.load.decode import Batch
+from scanfill.load.pipeline import Pipeline, PipelineReport
 from scanfill.load.sink import Sink
-from scanfill.load.source import ScanClient, ScanConfig, redact_url
-from scanfill.timeutil import format_us, parse_us, us_to_dt
+from scanfill.scan.client import ScanClient, ScanConfig
 
 log = logging.getLogger("scanfill.follow")
 T = TypeVar("T")
 STREAMS = ("updates", "events")
+MAX_PAUSE_S = 60.0  # longest wait before asking the scans again after a stream failed
 
 
 @dataclass(frozen=True)
@@ -76,12 +74,19 @@ class FollowReport:
     disagreements: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     stopped: bool = False
+    scan_event_pages: int = 0
+    problems: int = 0  # pages the scans could not serve well even after the pipeline's retries (waited out)
+    last_problem: str = ""
+    malformed: int = 0  # pages refused as malformed and asked again
 
 
 class Follower:
+    """The follower driver: it only decides which window to ask for next (after its cursor) and
+    commits what the pipeline returns; asking, checking, retrying, agreeing are the pipeline's."""
+
     def __init__(self, settings: FollowSettings, hooks: Any = None) -> None:
         self.s = settings
-        self.id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.id = settings.worker_id or f"{host.hostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.report = FollowReport(self.id)
         self.hooks = hooks
         self.sink = Sink(settings.db)
@@ -89,7 +94,7 @@ class Follower:
         self.stop = asyncio.Event()
         self.caught_up = {name: False for name in STREAMS}
         self.pool = DbPool(settings.db, 2, f"scanfill follow {self.id}", settings.db_retry_s,
-                           after_outage=self.store.refuse_if_emptied)  # fmt: skip
+                           after_outage=self.store.refuse_if_emptied, stop=self.stop)  # fmt: skip
         self.lease: FollowLease | None = None
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -98,8 +103,14 @@ class Follower:
     async def run(self) -> FollowReport:
         await self.pool.open()
         try:
+            # the crash canary, before the first write: a crash that emptied the UNLOGGED tables
+            # resets every cursor (the follower's part of each range included) instead of following on
+            if await self.db(self.store.reset_if_emptied):
+                log.warning("%s The follower goes on from where it took over each range.", CRASH_RESET)
             async with ScanClient(self.s.scan) as client:
                 self.client = client
+                self.pipeline = Pipeline(client, self.s.agree, self._record_disagreement, self.hooks,
+                                         PipelineReport(disagreements=self.report.disagreements))  # fmt: skip
                 if not await self._become_leader():
                     return self.report
                 beat = asyncio.create_task(self._heartbeat())
@@ -111,33 +122,59 @@ class Follower:
                 finally:
                     beat.cancel()
                     if self.lease is not None:
-                        with contextlib.suppress(psycopg.Error):
+                        with contextlib.suppress(psycopg.Error, DatabaseUnavailable):
                             await self.db(self.store.follow_release, self.lease)
         finally:
             self.report.stopped = self.stop.is_set()
+            self.report.malformed = self.pipeline.report.malformed if hasattr(self, "pipeline") else 0
             self.pool.close()
         return self.report
 
+    async def _record_disagreement(self, url: str, request: str, ids: list[str]) -> None:
+        await self.db(self.store.record_disagreement, url, request, ids)
+
     async def _guarded(self, fn: Callable[[], Any], what: str) -> None:
-        try:
-            await fn()
-        except Fenced as exc:
-            log.warning("follower lost its lease (%s): another follower carries on", exc)
-            self.stop.set()
-        except (ScanError, MalformedPage, DatabaseUnavailable, UnloggedLost) as exc:
-            msg = f"follow {what}: {exc}"
-            log.error("%s", msg)
-            self.report.failures.append(msg)
-            self.stop.set()
+        """A stream runs until stopped. What the scans do wrong (garbage the pipeline could not get
+        past, every scan down, no agreement) is said and waited out, with growing pauses: the
+        follower is left running for months and `/v0/events` cannot be fetched later. Only losing
+        the lease, the database for the whole --db-retry, or the ledger rows stops it."""
+        failures = 0
+        while not self.stop.is_set():
+            pages = self.report.pages + self.report.scan_event_pages
+            try:
+                await fn()
+                return
+            except Fenced as exc:
+                log.warning("follower lost its lease (%s): another follower carries on", exc)
+                self.stop.set()
+            except (DatabaseUnavailable, UnloggedLost) as exc:
+                msg = f"follow {what}: {exc}"
+                log.error("%s", msg)
+                self.report.failures.append(msg)
+                self.stop.set()
+            except (ScanError, MalformedPage) as exc:
+                msg = f"follow {what}: {exc}"
+                if self.s.once:
+                    log.error("%s", msg)
+                    self.report.failures.append(msg)
+                    self.stop.set()
+                    return
+                failures = 1 if self.report.pages + self.report.scan_event_pages > pages else failures + 1
+                wait = min(MAX_PAUSE_S, max(1.0, self.s.poll_s) * 2 ** min(failures - 1, 8))
+                self.report.problems += 1
+                self.report.last_problem = msg
+                log.error("%s; asking again in %.0f s (the follower keeps running; nothing of it was stored)", msg,
+                          wait)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=wait)
 
     # ----- the lease: one active follower, the others wait as hot standbys ----------------------
 
     async def _become_leader(self) -> bool:
         waited = False
         while not self.stop.is_set():
-            dead = await self.db(self.store.dead_local_followers, socket.gethostname(), self.id)
-            got = await self.db(self.store.follow_claim, self.id, socket.gethostname(), os.getpid(),
-                                self.s.lease_s, dead)  # fmt: skip
+            dead = await self.db(self.store.dead_local_followers, self.id)
+            got = await self.db(self.store.follow_claim, self.id, self.s.lease_s, dead)
             if got is not None:
                 self.lease, previous = got
                 self.report.took_over = previous is not None and previous != self.id
@@ -147,11 +184,16 @@ class Follower:
             if not waited:
                 log.info("another follower is active: %s waits as a hot standby", self.id)
                 waited = True
+            # a frozen follower (SIGSTOP, a paused VM) may hold its commit's row lock forever: the
+            # server does not end a COPY waiting for data, so the standby ends it (as workers do)
+            for frozen in await self.db(self.store.reap_frozen_commits, self.s.lease_s):
+                log.warning("ended the commit of a frozen loader, %s: its lease can expire", frozen)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=min(1.0, self.s.lease_s / 5))
         return False
 
     async def _heartbeat(self) -> None:
+        """Renew the lease, end frozen commits of other loaders, and obey `scanfill abort`."""
         assert self.lease is not None
         while True:
             await asyncio.sleep(max(0.2, self.s.lease_s / 4))
@@ -161,7 +203,11 @@ class Follower:
                     log.warning("follower lease lost: stopping")
                     self.stop.set()
                     return
-            except psycopg.Error as exc:
+                if await self.db(self.store.stop_requested):
+                    log.warning("stop requested through the database (scanfill abort): stopping")
+                    self.stop.set()
+                    return
+            except (psycopg.Error, DatabaseUnavailable) as exc:
                 log.warning("follower heartbeat failed (will retry): %s", exc)
 
     # ----- the updates stream -------------------------------------------------------------------
@@ -177,31 +223,8 @@ class Follower:
             return handoff
         # no backfill here (or --start head): from the scans' current head
         m, _ = await current_migration(self.client)
-        info = await self.client.post_json("/v0/backfilling/migration-info", {"migration_id": m})
-        tops = [parse_us(r["max"]) for r in info.get("record_time_range") or []]
-        return (m, max(tops)) if tops else (m, 0)
-
-    async def _page(self, path: str, after: tuple[int, int] | None, size: int, agree: bool = False) -> bytes:
-        body: dict[str, Any] = {"page_size": size, "daml_value_encoding": "protobuf_json"}
-        if after is not None:
-            # re-read the boundary microsecond: another synchronizer's update may share it
-            body["after"] = {"after_migration_id": after[0], "after_record_time": format_us(after[1] - 1)}
-        what = f"POST {path} after {after}"
-        if not agree or self.s.agree <= 1:
-            data, _ = await self.client.request("POST", path, body, what=what)
-            return data
-
-        async def one(url: str) -> bytes:
-            data, _ = await self.client.request("POST", path, body, only={url}, what=what)
-            return data
-
-        got = await agreed_prefix(one, self.client.urls, self.s.agree, what)
-        for d in got.disagreements:
-            msg = f"{redact_url(d.url)} served other updates for {what} (e.g. {', '.join(d.differing_ids[:3])})"
-            log.warning("%s; benched", msg)
-            self.report.disagreements.append(msg)
-            self.client.bench(d.url, self.s.scan.forbidden_cooldown_s)
-        return got.body
+        await self.pipeline.known.refresh(m)
+        return (m, self.pipeline.known.heads.get(m, 0))
 
     async def _updates(self) -> None:
         """Page k+1 is fetched and decoded while page k commits: its `after` is known as soon as
@@ -209,14 +232,10 @@ class Follower:
         pos = await self._start_position("updates")
         lean = self.s.update_json == "envelope"
         size = self.s.page_size
-
-        async def fetch(after: tuple[int, int] | None, n: int) -> Any:
-            return decode_stream_page(await self._page("/v2/updates", after, n, agree=True), after, lean=lean)
-
-        ahead: asyncio.Task[Any] | None = None
+        ahead: asyncio.Task[Batch] | None = None
         try:
             while not self.stop.is_set():
-                batch = await (ahead if ahead is not None else fetch(pos, size))
+                batch = await (ahead if ahead is not None else self.pipeline.forward(pos, size, lean))
                 ahead = None
                 if batch.items == size and batch.last_position == pos:
                     size = min(1000, size * 2)  # a full page inside the re-read microsecond: get past it
@@ -224,7 +243,7 @@ class Follower:
                 full = batch.items == size
                 size = self.s.page_size
                 if full:
-                    ahead = asyncio.create_task(fetch(batch.last_position, size))
+                    ahead = asyncio.create_task(self.pipeline.forward(batch.last_position, size, lean))
                 if batch.items:
                     assert self.lease is not None
                     kept = await self.db(self.sink.commit_followed, self.lease, self.s.lease_s, batch)
@@ -254,87 +273,28 @@ class Follower:
         size = self.s.page_size
         while not self.stop.is_set():
             try:
-                body = await self._page("/v0/events", pos, size)
+                page = await self.pipeline.events(pos, size)
             except ScanHTTPError as exc:
                 if exc.status == 404:
                     log.warning("this scan has no /v0/events (an older release): verdicts are not kept")
                     return
                 raise
-            rows, last, served = decode_events_page(body, pos)
-            if served == size and last == pos:
+            if page.served == size and page.last == pos:
                 size = min(1000, size * 2)
                 continue
             size = self.s.page_size
             assert self.lease is not None
-            if served:
-                self.report.scan_events += await self.db(self.store.commit_scan_events, self.lease, last, rows,
-                                                         self.s.lease_s)  # fmt: skip
-                pos = last
-            if served < size:
+            if page.served:
+                self.report.scan_events += await self.db(self.store.commit_scan_events, self.lease, page.last,
+                                                         page.rows, self.s.lease_s)  # fmt: skip
+                self.report.scan_event_pages += 1
+                pos = page.last
+            if page.served < size:
                 self.caught_up["events"] = True
                 if self.s.once:
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), timeout=self.s.poll_s)
-
-
-_ABSENT = msgspec.Raw(b"")
-
-
-class _EventItem(msgspec.Struct):
-    update: msgspec.Raw = _ABSENT  # `null` arrives as the raw bytes b"null"
-    verdict: msgspec.Raw = _ABSENT
-    traffic_summary: msgspec.Raw = _ABSENT
-    app_activity_records: msgspec.Raw = _ABSENT
-
-
-class _EventsPage(msgspec.Struct):
-    events: list[_EventItem]
-
-
-class _Where(msgspec.Struct):
-    update_id: str
-    record_time: str
-    migration_id: int | None = None
-    synchronizer_id: str | None = None
-    domain_id: str | None = None
-    event: dict[str, Any] | None = None
-
-
-_events_decoder = msgspec.json.Decoder(_EventsPage)
-_where_decoder = msgspec.json.Decoder(_Where)
-
-
-def _raw(v: msgspec.Raw) -> bytes | None:
-    b = bytes(v)
-    return None if not b or b == b"null" else b
-
-
-def decode_events_page(
-    body: bytes, after: tuple[int, int] | None
-) -> tuple[list[tuple[Any, ...]], tuple[int, int], int]:
-    """`scan_events` rows of a /v0/events page, the position of its last item, and how many items it had."""
-    try:
-        page = _events_decoder.decode(body)
-        rows: list[tuple[Any, ...]] = []
-        last = after or (-1, 0)
-        for item in page.events:
-            src = item.verdict if _raw(item.verdict) else item.update
-            if not _raw(src):
-                raise MalformedPage("an events item with neither an update nor a verdict")
-            w = _where_decoder.decode(src)
-            m = w.migration_id if w.migration_id is not None else int((w.event or {}).get("migration_id", -1))
-            t = parse_us(w.record_time)
-            if (m, t) < last:
-                raise MalformedPage(f"events item {w.update_id} at {w.record_time} breaks ascending order")
-            last = (m, t)
-            if not (_raw(item.verdict) or _raw(item.traffic_summary) or _raw(item.app_activity_records)):
-                continue  # a reassignment: nothing beyond the update, which the updates stream stores
-            rows.append((w.update_id, m, w.domain_id or w.synchronizer_id, us_to_dt(t), _raw(item.verdict),
-                         _raw(item.traffic_summary), _raw(item.app_activity_records)))  # fmt: skip
-        return rows, last, len(page.events)
-    except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
-        raise MalformedPage(f"not a valid /v0/events page: {exc}") from None
 
 
 # ----- running it --------------------------------------------------------------------------------

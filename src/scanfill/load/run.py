@@ -14,15 +14,17 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from scanfill.config import check_listen
 from scanfill.coord import schema
 from scanfill.coord.discovery import Discovery, discover
 from scanfill.coord.scans import discover_scans
 from scanfill.coord.slices import PlanOptions, plan, plan_imports, refetch
-from scanfill.coord.store import Progress, Store
+from scanfill.coord.store import CRASH_RESET, Progress, Store
 from scanfill.db import Database
+from scanfill.errors import ConfigError
 from scanfill.load.agree import quorum
-from scanfill.load.source import ScanClient
 from scanfill.load.worker import Worker, WorkerReport, WorkerSettings
+from scanfill.scan.client import ScanClient
 
 log = logging.getLogger("scanfill.run")
 
@@ -97,6 +99,15 @@ async def discover_and_plan(opts: RunOptions) -> tuple[Discovery, dict[str, int]
     return disc, stats
 
 
+def reset_if_emptied(db: Database) -> bool:
+    """The crash canary, checked before a run's first write (`Store.reset_if_emptied`)."""
+    with db.connect(autocommit=True) as conn:
+        if Store(db).reset_if_emptied(conn):
+            log.warning("%s", CRASH_RESET)
+            return True
+    return False
+
+
 def overall_state(db: Database) -> Progress:
     """Totals the progress display and the summary need, from counters the loaders keep (cheap)."""
     with db.connect(autocommit=True) as conn:
@@ -105,7 +116,6 @@ def overall_state(db: Database) -> Progress:
 
 def check_connection_budget(db: Database, workers: int, per_worker: int) -> dict[str, int]:
     """Refuse before starting, with a suggested --workers, rather than fail later with "too many clients"."""
-    from scanfill.errors import ConfigError
 
     with db.connect(autocommit=True) as conn:
         row = conn.execute(
@@ -165,9 +175,9 @@ async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerRepo
 def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     """Plan and load; returns when every slice this run can reach is done, or on a stop."""
     schema.init(opts.worker.db)
-    from scanfill.ops.maintenance import check_unlogged_crash
-
-    check_unlogged_crash(opts.worker.db, echo=log.warning)
+    if opts.worker.metrics_port:
+        check_listen(opts.worker.metrics_addr, opts.worker.metrics_port, opts.workers)
+    reset_if_emptied(opts.worker.db)
     if not opts.plan_only:
         check_connection_budget(opts.worker.db, opts.workers, opts.worker.db_connections)
     t0 = time.monotonic()
@@ -177,6 +187,9 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     if len(found) > len(opts.worker.scan.urls) or worker.agree > 1:
         log.warning("scans: %d found through /v0/scans, %d usable; a page needs %d agreeing", len(found),
                     len(worker.scan.urls), worker.agree)  # fmt: skip
+    if worker.agree > len(worker.scan.urls):
+        raise ConfigError(f"--agree {worker.agree} needs {worker.agree} scans, only "
+                          f"{len(worker.scan.urls)} usable: pass more --scan-url (or --discover), or a lower --agree")  # fmt: skip
     opts = replace(opts, worker=worker)
     disc, stats = asyncio.run(discover_and_plan(opts))
     complete_urls = {m: frozenset(u) for m, u in disc.complete_urls.items()}
@@ -208,24 +221,6 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     summary.stopped = any(r.stopped for r in summary.reports)
     summary.complete = after.complete
     return summary
-
-
-def lifecycle(opts: RunOptions, prepare: bool, restore: bool, echo: Any, on_summary: Any,
-              display: Any = None, index_progress: Any = None) -> tuple[RunSummary, bool]:
-    """The guide's phases as stages: prepare (bulk-load mode), load, restore once complete.
-    Returns the summary and whether the tables were restored; `on_summary` sees the load's summary
-    before any restore starts (the user reads the load's result first)."""
-    from scanfill.ops import maintenance
-
-    if prepare:
-        schema.init(opts.worker.db)
-        maintenance.prepare(opts.worker.db, echo=echo)
-    summary = run(opts, display=display)
-    on_summary(summary)
-    if not (restore and summary.complete):
-        return summary, False
-    maintenance.restore(opts.worker.db, echo=echo, progress=index_progress)
-    return summary, True
 
 
 def _run_processes(settings: WorkerSettings, n: int) -> list[WorkerReport]:

@@ -24,12 +24,11 @@ import psycopg
 from scanfill.coord.slices import Claim, Leases, Partition
 from scanfill.coord.store import Lease, WorkerState
 from scanfill.db import Conn, Database, DbPool
-from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError, UnloggedLost
-from scanfill.load.agree import agreed_page
-from scanfill.load.decode import Batch, decode_page
+from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, UnloggedLost
+from scanfill.load.decode import Batch
+from scanfill.load.pipeline import Pipeline, PipelineReport
 from scanfill.load.sink import Sink
-from scanfill.load.source import ScanClient, ScanConfig, redact_url
-from scanfill.timeutil import format_us, parse_us
+from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 
 log = logging.getLogger("scanfill.load.worker")
 T = TypeVar("T")
@@ -101,7 +100,7 @@ class Worker:
         self.store = self.sink.store
         self.stop = asyncio.Event()
         self.pool = DbPool(settings.db, settings.db_connections, f"scanfill worker {self.id}", settings.db_retry_s,
-                           after_outage=self.store.refuse_if_emptied)  # fmt: skip
+                           after_outage=self.store.refuse_if_emptied, stop=self.stop)  # fmt: skip
         self._failed: list[str] = []
         self._dead: list[str] = []
         self._bytes_per_item: float | None = None  # running estimate over every page of this process
@@ -117,13 +116,15 @@ class Worker:
         t0 = time.monotonic()
         await self.pool.open()
         await self.db(self._register)
-        self._dead = await self.db(self._find_dead)
+        self._dead = await self.db(self.store.mark_dead_local_workers, self.id)
         bg = [asyncio.create_task(self._heartbeat())]
         if self.s.rescan_s > 0:
             bg.append(asyncio.create_task(self._rescan()))
         try:
             async with ScanClient(self.s.scan, on_request=getattr(self.hooks, "on_request", None)) as client:
                 self.client = client
+                self.pipeline = Pipeline(client, self.s.agree, self._record_disagreement, self.hooks,
+                                         PipelineReport(disagreements=self.report.disagreements))  # fmt: skip
                 tasks = [self._guarded_slot(k) for k in range(self.s.concurrency)]
                 if self.s.imports:
                     tasks.append(self._guarded(self._imports, "import updates"))
@@ -139,7 +140,7 @@ class Worker:
             self.report.stopped = self.stop.is_set()
             try:
                 await self.db(self._unregister)
-            except psycopg.Error as exc:
+            except (psycopg.Error, DatabaseUnavailable) as exc:
                 log.warning("could not record the worker's stop: %s", exc)
             self.pool.close()
         return self.report
@@ -177,15 +178,7 @@ class Worker:
             urls = self.complete_urls.get(m)
             try:
                 while not self.stop.is_set():
-                    body, _ = await self.client.request(
-                        "POST", "/v0/backfilling/import-updates",
-                        {"migration_id": m, "after_update_id": after, "limit": self.s.page_size},
-                        only=set(urls) if urls else None, what=f"import-updates(migration {m}, after {after!r})",
-                    )  # fmt: skip
-                    batch = decode_page(body, m, "", imports=True)
-                    ids = [u.update_id for u in batch.updates]
-                    if any(a >= b for a, b in zip([after, *ids], ids, strict=False)):
-                        raise MalformedPage(f"import updates of migration {m} after {after!r} are not ascending")
+                    batch = await self.pipeline.imports(m, after, self.s.page_size, set(urls) if urls else None)
                     done = not batch.updates
                     after = await self.db(self.sink.commit_imports, lease, after, batch, done, self.s.lease_s)
                     self.report.updates += len(batch.updates)
@@ -267,58 +260,13 @@ class Worker:
         self._failed.append(claim.cursor_name)
 
     async def _fetch(self, claim: Claim, before: str, lo_us: int, count: list[int]) -> Batch:
-        """One page; a 503 (Scan's own timeout for a page too large) halves `count` and retries."""
+        """One page of the slice through the pipeline (retries, shrinking, agreement, checks)."""
         urls = self.complete_urls.get(claim.migration_id)
-        only = set(urls) if urls else None
-        malformed = 0
-        for _ in range(self.s.scan.max_attempts):
-            try:
-                if self.s.agree > 1:
-                    body = await self._agreed(claim, before, lo_us, count[0], urls)
-                else:
-                    body = await self.client.updates_before(
-                        claim.migration_id, claim.synchronizer_id, parse_us(before), lo_us, count[0], only=only,
-                        before_text=before,
-                    )  # fmt: skip
-            except ScanHTTPError as exc:
-                if exc.status != 503:
-                    raise
-                count[0] = max(1, count[0] // 2)
-                log.info("503 from scan: page size for %s now %d", claim.cursor_name, count[0])
-                continue
-            try:
-                return decode_page(body, claim.migration_id, claim.synchronizer_id, parse_us(before), lo_us,
-                                   lean=self.s.update_json == "envelope")  # fmt: skip
-            except MalformedPage as exc:
-                malformed += 1
-                if malformed < 3:  # a glitch of one scan or proxy: ask again (another scan if there is one)
-                    log.warning("malformed page for %s at cursor %s (%s); retrying", claim.cursor_name, before, exc)
-                    continue
-                raise MalformedPage(
-                    f"cursor (before) {before}, count {count[0]}: malformed page from scan, 3 times: {exc}"
-                ) from None
-        raise ScanError(f"scan kept answering 503 for {claim.cursor_name} at cursor {before}, even at count 1")
+        return await self.pipeline.backward(claim.migration_id, claim.synchronizer_id, before, lo_us, count,
+                                            set(urls) if urls else None, lean=self.s.update_json == "envelope")  # fmt: skip
 
-    async def _agreed(self, claim: Claim, before: str, lo_us: int, count: int, urls: set[str] | None) -> bytes:
-        """The page K scans agree on; scans that served something else are named, recorded and benched."""
-        m, sync = claim.migration_id, claim.synchronizer_id
-
-        async def one(url: str) -> bytes:
-            return await self.client.updates_before(m, sync, parse_us(before), lo_us, count, only={url},
-                                                    before_text=before)  # fmt: skip
-
-        request = f"updates-before(migration {m}, {sync}, before {before}, at_or_after {format_us(lo_us)}, count {count})"
-        got = await agreed_page(one, sorted(urls or self.client.urls), self.s.agree, request)
-        for d in got.disagreements:
-            msg = f"{redact_url(d.url)} served a different page for {request}: {len(d.differing_ids)} update(s) differ " \
-                  f"(e.g. {', '.join(d.differing_ids[:3])}); benched, the page of {len(got.urls)} agreeing scans is used"
-            log.warning("%s", msg)
-            self.report.disagreements.append(msg)
-            self.client.bench(d.url, self.s.scan.forbidden_cooldown_s)
-            await self.db(self.store.record_disagreement, redact_url(d.url), request, list(d.differing_ids))
-            if self.hooks is not None and hasattr(self.hooks, "on_disagreement"):
-                self.hooks.on_disagreement(redact_url(d.url))
-        return got.body
+    async def _record_disagreement(self, url: str, request: str, ids: list[str]) -> None:
+        await self.db(self.store.record_disagreement, url, request, ids)
 
     def _page_count(self) -> int:
         """Items per request: the configured page size, fewer when updates are heavy, so that memory
@@ -410,18 +358,8 @@ class Worker:
 
     def _register(self, conn: Conn) -> None:
         with conn.transaction():
-            self.store.run(conn, "worker_register", id=self.id, host=socket.gethostname(), pid=os.getpid())
+            self.store.worker_register(conn, self.id)
             self._sample(conn)  # a zero point, so even a short run has a rate
-
-    def _find_dead(self, conn: Conn) -> list[str]:
-        """Workers recorded as running on this host whose process is gone (killed, crashed): their
-        leases can be taken at once instead of after expiry."""
-        with conn.transaction():
-            rows = self.store.all(conn, "workers_running_here", host=socket.gethostname(), id=self.id)
-            dead = [wid for wid, pid in rows if not _pid_alive(int(pid))]
-            if dead:
-                self.store.run(conn, "workers_mark_dead", ids=dead)
-        return dead
 
     def _unregister(self, conn: Conn) -> None:
         r = self.report
@@ -444,7 +382,7 @@ class Worker:
         with conn.transaction():
             self.store.run(conn, "worker_heartbeat", rows=self.report.rows, id=self.id)
             self._sample(conn)
-            return self.store.one(conn, "stop_requested") is not None
+            return self.store.stop_requested(conn)
 
     async def _rescan(self) -> None:
         """Long runs outlive the scan list: read `/v0/scans` again now and then and use new scans
@@ -491,17 +429,6 @@ class Worker:
                     self.stop.set()
             except psycopg.Error as exc:
                 log.warning("heartbeat failed (will retry): %s", exc)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 
 def _out_of_resources(exc: psycopg.Error) -> bool:

@@ -13,9 +13,10 @@ import orjson
 from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.errors import ScanError
-from scanfill.load.source import ScanClient, ScanConfig, redact_url
 from scanfill.ops.maintenance import catalog_snapshot, running_workers
 from scanfill.ops.tune import advise
+from scanfill.scan import endpoints as ep
+from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 
 
 @dataclass
@@ -84,7 +85,7 @@ async def scan_findings(scan: ScanConfig) -> list[Finding]:
         for url in scan.urls:
             t0 = time.monotonic()
             try:
-                data, _ = await client.request("GET", "/v0/backfilling/status", only={url.rstrip("/")})
+                data, _ = await client.request("GET", ep.BACKFILL_STATUS, only={url.rstrip("/")})
                 ms = (time.monotonic() - t0) * 1000
                 complete = bool(orjson.loads(data).get("complete"))
                 out.append(Finding(f"scan {redact_url(url)}", complete, f"reachable, {ms:.0f} ms, history "

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from scanfill.coord.store import Store
+from scanfill.coord.store import CRASH_RESET, Store
 from scanfill.db import Conn, Database
 from scanfill.errors import Refused
 
@@ -130,6 +130,9 @@ def prepare(db: Database, force: bool = False, dry_run: bool = False, echo: Call
         # a loader between two commits holds no lock: its heartbeat says it is there (no tables: no worker)
         with contextlib.suppress(psycopg.errors.UndefinedTable):
             busy += [f"scanfill worker {w} (heartbeat within 2 minutes)" for w in running_workers(db)]
+            follower = active_follower(db)
+            if follower:
+                busy.append(f"scanfill follow {follower} (holds the follower lease)")
         if busy and not force:
             raise Refused("other sessions are using the ledger tables, so this looks like a live database:\n  "
                           + "\n  ".join(busy) + "\nStop them first, or pass --force if you are sure.")  # fmt: skip
@@ -188,35 +191,12 @@ def saved_objects(db: Database, conn: Conn) -> dict[tuple[str, str], SavedObject
 
 
 def check_unlogged_crash(db: Database, echo: Callable[[str], None] = print) -> bool:
-    """After a crash PostgreSQL empties UNLOGGED tables (our canary with them). Detect it, say so, and
-    reset every cursor so the lost rows are loaded again; never report complete over rows that are gone."""
+    """After a crash PostgreSQL empties UNLOGGED tables (our canary with them): `Store.reset_if_emptied`."""
     with db.connect(autocommit=True) as conn:
-        if table_oid(db, conn, "scanfill_unlogged_canary") is None:
-            return False
-        unlogged = conn.execute(
-            "SELECT count(*) FROM pg_class WHERE oid = ANY(%s) AND relpersistence = 'u'",
-            ([table_oid(db, conn, t) for t in LEDGER_TABLES],),
-        ).fetchone()  # fmt: skip
-        if not unlogged or not unlogged[0]:
-            return False
-        armed = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(db.t("scanfill_unlogged_canary"))).fetchone()
-        if armed and armed[0]:
-            return False
-        store = Store(db)
-        with conn.transaction():
-            store.run(conn, "slices_lock_all")
-            again = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(db.t("scanfill_unlogged_canary"))).fetchone()
-            if again and again[0]:
-                return False  # another process handled it
-            left = conn.execute(sql.SQL("SELECT (SELECT count(*) FROM {}) + (SELECT count(*) FROM {})").format(
-                db.t("ledger_updates"), db.t("ledger_events"))).fetchone()  # fmt: skip
-            store.reset_cursors(conn)
-            if left and left[0]:
-                conn.execute(sql.SQL("TRUNCATE {}, {}").format(db.t("ledger_updates"), db.t("ledger_events")))
-            conn.execute(sql.SQL("INSERT INTO {} VALUES (true)").format(db.t("scanfill_unlogged_canary")))
-        echo("The PostgreSQL server crashed or restarted uncleanly while the ledger tables were UNLOGGED, so it "
-             "emptied them. Every cursor was reset: the next `scanfill run` loads the history again.")  # fmt: skip
-        return True
+        if Store(db).reset_if_emptied(conn):
+            echo(CRASH_RESET)
+            return True
+    return False
 
 
 # ----- restore -----------------------------------------------------------------------------------
@@ -430,6 +410,11 @@ def clear_stop(db: Database) -> None:
 def running_workers(db: Database, stale_s: float = 120.0) -> list[str]:
     with db.connect(autocommit=True) as conn:
         return [r[0] for r in Store(db).all(conn, "workers_live", stale_s=stale_s)]
+
+
+def active_follower(db: Database) -> str | None:
+    with db.connect(autocommit=True) as conn:
+        return Store(db).follower_active(conn)
 
 
 def truncate_all(db: Database) -> None:

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from scanfill.coord.store import Store
 from scanfill.db import Database
-from scanfill.load.source import ScanClient, ScanConfig, redact_url
+from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
 DAY_US = 86_400_000_000
@@ -134,8 +134,19 @@ class WindowDiff:
         return f"{format_us(a)}/{format_us(a + self.window_us)}"
 
 
+def normalize(item: dict[str, Any]) -> dict[str, Any]:
+    """An update as both endpoints serve it. `/v2/updates` (what `follow` stores) and
+    `updates-before` (what `run` stores, and what verify reads) differ in exactly this: `/v2`
+    has no `offset` on transactions and omits `external_transaction_hash` when it is null
+    (`events_by_id` order differs too; digests sort keys). Nothing else is normalised."""
+    if "offset" in item or item.get("external_transaction_hash", 0) is None:
+        item = {k: v for k, v in item.items() if k != "offset" and not (k == "external_transaction_hash" and v is None)}
+    return item
+
+
 def _canonical(item: dict[str, Any], envelope: bool) -> bytes:
     """Digest of an update's content, keys sorted; `envelope`: as stored without its events."""
+    item = normalize(item)
     if envelope and "events_by_id" in item:
         item = {**item, "events_by_id": {}}
     return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
@@ -146,7 +157,8 @@ async def _scan_items(client: ScanClient, m: int, sync: str, lo: int, hi: int, u
     out: list[dict[str, Any]] = []
     before = hi
     while True:
-        body = await client.updates_before(m, sync, before, lo, 1000, only={url})
+        # a 503 is retried with backoff like any transient error, as `run` does (verify keeps its page size)
+        body = await client.updates_before(m, sync, before, lo, 1000, only={url}, raise_503=False)
         page = orjson.loads(body)["transactions"]
         if not page:
             return out

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from scanfill.errors import ConfigError, ScanError, ScanHTTPError
+from scanfill.scan import endpoints as ep
 from scanfill.timeutil import format_us
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -328,32 +329,29 @@ class ScanClient:
 
         async def one(h: UrlHealth) -> Any:
             try:
-                data, _ = await self.request(
-                    "POST",
-                    "/v0/backfilling/migration-info",
-                    {"migration_id": migration_id},
-                    only={h.url},
-                    what=f"migration-info({migration_id}) at {redact_url(h.url)}",
-                )
+                data, _ = await self.request("POST", ep.MIGRATION_INFO, ep.migration_info(migration_id), only={h.url},
+                                             what=f"migration-info({migration_id}) at {redact_url(h.url)}")  # fmt: skip
                 return orjson.loads(data)
             except ScanError as exc:
                 return exc
+            except ValueError as exc:  # not JSON: as good as no answer
+                return ScanError(f"migration-info({migration_id}) at {redact_url(h.url)}: not JSON ({exc})")
 
         results = await asyncio.gather(*(one(h) for h in self.health))
         return {h.url: r for h, r in zip(self.health, results, strict=True)}
 
     async def updates_before(
         self, migration_id: int, synchronizer_id: str, before_us: int, at_or_after_us: int | None, count: int,
-        only: set[str] | None = None, before_text: str | None = None,
+        only: set[str] | None = None, before_text: str | None = None, raise_503: bool = True,
     ) -> bytes:  # fmt: skip
-        body: dict[str, Any] = {
-            "migration_id": migration_id, "synchronizer_id": synchronizer_id,
-            "before": before_text or format_us(before_us), "count": count,
-        }  # fmt: skip
-        if at_or_after_us is not None:
-            body["at_or_after"] = format_us(at_or_after_us)
+        """One updates-before page. A 503 comes back at once by default (Scan's own timeout for a
+        page too large: the loader asks for a smaller one); `raise_503=False` retries it like any
+        transient error (a reader that pages with a fixed count, such as `verify`)."""
+        body = ep.updates_before(migration_id, synchronizer_id, before_text or format_us(before_us), at_or_after_us,
+                                 count)  # fmt: skip
         data, _ = await self.request(
-            "POST", "/v0/backfilling/updates-before", body, only=only,
-            what=f"updates-before(migration {migration_id}, {synchronizer_id}, before {body['before']})", raise_503=True,
+            "POST", ep.UPDATES_BEFORE, body, only=only,
+            what=f"updates-before(migration {migration_id}, {synchronizer_id}, before {body['before']})",
+            raise_503=raise_503,
         )  # fmt: skip
         return data

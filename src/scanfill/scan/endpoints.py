@@ -1,0 +1,49 @@
+"""Every Scan endpoint scanfill calls, once: its path and the body it is sent.
+
+The shapes follow Splice's published Scan OpenAPI (`scan.yaml`) and `docs/scan-api.md`; the
+response types that are decoded in bulk live with their decoders (`load.decode`), the small ones
+are read where they are used. No other module writes a Scan path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scanfill.timeutil import format_us
+
+MIGRATION_INFO = "/v0/backfilling/migration-info"
+UPDATES_BEFORE = "/v0/backfilling/updates-before"
+IMPORT_UPDATES = "/v0/backfilling/import-updates"
+BACKFILL_STATUS = "/v0/backfilling/status"
+UPDATES_V2 = "/v2/updates"
+EVENTS = "/v0/events"
+MIGRATIONS_LAST = "/v0/migrations/last"
+DSO_SEQUENCERS = "/v0/dso-sequencers"
+SCANS = "/v0/scans"
+
+
+def migration_info(migration_id: int) -> dict[str, Any]:
+    return {"migration_id": migration_id}
+
+
+def updates_before(migration_id: int, synchronizer_id: str, before: str, at_or_after_us: int | None,
+                   count: int) -> dict[str, Any]:  # fmt: skip
+    """`before` is the exact record-time text of the oldest update stored (the cursor), never reformatted."""
+    body: dict[str, Any] = {"migration_id": migration_id, "synchronizer_id": synchronizer_id, "before": before,
+                            "count": count}  # fmt: skip
+    if at_or_after_us is not None:
+        body["at_or_after"] = format_us(at_or_after_us)
+    return body
+
+
+def import_updates(migration_id: int, after_update_id: str, limit: int) -> dict[str, Any]:
+    return {"migration_id": migration_id, "after_update_id": after_update_id, "limit": limit}
+
+
+def forward(after: tuple[int, int] | None, page_size: int) -> dict[str, Any]:
+    """`/v2/updates` and `/v0/events`: the page after (migration, record time), re-reading the
+    boundary microsecond (`after` - 1 us): another synchronizer's update may share it."""
+    body: dict[str, Any] = {"page_size": page_size, "daml_value_encoding": "protobuf_json"}
+    if after is not None:
+        body["after"] = {"after_migration_id": after[0], "after_record_time": format_us(after[1] - 1)}
+    return body
