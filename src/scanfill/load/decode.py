@@ -361,12 +361,16 @@ def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = 
         batch = Batch(nbytes=len(body))
         clean = b"\\u0000" in body
         prev = (after[0], after[1] - 1) if after is not None else (-1, 0)
+        seen: set[str] = set()
         for raw in page.transactions:
             u = _item(raw, False, lean, clean)
             pos = (u.migration_id, u.t_us)
             if pos < prev or (after is not None and pos <= (after[0], after[1] - 1)):
                 raise MalformedPage(f"update {u.update_id} at migration {pos[0]}, {u.record_time} breaks ascending "
                                     f"order after {prev}")  # fmt: skip
+            if u.update_id in seen:
+                raise MalformedPage(f"update {u.update_id} is served twice in one page")
+            seen.add(u.update_id)
             prev = pos
             batch.add(u)
         batch.last_position = prev if batch.items else after
@@ -432,6 +436,7 @@ def decode_events_page(body: bytes, after: tuple[int, int] | None) -> EventsPage
         positions: list[tuple[str, int, str | None, int]] = []
         floor = (after[0], after[1] - 1) if after is not None else None
         last = after or (-1, 0)
+        seen: set[str] = set()
         for item in page.events:
             src = item.verdict if _raw(item.verdict) else item.update
             if not _raw(src):
@@ -442,6 +447,9 @@ def decode_events_page(body: bytes, after: tuple[int, int] | None) -> EventsPage
             if (m, t) < last or (floor is not None and (m, t) <= floor):
                 raise MalformedPage(f"events item {w.update_id} at {w.record_time} breaks ascending order after {last}")
             last = (m, t)
+            if w.update_id in seen:
+                raise MalformedPage(f"events item {w.update_id} is served twice in one page")
+            seen.add(w.update_id)
             positions.append((w.update_id, m, w.domain_id or w.synchronizer_id, t))
             if not (_raw(item.verdict) or _raw(item.traffic_summary) or _raw(item.app_activity_records)):
                 continue  # a reassignment: nothing beyond the update, which the updates stream stores

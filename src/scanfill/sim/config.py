@@ -30,6 +30,11 @@ class FaultConfig:
     every_drop: int = 0
     every_hang: int = 0
     every_malformed: int = 0
+    # a corrupting proxy: every Nth (or a share of) 200 answers on the paging endpoints is spoiled,
+    # one way after another from `corrupt` (see sim.corrupt.KINDS; empty: all of them in turn)
+    every_corrupt: int = 0
+    rate_corrupt: float = 0.0
+    corrupt: tuple[str, ...] = ()
     retry_after_s: float = 1.0  # Retry-After sent with the `429` fault (an ingress's limiter); 0: none
     rate_limit_retry_after: bool = False  # Scan's own limiter (`client_rps`) sends none
     hang_s: float = 3600.0

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from scanfill.sim import corrupt
 from scanfill.sim.config import FaultConfig, InstanceConfig, SimConfig
 from scanfill.sim.ledger import Ledger, to_v2
 from scanfill.timeutil import MIN_US, TimestampError, format_trimmed, format_us, parse_us
@@ -126,7 +127,8 @@ class ScanInstance:
         self.public_url = ""
         self._egress_free = 0.0  # monotonic time the bandwidth cap lets the next chunk out
         self.served_items = 0  # items of the page just rendered, for `latency_per_1000_ms`
-        self.subject_requests = 0  # requests faults apply to: `every_N` schedules count these
+        self.subject_requests = 0
+        self.corrupted = 0  # pages spoiled so far: the next one is spoiled the next way  # requests faults apply to: `every_N` schedules count these
 
     @property
     def complete(self) -> bool:
@@ -221,6 +223,17 @@ class ScanInstance:
             return web.Response(
                 body=good.replace(b'"record_time":"', b'"record_time":"garbage-', 1), content_type="application/json"
             )
+        if subject and isinstance(resp, web.Response) and resp.status == 200 and self._fault("corrupt"):
+            kinds = f.corrupt or tuple(corrupt.KINDS)
+            for _ in kinds:  # the next way that applies to this page (an empty page cannot be swapped)
+                kind = kinds[self.corrupted % len(kinds)]
+                self.corrupted += 1
+                spoiled = corrupt.spoil(kind, resp.body if isinstance(resp.body, bytes) else b"")
+                if spoiled is not None:
+                    self._count(f"corrupt_{kind}")
+                    self._count(f"corrupt_at_{path}")
+                    resp = web.Response(body=spoiled[0], content_type=spoiled[1])
+                    break
         if f.gzip and isinstance(resp, web.Response) and "gzip" in request.headers.get("Accept-Encoding", ""):
             body = resp.body
             if isinstance(body, bytes) and len(body) > 512:
