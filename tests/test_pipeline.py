@@ -7,7 +7,6 @@ simulator over HTTP."""
 from __future__ import annotations
 
 import signal
-import subprocess
 
 import psycopg
 import pytest
@@ -49,7 +48,7 @@ def test_a_corrupting_proxy_in_both_directions_leaves_the_copy_exact_and_the_fol
     streams); each is refused whole, asked again (of another scan where there is one) and the copy
     ends exact, nothing of migration 99 or the bogus synchronizer stored, the follower alive."""
     spoil = FaultConfig(every_corrupt=2 if agree > 1 else 3)
-    instances = (InstanceConfig("sv-bad", faults=spoil),) + tuple(InstanceConfig(f"sv-{k}") for k in range(agree))
+    instances = (InstanceConfig("sv-bad", faults=spoil), *tuple(InstanceConfig(f"sv-{k}") for k in range(agree)))
     config = SimConfig(ledger=BASE.with_growth(GROW), grow=60.0, grow_updates=GROW, instances=instances)
     full = Ledger(config.ledger)
     with Simulator(config) as sim:
@@ -62,7 +61,7 @@ def test_a_corrupting_proxy_in_both_directions_leaves_the_copy_exact_and_the_fol
                      what="every kind of spoiled page, on every paging endpoint")  # fmt: skip
         except TimeoutError:
             p.kill()
-            raise AssertionError(f"spoiled: {corrupted(sim, 0)}; loader said: {p.communicate()[0].decode()[-3000:]}")
+            raise AssertionError(f"spoiled: {corrupted(sim, 0)}; loader said: {p.communicate()[0].decode()[-3000:]}") from None
         assert p.poll() is None, "the follower stopped"
         p.send_signal(signal.SIGINT)
         out = p.communicate(timeout=60)[0].decode()
