@@ -206,10 +206,13 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
               help="Seconds to ride out a database restart or failover before failing.")
 @click.option("--agree", default="1", show_default=True, metavar="K|auto",
               help="Store updates only when K scans served them identically (up to the lowest head of those K).")
+@click.option("--rewind", is_flag=True,
+              help="Repair a cursor no scan can serve (`scanfill doctor` names one): remove what lies past what the "
+                   "scans announce, move the cursors back onto stored positions, then follow.")
 @friendly
 def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool, once: bool,
            events: bool, page_size: int, poll_s: float, lease_s: float, start: str, update_json: str,
-           metrics_port: int, metrics_addr: str, db_retry_s: float, agree: str) -> None:  # fmt: skip
+           metrics_port: int, metrics_addr: str, db_retry_s: float, agree: str, rewind: bool) -> None:  # fmt: skip
     """Keep the copy current: tail new updates (and verdicts) into the same tables, exactly once.
 
     One follower writes at a time; start the same command elsewhere for a hot standby that takes
@@ -222,6 +225,14 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     db = get_db(dsn, schema)
     sch.init(db)
     scan = get_scan(scan_urls, timeout, insecure)
+    if rewind:
+        from scanfill.ops.cursors import rewind as do_rewind
+
+        found, (gone_u, gone_e) = do_rewind(db, scan)
+        for line in found.problems:
+            click.secho(f"rewind: {line}", fg="yellow", err=True)
+        click.echo(f"rewind: removed {gone_u:,} updates and {gone_e:,} events no scan serves; the cursors are back on "
+                   "stored positions" if found.cut else "rewind: nothing to repair")  # fmt: skip
     if quorum(agree, len(scan.urls)) > len(scan.urls):
         raise click.UsageError(f"--agree {agree} needs at least {agree} scans, only {len(scan.urls)} given: pass more "
                                "--scan-url, or a lower --agree")  # fmt: skip

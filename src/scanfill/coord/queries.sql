@@ -493,3 +493,50 @@ SELECT pg_advisory_xact_lock(%(key)s);
 -- name: follower_active
 -- The follower holding an unexpired lease, if any (prepare refuses, abort waits for it).
 SELECT owner FROM {s}.follow_leader WHERE id = 1 AND owner IS NOT NULL AND lease_until > now();
+
+-- name: follow_positions
+-- Both streams' cursors (doctor checks that some scan can serve them).
+SELECT stream, migration_id, record_text FROM {s}.follow_cursors ORDER BY stream;
+
+-- name: range_migrations
+-- Every migration the ranges know of.
+SELECT DISTINCT migration_id FROM {s}.backfill_ranges ORDER BY 1;
+
+-- name: rewind_count
+-- Rows of a migration past a point (all of it: '-infinity'), before `follow --rewind` removes them.
+SELECT count(*), coalesce(sum(event_count), 0) FROM {s}.ledger_updates
+WHERE migration_id = %(m)s AND record_time > %(after)s AND kind <> 'import';
+
+-- name: rewind_events
+DELETE FROM {s}.ledger_events WHERE update_id IN (SELECT update_id FROM {s}.ledger_updates
+    WHERE migration_id = %(m)s AND record_time > %(after)s AND kind <> 'import');
+
+-- name: rewind_updates
+DELETE FROM {s}.ledger_updates WHERE migration_id = %(m)s AND record_time > %(after)s AND kind <> 'import';
+
+-- name: rewind_scan_events
+DELETE FROM {s}.scan_events WHERE migration_id = %(m)s AND record_time > %(after)s;
+
+-- name: rewind_drop_migration
+-- A migration no scan announces: its ranges and slices go (what they held was removed above).
+WITH c AS (DELETE FROM {s}.backfill_cursors WHERE migration_id = %(m)s)
+DELETE FROM {s}.backfill_ranges WHERE migration_id = %(m)s;
+
+-- name: rewind_ranges
+-- A migration's followed ranges end again at the newest update stored (after rows past its head went).
+UPDATE {s}.backfill_ranges r SET max_time = t.top,
+       max_text = to_char(t.top AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+FROM (SELECT r2.synchronizer_id, greatest(r2.min_time - interval '1 microsecond',
+             (SELECT max(record_time) FROM {s}.ledger_updates u WHERE u.migration_id = r2.migration_id
+                AND u.synchronizer_id = r2.synchronizer_id AND u.kind <> 'import')) AS top
+      FROM {s}.backfill_ranges r2 WHERE r2.migration_id = %(m)s) t
+WHERE r.migration_id = %(m)s AND r.synchronizer_id = t.synchronizer_id AND r.max_time > %(after)s
+  AND r.followed_after IS NOT NULL;
+
+-- name: ranges_top
+-- The newest position any range reaches: a safe cursor for the updates stream (what is below is stored).
+SELECT migration_id, max_text FROM {s}.backfill_ranges ORDER BY migration_id DESC, max_time DESC LIMIT 1;
+
+-- name: scan_events_top
+-- The newest events item stored: a safe cursor for the events stream (items are kept by update id).
+SELECT migration_id, record_time FROM {s}.scan_events ORDER BY migration_id DESC, record_time DESC LIMIT 1;

@@ -22,7 +22,7 @@ from scanfill import host
 from scanfill.coord.schema import LOCK_KEY
 from scanfill.db import Conn, Database
 from scanfill.errors import Fenced, UnloggedLost
-from scanfill.timeutil import format_us, parse_us, us_to_dt
+from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
 
 @cache
@@ -350,6 +350,41 @@ class Store:
         """Who follows now (an unexpired follower lease), or None."""
         row = self.one(conn, "follower_active")
         return None if row is None else str(row[0])
+
+    def follow_positions(self, conn: Conn) -> dict[str, tuple[int, int]]:
+        return {str(r[0]): (int(r[1]), parse_us(r[2])) for r in self.all(conn, "follow_positions")}
+
+    def range_migrations(self, conn: Conn) -> list[int]:
+        return [int(r[0]) for r in self.all(conn, "range_migrations")]
+
+    def rewind(self, conn: Conn, cut: dict[int, int | None]) -> tuple[int, int]:
+        """Remove what lies where no scan can serve it (`cut`: migration -> the newest record time
+        scans announce, None for a migration none announces), end the followed ranges at what is
+        left, and move both follower cursors back onto stored positions. Returns (updates, events)
+        removed. An earlier release could store such rows from one corrupted page."""
+        removed_u = removed_e = 0
+        with conn.transaction():
+            self.run(conn, "slices_lock_all")
+            for m, head in sorted(cut.items()):
+                after = "-infinity" if head is None else us_to_dt(head)
+                u, e = self.one(conn, "rewind_count", m=m, after=after)
+                removed_u, removed_e = removed_u + int(u), removed_e + int(e)
+                if u:
+                    self.run(conn, "follow_uncount", updates=u, events=e)
+                self.run(conn, "rewind_events", m=m, after=after)
+                self.run(conn, "rewind_updates", m=m, after=after)
+                self.run(conn, "rewind_scan_events", m=m, after=after)
+                if head is None:
+                    self.run(conn, "rewind_drop_migration", m=m)
+                else:
+                    self.run(conn, "rewind_ranges", m=m, after=after)
+            top = self.one(conn, "ranges_top")
+            if top is not None:
+                pos = (int(top[0]), parse_us(top[1]))
+                self.set_follow_position(conn, "updates", pos, 0)
+                ev = self.one(conn, "scan_events_top")
+                self.set_follow_position(conn, "events", (int(ev[0]), dt_to_us(ev[1])) if ev else pos, 0)
+        return removed_u, removed_e
 
     def follow_state(self, conn: Conn) -> Any:
         return self.one(conn, "follow_state")

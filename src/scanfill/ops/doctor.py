@@ -104,6 +104,16 @@ def run_all(db: Database | None, scan: ScanConfig | None, workers: int, db_conne
         found += database_findings(db, workers, db_connections)
     if scan is not None:
         found += asyncio.run(scan_findings(scan))
+    if db is not None and scan is not None:
+        import psycopg
+
+        from scanfill.ops.cursors import cursor_findings
+
+        try:
+            ok, finding, fix = cursor_findings(db, scan)
+            found.append(Finding("cursors the scans can serve", ok, finding, fix))
+        except psycopg.errors.UndefinedTable:
+            pass  # nothing loaded yet: no cursor to check
     return found
 
 
