@@ -286,3 +286,46 @@ def test_a_scan_reusing_an_id_with_other_content_stops_the_slice_instead_of_loop
     # scan cannot tell which is real, which is what `run --agree 2` is for
     wrong = [u for u, t in rows if dt_to_us(t) != want[u]]
     assert rows and all(u in want for u, _ in rows) and 0 < len(wrong) <= 2, wrong
+
+
+def test_a_schema_name_with_a_percent_sign_is_refused_in_one_line_and_creates_nothing(db: str) -> None:
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        for args in (("init",), ("run", "--no-progress"), ("status",)):
+            p = scanfill(*args, "--schema", "ledger%s%(x)s", dsn=db, urls=sim.urls)
+            out = p.communicate(timeout=120)[0].decode()
+            assert p.returncode != 0 and "containing % is not supported" in out and "Traceback" not in out, (args, out)
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'ledger%%'").fetchone() == (0,)
+
+
+@pytest.mark.needs("postgresql-15")
+def test_ctrl_c_during_a_database_outage_stops_at_once() -> None:
+    """A follower riding out an outage (--db-retry 300) stops on Ctrl+C without waiting for the database."""
+    import signal
+    import subprocess
+    import time
+
+    with pg15_cluster() as pg, Simulator(SimConfig(ledger=SMALL.with_growth(300), grow=5.0, grow_updates=300)) as sim:
+        db = _new_db(pg.dsn)
+        p = scanfill("follow", "--start", "beginning", "--poll", "0.1", "--db-retry", "300", dsn=db, urls=sim.urls,
+                     stdout=subprocess.PIPE)  # fmt: skip
+        wait_for(lambda: _count(db) > 100, timeout=120, what="the follower to follow")
+        lines: list[str] = []
+
+        def read() -> None:
+            assert p.stdout is not None
+            for line in p.stdout:
+                lines.append(line.decode())
+
+        threading.Thread(target=read, daemon=True).start()
+        pg.ctl("-m", "fast", "stop")
+        try:
+            wait_for(lambda: any("database unavailable" in ln for ln in lines), timeout=60, what="the outage noticed")
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=60)
+            took = time.monotonic() - t0
+        finally:
+            pg.ctl("start")
+    assert took < 20, (took, lines)
+    assert not any("Traceback" in ln for ln in lines), lines

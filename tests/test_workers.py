@@ -140,6 +140,7 @@ def test_a_worker_frozen_in_the_middle_of_its_copy_is_ended_by_the_others(db: st
     frozen.execute("BEGIN")
     Store(d).lock_for_commit(frozen, claim.lease("frozen-worker"), 1, claim.last_before)
     started, release = threading.Event(), threading.Event()
+    early: list[BaseException] = []  # a COPY that failed before freezing would prove nothing
 
     def copy_and_freeze() -> None:
         try:
@@ -147,25 +148,36 @@ def test_a_worker_frozen_in_the_middle_of_its_copy_is_ended_by_the_others(db: st
                 cp.write(b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8)  # the binary header, then nothing more
                 started.set()
                 release.wait(120)
-        except Exception:
+        except Exception as exc:
+            if not started.is_set():
+                early.append(exc)
             started.set()
 
     t = threading.Thread(target=copy_and_freeze, daemon=True)
     t.start()
     started.wait(30)
+    assert not early, early
+    with d.connect(autocommit=True) as c:  # the server really is inside the COPY, waiting for data
+        wait_for(lambda: c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'scanfill worker "
+                                   "frozen' AND state = 'active' AND query LIKE 'COPY %'").fetchone() == (1,),
+                 timeout=30, what="the frozen COPY to be active")  # fmt: skip
     t0 = time.monotonic()
     store, rescuer = Store(d), Leases(d, "rescuer", lease_s=1)
     got: list[object] = []
+    reaped: list[str] = []
     with d.connect(autocommit=True, application="scanfill worker rescuer") as c:
         def rescued() -> bool:
-            store.reap_frozen_commits(c, 1)  # what every worker's heartbeat does
+            reaped.extend(store.reap_frozen_commits(c, 1))  # what every worker's heartbeat does
             got.append(rescuer.claim(c, others))
             return got[-1] is not None
 
         wait_for(rescued, timeout=90, what="the frozen COPY's slice to be claimable")
     took = time.monotonic() - t0
     release.set()
-    assert 5 < took < 60, took
+    # the guard fired: the reaper ended exactly that COPY (an idle timeout would not show here), and
+    # not before the guard (10 s for a 1 s lease, + 5 s)
+    assert [r for r in reaped if "scanfill worker frozen" in r], reaped
+    assert 14 < took < 60, took
     assert getattr(got[-1], "cursor_name", None) == claim.cursor_name
     frozen.close()
 

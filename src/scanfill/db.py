@@ -62,6 +62,13 @@ class Database:
     dsn: str
     schema: str = "public"
 
+    def __post_init__(self) -> None:
+        if "%" in self.schema:
+            # psycopg reads % in a statement as a parameter marker: every statement with parameters on
+            # such a schema would fail (nothing is injected, but nothing would work); refuse it at once
+            raise ConfigError(f"--schema {self.schema!r}: a schema name containing % is not supported (the driver "
+                              "reads % as a query parameter). Choose a name without %.")  # fmt: skip
+
     def connect(self, autocommit: bool = False, application: str = "scanfill") -> Conn:
         """A connection safe behind a transaction-mode pooler: no prepared statements, no session SETs."""
         try:
