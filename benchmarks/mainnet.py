@@ -45,9 +45,12 @@ def stored_rows(dsn: str) -> int:
     return int(got[0])
 
 
-def scanfill_child(dsn: str, urls: list[str], concurrency: int, log: Path) -> tuple[float, float, int, int]:
+def scanfill_child(dsn: str, urls: list[str], concurrency: int, log: Path,
+                   memory: int | None = None) -> tuple[float, float, int, int]:  # fmt: skip
     """(seconds, loader CPU seconds, peak RSS in MiB, exit status) of `scanfill run` as a child."""
     cmd = [sys.executable, "-m", "scanfill.cli", "run", "--dsn", dsn, "--concurrency", str(concurrency)]
+    if memory is not None:
+        cmd += ["--memory", str(memory)]
     for u in urls:
         cmd += ["--scan-url", u]
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SCAN_URL", "BASE_URL")}
@@ -73,6 +76,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--no-guide", action="store_true")
+    ap.add_argument("--memory", type=int, nargs="+", default=[0],
+                    help="--memory MB of each scanfill case (0: the default; 1048576: no budget, as before it existed)")
     ap.add_argument("--logs", default="/tmp/scanfill-mainnet-bench")
     a = ap.parse_args()
     logs = Path(a.logs)
@@ -109,19 +114,20 @@ def main() -> None:
                 after = others()
                 return f"{(after[0] - before[0]) / secs:.2f} / {(after[1] - before[1]) / secs:.2f}"
 
-            for c in a.concurrency:
+            for c, mem in [(c, m) for c in a.concurrency for m in a.memory]:
                 dsn = fresh_db(admin)
                 schema.init(Database(dsn))
                 time.sleep(0.5)
                 o0 = others()
-                secs, cpu, rss, code = scanfill_child(dsn, sim.urls, c, logs / f"scanfill-c{c}.log")
+                secs, cpu, rss, code = scanfill_child(dsn, sim.urls, c, logs / f"scanfill-c{c}-m{mem}.log", mem or None)
                 cores = shares(o0, secs)
                 got = stored_rows(dsn)
                 drop_db(admin, dsn)
                 exact = "exact" if got == rows and code == 0 else f"EXIT {code}, {got:,} of {rows:,} rows"
-                print(f"scanfill c={c}: {secs:.1f} s, {got / secs:,.0f} rows/s, cpu {cpu:.1f} s, rss {rss} MB, {exact}",
+                budget = "default --memory" if not mem else "no budget" if mem >= 1 << 20 else f"--memory {mem}"
+                print(f"scanfill c={c} {budget}: {secs:.1f} s, {got / secs:,.0f} rows/s, cpu {cpu:.1f} s, rss {rss} MB, {exact}",
                       flush=True)  # fmt: skip
-                out.append([f"scanfill, concurrency {c} ({exact})", f"{secs:.1f}", f"{got:,}", f"{got / secs:,.0f}",
+                out.append([f"scanfill, concurrency {c}, {budget} ({exact})", f"{secs:.1f}", f"{got:,}", f"{got / secs:,.0f}",
                             f"{got / secs / ceiling * 100:.0f} %", f"{cpu:.1f}", f"{cpu / max(1, got) * 1e6:.1f}",
                             f"{cpu / secs:.2f} / {cores}", f"{rss:,}"])  # fmt: skip
             if not a.no_guide:

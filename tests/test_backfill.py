@@ -306,3 +306,15 @@ def test_when_every_scan_is_slow_hedges_stay_within_a_quarter_of_the_requests_in
 
         hedges, peak = asyncio.run(eight())
     assert hedges >= 1 and peak == 2  # 8 requests in flight (10 with the hedges): 2 hedges at once, not 8
+
+
+def test_the_memory_budget_bounds_pages_in_flight_and_the_copy_stays_exact(db: str) -> None:
+    """A 1 MB budget at concurrency 8: pages shrink to fit, slices wait for commits, and the peak of
+    page bytes held stays within the budget plus one page; the copy is exact."""
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        summary = run(options(db, sim.urls, concurrency=8, memory_mb=1, batch_rows=2000))
+    assert summary.complete
+    report = summary.reports[0]
+    assert 0 < report.memory_peak <= 1024 * 1024 + 128 * 1024, report.memory_peak
+    assert report.memory_waits > 0
+    assert_db_matches(db, Ledger(SMALL))

@@ -109,6 +109,9 @@ def init(dsn: str | None, schema: str) -> None:
               help="When the history is complete, keep it current (`scanfill follow`) until Ctrl+C.")
 @click.option("--follow-poll", default=5.0, show_default=True, type=click.FloatRange(0.05, 3600),
               help="With --follow: seconds to wait after catching up before asking again.")
+@click.option("--memory", "memory_mb", default=512, show_default=True, type=click.IntRange(16, 1 << 20),
+              metavar="MB", help="Page bytes a process holds in flight (fetching, decoded, waiting to commit), "
+                                 "whatever the ledger size and concurrency; more waits for commits.")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @friendly
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
@@ -116,7 +119,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         page_size: int | None, batch_rows: int, slices: int, db_connections: int, lease_s: float, db_retry_s: float,
         plan_only: bool, no_progress: bool, do_prepare: bool, do_restore: bool, then_follow: bool, follow_poll: float,
         refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
-        update_json: str, agree: str, discover_scans: bool, rescan_s: float) -> None:  # fmt: skip
+        update_json: str, agree: str, discover_scans: bool, rescan_s: float, memory_mb: int) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
@@ -131,7 +134,8 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
     settings = WorkerSettings(
         db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
-        metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, db_retry_s=db_retry_s, imports=imports, update_json=update_json,
+        metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, db_retry_s=db_retry_s, imports=imports,
+        update_json=update_json, memory_mb=memory_mb,
     )  # fmt: skip
     _check_agree(agree)
     if migrations and start_migration is not None:

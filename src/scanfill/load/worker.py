@@ -25,6 +25,7 @@ from scanfill.coord.slices import Claim, Leases, Partition
 from scanfill.coord.store import Lease, WorkerState
 from scanfill.db import Conn, Database, DbPool
 from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, UnloggedLost
+from scanfill.load.budget import DEFAULT_MB, ByteBudget
 from scanfill.load.decode import Batch
 from scanfill.load.pipeline import Pipeline, PipelineReport
 from scanfill.load.sink import Sink
@@ -32,6 +33,7 @@ from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 
 log = logging.getLogger("scanfill.load.worker")
 T = TypeVar("T")
+FIRST_GUESS_BYTES = 20_000  # what an update weighs before any page said (MainNet's average is ~10-20 KB)
 
 
 
@@ -59,6 +61,7 @@ class WorkerSettings:
     rescan_s: float = 0.0  # look for newly listed scans in /v0/scans this often (0: never)
     imports: bool = False  # also load import updates (skipped by default: they repeat earlier contracts)
     update_json: str = "full"  # "envelope": store updates without events_by_id (events are in ledger_events)
+    memory_mb: int = DEFAULT_MB  # bytes of pages in flight (fetching, decoded, waiting to commit) stay under this
 
 
 @dataclass
@@ -79,6 +82,8 @@ class WorkerReport:
     retries: int = 0
     hedges: int = 0  # requests also sent to a second scan because the first was slow
     hedges_won: int = 0  # ... and the second answered first
+    memory_peak: int = 0  # most page bytes held in flight at once (the --memory budget)
+    memory_waits: int = 0  # pages that waited for the budget
     seconds: float = 0.0
     stopped: bool = False
 
@@ -104,6 +109,7 @@ class Worker:
         self._failed: list[str] = []
         self._dead: list[str] = []
         self._bytes_per_item: float | None = None  # running estimate over every page of this process
+        self.budget = ByteBudget(settings.memory_mb * 1024 * 1024)
 
     # ----- database plumbing --------------------------------------------------------------------
 
@@ -133,6 +139,7 @@ class Worker:
                 finally:
                     st, r = client.stats, self.report
                     r.requests, r.retries, r.hedges, r.hedges_won = st.requests, st.retries, st.hedges, st.hedges_won
+                    r.memory_peak, r.memory_waits = self.budget.stats.peak, self.budget.stats.waits
         finally:
             for task in bg:
                 task.cancel()
@@ -269,12 +276,17 @@ class Worker:
         await self.db(self.store.record_disagreement, url, request, ids)
 
     def _page_count(self) -> int:
-        """Items per request: the configured page size, fewer when updates are heavy, so that memory
-        stays near `concurrency x 3 x page_mb` even for multi-megabyte updates."""
-        if self._bytes_per_item is None:
-            return min(self.s.page_size, 100)  # no estimate yet: a modest first page
-        fit = int(self.s.page_mb * 1e6 / max(1.0, self._bytes_per_item))
+        """Items per request: the configured page size, fewer when updates are heavy, so that a page
+        weighs at most `page_mb` and every slice's three pages fit the memory budget together."""
+        weight = min(self.s.page_mb * 1e6, self.budget.page_share(self.s.concurrency))
+        if self._bytes_per_item is None:  # no estimate yet: a modest first page
+            return max(1, min(self.s.page_size, 100, int(weight // FIRST_GUESS_BYTES)))
+        fit = int(weight / max(1.0, self._bytes_per_item))
         return max(1, min(self.s.page_size, fit))
+
+    def _page_bytes(self, count: int) -> int:
+        """What the next page of `count` items is expected to weigh (reserved before asking)."""
+        return int(count * (self._bytes_per_item or FIRST_GUESS_BYTES))
 
     def _observe(self, batch: Batch) -> None:
         if batch.items:
@@ -302,11 +314,18 @@ class Worker:
         pending = Batch()
         pages = 0
         inflight: asyncio.Task[Any] | None = None
+        held = 0  # budget bytes held by `pending` (a commit in flight gives its own back when it ends)
         try:
             while True:
                 if self.stop.is_set():
                     break
-                batch = await self._fetch(claim, before, lo, count)
+                reserved = await self.budget.acquire(self._page_bytes(count[0]))
+                try:
+                    batch = await self._fetch(claim, before, lo, count)
+                except BaseException:
+                    self.budget.release(reserved)
+                    raise
+                held += self.budget.resize(reserved, batch.nbytes)
                 self._observe(batch)
                 reached_end = batch.items == 0 or batch.oldest_us == lo
                 pending.extend(batch)
@@ -314,8 +333,8 @@ class Worker:
                 if batch.oldest is not None:
                     before = batch.oldest
                 count[0] = min(self._page_count(), count[0] * 2)  # follow the size estimate; recover after a 503
-                if pending.rows < self.s.batch_rows and not reached_end:
-                    continue
+                if pending.rows < self.s.batch_rows and not reached_end and self.budget.fits(self._page_bytes(count[0])):
+                    continue  # else commit now: rows held while waiting for the budget would hold it forever
                 if inflight is not None:
                     res = await inflight
                     committed = res.last_before
@@ -324,7 +343,8 @@ class Worker:
                         inflight = None
                         self.report.slices_done += 1
                         return
-                inflight = asyncio.create_task(self._commit(lease, committed, pending, pages, reached_end))
+                inflight = asyncio.create_task(self._commit(lease, committed, pending, pages, reached_end, held))
+                held = 0
                 committed = pending.oldest or committed
                 pending, pages = Batch(), 0
                 if reached_end:
@@ -340,10 +360,15 @@ class Worker:
                 # leaving on an error: let the commit in flight finish (or fail) before the lease goes
                 with contextlib.suppress(Exception):
                     await inflight
+            self.budget.release(held)
 
-    async def _commit(self, lease: Lease, expected: str, batch: Batch, pages: int, end: bool) -> Any:
+    async def _commit(self, lease: Lease, expected: str, batch: Batch, pages: int, end: bool, held: int) -> Any:
+        """Commit a batch; the budget bytes it `held` are given back when the commit ends, either way."""
         t0 = time.monotonic()
-        res = await self.db(self.sink.commit, lease, expected, batch, pages, end, self.s.lease_s)
+        try:
+            res = await self.db(self.sink.commit, lease, expected, batch, pages, end, self.s.lease_s)
+        finally:
+            self.budget.release(held)
         r = self.report
         r.updates += len(batch.updates)
         r.events += batch.events

@@ -49,6 +49,8 @@ def _set(field: str, value: Any) -> Callable[[list[Any]], bool]:
             return False
         for u in _updates(item):
             u[field] = value
+            if field == "synchronizer_id" and "domain_id" in u:  # a verdict names it so
+                u["domain_id"] = value
             if field == "migration_id" and isinstance(u.get("event"), dict):
                 u["event"]["migration_id"] = value
         return True

@@ -15,7 +15,7 @@ from scanfill.load.decode import decode_page
 from scanfill.sim import Ledger, LedgerConfig, MigrationSpec
 from scanfill.sim.ledger import event_to_compact
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 EV = {name: k for k, name in enumerate(EVENT_COLUMNS)}
 UP = {name: k for k, name in enumerate(UPDATE_COLUMNS)}
 LEDGER = Ledger(LedgerConfig(seed=9, migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", 200),), interface_rate=0.5))
