@@ -13,12 +13,27 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import args_row
 
 from scanfill import host
+from scanfill.coord.records import (
+    CommittedVsStored,
+    FollowState,
+    LiveWorker,
+    OpenSlice,
+    RangeBounds,
+    RangeCoverage,
+    RangeProgress,
+    RangeSlice,
+    RateWindow,
+    Sample,
+    ScanDisagreements,
+    SliceCompleted,
+)
 from scanfill.coord.schema import LOCK_KEY
 from scanfill.db import Conn, Database
 from scanfill.errors import Fenced, UnloggedLost
@@ -34,6 +49,9 @@ def _statements() -> dict[str, str]:
         lines = [ln for ln in body.splitlines() if not ln.startswith("--")]
         out[name.strip()] = "\n".join(lines).strip().rstrip(";")
     return out
+
+
+R = TypeVar("R")
 
 
 class LeaseKind(enum.Enum):
@@ -122,6 +140,11 @@ class Store:
         self._q = {name: sql.SQL(text.replace("{s}", "{schema}")).format(schema=schema)
                    for name, text in _statements().items()}  # fmt: skip
 
+    def _rows(self, conn: Conn, query: str, cls: type[R], /, **params: Any) -> list[R]:
+        """A read statement's rows as `cls` (a NamedTuple in the statement's column order)."""
+        cur = conn.cursor(row_factory=args_row(cls))
+        return cur.execute(self._q[query], params or None).fetchall()
+
     def run(self, conn: Conn, query: str, /, **params: Any) -> psycopg.Cursor[Any]:
         return conn.execute(self._q[query], params or None)
 
@@ -130,6 +153,73 @@ class Store:
 
     def all(self, conn: Conn, query: str, /, **params: Any) -> list[Any]:
         return self.run(conn, query, **params).fetchall()
+
+    # ----- what status, report and verify read -------------------------------------------------
+
+    def ranges(self, conn: Conn) -> list[RangeBounds]:
+        return self._rows(conn, "ranges_all", RangeBounds)
+
+    def range_progress(self, conn: Conn) -> list[RangeProgress]:
+        return self._rows(conn, "range_progress", RangeProgress)
+
+    def rates(self, conn: Conn, window_s: float) -> list[RateWindow]:
+        return self._rows(conn, "rates", RateWindow, window_s=window_s)
+
+    def live_workers(self, conn: Conn, stale_s: float = 120.0) -> list[LiveWorker]:
+        return self._rows(conn, "workers_live", LiveWorker, stale_s=stale_s)
+
+    def disagreements_by_scan(self, conn: Conn) -> list[ScanDisagreements]:
+        return self._rows(conn, "disagreements_by_scan", ScanDisagreements)
+
+    def samples(self, conn: Conn) -> list[Sample]:
+        return self._rows(conn, "samples_all", Sample)
+
+    def slices_completed(self, conn: Conn) -> list[SliceCompleted]:
+        return self._rows(conn, "slices_completed", SliceCompleted)
+
+    def planned_span_s(self, conn: Conn) -> float:
+        return float(self.one(conn, "planned_span")[0] or 0.0)
+
+    def open_slices(self, conn: Conn) -> list[OpenSlice]:
+        return self._rows(conn, "open_slices", OpenSlice)
+
+    def committed_vs_stored(self, conn: Conn) -> CommittedVsStored:
+        return self._rows(conn, "committed_vs_stored", CommittedVsStored)[0]
+
+    def ranges_coverage(self, conn: Conn) -> list[RangeCoverage]:
+        return self._rows(conn, "ranges_coverage", RangeCoverage)
+
+    def range_slices(self, conn: Conn, m: int, sync: str) -> list[RangeSlice]:
+        return self._rows(conn, "range_slices", RangeSlice, m=m, sync=sync)
+
+    # ----- operator requests and worker bookkeeping ---------------------------------------------
+
+    def request_stop(self, conn: Conn) -> None:
+        self.run(conn, "stop_request")
+
+    def clear_stop(self, conn: Conn) -> None:
+        self.run(conn, "stop_clear")
+
+    def worker_stopped(self, conn: Conn, worker_id: str, state: WorkerState, rows: int) -> None:
+        self.run(conn, "worker_stopped", state=state.value, rows=rows, id=worker_id)
+
+    def worker_heartbeat(self, conn: Conn, worker_id: str, rows: int) -> None:
+        self.run(conn, "worker_heartbeat", rows=rows, id=worker_id)
+
+    def progress_sample(self, conn: Conn, worker_id: str, updates: int, events: int, nbytes: int, pages: int) -> None:
+        self.run(conn, "progress_sample", id=worker_id, updates=updates, events=events, bytes=nbytes, pages=pages)
+
+    # ----- the cursor moves of a commit (inside the sink's transaction) -------------------------
+
+    def slice_advance(self, conn: Conn, lease: Lease, last_before: str, done: bool, updates: int, events: int,
+                      pages: int, nbytes: int, lease_s: float) -> None:  # fmt: skip
+        self.run(conn, "slice_advance", key=lease.key, last_before=last_before, done=done, updates=updates,
+                 events=events, pages=pages, bytes=nbytes, lease_s=lease_s)  # fmt: skip
+
+    def import_advance(self, conn: Conn, lease: Lease, last: str, done: bool, updates: int, events: int,
+                       lease_s: float) -> None:  # fmt: skip
+        self.run(conn, "import_advance", key=lease.key, last=last, done=done, updates=updates, events=events,
+                 lease_s=lease_s)  # fmt: skip
 
     # ----- leases, the same for both kinds ------------------------------------------------------
 
@@ -159,8 +249,9 @@ class Store:
         with conn.transaction():
             self.run(conn, name, key=lease.key, owner=lease.owner, epoch=lease.epoch)
 
-    def lock_for_commit(self, conn: Conn, lease: Lease, lease_s: float, expected: str) -> Any:
-        """Inside the caller's transaction: lock the cursor row, set the guard, check the fence."""
+    def lock_for_commit(self, conn: Conn, lease: Lease, lease_s: float, expected: str) -> int | None:
+        """Inside the caller's transaction: lock the cursor row, set the guard, check the fence.
+        Returns a slice's lower bound as the database holds it now (a split may have raised it)."""
         kind = "slice" if lease.kind is LeaseKind.SLICE else "import"
         row = self.one(conn, f"{kind}_lock", key=lease.key, guard=guard_timeout(lease_s))
         if row is None:
@@ -170,7 +261,7 @@ class Store:
             raise Fenced(f"{kind} {lease.key}: lease now held by {owner} (epoch {epoch})")
         if complete or position != expected:
             raise Fenced(f"{kind} {lease.key} moved to {position!r} under this worker")
-        return row
+        return dt_to_us(row[0]) if kind == "slice" else None
 
     # ----- state and the crash reset ------------------------------------------------------------
 
@@ -386,5 +477,6 @@ class Store:
                 self.set_follow_position(conn, "events", (int(ev[0]), dt_to_us(ev[1])) if ev else pos, 0)
         return removed_u, removed_e
 
-    def follow_state(self, conn: Conn) -> Any:
-        return self.one(conn, "follow_state")
+    def follow_state(self, conn: Conn) -> FollowState | None:
+        got = self._rows(conn, "follow_state", FollowState)
+        return got[0] if got else None

@@ -17,7 +17,6 @@ from scanfill.coord.store import FollowLease, Lease, Store
 from scanfill.db import Conn, Database
 from scanfill.load import framing
 from scanfill.load.decode import Batch
-from scanfill.timeutil import dt_to_us
 
 
 @dataclass(frozen=True)
@@ -55,17 +54,16 @@ class Sink:
         the batch's oldest update sits exactly on the slice's lower bound.
         """
         with conn.transaction():
-            row = self.store.lock_for_commit(conn, lease, lease_s, expected_before)
-            lo_us = dt_to_us(row[0])
+            lo_us = self.store.lock_for_commit(conn, lease, lease_s, expected_before)
+            assert lo_us is not None
             if batch.oldest_us is not None and batch.oldest_us < lo_us:
                 batch.drop_older_than(lo_us)  # a split raised the lower bound since the request
                 reached_end = True
             done = reached_end or (batch.oldest_us is not None and batch.oldest_us == lo_us)
             new_last = batch.oldest or expected_before
             self.copy_rows(conn, batch)
-            self.store.run(conn, "slice_advance", key=lease.key, last_before=new_last, done=done,
-                           updates=len(batch.updates), events=batch.events, pages=pages, bytes=batch.nbytes,
-                           lease_s=lease_s)  # fmt: skip
+            self.store.slice_advance(conn, lease, new_last, done, len(batch.updates), batch.events, pages,
+                                     batch.nbytes, lease_s)  # fmt: skip
         return CommitResult(new_last, lo_us, done, batch.rows)
 
     def commit_followed(self, conn: Conn, lease: FollowLease, lease_s: float, batch: Batch) -> Batch:
@@ -101,6 +99,5 @@ class Sink:
             self.store.lock_for_commit(conn, lease, lease_s, expected_after)
             self.copy_rows(conn, batch)
             last = batch.updates[-1].update_id if batch.updates else expected_after
-            self.store.run(conn, "import_advance", key=lease.key, last=last, done=done, updates=len(batch.updates),
-                           events=batch.events, lease_s=lease_s)  # fmt: skip
+            self.store.import_advance(conn, lease, last, done, len(batch.updates), batch.events, lease_s)
         return last

@@ -390,13 +390,12 @@ class Worker:
         r = self.report
         state = WorkerState.FAILED if r.failures else WorkerState.STOPPED if self.stop.is_set() else WorkerState.DONE
         with conn.transaction():
-            self.store.run(conn, "worker_stopped", state=state.value, rows=r.rows, id=self.id)
+            self.store.worker_stopped(conn, self.id, state, r.rows)
             self._sample(conn)
 
     def _sample(self, conn: Conn) -> None:
         r = self.report
-        self.store.run(conn, "progress_sample", id=self.id, updates=r.updates, events=r.events, bytes=r.bytes,
-                       pages=r.pages)  # fmt: skip
+        self.store.progress_sample(conn, self.id, r.updates, r.events, r.bytes, r.pages)
 
     def _beat(self, conn: Conn) -> bool:
         """Renew every lease (slices and import cursors), record progress, and say whether an
@@ -405,7 +404,7 @@ class Worker:
         for frozen in self.store.reap_frozen_commits(conn, self.s.lease_s):
             log.warning("ended the commit of a frozen loader, %s: its slice can be taken over", frozen)
         with conn.transaction():
-            self.store.run(conn, "worker_heartbeat", rows=self.report.rows, id=self.id)
+            self.store.worker_heartbeat(conn, self.id, self.report.rows)
             self._sample(conn)
             return self.store.stop_requested(conn)
 

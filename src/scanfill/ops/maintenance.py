@@ -399,17 +399,17 @@ def build_indexes(db: Database, todo: list[SavedObject], jobs: int, mwm: str, ec
 
 def request_stop(db: Database) -> None:
     with db.connect(autocommit=True) as conn:
-        Store(db).run(conn, "stop_request")
+        Store(db).request_stop(conn)
 
 
 def clear_stop(db: Database) -> None:
     with db.connect(autocommit=True) as conn:
-        Store(db).run(conn, "stop_clear")
+        Store(db).clear_stop(conn)
 
 
 def running_workers(db: Database, stale_s: float = 120.0) -> list[str]:
     with db.connect(autocommit=True) as conn:
-        return [r[0] for r in Store(db).all(conn, "workers_live", stale_s=stale_s)]
+        return [w.worker_id for w in Store(db).live_workers(conn, stale_s)]
 
 
 def active_follower(db: Database) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from psycopg import sql
 
+from scanfill.coord.records import FollowState
 from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.ops.maintenance import LEDGER_TABLES, catalog_snapshot, table_oid
@@ -18,12 +19,12 @@ def status(db: Database) -> dict[str, Any]:
     with db.connect(autocommit=True, application="scanfill status") as conn:
         t = db.t
         store = Store(db)
-        ranges = store.all(conn, "range_progress")
-        rate_rows = store.all(conn, "rates", window_s=RATE_WINDOW_S)
-        workers = store.all(conn, "workers_live", stale_s=120)
+        ranges = store.range_progress(conn)
+        rate_rows = store.rates(conn, RATE_WINDOW_S)
+        workers = store.live_workers(conn)
         overall = store.progress(conn)
         fol = store.follow_state(conn)
-        disagreed = store.all(conn, "disagreements_by_scan")
+        disagreed = store.disagreements_by_scan(conn)
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
         snap = catalog_snapshot(db, conn)
         oids = [table_oid(db, conn, x) for x in LEDGER_TABLES]
@@ -38,22 +39,24 @@ def status(db: Database) -> dict[str, Any]:
         phase = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'phase'").format(t("scanfill_meta"))).fetchone()
     out_ranges = []
     tot = {"updates": 0, "events": 0, "span": 0.0, "covered": 0.0, "slices": 0, "done": 0}
-    for m, sync, lo, hi, src, n, done, active, upd, ev, span, covered in ranges:
+    for r in ranges:
         out_ranges.append({
-            "migration_id": m, "synchronizer_id": sync, "min": lo, "max": hi, "source_complete": src,
-            "slices": n, "slices_done": done, "slices_active": active, "slices_waiting": n - done - active,
-            "updates": int(upd), "events": int(ev), "covered": float(covered) / float(span) if span else 0.0,
+            "migration_id": r.migration_id, "synchronizer_id": r.synchronizer_id, "min": r.min_text,
+            "max": r.max_text, "source_complete": r.source_complete, "slices": r.slices, "slices_done": r.slices_done,
+            "slices_active": r.slices_active, "slices_waiting": r.slices - r.slices_done - r.slices_active,
+            "updates": int(r.updates), "events": int(r.events),
+            "covered": float(r.covered_s) / float(r.span_s) if r.span_s else 0.0,
         })  # fmt: skip
-        tot["updates"] += int(upd)
-        tot["events"] += int(ev)
-        tot["span"] += float(span)
-        tot["covered"] += float(covered)
-        tot["slices"] += n
-        tot["done"] += done
+        tot["updates"] += int(r.updates)
+        tot["events"] += int(r.events)
+        tot["span"] += float(r.span_s)
+        tot["covered"] += float(r.covered_s)
+        tot["slices"] += r.slices
+        tot["done"] += r.slices_done
     rate = 0.0
-    for _, t0, t1, r0, r1 in rate_rows:
-        if t1 > t0:
-            rate += (r1 - r0) / (t1 - t0).total_seconds()
+    for w in rate_rows:
+        if w.last_at > w.first_at:
+            rate += (w.last_rows - w.first_rows) / (w.last_at - w.first_at).total_seconds()
     rows = tot["updates"] + tot["events"]
     fraction = tot["covered"] / tot["span"] if tot["span"] else 0.0
     eta = None
@@ -66,8 +69,9 @@ def status(db: Database) -> dict[str, Any]:
                    "complete": overall.complete, "imports_open": overall.imports_open},
         "rate_rows_per_s": rate if rate > 0 else None,
         "eta_s": eta,
-        "workers": [{"worker_id": w[0], "host": w[1], "pid": w[2], "started_at": w[3].isoformat(),
-                     "heartbeat": w[4].isoformat(), "rows_loaded": w[5], "leases": w[6]} for w in workers],
+        "workers": [{"worker_id": w.worker_id, "host": w.host, "pid": w.pid, "started_at": w.started_at.isoformat(),
+                     "heartbeat": w.heartbeat.isoformat(), "rows_loaded": w.rows_loaded, "leases": w.leases}
+                    for w in workers],
         "tables": {name: {"persistence": "UNLOGGED" if info["persistence"] == "u" else "LOGGED",
                           "indexes": [i[0] for i in info["indexes"]],
                           "autovacuum": "off" if "autovacuum_enabled=false" in (info["reloptions"] or []) else "on",
@@ -76,24 +80,23 @@ def status(db: Database) -> dict[str, Any]:
                           "percent": 100.0 * (b[4] / b[5] if b[5] else b[2] / b[3] if b[3] else 0.0)} for b in builds],
         "phase": phase[0] if phase else None,
         "follower": _follower(fol, now),
-        "disagreeing_scans": [{"url": u, "pages": int(n), "last": last.isoformat(), "updates": int(ids or 0)}
-                              for u, n, last, ids in disagreed],
+        "disagreeing_scans": [{"url": d.url, "pages": int(d.pages), "last": d.last_seen.isoformat(),
+                               "updates": int(d.updates or 0)} for d in disagreed],
     }  # fmt: skip
 
 
-def _follower(row: Any, now: Any) -> dict[str, Any] | None:
+def _follower(f: FollowState | None, now: Any) -> dict[str, Any] | None:
     """Who follows, where its cursors are, how far behind (now - newest stored record time)."""
-    if row is None or (row[0] is None and row[9] is None):
+    if f is None or (f.owner is None and f.cursor_text is None):
         return None
-    owner, host, pid, since, beat, active, _upd, ev, mig, rec_text, rec_time, upd, ev_text, _ev_items, n_events = row
-    seconds = (beat - since).total_seconds() if beat and since else 0.0
+    seconds = (f.heartbeat - f.since).total_seconds() if f.heartbeat and f.since else 0.0
     return {
-        "follower": owner, "host": host, "pid": pid, "active": bool(active and owner),
-        "since": since.isoformat() if since else None, "cursor_migration": mig, "cursor": rec_text,
-        "lag_s": (now - rec_time).total_seconds() if rec_time else None,
-        "updates": int(upd or 0), "events": int(ev or 0),  # updates: counted with each commit
-        "updates_per_s": int(upd or 0) / seconds if seconds > 0 else None,
-        "events_cursor": ev_text, "scan_events": int(n_events or 0),
+        "follower": f.owner, "host": f.host, "pid": f.pid, "active": bool(f.active and f.owner),
+        "since": f.since.isoformat() if f.since else None, "cursor_migration": f.cursor_migration,
+        "cursor": f.cursor_text, "lag_s": (now - f.cursor_time).total_seconds() if f.cursor_time else None,
+        "updates": int(f.cursor_items or 0), "events": int(f.events_loaded or 0),  # updates: counted with each commit
+        "updates_per_s": int(f.cursor_items or 0) / seconds if seconds > 0 else None,
+        "events_cursor": f.events_cursor_text, "scan_events": int(f.scan_events or 0),
     }  # fmt: skip
 
 

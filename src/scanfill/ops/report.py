@@ -51,10 +51,10 @@ def build(db: Database) -> str:
     st = status(db)
     with db.connect(autocommit=True, application="scanfill report") as conn:
         store = Store(db)
-        samples = store.all(conn, "samples_all")
-        slices = store.all(conn, "slices_completed")
-        span = store.one(conn, "planned_span")
-    t0: datetime | None = samples[0][1] if samples else (slices[0][0] if slices else None)
+        samples = store.samples(conn)
+        slices = store.slices_completed(conn)
+        total_span = store.planned_span_s(conn)
+    t0: datetime | None = samples[0].sampled_at if samples else (slices[0].completed_at if slices else None)
     rate: dict[str, list[tuple[float, float]]] = {}
     last: dict[str, tuple[float, int]] = {}
     per_worker_total: dict[str, int] = {}
@@ -68,7 +68,6 @@ def build(db: Database) -> str:
         per_worker_total[wid] = rows
         cumulative.append((x, float(sum(per_worker_total.values()))))
     covered: list[tuple[float, float]] = []
-    total_span = float(span[0]) if span and span[0] else 0.0
     acc = 0.0
     for at, secs in slices:
         assert t0 is not None

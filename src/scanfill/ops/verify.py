@@ -49,7 +49,7 @@ def checks(db: Database) -> list[Check]:
         out.append(Check("NULL migration ids", nu == 0 and ne == 0, f"updates {nu:,}, events {ne:,}"))
         store = Store(db)
         progress = store.progress(conn)
-        open_slices = store.all(conn, "open_slices")
+        open_slices = store.open_slices(conn)
         out.append(Check("every slice complete, every range from a scan reporting complete, every import cursor complete",
                          progress.complete,
                          f"{len(open_slices)} open slice(s), {progress.ranges_unproven} unproven range(s), "
@@ -81,10 +81,10 @@ def checks(db: Database) -> list[Check]:
         ).fetchall()  # fmt: skip
         out.append(Check("rounds never decrease as record time grows (per migration, synchronizer)", not dec,
                          f"{len(dec)} decrease(s)", dec))  # fmt: skip
-        cnt = store.one(conn, "committed_vs_stored")
-        assert cnt is not None
-        out.append(Check("rows in the tables equal what the loaders committed", cnt[0] == cnt[1] and cnt[2] == cnt[3],
-                         f"updates {cnt[1]:,} stored / {cnt[0]:,} committed, events {cnt[3]:,} / {cnt[2]:,}"))  # fmt: skip
+        cnt = store.committed_vs_stored(conn)
+        out.append(Check("rows in the tables equal what the loaders committed", cnt.equal,
+                         f"updates {cnt.updates_stored:,} stored / {cnt.updates_committed:,} committed, events "
+                         f"{cnt.events_stored:,} / {cnt.events_committed:,}"))  # fmt: skip
     return out
 
 
@@ -93,11 +93,11 @@ def _coverage(db: Database, conn: Any) -> Check:
     follower took over a range's top, the slices end there and the follower owns the rest."""
     problems = []
     store = Store(db)
-    ranges = store.all(conn, "ranges_coverage")
-    for m, sync, lo, hi, _followed in ranges:
-        slices = store.all(conn, "range_slices", m=m, sync=sync)
-        expect = parse_us(lo)
-        for name, a, b in slices:
+    ranges = store.ranges_coverage(conn)
+    for r in ranges:
+        m, sync, hi = r.migration_id, r.synchronizer_id, r.slices_end_text
+        expect = parse_us(r.min_text)
+        for name, a, b in store.range_slices(conn, m, sync):
             a_us, b_us = dt_to_us(a), dt_to_us(b)
             if a_us != expect:
                 kind = "gap" if a_us > expect else "overlap"
@@ -186,7 +186,7 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
     compared without their events, which are then checked by count)."""
     with db.connect(autocommit=True, application="scanfill verify") as conn:
         windows = []
-        for m, sync, lo_t, hi_t in Store(db).all(conn, "ranges_all"):
+        for m, sync, lo_t, hi_t in Store(db).ranges(conn):
             lo, hi = parse_us(lo_t), parse_us(hi_t) + 1
             start = lo - lo % window_us
             while start < hi:

@@ -1,0 +1,114 @@
+"""The rows the store's read statements return, named (psycopg's `args_row` builds them in the
+order of each statement's columns in `queries.sql`): callers read fields, never `row[n]`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import NamedTuple
+
+
+class RangeBounds(NamedTuple):
+    migration_id: int
+    synchronizer_id: str
+    min_text: str
+    max_text: str
+
+
+class RangeProgress(NamedTuple):
+    migration_id: int
+    synchronizer_id: str
+    min_text: str
+    max_text: str
+    source_complete: bool
+    slices: int
+    slices_done: int
+    slices_active: int
+    updates: Decimal
+    events: Decimal
+    span_s: Decimal
+    covered_s: Decimal
+
+
+class RateWindow(NamedTuple):
+    worker_id: str
+    first_at: datetime
+    last_at: datetime
+    first_rows: int
+    last_rows: int
+
+
+class LiveWorker(NamedTuple):
+    worker_id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat: datetime
+    rows_loaded: int
+    leases: int
+
+
+class ScanDisagreements(NamedTuple):
+    url: str
+    pages: int
+    last_seen: datetime
+    updates: int | None
+
+
+class Sample(NamedTuple):
+    worker_id: str
+    sampled_at: datetime
+    rows: int
+
+
+class SliceCompleted(NamedTuple):
+    completed_at: datetime
+    span_s: Decimal
+
+
+class OpenSlice(NamedTuple):
+    cursor_name: str
+    last_before: str
+
+
+class CommittedVsStored(NamedTuple):
+    updates_committed: Decimal
+    updates_stored: int
+    events_committed: Decimal
+    events_stored: int
+
+    @property
+    def equal(self) -> bool:
+        return self.updates_committed == self.updates_stored and self.events_committed == self.events_stored
+
+
+class RangeCoverage(NamedTuple):
+    migration_id: int
+    synchronizer_id: str
+    min_text: str
+    slices_end_text: str  # its top, or where the follower took over
+    followed: bool
+
+
+class RangeSlice(NamedTuple):
+    cursor_name: str
+    min_time: datetime
+    max_time: datetime
+
+
+class FollowState(NamedTuple):
+    owner: str | None
+    host: str | None
+    pid: int | None
+    since: datetime | None
+    heartbeat: datetime | None
+    active: bool | None
+    updates_loaded: int
+    events_loaded: int
+    cursor_migration: int | None
+    cursor_text: str | None
+    cursor_time: datetime | None
+    cursor_items: int | None
+    events_cursor_text: str | None
+    events_items: int | None
+    scan_events: int
