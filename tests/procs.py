@@ -40,3 +40,19 @@ def drop_unique_keys(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE ledger_updates DROP CONSTRAINT ledger_updates_pkey")
         conn.execute("ALTER TABLE ledger_events DROP CONSTRAINT ledger_events_pkey")
+
+
+def lines_of(p: subprocess.Popen[bytes]) -> list[str]:
+    """The output lines of a running process, as they come (read in a thread): a test waits on
+    what the process said, never on a guessed time."""
+    import threading
+
+    lines: list[str] = []
+
+    def read() -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            lines.append(line.decode())
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines

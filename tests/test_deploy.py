@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import generate_latest
 
-from scanfill.ops.metrics import Metrics
+from scanfill.load.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 

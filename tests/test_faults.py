@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from dbcheck import assert_db_matches
-from procs import loaded, scanfill, wait_for
+from procs import lines_of, loaded, scanfill, wait_for
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from servers import pg15_cluster
 from shared import SMALL
@@ -310,14 +310,7 @@ def test_ctrl_c_during_a_database_outage_stops_at_once() -> None:
         p = scanfill("follow", "--start", "beginning", "--poll", "0.1", "--db-retry", "300", dsn=db, urls=sim.urls,
                      stdout=subprocess.PIPE)  # fmt: skip
         wait_for(lambda: _count(db) > 100, timeout=120, what="the follower to follow")
-        lines: list[str] = []
-
-        def read() -> None:
-            assert p.stdout is not None
-            for line in p.stdout:
-                lines.append(line.decode())
-
-        threading.Thread(target=read, daemon=True).start()
+        lines = lines_of(p)
         pg.ctl("-m", "fast", "stop")
         try:
             wait_for(lambda: any("database unavailable" in ln for ln in lines), timeout=60, what="the outage noticed")

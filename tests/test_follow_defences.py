@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from dbcheck import assert_db_matches
-from procs import scanfill, wait_for
+from procs import lines_of, scanfill, wait_for
 from scanfill.db import Database
 from scanfill.sim import FaultConfig, InstanceConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
 
@@ -254,14 +254,7 @@ def test_a_follower_in_another_pid_namespace_is_not_presumed_dead(db: str) -> No
         b = subprocess.Popen(["unshare", "--pid", "--fork", sys.executable, "-m", "scanfill.cli", "follow", "--poll",
                               "0.1", "--lease", "30"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              start_new_session=True)  # fmt: skip
-        lines: list[str] = []
-
-        def read() -> None:
-            assert b.stdout is not None
-            for line in b.stdout:
-                lines.append(line.decode())
-
-        threading.Thread(target=read, daemon=True).start()
+        lines = lines_of(b)
         wait_for(lambda: any("hot standby" in ln for ln in lines) or b.poll() is not None, timeout=60,
                  what="the second follower to say what it does")  # fmt: skip
         assert leader(db) == first, lines  # it did not take the lease from a live follower

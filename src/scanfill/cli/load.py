@@ -164,7 +164,7 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
     hooks = None
     if metrics_port:
         from scanfill.config import check_listen
-        from scanfill.ops.metrics import Metrics
+        from scanfill.load.metrics import Metrics
 
         check_listen(metrics_addr, metrics_port)
         hooks = Metrics()

@@ -150,7 +150,7 @@ def _child(settings: WorkerSettings, queue: Any) -> None:
 
 async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerReport:
     if hooks is None and settings.metrics_port:
-        from scanfill.ops.metrics import Metrics
+        from scanfill.load.metrics import Metrics
 
         hooks = Metrics()
         hooks.serve(settings.metrics_port, settings.metrics_addr)
