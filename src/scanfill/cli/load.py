@@ -109,7 +109,7 @@ def init(dsn: str | None, schema: str) -> None:
               help="When the history is complete, keep it current (`scanfill follow`) until Ctrl+C.")
 @click.option("--follow-poll", default=5.0, show_default=True, type=click.FloatRange(0.05, 3600),
               help="With --follow: seconds to wait after catching up before asking again.")
-@click.option("--memory", "memory_mb", default=512, show_default=True, type=click.IntRange(16, 1 << 20),
+@click.option("--memory", "memory_mb", default=384, show_default=True, type=click.IntRange(16, 1 << 20),
               metavar="MB", help="Page bytes a process holds in flight (fetching, decoded, waiting to commit), "
                                  "whatever the ledger size and concurrency; more waits for commits.")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")

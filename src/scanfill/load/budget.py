@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-DEFAULT_MB = 512  # in flight; with the interpreter and caches a loader stays well under 1 GB RSS
+DEFAULT_MB = 384  # in flight; with the interpreter, buffers and allocator slack a loader stays under 1 GB RSS
 MIN_MB = 16
 
 
@@ -68,5 +68,5 @@ class ByteBudget:
 
     def page_share(self, concurrency: int) -> int:
         """What one slice's page may weigh so that every slice can hold about three (one fetching,
-        one pending, one committing) within the budget."""
-        return max(64 * 1024, self.limit // max(1, 3 * concurrency))
+        one pending, one committing; a page being decoded counts twice) within the budget."""
+        return max(64 * 1024, self.limit // max(1, 4 * concurrency))

@@ -126,6 +126,11 @@ class Batch:
         self.events += u.event_count
 
     @property
+    def framed_bytes(self) -> int:
+        """What the batch's rows weigh in memory (their COPY framing), for the memory budget."""
+        return sum(len(u.row) + len(u.event_rows) for u in self.updates)
+
+    @property
     def items(self) -> int:
         return len(self.updates)
 

@@ -152,8 +152,10 @@ class Follower:
                 log.error("%s", msg)
                 self.report.failures.append(msg)
                 self.stop.set()
-            except (ScanError, MalformedPage) as exc:
-                msg = f"follow {what}: {exc}"
+            except (ScanError, MalformedPage, psycopg.Error) as exc:
+                # a psycopg error here is a commit the database rolled back (a deadlock, a frozen
+                # commit ended by the guard): nothing of it is stored, the stream resumes from its cursor
+                msg = f"follow {what}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
                 if self.s.once:
                     log.error("%s", msg)
                     self.report.failures.append(msg)

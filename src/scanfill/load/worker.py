@@ -33,6 +33,7 @@ from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 
 log = logging.getLogger("scanfill.load.worker")
 T = TypeVar("T")
+PER_UPDATE_BYTES = 200  # an Update tuple and its objects, beside its framed rows
 FIRST_GUESS_BYTES = 20_000  # what an update weighs before any page said (MainNet's average is ~10-20 KB)
 
 
@@ -285,8 +286,9 @@ class Worker:
         return max(1, min(self.s.page_size, fit))
 
     def _page_bytes(self, count: int) -> int:
-        """What the next page of `count` items is expected to weigh (reserved before asking)."""
-        return int(count * (self._bytes_per_item or FIRST_GUESS_BYTES))
+        """What the next page of `count` items is expected to weigh (reserved before asking): its
+        body and its decoded rows exist at once while it is decoded."""
+        return int(2 * count * (self._bytes_per_item or FIRST_GUESS_BYTES))
 
     def _observe(self, batch: Batch) -> None:
         if batch.items:
@@ -325,7 +327,7 @@ class Worker:
                 except BaseException:
                     self.budget.release(reserved)
                     raise
-                held += self.budget.resize(reserved, batch.nbytes)
+                held += self.budget.resize(reserved, batch.framed_bytes + PER_UPDATE_BYTES * batch.items)
                 self._observe(batch)
                 reached_end = batch.items == 0 or batch.oldest_us == lo
                 pending.extend(batch)
