@@ -310,11 +310,13 @@ def test_when_every_scan_is_slow_hedges_stay_within_a_quarter_of_the_requests_in
 
 def test_the_memory_budget_bounds_pages_in_flight_and_the_copy_stays_exact(db: str) -> None:
     """A 1 MB budget at concurrency 8: pages shrink to fit, slices wait for commits, and the peak of
-    page bytes held stays within the budget plus one page; the copy is exact."""
+    page bytes held stays near the budget (it can pass it only by what the pages in flight weigh
+    beyond their estimate: bytes that arrived cannot be refused); the copy is exact. Without the
+    budget each slice would hold up to --batch-rows (2,000 rows, ~3 MB) pending: ~24 MB."""
     with Simulator(SimConfig(ledger=SMALL)) as sim:
         summary = run(options(db, sim.urls, concurrency=8, memory_mb=1, batch_rows=2000))
     assert summary.complete
     report = summary.reports[0]
-    assert 0 < report.memory_peak <= 1024 * 1024 + 256 * 1024, report.memory_peak  # + one page estimated low
+    assert 0 < report.memory_peak <= 2 * 1024 * 1024, report.memory_peak
     assert report.memory_waits > 0
     assert_db_matches(db, Ledger(SMALL))

@@ -180,6 +180,10 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
                + f" ({report.skipped:,} already stored)")  # fmt: skip
     for d in report.disagreements:
         click.secho(f"disagreement: {d}", fg="red", err=True)
+    if report.malformed or report.problems:
+        click.secho(f"{report.malformed:,} malformed page(s) refused and asked again; {report.problems:,} time(s) the "
+                    "scans could not serve a page and it was asked again later"
+                    + (f" (last: {report.last_problem})" if report.last_problem else ""), fg="yellow", err=True)  # fmt: skip
     for f in report.failures:
         click.secho(f"failed: {f}", fg="red", err=True)
     if report.failures:
