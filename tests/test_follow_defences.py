@@ -132,18 +132,19 @@ def test_prepare_is_refused_while_a_follower_holds_its_lease_and_abort_stops_it(
 
 def test_verify_against_scan_accepts_followed_updates_and_retries_503s(db: str) -> None:
     """/v2/updates items have no `offset` and updates-before items do: the same update, equal.
-    A scan answering 503 now and then is retried, not given up on."""
+    A scan answering 503 now and then, or garbage, is asked again, not given up on."""
     config = SimConfig(ledger=BASE.with_growth(150), grow=100.0, grow_updates=150)
     with Simulator(config) as sim:
         run_ok("run", "--no-progress", dsn=db, urls=sim.urls)
         wait_for(lambda: sim.stats()["grown"], timeout=60, what="the ledger to grow")
         run_ok("follow", "--once", dsn=db, urls=sim.urls)
         assert one(db, "SELECT count(*) FROM ledger_updates WHERE \"offset\" IS NULL") > 50  # followed: no offset
-        sim.set_faults(FaultConfig(every_503=3))
+        sim.set_faults(FaultConfig(every_503=3, every_corrupt=4, corrupt=("html", "truncated")))
         p = scanfill("verify", "--against-scan", "--window-hours", "0.25", dsn=db, urls=sim.urls)
         out = p.communicate(timeout=300)[0].decode()
         assert p.returncode == 0, out
-        assert sim.stats()["faults"].get("503", 0) > 0
+        faults = sim.stats()["faults"]
+        assert faults.get("503", 0) > 0 and faults.get("corrupt_html", 0) > 0, faults
     assert "with other content" not in out
     assert_db_matches(db, Ledger(config.ledger))
 

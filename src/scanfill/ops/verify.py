@@ -13,6 +13,8 @@ from psycopg import sql
 
 from scanfill.coord.store import Store
 from scanfill.db import Database
+from scanfill.errors import ScanError
+from scanfill.load.pipeline import MALFORMED_ATTEMPTS
 from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
@@ -157,13 +159,28 @@ async def _scan_items(client: ScanClient, m: int, sync: str, lo: int, hi: int, u
     out: list[dict[str, Any]] = []
     before = hi
     while True:
-        # a 503 is retried with backoff like any transient error, as `run` does (verify keeps its page size)
-        body = await client.updates_before(m, sync, before, lo, 1000, only={url}, raise_503=False)
-        page = orjson.loads(body)["transactions"]
+        page = await _scan_page(client, m, sync, before, lo, url)
         if not page:
             return out
         out.extend(page)
         before = parse_us(page[-1]["record_time"])
+
+
+async def _scan_page(client: ScanClient, m: int, sync: str, before: int, lo: int, url: str) -> list[dict[str, Any]]:
+    """One page of one scan. A 503 is retried with backoff like any transient error, as `run` does
+    (verify keeps its page size); a body that is not a page is asked for again, then named."""
+    for attempt in range(MALFORMED_ATTEMPTS):
+        body = await client.updates_before(m, sync, before, lo, 1000, only={url}, raise_503=False)
+        try:
+            page = orjson.loads(body)["transactions"]
+            if isinstance(page, list) and all(isinstance(i, dict) and "record_time" in i for i in page):
+                return page
+        except (ValueError, KeyError, TypeError):
+            pass
+        if attempt + 1 < MALFORMED_ATTEMPTS:
+            await asyncio.sleep(client.config.backoff_base_s * 2**attempt)
+    raise ScanError(f"{redact_url(url)} answered updates-before(migration {m}, {sync}, before {format_us(before)}) "
+                    f"with something that is not a page, {MALFORMED_ATTEMPTS} times: check that scan")  # fmt: skip
 
 
 def _stored(db: Database, conn: Any, m: int, sync: str, a: int, b: int) -> dict[str, tuple[bytes, bool]]:
