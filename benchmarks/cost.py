@@ -77,7 +77,7 @@ def profiled_run(admin: str, url: str) -> dict[str, float]:
     event loop), the commit (COPY and cursor SQL, on the database threads), and the rest of the
     event loop thread (HTTP, asyncio, leases). us per row."""
     import scanfill.load.sink as sink_mod
-    import scanfill.load.worker as worker_mod
+    import scanfill.load.pipeline as worker_mod  # where pages are decoded
 
     spent = {"decode": 0.0, "copy": 0.0, "commit": 0.0}
 
