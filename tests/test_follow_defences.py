@@ -290,3 +290,34 @@ def test_metrics_port_in_use_and_a_newer_schema_are_one_clear_line(db: str) -> N
                 assert p.returncode != 0 and "newer than this scanfill" in out and "scanfill init" not in out, (cmd, out)
     with psycopg.connect(db) as conn:  # restore and abort wrote nothing
         assert conn.execute("SELECT count(*) FROM backfill_control").fetchone() == (0,)
+
+
+def test_a_follower_waits_out_a_scan_serving_only_garbage_says_so_in_status_and_then_catches_up(db: str) -> None:
+    """Every page spoiled for a while: the follower does not die; `status` shows what it could not
+    get past; once the scan is healthy again it catches up and the copy is exact."""
+    import json
+
+    with Simulator(SimConfig(ledger=BASE)) as sim:
+        sim.set_faults(FaultConfig(every_corrupt=1, corrupt=("html", "truncated", "migration")))
+        f = scanfill("follow", "--start", "beginning", "--poll", "0.1", dsn=db, urls=sim.urls)
+
+        def problems() -> int:
+            p = scanfill("status", "--json", dsn=db, urls=sim.urls)
+            out = p.communicate(timeout=60)[0].decode()
+            if p.returncode != 0:
+                return 0
+            fol = json.loads(out[out.index("{"):]).get("follower") or {}
+            return int(fol.get("problems") or 0)
+
+        wait_for(lambda: problems() >= 2, timeout=120, what="status to show the follower asking again")
+        assert f.poll() is None, "the follower died on garbage"
+        st = scanfill("status", dsn=db, urls=sim.urls).communicate(timeout=60)[0].decode()
+        assert "asked again" in st and "malformed page" in st, st
+        sim.set_faults(FaultConfig())
+        wait_for(lambda: one(db, "SELECT count(*) FROM ledger_updates") == Ledger(BASE).total_updates(), timeout=180,
+                 what="the follower to catch up once the scan is healthy")  # fmt: skip
+        f.send_signal(signal.SIGINT)
+        out = f.communicate(timeout=60)[0].decode()
+    assert f.returncode == 0, out
+    assert "malformed page(s) refused and asked again" in out, out
+    assert_db_matches(db, Ledger(BASE))

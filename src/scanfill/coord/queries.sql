@@ -345,7 +345,7 @@ WHERE split_from IS DISTINCT FROM 'refetch';
 -- (it reaps that commit meanwhile, see reap_frozen_commits).
 UPDATE {s}.follow_leader l SET owner = %(owner)s, host = %(host)s, pid = %(pid)s, pidns = %(pidns)s,
        lease_epoch = l.lease_epoch + 1, lease_until = now() + make_interval(secs => %(lease_s)s), since = now(),
-       heartbeat = now()
+       heartbeat = now(), problems = 0, last_problem = NULL, last_problem_at = NULL
 FROM (SELECT owner AS prev FROM {s}.follow_leader WHERE id = 1 FOR UPDATE SKIP LOCKED) p
 WHERE l.id = 1 AND (l.owner IS NULL OR l.lease_until < now() OR l.owner = ANY(%(dead)s) OR l.owner = %(owner)s)
 RETURNING l.lease_epoch, p.prev;
@@ -353,7 +353,9 @@ RETURNING l.lease_epoch, p.prev;
 -- name: follow_renew
 -- The active follower's heartbeat (nothing when its lease was taken over).
 UPDATE {s}.follow_leader SET lease_until = now() + make_interval(secs => %(lease_s)s), heartbeat = now(),
-       updates_loaded = %(updates)s, events_loaded = %(events)s
+       updates_loaded = %(updates)s, events_loaded = %(events)s, problems = %(problems)s,
+       last_problem = coalesce(%(last_problem)s, last_problem),
+       last_problem_at = CASE WHEN %(last_problem)s IS NULL THEN last_problem_at ELSE now() END
 WHERE id = 1 AND owner = %(owner)s AND lease_epoch = %(epoch)s;
 
 -- name: follow_release
@@ -415,7 +417,7 @@ SELECT update_id FROM {s}.scan_events WHERE update_id = ANY(%(ids)s);
 -- What status shows of the follower: who, since when, its cursors and counters.
 SELECT l.owner, l.host, l.pid, l.since, l.heartbeat, l.lease_until > now(), l.updates_loaded, l.events_loaded,
        u.migration_id, u.record_text, u.record_time, u.items, e.record_text, e.items,
-       (SELECT count(*) FROM {s}.scan_events)
+       (SELECT count(*) FROM {s}.scan_events), l.problems, l.last_problem, l.last_problem_at
 FROM {s}.follow_leader l
 LEFT JOIN {s}.follow_cursors u ON u.stream = 'updates'
 LEFT JOIN {s}.follow_cursors e ON e.stream = 'events'

@@ -112,3 +112,6 @@ class FollowState(NamedTuple):
     events_cursor_text: str | None
     events_items: int | None
     scan_events: int
+    problems: int
+    last_problem: str | None
+    last_problem_at: datetime | None

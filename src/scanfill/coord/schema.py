@@ -249,6 +249,11 @@ CREATE TABLE IF NOT EXISTS {s}.scan_disagreements (
 V7 = """
 ALTER TABLE {s}.follow_leader ADD COLUMN IF NOT EXISTS pidns text;
 ALTER TABLE {s}.backfill_workers ADD COLUMN IF NOT EXISTS pidns text;
+-- what the follower could not get past and waited out (status shows it: a follower that keeps
+-- asking again is not silent)
+ALTER TABLE {s}.follow_leader ADD COLUMN IF NOT EXISTS problems bigint NOT NULL DEFAULT 0;
+ALTER TABLE {s}.follow_leader ADD COLUMN IF NOT EXISTS last_problem text;
+ALTER TABLE {s}.follow_leader ADD COLUMN IF NOT EXISTS last_problem_at timestamptz;
 """
 
 MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7]

@@ -362,9 +362,11 @@ class Store:
                            pidns=host.pid_namespace(), lease_s=lease_s, dead=dead)  # fmt: skip
         return None if row is None else (FollowLease(owner, int(row[0])), row[1])
 
-    def follow_renew(self, conn: Conn, lease: FollowLease, lease_s: float, updates: int, events: int) -> bool:
+    def follow_renew(self, conn: Conn, lease: FollowLease, lease_s: float, updates: int, events: int,
+                     problems: int = 0, last_problem: str | None = None) -> bool:  # fmt: skip
         with conn.transaction():
             return self.run(conn, "follow_renew", owner=lease.owner, epoch=lease.epoch, lease_s=lease_s,
+                            problems=problems, last_problem=last_problem,
                             updates=updates, events=events).rowcount == 1  # fmt: skip
 
     def follow_release(self, conn: Conn, lease: FollowLease) -> None:

@@ -201,7 +201,8 @@ class Follower:
             await asyncio.sleep(max(0.2, self.s.lease_s / 4))
             try:
                 if not await self.db(self.store.follow_renew, self.lease, self.s.lease_s, self.report.updates,
-                                     self.report.events):  # fmt: skip
+                                     self.report.events, self.report.problems,
+                                     self.report.last_problem or None):  # fmt: skip
                     log.warning("follower lease lost: stopping")
                     self.stop.set()
                     return

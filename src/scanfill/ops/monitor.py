@@ -97,6 +97,8 @@ def _follower(f: FollowState | None, now: Any) -> dict[str, Any] | None:
         "updates": int(f.cursor_items or 0), "events": int(f.events_loaded or 0),  # updates: counted with each commit
         "updates_per_s": int(f.cursor_items or 0) / seconds if seconds > 0 else None,
         "events_cursor": f.events_cursor_text, "scan_events": int(f.scan_events or 0),
+        "problems": int(f.problems or 0), "last_problem": f.last_problem,
+        "last_problem_at": f.last_problem_at.isoformat() if f.last_problem_at else None,
     }  # fmt: skip
 
 
@@ -152,6 +154,9 @@ def render(st: dict[str, Any]) -> Any:
                     _dur(f["lag_s"]) if f["lag_s"] is not None else "-",
                     f"{f['updates_per_s']:,.1f}" if f["updates_per_s"] else "-", f"{f['scan_events']:,}")  # fmt: skip
         parts.append(fol)
+        if f.get("problems"):
+            parts.append(f"[yellow]the follower asked again {f['problems']:,} time(s) after the scans could not serve "
+                         f"a page; last ({(f['last_problem_at'] or '')[:19]}): {f['last_problem']}[/]")  # fmt: skip
     if st["index_builds"]:
         builds = Table(title="index builds in progress")
         for col in ("index", "phase", "percent"):
