@@ -4,6 +4,7 @@ simulator over HTTP, `scanfill` as real processes."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -15,9 +16,11 @@ import psycopg
 import pytest
 
 from dbcheck import assert_db_matches
+from helpers import call
 from procs import lines_of, scanfill, wait_for
 from scanfill.db import Database
 from scanfill.sim import FaultConfig, InstanceConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
+from servers import free_port
 
 BASE = LedgerConfig(
     seed=29,
@@ -299,7 +302,9 @@ def test_a_follower_waits_out_a_scan_serving_only_garbage_says_so_in_status_and_
 
     with Simulator(SimConfig(ledger=BASE)) as sim:
         sim.set_faults(FaultConfig(every_corrupt=1, corrupt=("html", "truncated", "migration")))
-        f = scanfill("follow", "--start", "beginning", "--poll", "0.1", dsn=db, urls=sim.urls)
+        port = free_port()
+        f = scanfill("follow", "--start", "beginning", "--poll", "0.1", "--metrics-port", str(port), dsn=db,
+                     urls=sim.urls)  # fmt: skip
 
         def problems() -> int:
             p = scanfill("status", "--json", dsn=db, urls=sim.urls)
@@ -313,6 +318,10 @@ def test_a_follower_waits_out_a_scan_serving_only_garbage_says_so_in_status_and_
         assert f.poll() is None, "the follower died on garbage"
         st = scanfill("status", dsn=db, urls=sim.urls).communicate(timeout=60)[0].decode()
         assert "asked again" in st and "malformed page" in st, st
+        status, _, body = call(f"http://127.0.0.1:{port}/metrics")  # what an alert would watch
+        metrics = body.decode()
+        assert status == 200 and re.search(r'^scanfill_pages_refused_total\{url="[^"]+"\} [1-9]', metrics, re.M), metrics
+        assert re.search(r'^scanfill_follow_problems_total\{stream="updates"\} [1-9]', metrics, re.M), metrics
         sim.set_faults(FaultConfig())
         wait_for(lambda: one(db, "SELECT count(*) FROM ledger_updates") == Ledger(BASE).total_updates(), timeout=180,
                  what="the follower to catch up once the scan is healthy")  # fmt: skip

@@ -165,6 +165,8 @@ class Follower:
                 wait = min(MAX_PAUSE_S, max(1.0, self.s.poll_s) * 2 ** min(failures - 1, 8))
                 self.report.problems += 1
                 self.report.last_problem = msg
+                if self.hooks is not None and hasattr(self.hooks, "on_follow_problem"):
+                    self.hooks.on_follow_problem(what)
                 log.error("%s; asking again in %.0f s (the follower keeps running; nothing of it was stored)", msg,
                           wait)  # fmt: skip
                 with contextlib.suppress(TimeoutError):

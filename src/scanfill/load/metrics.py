@@ -34,6 +34,10 @@ class Metrics:
         self._follow_us: int | None = None
         self.disagreements = Counter("scanfill_scan_disagreements", "Pages a scan served that K other scans did not",
                                      ["url"], registry=r)  # fmt: skip
+        self.refused = Counter("scanfill_pages_refused", "Pages refused whole (garbage, or a position no scan "
+                               "announces) and asked again", ["url"], registry=r)  # fmt: skip
+        self.follow_problems = Counter("scanfill_follow_problems", "Times the follower could not get a page past "
+                                       "the pipeline's retries and asked again later", ["stream"], registry=r)  # fmt: skip
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
@@ -56,6 +60,12 @@ class Metrics:
 
     def on_disagreement(self, url: str) -> None:
         self.disagreements.labels(url).inc()
+
+    def on_refused(self, url: str) -> None:
+        self.refused.labels(url).inc()
+
+    def on_follow_problem(self, stream: str) -> None:
+        self.follow_problems.labels(stream).inc()
 
     def on_follow(self, position: tuple[int, int]) -> None:
         self._follow_us = position[1]

@@ -210,6 +210,8 @@ class Pipeline:
                 self.report.malformed += 1
                 if url is not None:
                     self.client.bench(url, self.client.config.failure_cooldown_s)
+                if self.hooks is not None and hasattr(self.hooks, "on_refused"):
+                    self.hooks.on_refused(redact_url(url) if url else "agreed")
                 where = f" from {redact_url(url)}" if url else " agreed by the scans"
                 if malformed >= MALFORMED_ATTEMPTS:
                     raise MalformedPage(f"{ask.cursor or ask.what}, count {ask.count[0]}: malformed page{where}, "
