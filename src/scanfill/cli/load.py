@@ -227,7 +227,7 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     over within --lease seconds of the active one dying. Ctrl+C stops after the page in flight.
     """
     from scanfill.coord import schema as sch
-    from scanfill.load.agree import quorum
+    from scanfill.load.agree import quorum, require_scans
 
     _check_agree(agree)
     db = get_db(dsn, schema)
@@ -241,9 +241,7 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
             click.secho(f"rewind: {line}", fg="yellow", err=True)
         click.echo(f"rewind: removed {gone_u:,} updates and {gone_e:,} events no scan serves; the cursors are back on "
                    "stored positions" if found.cut else "rewind: nothing to repair")  # fmt: skip
-    if quorum(agree, len(scan.urls)) > len(scan.urls):
-        raise click.UsageError(f"--agree {agree} needs at least {agree} scans, only {len(scan.urls)} given: pass more "
-                               "--scan-url, or a lower --agree")  # fmt: skip
+    require_scans(quorum(agree, len(scan.urls)), len(scan.urls))
     _follow(db, scan, agree=quorum(agree, len(scan.urls)), once=once, events=events, page_size=page_size,
             poll_s=poll_s, lease_s=lease_s, start=start, update_json=update_json, metrics_port=metrics_port,
             metrics_addr=metrics_addr, db_retry_s=db_retry_s)  # fmt: skip

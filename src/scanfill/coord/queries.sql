@@ -484,9 +484,11 @@ TRUNCATE {s}.ledger_updates, {s}.ledger_events;
 -- The canary row that crash recovery empties together with the UNLOGGED ledger tables.
 INSERT INTO {s}.scanfill_unlogged_canary VALUES (true);
 
--- name: range_exists
--- Whether a (migration, synchronizer) range is recorded (no lock: the follower then takes plan_lock to create it).
-SELECT 1 FROM {s}.backfill_ranges WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s;
+-- name: ranges_missing
+-- How many of these (migration, synchronizer) pairs have no range yet, in one round trip (no lock: a
+-- follower that finds one missing takes plan_lock before it locks any range row).
+SELECT count(*) FROM unnest(%(ms)s::bigint[], %(syncs)s::text[]) k(m, sync)
+WHERE NOT EXISTS (SELECT 1 FROM {s}.backfill_ranges r WHERE r.migration_id = k.m AND r.synchronizer_id = k.sync);
 
 -- name: plan_lock
 -- Ranges are created under this lock, by planning and by a follower that finds a new range alike.

@@ -401,7 +401,7 @@ class Store:
         """Inside a follower's commit: each range's top, locked; ranges seen first here are created
         as the follower's from their first item."""
         tops = {}
-        if any(self.one(conn, "range_exists", m=m, sync=sync) is None for m, sync in keys):
+        if int(self.one(conn, "ranges_missing", ms=[m for m, _ in keys], syncs=[s for _, s in keys])[0]):
             # creating a range: serialised with planning (which creates ranges too), and taken
             # before any range row is locked here, so the two cannot deadlock
             self.run(conn, "plan_lock", key=LOCK_KEY)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import msgspec
 import orjson
 
-from scanfill.errors import MalformedPage, ScanError, ScanHTTPError
+from scanfill.errors import ConfigError, MalformedPage, ScanError, ScanHTTPError
 
 ASKS_PER_SCAN = 3  # a scan that answers 503 (its own timeout, or a blip) is asked again this often
 
@@ -123,6 +123,13 @@ def _group(digests: dict[str, bytes]) -> dict[bytes, list[str]]:
     for url, digest in digests.items():
         groups.setdefault(digest, []).append(url)
     return groups
+
+
+def require_scans(k: int, scans: int) -> None:
+    """`--agree K` with fewer than K scans could never store a page: refused once, up front."""
+    if k > scans:
+        raise ConfigError(f"--agree {k} needs {k} scans, only {scans} usable: pass more --scan-url (or --discover), "
+                          "or a lower --agree")  # fmt: skip
 
 
 def quorum(k: str | int, scans: int) -> int:

@@ -355,6 +355,17 @@ def _decode(
     return batch
 
 
+def decode_items(body: bytes) -> list[dict[str, Any]]:
+    """A page's items as served (JSON objects, each with its record time), for comparing copies."""
+    try:
+        items = orjson.loads(body)["transactions"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise MalformedPage(f"not a valid updates page: {exc}") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "record_time" in i for i in items):
+        raise MalformedPage("not a valid updates page: items are not updates with a record time")
+    return items
+
+
 def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = False) -> Batch:
     """Rows of a `/v2/updates` page, checked against the request: ascending by (migration, record
     time), none at or before the re-read boundary `after - 1 us`. `last_position` is where the next

@@ -26,6 +26,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -96,6 +97,7 @@ class Follower:
         self.pool = DbPool(settings.db, 2, f"scanfill follow {self.id}", settings.db_retry_s,
                            after_outage=self.store.refuse_if_emptied, stop=self.stop)  # fmt: skip
         self.lease: FollowLease | None = None
+        self.pages = PipelineReport(disagreements=self.report.disagreements)  # what the pipeline saw
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.pool.call(fn, *args)  # type: ignore[no-any-return]
@@ -109,8 +111,8 @@ class Follower:
                 log.warning("%s The follower goes on from where it took over each range.", CRASH_RESET)
             async with ScanClient(self.s.scan) as client:
                 self.client = client
-                self.pipeline = Pipeline(client, self.s.agree, self._record_disagreement, self.hooks,
-                                         PipelineReport(disagreements=self.report.disagreements))  # fmt: skip
+                record = partial(self.db, self.store.record_disagreement)  # (scan, request, ids) -> stored
+                self.pipeline = Pipeline(client, self.s.agree, record, self.hooks, self.pages)
                 if not await self._become_leader():
                     return self.report
                 beat = asyncio.create_task(self._heartbeat())
@@ -126,12 +128,9 @@ class Follower:
                             await self.db(self.store.follow_release, self.lease)
         finally:
             self.report.stopped = self.stop.is_set()
-            self.report.malformed = self.pipeline.report.malformed if hasattr(self, "pipeline") else 0
+            self.report.malformed = self.pages.malformed
             self.pool.close()
         return self.report
-
-    async def _record_disagreement(self, url: str, request: str, ids: list[str]) -> None:
-        await self.db(self.store.record_disagreement, url, request, ids)
 
     async def _guarded(self, fn: Callable[[], Any], what: str) -> None:
         """A stream runs until stopped. What the scans do wrong (garbage the pipeline could not get

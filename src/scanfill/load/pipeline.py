@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from scanfill.errors import MalformedPage, ScanError, ScanHTTPError
 from scanfill.load.agree import Agreed, agreed_page, agreed_prefix
-from scanfill.load.decode import Batch, EventsPage, decode_events_page, decode_page, decode_stream_page
+from scanfill.load.decode import Batch, EventsPage, decode_events_page, decode_items, decode_page, decode_stream_page
 from scanfill.scan import endpoints as ep
 from scanfill.scan.client import ScanClient, redact_url
 from scanfill.timeutil import format_us, parse_us
@@ -147,6 +147,14 @@ class Pipeline:
                   only=urls, cursor=f"cursor (before) {before}")  # fmt: skip
         before_us = parse_us(before)
         return await self._page(ask, lambda body: decode_page(body, m, sync, before_us, lo_us, lean=lean))
+
+    async def scan_items(self, m: int, sync: str, before_us: int, lo_us: int, url: str) -> list[dict[str, Any]]:
+        """An updates-before page of one scan as it serves it (items, not rows): what `verify`
+        compares with the stored copy, scan by scan."""
+        before = format_us(before_us)
+        ask = Ask(ep.UPDATES_BEFORE, lambda n: ep.updates_before(m, sync, before, lo_us, n), [1000],
+                  f"updates-before(migration {m}, {sync}, before {before}) at {redact_url(url)}", only={url})  # fmt: skip
+        return await self._page(ask, decode_items)
 
     async def imports(self, m: int, after: str, limit: int, urls: set[str] | None) -> Batch:
         """An import-updates page of one migration, by update id, ascending."""

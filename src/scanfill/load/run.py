@@ -22,7 +22,7 @@ from scanfill.coord.slices import PlanOptions, plan, plan_imports, refetch
 from scanfill.coord.store import CRASH_RESET, Progress, Store
 from scanfill.db import Database
 from scanfill.errors import ConfigError
-from scanfill.load.agree import quorum
+from scanfill.load.agree import quorum, require_scans
 from scanfill.load.worker import Worker, WorkerReport, WorkerSettings
 from scanfill.scan.client import ScanClient
 
@@ -187,9 +187,7 @@ def run(opts: RunOptions, hooks: Any = None, display: Any = None) -> RunSummary:
     if len(found) > len(opts.worker.scan.urls) or worker.agree > 1:
         log.warning("scans: %d found through /v0/scans, %d usable; a page needs %d agreeing", len(found),
                     len(worker.scan.urls), worker.agree)  # fmt: skip
-    if worker.agree > len(worker.scan.urls):
-        raise ConfigError(f"--agree {worker.agree} needs {worker.agree} scans, only "
-                          f"{len(worker.scan.urls)} usable: pass more --scan-url (or --discover), or a lower --agree")  # fmt: skip
+    require_scans(worker.agree, len(worker.scan.urls))
     opts = replace(opts, worker=worker)
     disc, stats = asyncio.run(discover_and_plan(opts))
     complete_urls = {m: frozenset(u) for m, u in disc.complete_urls.items()}

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -29,6 +30,7 @@ from scanfill.load.budget import DEFAULT_MB, ByteBudget
 from scanfill.load.decode import Batch
 from scanfill.load.pipeline import Pipeline, PipelineReport
 from scanfill.load.sink import Sink
+from scanfill.scan import endpoints as ep
 from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 
 log = logging.getLogger("scanfill.load.worker")
@@ -130,8 +132,8 @@ class Worker:
         try:
             async with ScanClient(self.s.scan, on_request=getattr(self.hooks, "on_request", None)) as client:
                 self.client = client
-                self.pipeline = Pipeline(client, self.s.agree, self._record_disagreement, self.hooks,
-                                         PipelineReport(disagreements=self.report.disagreements))  # fmt: skip
+                record = partial(self.db, self.store.record_disagreement)  # (scan, request, ids) -> stored
+                self.pipeline = Pipeline(client, self.s.agree, record, self.hooks, PipelineReport(disagreements=self.report.disagreements))
                 tasks = [self._guarded_slot(k) for k in range(self.s.concurrency)]
                 if self.s.imports:
                     tasks.append(self._guarded(self._imports, "import updates"))
@@ -272,9 +274,6 @@ class Worker:
         urls = self.complete_urls.get(claim.migration_id)
         return await self.pipeline.backward(claim.migration_id, claim.synchronizer_id, before, lo_us, count,
                                             set(urls) if urls else None, lean=self.s.update_json == "envelope")  # fmt: skip
-
-    async def _record_disagreement(self, url: str, request: str, ids: list[str]) -> None:
-        await self.db(self.store.record_disagreement, url, request, ids)
 
     def _page_count(self) -> int:
         """Items per request: the configured page size, fewer when updates are heavy, so that a page
@@ -438,8 +437,8 @@ class Worker:
         for url in urls:
             for m, complete in self.complete_urls.items():
                 try:
-                    data, _ = await client.request("POST", "/v0/backfilling/migration-info", {"migration_id": m},
-                                                   only={url}, what=f"migration-info({m}) at {redact_url(url)}")  # fmt: skip
+                    data, _ = await client.request("POST", ep.MIGRATION_INFO, ep.migration_info(m), only={url},
+                                                   what=f"migration-info({m}) at {redact_url(url)}")  # fmt: skip
                 except ScanError:
                     continue
                 if orjson.loads(data).get("complete"):

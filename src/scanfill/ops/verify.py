@@ -13,8 +13,7 @@ from psycopg import sql
 
 from scanfill.coord.store import Store
 from scanfill.db import Database
-from scanfill.errors import ScanError
-from scanfill.load.pipeline import MALFORMED_ATTEMPTS
+from scanfill.load.pipeline import Pipeline
 from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
@@ -154,33 +153,17 @@ def _canonical(item: dict[str, Any], envelope: bool) -> bytes:
     return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
-async def _scan_items(client: ScanClient, m: int, sync: str, lo: int, hi: int, url: str) -> list[dict[str, Any]]:
-    """Every update one scan holds in [lo, hi), by paging backwards."""
+async def _scan_items(pages: Pipeline, m: int, sync: str, lo: int, hi: int, url: str) -> list[dict[str, Any]]:
+    """Every update one scan holds in [lo, hi), by paging backwards through the pipeline (503s,
+    garbage and refusals handled as `run` handles them)."""
     out: list[dict[str, Any]] = []
     before = hi
     while True:
-        page = await _scan_page(client, m, sync, before, lo, url)
+        page = await pages.scan_items(m, sync, before, lo, url)
         if not page:
             return out
         out.extend(page)
         before = parse_us(page[-1]["record_time"])
-
-
-async def _scan_page(client: ScanClient, m: int, sync: str, before: int, lo: int, url: str) -> list[dict[str, Any]]:
-    """One page of one scan. A 503 is retried with backoff like any transient error, as `run` does
-    (verify keeps its page size); a body that is not a page is asked for again, then named."""
-    for attempt in range(MALFORMED_ATTEMPTS):
-        body = await client.updates_before(m, sync, before, lo, 1000, only={url}, raise_503=False)
-        try:
-            page = orjson.loads(body)["transactions"]
-            if isinstance(page, list) and all(isinstance(i, dict) and "record_time" in i for i in page):
-                return page
-        except (ValueError, KeyError, TypeError):
-            pass
-        if attempt + 1 < MALFORMED_ATTEMPTS:
-            await asyncio.sleep(client.config.backoff_base_s * 2**attempt)
-    raise ScanError(f"{redact_url(url)} answered updates-before(migration {m}, {sync}, before {format_us(before)}) "
-                    f"with something that is not a page, {MALFORMED_ATTEMPTS} times: check that scan")  # fmt: skip
 
 
 def _stored(db: Database, conn: Any, m: int, sync: str, a: int, b: int) -> dict[str, tuple[bytes, bool]]:
@@ -213,10 +196,11 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
     sem = asyncio.Semaphore(concurrency)
     diffs: list[WindowDiff] = []
     async with ScanClient(scan) as client:
+        pages = Pipeline(client)
 
         async def one(url: str, m: int, sync: str, a: int, b: int, stored: dict[str, tuple[bytes, bool]]) -> None:
             async with sem:
-                items = await _scan_items(client, m, sync, a, b, url)
+                items = await _scan_items(pages, m, sync, a, b, url)
             theirs = {str(i["update_id"]): i for i in items}
             missing = [u for u in theirs if u not in stored]
             extra = [u for u in stored if u not in theirs]

@@ -342,16 +342,13 @@ class ScanClient:
 
     async def updates_before(
         self, migration_id: int, synchronizer_id: str, before_us: int, at_or_after_us: int | None, count: int,
-        only: set[str] | None = None, before_text: str | None = None, raise_503: bool = True,
+        only: set[str] | None = None, before_text: str | None = None,
     ) -> bytes:  # fmt: skip
-        """One updates-before page. A 503 comes back at once by default (Scan's own timeout for a
-        page too large: the loader asks for a smaller one); `raise_503=False` retries it like any
-        transient error (a reader that pages with a fixed count, such as `verify`)."""
+        """One updates-before page; a 503 (Scan's own timeout for a page too large) comes back at once."""
         body = ep.updates_before(migration_id, synchronizer_id, before_text or format_us(before_us), at_or_after_us,
                                  count)  # fmt: skip
         data, _ = await self.request(
             "POST", ep.UPDATES_BEFORE, body, only=only,
-            what=f"updates-before(migration {migration_id}, {synchronizer_id}, before {body['before']})",
-            raise_503=raise_503,
+            what=f"updates-before(migration {migration_id}, {synchronizer_id}, before {body['before']})", raise_503=True,
         )  # fmt: skip
         return data
