@@ -12,6 +12,7 @@ byte order is all they need, and their unique indexes build 1.4-2x faster that w
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.resources import files
 
 import psycopg
 from psycopg import sql
@@ -20,7 +21,7 @@ from scanfill.db import Conn, Database
 from scanfill.errors import SchemaError
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 
 UPDATE_COLUMNS = UpdateRow._fields
@@ -256,7 +257,36 @@ ALTER TABLE {s}.follow_leader ADD COLUMN IF NOT EXISTS last_problem text;
 ALTER TABLE {s}.follow_leader ADD COLUMN IF NOT EXISTS last_problem_at timestamptz;
 """
 
-MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7]
+# Version 8: import updates are identified by (migration, id): Scan uses the contract id as an import
+# update's id, and a contract alive across several hard migrations is imported by each of them. And
+# contract state: `contracts` (one row per contract, its lifespan in positions) and the PQS-style
+# functions over it, in `state/contracts.sql`.
+_KEYS = {"ledger_updates": ("ledger_updates_pkey", "update_id"), "ledger_events": ("ledger_events_pkey", "event_id")}
+
+
+def _v8(conn: Conn, s: str) -> None:
+    for table, (name, col) in _KEYS.items():
+        has = conn.execute("SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = %s::regclass",
+                           (name, f"{s}.{table}")).fetchone()  # fmt: skip
+        if has:
+            conn.execute(f"ALTER TABLE {s}.{table} DROP CONSTRAINT {name}, "
+                         f"ADD CONSTRAINT {name} PRIMARY KEY ({col}, migration_id)".encode())  # fmt: skip
+        # dropped by `prepare`: what `restore` will build is the new key
+        conn.execute(f"UPDATE {s}.scanfill_saved_indexes SET index_def = replace(index_def, '({col})', "
+                     f"'({col}, migration_id)'), constraint_def = 'PRIMARY KEY ({col}, migration_id)' "
+                     f"WHERE object_name = %s AND restored_at IS NULL".encode(), (name,))  # fmt: skip
+    conn.execute(contracts_ddl(s).encode())
+    if conn.execute(f"SELECT 1 FROM {s}.ledger_events LIMIT 1".encode()).fetchone():
+        conn.execute(f"INSERT INTO {s}.scanfill_meta VALUES ('contracts_stale', 'loaded before contract state "
+                     "existed') ON CONFLICT (key) DO NOTHING".encode())  # fmt: skip
+
+
+def contracts_ddl(s: str) -> str:
+    """The contract-state table and functions (idempotent: `CREATE ... IF NOT EXISTS` / `OR REPLACE`)."""
+    return files("scanfill.state").joinpath("contracts.sql").read_text().replace("{s}", s)
+
+
+MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8]
 
 
 def meta_table(db: Database) -> sql.Composed:

@@ -19,6 +19,7 @@ from scanfill.errors import MalformedPage
 from scanfill.load import framing
 from scanfill.load.rounds import derive_round
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
+from scanfill.state.facts import Fact, of_update
 from scanfill.timeutil import TimestampError, dt_to_us, parse_us, us_to_dt
 
 _NONE = msgspec.Raw(b"")
@@ -110,6 +111,7 @@ class Update(NamedTuple):
     event_count: int
     row: bytes  # its ledger_updates row
     event_rows: bytes  # its ledger_events rows, in tree pre-order
+    facts: list[Fact]  # what it says about contracts (empty when contract state is off)
 
 
 @dataclass
@@ -128,7 +130,7 @@ class Batch:
     @property
     def framed_bytes(self) -> int:
         """What the batch's rows weigh in memory (their COPY framing), for the memory budget."""
-        return sum(len(u.row) + len(u.event_rows) for u in self.updates)
+        return sum(len(u.row) + len(u.event_rows) + sum(len(f.payload or "") for f in u.facts) for u in self.updates)
 
     @property
     def items(self) -> int:
@@ -272,6 +274,7 @@ def decode_page(
     at_or_after_us: int | None = None,
     imports: bool = False,
     lean: bool = False,
+    facts: bool = True,
 ) -> Batch:
     """Rows of an updates-before (or import-updates) page, checked against the request it answers.
 
@@ -281,7 +284,7 @@ def decode_page(
     gc_was = gc.isenabled()
     gc.disable()  # decoding allocates many small objects that are never cyclic
     try:
-        return _decode(body, migration_id, synchronizer_id, before_us, at_or_after_us, imports, lean)
+        return _decode(body, migration_id, synchronizer_id, before_us, at_or_after_us, imports, lean, facts)
     except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
         raise MalformedPage(f"not a valid updates page: {exc}") from None
     finally:
@@ -289,7 +292,7 @@ def decode_page(
             gc.enable()
 
 
-def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool) -> Update:
+def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool, facts: bool = True) -> Update:
     """One served update, its rows framed; `clean` when the page holds a NUL escape (rare)."""
     item = _item_decoder.decode(raw)
     if clean:
@@ -326,18 +329,21 @@ def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool) -> Update:
         framing.common_text(kind), rnd, framing.int4(len(events)),
         *framing.json_parts(_lean(bytes(raw), item.events_by_id) if cut else raw),
     ))  # fmt: skip
-    return Update(uid, item_mig, eff_sync, t_us, item.record_time, len(events), row, _event_rows(events, shared, rnd))
+    told = of_update(kind, uid, item_mig, eff_sync, t_us, events) if facts else []
+    return Update(uid, item_mig, eff_sync, t_us, item.record_time, len(events), row, _event_rows(events, shared, rnd),
+                  told)
 
 
 def _decode(
-    body: bytes, mig: int, sync: str, before_us: int | None, after_us: int | None, imports: bool, lean: bool
+    body: bytes, mig: int, sync: str, before_us: int | None, after_us: int | None, imports: bool, lean: bool,
+    facts: bool,
 ) -> Batch:
     page = _page_decoder.decode(body)
     batch = Batch(nbytes=len(body))
     clean = b"\\u0000" in body
     prev_us: int | None = None
     for raw in page.transactions:
-        u = _item(raw, imports, lean, clean)
+        u = _item(raw, imports, lean, clean, facts)
         uid, t_us, text = u.update_id, u.t_us, u.record_time
         if u.migration_id != mig:
             raise MalformedPage(f"update {uid} belongs to migration {u.migration_id}, not the requested {mig}")
@@ -366,7 +372,7 @@ def decode_items(body: bytes) -> list[dict[str, Any]]:
     return items
 
 
-def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = False) -> Batch:
+def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = False, facts: bool = True) -> Batch:
     """Rows of a `/v2/updates` page, checked against the request: ascending by (migration, record
     time), none at or before the re-read boundary `after - 1 us`. `last_position` is where the next
     request goes on from."""
@@ -379,7 +385,7 @@ def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = 
         prev = (after[0], after[1] - 1) if after is not None else (-1, 0)
         seen: set[str] = set()
         for raw in page.transactions:
-            u = _item(raw, False, lean, clean)
+            u = _item(raw, False, lean, clean, facts)
             pos = (u.migration_id, u.t_us)
             if pos < prev or (after is not None and pos <= (after[0], after[1] - 1)):
                 raise MalformedPage(f"update {u.update_id} at migration {pos[0]}, {u.record_time} breaks ascending "

@@ -61,6 +61,7 @@ class FollowSettings:
     start: str = "auto"  # auto: after the backfill if there is one, else the head; "head"; "beginning"
     db_retry_s: float = 300.0  # ride out a database restart or failover this long
     agree: int = 1  # store a run of updates only when this many scans served it (below their lowest head)
+    contract_state: bool = True
 
 
 @dataclass
@@ -90,7 +91,7 @@ class Follower:
         self.id = settings.worker_id or f"{host.hostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.report = FollowReport(self.id)
         self.hooks = hooks
-        self.sink = Sink(settings.db)
+        self.sink = Sink(settings.db, settings.contract_state)
         self.store: Store = self.sink.store
         self.stop = asyncio.Event()
         self.caught_up = {name: False for name in STREAMS}
@@ -112,7 +113,7 @@ class Follower:
             async with ScanClient(self.s.scan) as client:
                 self.client = client
                 record = partial(self.db, self.store.record_disagreement)  # (scan, request, ids) -> stored
-                self.pipeline = Pipeline(client, self.s.agree, record, self.hooks, self.pages)
+                self.pipeline = Pipeline(client, self.s.agree, record, self.hooks, self.pages, self.s.contract_state)
                 if not await self._become_leader():
                     return self.report
                 beat = asyncio.create_task(self._heartbeat())

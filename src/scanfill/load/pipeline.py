@@ -129,8 +129,9 @@ class PipelineReport:
 
 class Pipeline:
     def __init__(self, client: ScanClient, agree: int = 1, record: Recorder | None = None, hooks: Any = None,
-                 report: PipelineReport | None = None) -> None:  # fmt: skip
+                 report: PipelineReport | None = None, facts: bool = True) -> None:  # fmt: skip
         self.client = client
+        self.facts = facts  # decode what pages say about contracts (contract state is kept)
         self.agree = agree
         self.record = record
         self.hooks = hooks
@@ -146,7 +147,8 @@ class Pipeline:
                   f"updates-before(migration {m}, {sync}, before {before}, at_or_after {format_us(lo_us)})",
                   only=urls, cursor=f"cursor (before) {before}")  # fmt: skip
         before_us = parse_us(before)
-        return await self._page(ask, lambda body: decode_page(body, m, sync, before_us, lo_us, lean=lean))
+        return await self._page(ask, lambda body: decode_page(body, m, sync, before_us, lo_us, lean=lean,
+                                                                facts=self.facts))
 
     async def scan_items(self, m: int, sync: str, before_us: int, lo_us: int, url: str) -> list[dict[str, Any]]:
         """An updates-before page of one scan as it serves it (items, not rows): what `verify`
@@ -180,7 +182,8 @@ class Pipeline:
             await self.known.check([(u.update_id, u.migration_id, u.synchronizer_id, u.t_us) for u in batch.updates],
                                    ask.what)  # fmt: skip
 
-        return await self._page(ask, lambda body: decode_stream_page(body, after, lean=lean), check)
+        return await self._page(ask, lambda body: decode_stream_page(body, after, lean=lean, facts=self.facts),
+                                check)
 
     async def events(self, after: tuple[int, int] | None, size: int) -> EventsPage:
         """A `/v0/events` page (verdicts, traffic summaries, app activity), checked like updates."""

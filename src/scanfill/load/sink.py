@@ -17,6 +17,7 @@ from scanfill.coord.store import FollowLease, Lease, Store
 from scanfill.db import Conn, Database
 from scanfill.load import framing
 from scanfill.load.decode import Batch
+from scanfill.state.sink import StateSink
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,9 @@ class CommitResult:
 class Sink:
     """Prepared SQL for one database; `commit` is called from worker threads, one connection each."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, contract_state: bool = True) -> None:
         self.db = db
+        self.state = StateSink(db, contract_state)
         cols = sql.SQL(", ").join(map(sql.Identifier, UPDATE_COLUMNS))
         self.copy_updates = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(db.t("ledger_updates"), cols)
         cols = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
@@ -45,6 +47,7 @@ class Sink:
             if rows:
                 with conn.cursor().copy(stmt) as cp:
                     cp.write(memoryview(framing.frame(rows)))  # psycopg sends it in slices: views, not copies
+        self.state.write(conn, (f for u in batch.updates for f in u.facts))
 
     def commit(self, conn: Conn, lease: Lease, expected_before: str, batch: Batch, pages: int, reached_end: bool,
                lease_s: float) -> CommitResult:  # fmt: skip

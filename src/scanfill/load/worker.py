@@ -65,6 +65,7 @@ class WorkerSettings:
     imports: bool = False  # also load import updates (skipped by default: they repeat earlier contracts)
     update_json: str = "full"  # "envelope": store updates without events_by_id (events are in ledger_events)
     memory_mb: int = DEFAULT_MB  # bytes of pages in flight (fetching, decoded, waiting to commit) stay under this
+    contract_state: bool = True  # keep `contracts` with each commit (off only to measure what it costs)
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Worker:
         self.leases = Leases(settings.db, self.id, settings.lease_s, settings.partition, settings.min_split_us,
                              settings.migrations)  # fmt: skip
         self.complete_urls = {m: set(u) for m, u in settings.complete_urls.items()}  # grows when scans join
-        self.sink = Sink(settings.db)
+        self.sink = Sink(settings.db, settings.contract_state)
         self.store = self.sink.store
         self.stop = asyncio.Event()
         self.pool = DbPool(settings.db, settings.db_connections, f"scanfill worker {self.id}", settings.db_retry_s,
@@ -133,7 +134,9 @@ class Worker:
             async with ScanClient(self.s.scan, on_request=getattr(self.hooks, "on_request", None)) as client:
                 self.client = client
                 record = partial(self.db, self.store.record_disagreement)  # (scan, request, ids) -> stored
-                self.pipeline = Pipeline(client, self.s.agree, record, self.hooks, PipelineReport(disagreements=self.report.disagreements))
+                self.pipeline = Pipeline(client, self.s.agree, record, self.hooks,
+                                         PipelineReport(disagreements=self.report.disagreements),
+                                         facts=self.s.contract_state)
                 tasks = [self._guarded_slot(k) for k in range(self.s.concurrency)]
                 if self.s.imports:
                     tasks.append(self._guarded(self._imports, "import updates"))

@@ -1,0 +1,173 @@
+-- Contract state: one row per contract, its lifespan as positions (migration * 10^16 + record time
+-- in microseconds), kept by the loaders in the transaction of each page (state/sink.py merges).
+-- A contract is active at position p when created_pos <= p < archived_pos (archived_pos NULL: still
+-- active). A contract created and consumed in one update has created_pos = archived_pos: never active.
+-- A row may hold only the end of a life (its create not loaded yet): created_pos is NULL, never active.
+
+CREATE TABLE IF NOT EXISTS {s}.contracts (
+    contract_id              text COLLATE "C" NOT NULL,
+    template_id              text,   -- <package id>:<module>:<entity>
+    package_name             text,
+    template_name            text,   -- <module>:<entity>, across package versions
+    created_update_id        text COLLATE "C",
+    created_migration_id     bigint,
+    created_synchronizer_id  text,
+    created_record_time      timestamptz,
+    created_at               timestamptz,  -- ledger effective time of the create
+    created_pos              bigint,
+    payload                  jsonb,        -- create arguments, compact JSON (Daml JSON API encoding)
+    signatories              text[],
+    observers                text[],
+    archived_update_id       text COLLATE "C",
+    archived_migration_id    bigint,
+    archived_synchronizer_id text,
+    archived_record_time     timestamptz,
+    archived_choice          text,         -- the consuming choice (Archive, AmuletRules_Transfer inputs, ...)
+    archived_pos             bigint,
+    synchronizer_id          text,         -- where it is now: its newest assignment's target, else its creation's
+    synchronizer_pos         bigint,
+    CONSTRAINT contracts_pkey PRIMARY KEY (contract_id)
+);
+CREATE INDEX IF NOT EXISTS contracts_template_created_idx ON {s}.contracts (template_name, created_pos)
+    INCLUDE (archived_pos);
+CREATE INDEX IF NOT EXISTS contracts_template_archived_idx ON {s}.contracts (template_name, archived_pos)
+    INCLUDE (created_pos);
+ALTER TABLE {s}.contracts ALTER COLUMN payload SET STORAGE MAIN;
+
+-- A position: (migration, record time) as one ordered number.
+CREATE OR REPLACE FUNCTION {s}.ledger_position(migration bigint, at_time timestamptz) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN migration * 10000000000000000 + (extract(epoch FROM at_time) * 1000000)::bigint;
+
+-- `<module>:<entity>` of any accepted template form (module names hold dots, never colons).
+CREATE OR REPLACE FUNCTION {s}.template_name(template text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN substring(template FROM '([^:]*:[^:]*)$');
+
+-- A template given as `<package id>:<module>:<entity>`, `<package-name>:<module>:<entity>` (or
+-- `#<package-name>:...`), or `<module>:<entity>` (every package version).
+CREATE OR REPLACE FUNCTION {s}.template_is(template_id text, package_name text, template text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN template IS NULL
+    OR ltrim(template, '#') = {s}.template_name(template_id)
+    OR template = template_id
+    OR ltrim(template, '#') = package_name || ':' || {s}.template_name(template_id);
+
+-- The migration a bare time means: the newest one whose history had begun by then.
+CREATE OR REPLACE FUNCTION {s}.migration_at(at_time timestamptz) RETURNS bigint
+LANGUAGE sql STABLE
+RETURN coalesce((SELECT max(migration_id) FROM {s}.backfill_ranges WHERE min_time <= at_time),
+                (SELECT max(created_migration_id) FROM {s}.contracts
+                  WHERE created_record_time <= at_time),
+                (SELECT min(migration_id) FROM {s}.backfill_ranges), 0);
+
+-- The position (at_migration, at_time): NULL time is the end of that migration, NULL migration the
+-- one in force at that time; both NULL is now (NULL).
+CREATE OR REPLACE FUNCTION {s}.position_at(at_migration bigint, at_time timestamptz) RETURNS bigint
+LANGUAGE sql STABLE
+RETURN CASE WHEN at_time IS NULL AND at_migration IS NULL THEN NULL
+            WHEN at_time IS NULL THEN at_migration * 10000000000000000 + 9999999999999999
+            ELSE {s}.ledger_position(coalesce(at_migration, {s}.migration_at(at_time)), at_time) END;
+
+-- Contracts active at a position (PQS `active()`): NULL template is every template.
+CREATE OR REPLACE FUNCTION {s}.active(template text DEFAULT NULL, at_migration bigint DEFAULT NULL,
+                                      at_time timestamptz DEFAULT NULL)
+RETURNS SETOF {s}.contracts LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    p bigint := {s}.position_at(at_migration, at_time);
+    tn text := {s}.template_name(template);
+BEGIN
+    IF p IS NULL THEN
+        RETURN QUERY EXECUTE 'SELECT * FROM {s}.contracts c WHERE c.archived_pos IS NULL AND c.created_pos IS NOT NULL'
+            || CASE WHEN template IS NULL THEN '' ELSE ' AND c.template_name = $1
+               AND {s}.template_is(c.template_id, c.package_name, $2)' END
+            || ' ORDER BY c.created_pos, c.contract_id' USING tn, template;
+    ELSE
+        RETURN QUERY EXECUTE 'SELECT * FROM {s}.contracts c WHERE c.created_pos <= $3
+               AND (c.archived_pos IS NULL OR c.archived_pos > $3)'
+            || CASE WHEN template IS NULL THEN '' ELSE ' AND c.template_name = $1
+               AND {s}.template_is(c.template_id, c.package_name, $2)' END
+            || ' ORDER BY c.created_pos, c.contract_id' USING tn, template, p;
+    END IF;
+END $$;
+
+-- Contracts created with a record time in [from_time, to_time) (NULL bounds: open).
+CREATE OR REPLACE FUNCTION {s}.creates(template text DEFAULT NULL, from_time timestamptz DEFAULT NULL,
+                                       to_time timestamptz DEFAULT NULL)
+RETURNS SETOF {s}.contracts LANGUAGE sql STABLE AS $$
+    SELECT * FROM {s}.contracts c
+    WHERE c.created_pos IS NOT NULL
+      AND (template IS NULL OR (c.template_name = {s}.template_name(template)
+                                AND {s}.template_is(c.template_id, c.package_name, template)))
+      AND (from_time IS NULL OR c.created_record_time >= from_time)
+      AND (to_time IS NULL OR c.created_record_time < to_time)
+    ORDER BY c.created_pos, c.contract_id
+$$;
+
+-- Contracts whose life ended (first consuming exercise) with a record time in [from_time, to_time).
+CREATE OR REPLACE FUNCTION {s}.archives(template text DEFAULT NULL, from_time timestamptz DEFAULT NULL,
+                                        to_time timestamptz DEFAULT NULL)
+RETURNS SETOF {s}.contracts LANGUAGE sql STABLE AS $$
+    SELECT * FROM {s}.contracts c
+    WHERE c.archived_pos IS NOT NULL
+      AND (template IS NULL OR (c.template_name = {s}.template_name(template)
+                                AND {s}.template_is(c.template_id, c.package_name, template)))
+      AND (from_time IS NULL OR c.archived_record_time >= from_time)
+      AND (to_time IS NULL OR c.archived_record_time < to_time)
+    ORDER BY c.archived_pos, c.contract_id
+$$;
+
+-- Exercised events (consuming or not) of a choice (NULL: every choice) in [from_time, to_time).
+CREATE OR REPLACE FUNCTION {s}.exercises(choice text DEFAULT NULL, from_time timestamptz DEFAULT NULL,
+                                         to_time timestamptz DEFAULT NULL)
+RETURNS SETOF {s}.ledger_events LANGUAGE sql STABLE AS $$
+    SELECT * FROM {s}.ledger_events e
+    WHERE e.event_type = 'exercised_event'
+      AND (exercises.choice IS NULL OR e.choice = exercises.choice)
+      AND (from_time IS NULL OR e.record_time >= from_time)
+      AND (to_time IS NULL OR e.record_time < to_time)
+    ORDER BY e.migration_id, e.record_time, e.event_id
+$$;
+
+-- One contract, active or not.
+CREATE OR REPLACE FUNCTION {s}.lookup_contract(contract_id text)
+RETURNS SETOF {s}.contracts LANGUAGE sql STABLE AS $$
+    SELECT * FROM {s}.contracts c WHERE c.contract_id = lookup_contract.contract_id
+$$;
+
+-- The round in force at a position: the newest OpenMiningRound created by then that had opened.
+CREATE OR REPLACE FUNCTION {s}.round_at(at_migration bigint DEFAULT NULL, at_time timestamptz DEFAULT NULL)
+RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT max((c.payload->'round'->>'number')::bigint) FROM {s}.contracts c
+    WHERE c.template_name = 'Splice.Round:OpenMiningRound'
+      AND c.created_pos <= coalesce({s}.position_at(at_migration, at_time), 9223372036854775807)
+      AND (at_time IS NULL OR (c.payload->>'opensAt')::timestamptz <= at_time)
+$$;
+
+-- Amulet and LockedAmulet holdings active at a position, with the holding fees accrued by the round
+-- in force then: initialAmount - (round - createdAt) * ratePerRound, never below zero. Exact numerics.
+CREATE OR REPLACE FUNCTION {s}.holdings(at_migration bigint DEFAULT NULL, at_time timestamptz DEFAULT NULL,
+                                        party text DEFAULT NULL)
+RETURNS TABLE (owner text, contract_id text, template_name text, locked boolean, initial_amount numeric,
+               created_round bigint, at_round bigint, rate_per_round numeric, holding_fees numeric,
+               amount numeric)
+LANGUAGE sql STABLE AS $$
+    WITH r AS (SELECT {s}.round_at(at_migration, at_time) AS n),
+    h AS (
+        SELECT c.contract_id, c.template_name, false AS locked, c.payload AS a
+        FROM {s}.active('Splice.Amulet:Amulet', at_migration, at_time) c
+        UNION ALL
+        SELECT c.contract_id, c.template_name, true, c.payload->'amulet'
+        FROM {s}.active('Splice.Amulet:LockedAmulet', at_migration, at_time) c)
+    SELECT h.a->>'owner', h.contract_id, h.template_name, h.locked, (h.a->'amount'->>'initialAmount')::numeric,
+           (h.a->'amount'->'createdAt'->>'number')::bigint, r.n, (h.a->'amount'->'ratePerRound'->>'rate')::numeric,
+           least((h.a->'amount'->>'initialAmount')::numeric,
+                 greatest(0, coalesce(r.n - (h.a->'amount'->'createdAt'->>'number')::bigint, 0))
+                 * (h.a->'amount'->'ratePerRound'->>'rate')::numeric),
+           (h.a->'amount'->>'initialAmount')::numeric - least((h.a->'amount'->>'initialAmount')::numeric,
+                 greatest(0, coalesce(r.n - (h.a->'amount'->'createdAt'->>'number')::bigint, 0))
+                 * (h.a->'amount'->'ratePerRound'->>'rate')::numeric)
+    FROM h CROSS JOIN r
+    WHERE party IS NULL OR h.a->>'owner' = party
+    ORDER BY 1, 2
+$$;
