@@ -179,7 +179,7 @@ def test_import_updates_only_with_the_flag(db: str) -> None:
         assert run(options(db, sim.urls, concurrency=3)).complete
         assert_db_matches(db, Ledger(SMALL))  # skipped by default
         summary = run(options(db, sim.urls, concurrency=3, imports=True, page_size=2))
-    assert summary.complete and summary.updates == len(Ledger(SMALL).import_ids(4)) == 5
+    assert summary.complete and summary.updates == len(Ledger(SMALL).import_ids(4)) > 0
     assert_db_matches(db, Ledger(SMALL), imports=True)
     with psycopg.connect(db) as conn:
         kinds = conn.execute("SELECT DISTINCT record_time FROM ledger_updates WHERE kind = 'import'").fetchall()

@@ -120,7 +120,7 @@ def test_updates_before_pages_match_the_spec(sim: Simulator) -> None:
     check("GetUpdatesBeforeRequest", body)
     page = post_json(sim.url + "/v0/backfilling/updates-before", body)
     check("GetUpdatesBeforeResponse", page)
-    assert len(page["transactions"]) == 12
+    assert len(page["transactions"]) == len(ledger.import_ids(2)) > 0
 
 
 def test_import_updates_and_unlabelled_values_match_the_spec(sim: Simulator) -> None:
@@ -134,7 +134,7 @@ def test_import_updates_and_unlabelled_values_match_the_spec(sim: Simulator) -> 
         if not page["transactions"]:
             break
         after = page["transactions"][-1]["update_id"]
-    assert got == 12
+    assert got == len(Ledger(LEDGER).import_ids(2)) > 0
     unlabelled = LedgerConfig(seed=2, migrations=(MigrationSpec(0, "2024-06-24T21:08:00Z", 60),), labels=False)
     with Simulator(SimConfig(ledger=unlabelled)) as s:
         sid = Ledger(unlabelled).synchronizer_id(0)

@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from scanfill.sim.lifecycle import ROUND_SLOTS, Lifecycle, Ref
 from scanfill.timeutil import MIN_US, format_instant, format_trimmed, format_us, parse_us
 
 ROUND_TICK_US = 600_000_000  # Splice opens a mining round every ~10 minutes
+RATE_PER_ROUND = 190259  # an Amulet's holding fee per round, in units of 10^-10
 NEIGHBOUR_PERIOD = 37  # updates i, i+1 with i % 37 == 0 are exactly 1 us apart
 IMPORT_TIME = format_us(MIN_US)
 V1_OFFSET = "000000000000000001"
@@ -161,6 +163,8 @@ class Ledger:
                 "splice-api-token-transfer-instruction-v1",
             )
         }
+        self.life = Lifecycle(self)
+        self._import_cache: dict[int, dict[str, Ref]] = {}
 
     # ----- layout -----------------------------------------------------------------------------
 
@@ -230,21 +234,16 @@ class Ledger:
         return f"1220{_hex(self.seed, 'u', m, s, i)}"
 
     def header(self, m: int, s: int, i: int) -> UpdateHeader:
-        spec = self.specs[m]
         t = self.record_us(m, s, i)
-        r = _mix(self.seed, "k", m, s, i)
         uid = self.update_id(m, s, i)
         sync = self.synchronizer_id(s)
-        if spec.synchronizers > 1 and (r % 10_000) < self.config.reassignment_rate * 10_000:
-            shape = "assign" if (r >> 20) % 2 == 0 else "unassign"
-            n = 1 if shape == "assign" else 0
-            return UpdateHeader(uid, m, sync, t, shape + "ment", shape, n, None)
-        pick = (r >> 16) % 100
-        shape = "transfer" if pick < 55 else "marker" if pick < 80 else "rounds" if pick < 85 else "traffic"
-        mean = self.config.events_mean
-        spread = ((r >> 32) % 1001) / 1000.0  # uniform in [0, 1]
-        n = round(mean * (0.25 + 1.5 * spread))  # mean-preserving spread over [0.25, 1.75] x mean
-        n = max(4, min(n, 40))
+        shape = self.life.shape(m, s, i)
+        if shape in ("assign", "unassign"):
+            return UpdateHeader(uid, m, sync, t, shape + "ment", shape, 1 if shape == "assign" else 0, None)
+        made = self.life.slots(m, s, i)
+        n = 1 + len(made)
+        if shape == "transfer":  # + AmuletRules_Transfer, its inputs, a transient's create and consumption
+            n += 1 + len(self.life.inputs(m, s, i)) + (2 if self.life.has_transient(m, s, i) else 0)
         rnd = None if shape == "marker" else self.round_at(t)
         return UpdateHeader(uid, m, sync, t, "transaction", shape, n, rnd)
 
@@ -277,27 +276,23 @@ class Ledger:
     # ----- import updates -----------------------------------------------------------------------
 
     def import_ids(self, m: int) -> list[str]:
-        """Import updates of a migration, ascending by update id (which is the contract id)."""
+        """Import updates of a migration, ascending by update id (which is the contract id): the
+        contracts active when the previous migration ended (a migration with `import_updates` 0 has
+        none); a contract alive across several migrations is imported by each of them."""
+        return sorted(self._imports(m))
+
+    def _imports(self, m: int) -> dict[str, Ref]:
         spec = self.specs.get(m)
-        if spec is None:
-            return []
-        return sorted(self.contract_id("import", m, k) for k in range(spec.import_updates))
+        prev = self.previous.get(m)
+        if spec is None or not spec.import_updates or prev is None:
+            return {}
+        if m not in self._import_cache:
+            self._import_cache[m] = {self.cid(r): r for r in self.life.final(prev)}
+        return self._import_cache[m]
 
     def import_update(self, m: int, cid: str) -> Json:
-        rng = random.Random(cid)
-        owner = rng.choice(self.parties)
-        created = self._starts[m] - 86_400_000_000
-        ev = self._created(
-            f"{cid}:0",
-            cid,
-            "splice-amulet",
-            "Splice.Amulet",
-            "Amulet",
-            self._amulet_args(owner, rng, self.round_at(max(created, self.genesis_us))),
-            created,
-            [self.dso, owner],
-            [],
-        )
+        ref = self._imports(m)[cid]
+        ev = self.created_event(ref, f"{cid}:0")
         return {
             "update_id": cid,
             "migration_id": m,
@@ -309,6 +304,121 @@ class Ledger:
             "root_event_ids": [f"{cid}:0"],
             "events_by_id": {f"{cid}:0": ev},
         }
+
+    # ----- contracts ----------------------------------------------------------------------------
+
+    def cid(self, ref: Ref) -> str:
+        """The contract id of a slot (an assignment's slot holds its right's contract)."""
+        c = self.life.creation(ref)
+        return self.contract_id(c.m, c.s, c.i, c.name)
+
+    def acs(self, m: int, t_us: int) -> list[tuple[str, Ref]]:
+        """(contract id, where it was created) of every contract active at position (m, t), in
+        creation order: what a scan's ACS snapshot of migration m at record time t holds."""
+        refs = self.life.active(m, t_us)
+        return sorted(((self.cid(r), r) for r in refs), key=lambda x: (x[1].m, self.record_us(*x[1][:3]), x[0]))
+
+    def parties_of(self, m: int, s: int, i: int) -> tuple[str, str]:
+        """(sender, receiver) of update (m, s, i)."""
+        r, k = _mix(self.seed, "who", m, s, i), len(self.parties)
+        a = r % k
+        return self.parties[a], self.parties[(a + 1 + (r >> 16) % (k - 1)) % k]
+
+    def effective_us(self, m: int, s: int, i: int) -> int:
+        t = self.record_us(m, s, i)
+        r = _mix(self.seed, "eff", m, s, i)
+        eff = t - 1 - r % 1_999_999
+        return eff - eff % 1000 if (r >> 32) % 10 < 3 else eff  # effective_at printed in groups of 3 digits
+
+    def amount(self, ref: Ref) -> int:
+        """A holding's initial amount in units of 10^-10 (Daml's Numeric 10)."""
+        return 10**10 + _mix(self.seed, "amount", *ref) % 10**16
+
+    def locked(self, ref: Ref) -> bool:
+        return ref.name == "tmp" or (ref.name == "out" and _mix(self.seed, "locked", *ref) % 8 == 0)
+
+    def kind(self, ref: Ref) -> tuple[str, str, str]:
+        """(package, module, entity) of the contract a slot holds."""
+        name = self.life.creation(ref).name
+        if name in ("out", "change", "tmp"):
+            return ("splice-amulet", "Splice.Amulet", "LockedAmulet" if self.locked(ref) else "Amulet")
+        if name == "right":
+            return ("splice-amulet", "Splice.Amulet", "FeaturedAppRight")
+        if name == "traffic":
+            return ("splice-amulet", "Splice.DecentralizedSynchronizer", "MemberTraffic")
+        if name == "open":
+            return ("splice-amulet", "Splice.Round", "OpenMiningRound")
+        if name[0] == "r":
+            return ("splice-amulet", "Splice.Round", ROUND_SLOTS[int(name[1:])])
+        if name[0] == "c":
+            return ("splice-amulet", "Splice.Amulet", ("AppRewardCoupon", "ValidatorRewardCoupon")[int(name[1:]) % 2])
+        return ("splice-amulet", "Splice.Amulet", "FeaturedAppActivityMarker")
+
+    def owner(self, ref: Ref) -> str:
+        sender, receiver = self.parties_of(*self.life.creation(ref)[:3])
+        return receiver if ref.name == "out" else sender
+
+    def amulet_args(self, ref: Ref) -> Json:
+        m, s, i, _ = ref
+        fields: list[tuple[str, Json]] = [
+            ("dso", {"party": self.dso}),
+            ("owner", {"party": self.owner(ref)}),
+            ("amount", self._rec(("initialAmount", self._num(self.amount(ref))),
+                                 ("createdAt", self._round(self.round_at(self.record_us(m, s, i)))),
+                                 ("ratePerRound", self._rec(("rate", self._num(RATE_PER_ROUND)))))),
+        ]  # fmt: skip
+        if self.config.payload_pad:
+            fields.append(("meta", {"text": "x" * self.config.payload_pad}))
+        return self._rec(*fields)
+
+    def arguments(self, ref: Ref) -> Json:
+        """The create arguments of a slot's contract (a pure function of the slot)."""
+        ref = self.life.creation(ref)
+        m, s, i, name = ref
+        t = self.record_us(m, s, i)
+        rnd = self.round_at(t)
+        sender, receiver = self.parties_of(m, s, i)
+        entity = self.kind(ref)[2]
+        if entity == "Amulet":
+            return self.amulet_args(ref)
+        if entity == "LockedAmulet":
+            return self._rec(("amulet", self.amulet_args(ref)),
+                             ("lock", self._rec(("holders", {"list": {"elements": [{"party": self.dso}]}}),
+                                                ("expiresAt", {"timestamp": str(t + 86_400_000_000)}),
+                                                ("optContext", {"optional": {}}))))  # fmt: skip
+        if entity == "FeaturedAppRight":
+            return self._rec(("dso", {"party": self.dso}), ("provider", {"party": sender}))
+        if entity == "MemberTraffic":
+            return self._rec(("dso", {"party": self.dso}),
+                             ("totalPurchased", self._i64(_mix(self.seed, "traffic", *ref) % 10**9)))  # fmt: skip
+        if entity == "OpenMiningRound":
+            return self._rec(
+                ("dso", {"party": self.dso}), ("round", self._round(rnd)), ("amuletPrice", self._num(5 * 10**9)),
+                ("opensAt", {"timestamp": str(t)}), ("targetClosesAt", {"timestamp": str(t + 2 * ROUND_TICK_US)}),
+                ("issuingFor", self._rec(("microseconds", self._i64(0)))),
+                ("tickDuration", self._rec(("microseconds", self._i64(ROUND_TICK_US)))),
+            )  # fmt: skip
+        if entity in ROUND_SLOTS:
+            return self._rec(("dso", {"party": self.dso}), ("round", self._round(rnd - 1 - int(name[1:]))))
+        if entity == "FeaturedAppActivityMarker":
+            return self._rec(("dso", {"party": self.dso}), ("provider", {"party": sender}),
+                             ("beneficiary", {"party": receiver}), ("weight", self._num(10**10)))  # fmt: skip
+        return self._rec(("dso", {"party": self.dso}), ("provider", {"party": sender}),
+                         ("amount", self._num(10**8 + _mix(self.seed, "coupon", *ref) % 10**12)),
+                         ("round", self._round(rnd)))  # fmt: skip
+
+    def created_event(self, ref: Ref, eid: str) -> Json:
+        c = self.life.creation(ref)
+        sender, receiver = self.parties_of(c.m, c.s, c.i)
+        pkg, module, entity = self.kind(c)
+        if entity in ("Amulet", "LockedAmulet"):
+            signatories, observers = [self.dso, self.owner(c)], []
+        elif entity in ("FeaturedAppRight", "MemberTraffic") or entity.endswith("MiningRound"):
+            signatories, observers = [self.dso], [sender]
+        else:
+            signatories, observers = [self.dso, sender], [receiver]
+        return self._created(eid, self.cid(c), pkg, module, entity, self.arguments(c), self.effective_us(c.m, c.s, c.i),
+                             signatories, observers)  # fmt: skip
 
     # ----- full updates -------------------------------------------------------------------------
 
@@ -324,12 +434,10 @@ class Ledger:
         h = self.header(m, s, i)
         rng = random.Random(_mix(self.seed, "p", m, s, i))
         if h.kind != "transaction":
-            return self._reassignment(h, m, s, i, rng)
+            return self._reassignment(h, m, s, i)
         uid = h.update_id
-        eff_us = h.record_us - rng.randrange(1, 2_000_000)
-        if rng.random() < 0.3:
-            eff_us -= eff_us % 1000  # effective_at is printed in groups of 3 digits
-        events, roots = self._tree(h, m, s, i, rng, eff_us)
+        events, roots = self._tree(h, m, s, i, rng)
+        assert len(events) == h.event_count, (h, len(events))
         order = sorted(events)  # a plain map: not preorder (x:10 sorts before x:2)
         out: Json = {
             "update_id": uid,
@@ -337,7 +445,7 @@ class Ledger:
             "workflow_id": "",
             "record_time": format_us(h.record_us),
             "synchronizer_id": h.synchronizer_id,
-            "effective_at": format_instant(eff_us),
+            "effective_at": format_instant(self.effective_us(m, s, i)),
             "offset": V1_OFFSET,
             "root_event_ids": roots,
             "events_by_id": {k: events[k] for k in order},
@@ -396,22 +504,7 @@ class Ledger:
     def _round(self, n: int) -> Json:
         return self._rec(("number", self._i64(n)))
 
-    def _amulet_args(self, owner: str, rng: random.Random, rnd: int) -> Json:
-        fields: list[tuple[str, Json]] = [
-            ("dso", {"party": self.dso}),
-            ("owner", {"party": owner}),
-            (
-                "amount",
-                self._rec(
-                    ("initialAmount", self._num(rng.randrange(10**10, 10**16))),
-                    ("createdAt", self._round(rnd)),
-                    ("ratePerRound", self._rec(("rate", self._num(190259)))),
-                ),
-            ),
-        ]
-        if self.config.payload_pad:
-            fields.append(("meta", {"text": "x" * self.config.payload_pad}))
-        return self._rec(*fields)
+
 
     def _created(
         self,
@@ -467,363 +560,174 @@ class Ledger:
             "acting_parties": acting,
         }
 
-    def _earlier_cid(self, m: int, s: int, i: int, rng: random.Random) -> str:
-        j = max(0, i - rng.randrange(1, 60))
-        return self.contract_id(m, s, j, rng.randrange(0, 4))
+    def _consume(self, eid: str, ref: Ref, choice: str, acting: list[str]) -> Json:
+        pkg, module, entity = self.kind(ref)
+        return self._exercised(eid, self.cid(ref), pkg, module, entity, choice, self._rec(), [], {"unit": {}}, True,
+                               acting)  # fmt: skip
 
     def _tree(
-        self, h: UpdateHeader, m: int, s: int, i: int, rng: random.Random, eff_us: int
+        self, h: UpdateHeader, m: int, s: int, i: int, rng: random.Random
     ) -> tuple[dict[str, Json], list[str]]:
-        uid, n, rnd = h.update_id, h.event_count, h.round
-        ids = [f"{uid}:{k}" for k in range(n)]
-        sender, receiver = rng.sample(self.parties, 2)
+        uid, rnd = h.update_id, h.round
+        ids = [f"{uid}:{k}" for k in range(h.event_count)]
+        sender, receiver = self.parties_of(m, s, i)
+        made = self.life.slots(m, s, i)
+        right = bool(made) and made[-1] == "right"
+        made = [x for x in made if x != "right"]
         ev: dict[str, Json] = {}
         unit: Json = {"unit": {}}
-
-        def archive(k: int) -> None:
-            cid = self._earlier_cid(m, s, i, rng)
-            ev[ids[k]] = self._exercised(
-                ids[k],
-                cid,
-                "splice-amulet",
-                "Splice.Amulet",
-                "Amulet",
-                "Archive",
-                self._rec(),
-                [],
-                unit,
-                True,
-                [sender],
-            )
-
-        def create(
-            k: int, entity: str, args: Json, module: str = "Splice.Amulet", package: str = "splice-amulet"
-        ) -> None:
-            cid = self.contract_id(m, s, i, k)
-            ev[ids[k]] = self._created(
-                ids[k], cid, package, module, entity, args, eff_us, [self.dso, sender], [receiver]
-            )
-
+        k = 1
         if h.shape == "transfer":
             assert rnd is not None
-            a = max(1, (n - 2) // 2)
-            kids = ids[2:]
-            summary = self._rec(
-                ("inputAmuletAmount", self._num(rng.randrange(10**12, 10**16))),
-                ("holdingFees", self._num(rng.randrange(0, 10**9))),
-                ("outputFees", self._rec(*[(f"_{k}", self._num(rng.randrange(0, 10**9))) for k in range(2)])),
-                ("senderChangeFee", self._num(rng.randrange(0, 10**9))),
-                ("senderChangeAmount", self._num(rng.randrange(10**10, 10**15))),
-                ("amuletPrice", self._num(50000000 + rng.randrange(0, 10**8))),
-                (
-                    "balanceChanges",
-                    {
-                        "genMap": {
-                            "entries": [
-                                {
-                                    "key": {"party": p},
-                                    "value": self._rec(
-                                        ("changeToInitialAmountAsOfRoundZero", self._num(rng.randrange(0, 10**14))),
-                                        ("changeToHoldingFeesRate", self._num(rng.randrange(0, 10**6))),
-                                    ),
-                                }
-                                for p in (sender, receiver)
-                            ]
-                        }
-                    },
-                ),
-            )
-            result = self._rec(
-                ("round", self._round(rnd)),
-                ("summary", summary),
-                (
-                    "createdAmulets",
-                    {
-                        "list": {
-                            "elements": [
-                                {
-                                    "variant": {
-                                        "constructor": "TransferResultAmulet",
-                                        "value": {"contractId": self.contract_id(m, s, i, k)},
-                                    }
-                                }
-                                for k in range(2 + a, n)
-                            ]
-                        }
-                    },
-                ),
-                ("senderChangeAmulet", {"optional": {"value": {"contractId": self.contract_id(m, s, i, n - 1)}}}),
-            )
-            transfer_arg = self._rec(
-                (
-                    "transfer",
-                    self._rec(
-                        ("sender", {"party": sender}),
-                        ("provider", {"party": rng.choice(self.parties)}),
-                        (
-                            "inputs",
-                            {
-                                "list": {
-                                    "elements": [
-                                        {
-                                            "variant": {
-                                                "constructor": "InputAmulet",
-                                                "value": {"contractId": self._earlier_cid(m, s, i, rng)},
-                                            }
-                                        }
-                                        for _ in range(a)
-                                    ]
-                                }
-                            },
-                        ),
-                        (
-                            "outputs",
-                            {
-                                "list": {
-                                    "elements": [
-                                        self._rec(
-                                            ("receiver", {"party": receiver}),
-                                            ("amount", self._num(rng.randrange(10**10, 10**15))),
-                                            ("lock", {"optional": {}}),
-                                        )
-                                    ]
-                                }
-                            },
-                        ),
-                    ),
-                ),
-                ("context", self._rec(("openMiningRound", {"contractId": self.contract_id("round", rnd)}))),
-            )
-            root_arg = self._rec(("amount", self._num(rng.randrange(10**10, 10**15))), ("description", {"optional": {}}))
-            root_result = self._rec(("result", {"contractId": self.contract_id(m, s, i, 2 + a)}))
-            if _mix(self.seed, "if", m, s, i) % 10_000 < self.config.interface_rate * 10_000:
-                # the token standard: a choice of an interface the template implements (`interface_id` set)
+            inputs = self.life.inputs(m, s, i)
+            k = 2
+            for ref in inputs:
+                ev[ids[k]] = self._consume(ids[k], ref, "Archive", [sender])
+                k += 1
+            for x in made:
+                ev[ids[k]] = self.created_event(Ref(m, s, i, x), ids[k])
+                k += 1
+            if self.life.has_transient(m, s, i):  # locked and unlocked again within the transfer
+                tmp = Ref(m, s, i, "tmp")
+                ev[ids[k]] = self.created_event(tmp, ids[k])
+                ev[ids[k + 1]] = self._consume(ids[k + 1], tmp, "LockedAmulet_Unlock", [self.owner(tmp)])
+                k += 2
+            self._transfer(ev, ids, k, m, s, i, rng, inputs, rnd)
+        else:
+            for x in made:
+                ev[ids[k]] = self.created_event(Ref(m, s, i, x), ids[k])
+                k += 1
+            kids = ids[1:k]
+            cids = [self.contract_id(m, s, i, x) for x in made]
+            if h.shape == "marker":
                 ev[ids[0]] = self._exercised(
-                    ids[0], self.contract_id("external-party-amulet-rules"), "splice-amulet",
-                    "Splice.ExternalPartyAmuletRules", "ExternalPartyAmuletRules", "TransferFactory_Transfer",
-                    root_arg, [ids[1]], root_result, False, [sender],
-                    interface_id=self.template("splice-api-token-transfer-instruction-v1",
-                                               "Splice.Api.Token.TransferInstructionV1", "TransferFactory"),
+                    ids[0], self.contract_id(m, s, i, "provider-right"), "splice-amulet", "Splice.Amulet",
+                    "FeaturedAppRight", "FeaturedAppRight_CreateActivityMarker",
+                    self._rec(("beneficiaries", {"list": {"elements": [
+                        self._rec(("beneficiary", {"party": receiver}), ("weight", self._num(10**10)))]}})),
+                    kids, self._rec(("activityMarkers", {"list": {"elements": [{"contractId": c} for c in cids]}})),
+                    False, [sender],
                 )  # fmt: skip
-            else:
+            elif h.shape == "rounds":
+                assert rnd is not None
                 ev[ids[0]] = self._exercised(
-                    ids[0], self.contract_id(m, s, i, "preapproval"), "splice-amulet", "Splice.AmuletRules",
-                    "TransferPreapproval", "TransferPreapproval_Send", root_arg, [ids[1]], root_result, False, [sender],
+                    ids[0], self.contract_id("dso-rules"), "splice-dso-governance", "Splice.DsoRules", "DsoRules",
+                    "DsoRules_AdvanceOpenMiningRounds",
+                    self._rec(("amuletRulesCid", {"contractId": self.contract_id("amulet-rules")}),
+                              ("roundToArchiveCid", {"contractId": self.contract_id("round", rnd - 3)})),
+                    kids, unit, False, [self.dso],
                 )  # fmt: skip
-            ev[ids[1]] = self._exercised(
-                ids[1],
-                self.contract_id("amulet-rules"),
-                "splice-amulet",
-                "Splice.AmuletRules",
-                "AmuletRules",
-                "AmuletRules_Transfer",
-                transfer_arg,
-                kids,
-                result,
-                False,
-                [sender],
-            )
-            for k in range(2, 2 + a):
-                archive(k)
-            for k in range(2 + a, n):
-                if k < 2 + a + 2 or k == n - 1:
-                    create(k, "Amulet", self._amulet_args(receiver if k == 2 + a else sender, rng, rnd))
-                else:
-                    entity = ("AppRewardCoupon", "ValidatorRewardCoupon")[k % 2]
-                    create(
-                        k,
-                        entity,
-                        self._rec(
-                            ("dso", {"party": self.dso}),
-                            ("provider", {"party": sender}),
-                            ("amount", self._num(rng.randrange(10**8, 10**12))),
-                            ("round", self._round(rnd)),
-                        ),
-                    )
-            return ev, [ids[0]]
-
-        kids = ids[1:]
-        if h.shape == "marker":
-            ev[ids[0]] = self._exercised(
-                ids[0],
-                self.contract_id(m, s, i, "right"),
-                "splice-amulet",
-                "Splice.Amulet",
-                "FeaturedAppRight",
-                "FeaturedAppRight_CreateActivityMarker",
-                self._rec(
-                    (
-                        "beneficiaries",
-                        {
-                            "list": {
-                                "elements": [
-                                    self._rec(("beneficiary", {"party": p}), ("weight", self._num(10**10)))
-                                    for p in (sender,)
-                                ]
-                            }
-                        },
-                    )
-                ),
-                kids,
-                self._rec(
-                    (
-                        "activityMarkers",
-                        {"list": {"elements": [{"contractId": self.contract_id(m, s, i, k)} for k in range(1, n)]}},
-                    )
-                ),
-                False,
-                [sender],
-            )
-            for k in range(1, n):
-                create(
-                    k,
-                    "FeaturedAppActivityMarker",
-                    self._rec(
-                        ("dso", {"party": self.dso}),
-                        ("provider", {"party": sender}),
-                        ("beneficiary", {"party": receiver}),
-                        ("weight", self._num(10**10)),
-                    ),
-                )
-            return ev, [ids[0]]
-
-        assert rnd is not None
-        if h.shape == "rounds":
-            ev[ids[0]] = self._exercised(
-                ids[0],
-                self.contract_id("dso-rules"),
-                "splice-dso-governance",
-                "Splice.DsoRules",
-                "DsoRules",
-                "DsoRules_AdvanceOpenMiningRounds",
-                self._rec(
-                    ("amuletRulesCid", {"contractId": self.contract_id("amulet-rules")}),
-                    ("roundToArchiveCid", {"contractId": self.contract_id("round", rnd - 3)}),
-                ),
-                kids,
-                unit,
-                False,
-                [self.dso],
-            )
-            create(
-                1,
-                "OpenMiningRound",
-                self._rec(
-                    ("dso", {"party": self.dso}),
-                    ("round", self._round(rnd)),
-                    ("amuletPrice", self._num(5 * 10**9)),
-                    ("opensAt", {"timestamp": str(h.record_us)}),
-                    ("targetClosesAt", {"timestamp": str(h.record_us + 2 * ROUND_TICK_US)}),
-                    ("issuingFor", self._rec(("microseconds", self._i64(0)))),
-                    ("tickDuration", self._rec(("microseconds", self._i64(ROUND_TICK_US)))),
-                ),
-                module="Splice.Round",
-            )
-            for k in range(2, n):
-                if k == 2:
-                    ev[ids[k]] = self._exercised(
-                        ids[k],
-                        self.contract_id("round", rnd - 3),
-                        "splice-amulet",
-                        "Splice.Round",
-                        "OpenMiningRound",
-                        "Archive",
-                        self._rec(),
-                        [],
-                        unit,
-                        True,
-                        [self.dso],
-                    )
-                else:
-                    entity = ("IssuingMiningRound", "SummarizingMiningRound", "ClosedMiningRound")[k % 3]
-                    create(
-                        k,
-                        entity,
-                        self._rec(
-                            ("dso", {"party": self.dso}),
-                            ("round", self._round(rnd - 1 - k % 3)),
-                        ),
-                        module="Splice.Round",
-                    )
-            return ev, [ids[0]]
-
-        # traffic purchase: the result carries the round
-        ev[ids[0]] = self._exercised(
-            ids[0],
-            self.contract_id("amulet-rules"),
-            "splice-amulet",
-            "Splice.AmuletRules",
-            "AmuletRules",
-            "AmuletRules_BuyMemberTraffic",
-            self._rec(
-                ("provider", {"party": sender}),
-                ("memberId", {"text": f"PAR::{sender.split('::')[0]}::1220{_hex(sender)}"}),
-                ("trafficAmount", self._i64(rng.randrange(10**5, 10**8))),
-            ),
-            kids,
-            self._rec(
-                ("round", self._round(rnd)), ("purchasedTraffic", {"contractId": self.contract_id(m, s, i, n - 1)})
-            ),
-            False,
-            [sender],
-        )
-        for k in range(1, n):
-            if k < n - 2:
-                archive(k)
-            elif k == n - 2:
-                create(k, "Amulet", self._amulet_args(sender, rng, rnd))
-            else:
-                create(
-                    k,
-                    "MemberTraffic",
-                    self._rec(
-                        ("dso", {"party": self.dso}),
-                        ("totalPurchased", self._i64(rng.randrange(10**6, 10**9))),
-                    ),
-                    module="Splice.DecentralizedSynchronizer",
-                )
+            else:  # a traffic purchase: the result carries the round
+                assert rnd is not None
+                ev[ids[0]] = self._exercised(
+                    ids[0], self.contract_id("amulet-rules"), "splice-amulet", "Splice.AmuletRules", "AmuletRules",
+                    "AmuletRules_BuyMemberTraffic",
+                    self._rec(("provider", {"party": sender}),
+                              ("memberId", {"text": f"PAR::{sender.split('::')[0]}::1220{_hex(sender)}"}),
+                              ("trafficAmount", self._i64(rng.randrange(10**5, 10**8)))),
+                    kids, self._rec(("round", self._round(rnd)), ("purchasedTraffic", {"contractId": cids[-1]})),
+                    False, [sender],
+                )  # fmt: skip
+        if right:  # the FeaturedAppRight the next update unassigns: the root's last child
+            ev[ids[k]] = self.created_event(Ref(m, s, i, "right"), ids[k])
+            ev[ids[0]]["child_event_ids"].append(ids[k])
         return ev, [ids[0]]
 
-    def _reassignment(self, h: UpdateHeader, m: int, s: int, i: int, rng: random.Random) -> Json:
-        spec = self.specs[m]
-        other = self.synchronizer_id((s + 1) % spec.synchronizers)
-        here = h.synchronizer_id
-        unassign_id = f"1220{_hex(self.seed, 'unassign', m, s, i)}"
-        submitter = rng.choice(self.parties)
-        cid = self.contract_id(m, s, i, "reassigned")
+    def _transfer(self, ev: dict[str, Json], ids: list[str], end: int, m: int, s: int, i: int, rng: random.Random,
+                  inputs: list[Ref], rnd: int) -> None:  # fmt: skip
+        """The root and AmuletRules_Transfer of a transfer whose inputs, outputs and transient are
+        at ids[2:end]. Amounts add up: amulet inputs + rewards minted = outputs + fees + holding fees."""
+        sender, receiver = self.parties_of(m, s, i)
+        out, change = Ref(m, s, i, "out"), Ref(m, s, i, "change")
+        spent = sum(self.amount(r) for r in inputs if self.kind(r)[2] in ("Amulet", "LockedAmulet"))
+        fee = _mix(self.seed, "fee", m, s, i) % 10**9
+        paid = self.amount(out) + self.amount(change) + fee
+        minted, holding = max(0, paid - spent), max(0, spent - paid)
+        variant = {"Amulet": "InputAmulet", "LockedAmulet": "InputAmulet", "AppRewardCoupon": "InputAppRewardCoupon",
+                   "ValidatorRewardCoupon": "InputValidatorRewardCoupon"}  # fmt: skip
+        listed = [{"variant": {"constructor": variant[self.kind(r)[2]], "value": {"contractId": self.cid(r)}}}
+                  for r in inputs if self.kind(r)[2] in variant]  # fmt: skip
+        summary = self._rec(
+            ("inputAppRewardAmount", self._num(minted)),
+            ("inputAmuletAmount", self._num(spent)),
+            ("holdingFees", self._num(holding)),
+            ("outputFees", self._rec(("_1", self._num(fee)))),
+            ("senderChangeFee", self._num(0)),
+            ("senderChangeAmount", self._num(self.amount(change))),
+            ("amuletPrice", self._num(50000000 + rng.randrange(0, 10**8))),
+            ("balanceChanges", {"genMap": {"entries": [
+                {"key": {"party": p}, "value": self._rec(
+                    ("changeToInitialAmountAsOfRoundZero", self._num(rng.randrange(0, 10**14))),
+                    ("changeToHoldingFeesRate", self._num(rng.randrange(0, 10**6))))}
+                for p in (sender, receiver)]}}),
+        )  # fmt: skip
+        made = "TransferResultLockedAmulet" if self.locked(out) else "TransferResultAmulet"
+        result = self._rec(
+            ("round", self._round(rnd)), ("summary", summary),
+            ("createdAmulets", {"list": {"elements": [
+                {"variant": {"constructor": made, "value": {"contractId": self.cid(out)}}}]}}),
+            ("senderChangeAmulet", {"optional": {"value": {"contractId": self.cid(change)}}}),
+        )  # fmt: skip
+        lock = ({"optional": {"value": self._rec(("holders", {"list": {"elements": [{"party": self.dso}]}}))}}
+                if self.locked(out) else {"optional": {}})  # fmt: skip
+        transfer_arg = self._rec(
+            ("transfer", self._rec(
+                ("sender", {"party": sender}), ("provider", {"party": rng.choice(self.parties)}),
+                ("inputs", {"list": {"elements": listed}} if listed else {"list": {}}),
+                ("outputs", {"list": {"elements": [self._rec(("receiver", {"party": receiver}),
+                                                             ("amount", self._num(self.amount(out))),
+                                                             ("lock", lock))]}}))),
+            ("context", self._rec(("openMiningRound", {"contractId": self.contract_id("round", rnd)}))),
+        )  # fmt: skip
+        root_arg = self._rec(("amount", self._num(self.amount(out))), ("description", {"optional": {}}))
+        root_result = self._rec(("result", {"contractId": self.cid(out)}))
+        if _mix(self.seed, "if", m, s, i) % 10_000 < self.config.interface_rate * 10_000:
+            # the token standard: a choice of an interface the template implements (`interface_id` set)
+            ev[ids[0]] = self._exercised(
+                ids[0], self.contract_id("external-party-amulet-rules"), "splice-amulet",
+                "Splice.ExternalPartyAmuletRules", "ExternalPartyAmuletRules", "TransferFactory_Transfer",
+                root_arg, [ids[1]], root_result, False, [sender],
+                interface_id=self.template("splice-api-token-transfer-instruction-v1",
+                                           "Splice.Api.Token.TransferInstructionV1", "TransferFactory"),
+            )  # fmt: skip
+        else:
+            ev[ids[0]] = self._exercised(
+                ids[0], self.contract_id(m, s, i, "preapproval"), "splice-amulet", "Splice.AmuletRules",
+                "TransferPreapproval", "TransferPreapproval_Send", root_arg, [ids[1]], root_result, False, [sender],
+            )  # fmt: skip
+        ev[ids[1]] = self._exercised(ids[1], self.contract_id("amulet-rules"), "splice-amulet", "Splice.AmuletRules",
+                                     "AmuletRules", "AmuletRules_Transfer", transfer_arg, ids[2:end], result, False,
+                                     [sender])  # fmt: skip
+
+    def _reassignment(self, h: UpdateHeader, m: int, s: int, i: int) -> Json:
+        """An unassignment of the right (s, i-1) made, or its assignment at (s+1, i+1)."""
+        k = self.specs[m].synchronizers
+        src, at = ((s - 1) % k, i - 1) if h.kind == "assignment" else (s, i)
+        right = Ref(m, src, at - 1, "right")
+        submitter = self.parties_of(m, src, at - 1)[0]
+        common = {"unassign_id": f"1220{_hex(self.seed, 'unassign', m, src, at)}",
+                  "reassignment_counter": 1 + _mix(self.seed, "counter", m, src, at) % 5}  # fmt: skip
         if h.kind == "assignment":
-            created = self._created(
-                f"{h.update_id}:0",
-                cid,
-                "splice-amulet",
-                "Splice.Amulet",
-                "FeaturedAppRight",
-                self._rec(("dso", {"party": self.dso}), ("provider", {"party": submitter})),
-                h.record_us - 3_600_000_000,
-                [self.dso],
-                [submitter],
-            )
             event: Json = {
                 "submitter": submitter,
-                "source_synchronizer": other,
-                "target_synchronizer": here,
+                "source_synchronizer": self.synchronizer_id(src),
+                "target_synchronizer": h.synchronizer_id,
                 "migration_id": m,
-                "unassign_id": unassign_id,
-                "created_event": created,
-                "reassignment_counter": 1 + rng.randrange(0, 5),
+                "unassign_id": common["unassign_id"],
+                "created_event": self.created_event(right, f"{h.update_id}:0"),
+                "reassignment_counter": common["reassignment_counter"],
             }
         else:
             event = {
                 "submitter": submitter,
-                "source_synchronizer": here,
+                "source_synchronizer": h.synchronizer_id,
                 "migration_id": m,
-                "target_synchronizer": other,
-                "unassign_id": unassign_id,
-                "reassignment_counter": 1 + rng.randrange(0, 5),
-                "contract_id": cid,
+                "target_synchronizer": self.synchronizer_id((s + 1) % k),
+                "unassign_id": common["unassign_id"],
+                "reassignment_counter": common["reassignment_counter"],
+                "contract_id": self.cid(right),
             }
         return {"update_id": h.update_id, "offset": V1_OFFSET, "record_time": format_us(h.record_us), "event": event}
-
 
 # ----- compact_json ------------------------------------------------------------------------------
 

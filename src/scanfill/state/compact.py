@@ -84,3 +84,11 @@ def compact(value: Any) -> Any:
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError_(f"malformed {tag} value: {exc}") from None
     raise ValueError_("an empty protobuf_json value")
+
+
+def arguments(value: Any) -> Any:
+    """Create arguments in the compact encoding. They are a record, so protobuf_json is exactly
+    `{"record": {...}}`; anything else is already compact (a scan asked for compact_json) and kept."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("record"), dict):
+        return compact(value)
+    return value

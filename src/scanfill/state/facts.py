@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from scanfill.errors import MalformedPage
-from scanfill.state.compact import ValueError_, compact
+from scanfill.state.compact import ValueError_, arguments
 from scanfill.timeutil import TimestampError, parse_us, us_to_dt
 
 POSITION_SCALE = 10**16
@@ -94,7 +94,7 @@ def _payload(uid: str, raw: Any) -> str | None:
     if not b or b == b"null":
         return None
     try:
-        return orjson.dumps(compact(orjson.loads(b))).decode()
+        return orjson.dumps(arguments(orjson.loads(b))).decode()
     except (orjson.JSONDecodeError, ValueError_) as exc:
         raise MalformedPage(f"update {uid}: create_arguments are not protobuf_json: {exc}") from None
 
