@@ -56,6 +56,7 @@ class LedgerConfig:
     labels: bool = True
     reassignment_rate: float = 0.02  # share of updates that are reassignments (multi-synchronizer only)
     payload_pad: int = 0  # extra bytes of text per created event, to scale row size
+    acs_snapshot_hours: float = 3.0  # a scan snapshots its ACS every this many hours of record time
     round_zero: int = 1000
     interface_rate: float = 0.25  # share of transfers exercised through the token standard's interface
     external_hash_rate: float = 0.02  # share of transactions carrying `external_transaction_hash` (newer scans)
@@ -306,6 +307,37 @@ class Ledger:
         }
 
     # ----- contracts ----------------------------------------------------------------------------
+
+    @property
+    def snapshot_period_us(self) -> int:
+        return max(1, int(self.config.acs_snapshot_hours * 3_600_000_000))
+
+    def migration_end_us(self, m: int) -> int:
+        return max(self.range_us(m, s)[1] for s in range(self.specs[m].synchronizers))
+
+    def snapshot_before(self, m: int, t_us: int) -> int | None:
+        """The newest ACS snapshot of migration m at or before t (whole periods of record time,
+        taken while the migration had updates)."""
+        spec = self.specs.get(m)
+        if spec is None:
+            return None
+        p = self.snapshot_period_us
+        snap = min(t_us, self.migration_end_us(m))
+        snap -= snap % p
+        return snap if snap >= spec.start_us else None
+
+    def snapshot_after(self, m: int, t_us: int) -> tuple[int, int] | None:
+        """(migration, time) of the first snapshot after t of migration m or a later one."""
+        p = self.snapshot_period_us
+        for mid in self.migration_ids():
+            if mid < m:
+                continue
+            first = max(t_us + 1, self.specs[mid].start_us)
+            snap = first + (-first % p)
+            if snap <= self.migration_end_us(mid):
+                return mid, snap
+        return None
+
 
     def cid(self, ref: Ref) -> str:
         """The contract id of a slot (an assignment's slot holds its right's contract)."""
@@ -733,20 +765,29 @@ class Ledger:
 
 
 def to_compact(value: Json) -> Any:
-    """protobuf_json -> compact_json (the lossy JS-codegen encoding /v2/updates defaults to)."""
+    """protobuf_json -> compact_json as Scan serves it (records keyed by label; a positional record,
+    which real scans never serve, as the array of its fields; Some None inside an optional as [])."""
     ((tag, v),) = value.items()
     if tag == "record":
-        return {f.get("label") or f"_{k + 1}": to_compact(f["value"]) for k, f in enumerate(v.get("fields", []))}
-    if tag in ("numeric", "int64", "text", "party", "contractId"):
+        fields = v.get("fields", [])
+        if fields and not all(f.get("label") for f in fields):
+            return [to_compact(f["value"]) for f in fields]
+        return {f["label"]: to_compact(f["value"]) for f in fields}
+    if tag in ("numeric", "int64", "text", "party", "contractId", "bool"):
         return v
     if tag == "timestamp":
-        return format_us(int(v))
-    if tag in ("bool", "date"):
+        return format_instant(int(v))
+    if tag == "date":
         return v
     if tag == "unit":
         return {}
     if tag == "optional":
-        return to_compact(v["value"]) if "value" in v else None
+        if "value" not in v:
+            return None
+        if "optional" in v["value"]:
+            inner = to_compact(v["value"])
+            return [] if inner is None else [inner]
+        return to_compact(v["value"])
     if tag == "list":
         return [to_compact(e) for e in v.get("elements", [])]
     if tag == "textMap":

@@ -9,6 +9,7 @@ import heapq
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +17,12 @@ import orjson
 from aiohttp import web
 
 from scanfill.sim import corrupt
+from scanfill.sim.acs import Invalid, NotFound, Snapshots
 from scanfill.sim.config import FaultConfig, InstanceConfig, SimConfig
 from scanfill.sim.ledger import Ledger, to_v2
 from scanfill.timeutil import MIN_US, TimestampError, format_trimmed, format_us, parse_us
 
 PAGE_LIMIT = 1000
-SNAPSHOT_PERIOD_US = 3 * 3600 * 1_000_000
 KEPT_BODIES = 50
 DATA_PATHS = ("/v0/backfilling/updates-before", "/v2/updates", "/v0/backfilling/import-updates", "/v0/events")
 
@@ -458,18 +459,27 @@ class ScanInstance:
         return _ok({"complete": self.complete})
 
     async def snapshot_timestamp(self, request: web.Request) -> web.Response:
+        return self._acs(lambda: self.sim.snapshots.before(dict(request.query)))
+
+    async def snapshot_timestamp_after(self, request: web.Request) -> web.Response:
+        return self._acs(lambda: self.sim.snapshots.after(dict(request.query)))
+
+    async def acs(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return self._acs(lambda: self.sim.snapshots.page(body))
+
+    async def holdings_summary(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return self._acs(lambda: self.sim.snapshots.holdings(body))
+
+    @staticmethod
+    def _acs(answer: Callable[[], dict[str, Any]]) -> web.Response:
         try:
-            before = parse_us(request.query["before"])
-            m = int(request.query["migration_id"])
-        except (KeyError, ValueError, TimestampError) as exc:
-            raise BadRequest(f"Invalid query: {exc}") from None
-        spec = self.sim.ledger.specs.get(m)
-        if spec is not None:
-            snap = before - (before % SNAPSHOT_PERIOD_US)
-            first = spec.start_us + (-spec.start_us % SNAPSHOT_PERIOD_US)
-            if snap >= first:
-                return _ok({"record_time": format_trimmed(snap)})
-        return _error(404, f"No snapshots found before {request.query['before']}")
+            return _ok(answer())
+        except NotFound as exc:
+            return _error(404, str(exc))
+        except Invalid as exc:
+            return _error(400, str(exc))
 
     async def dso(self, request: web.Request) -> web.Response:
         ledger = self.sim.ledger
@@ -520,6 +530,9 @@ class ScanInstance:
         app.router.add_get(p + "/v0/scans", self.scans)
         app.router.add_get(p + "/v0/dso-sequencers", self.dso_sequencers)
         app.router.add_get(p + "/v0/state/acs/snapshot-timestamp", self.snapshot_timestamp)
+        app.router.add_get(p + "/v0/state/acs/snapshot-timestamp-after", self.snapshot_timestamp_after)
+        app.router.add_post(p + "/v1/state/acs", self.acs)
+        app.router.add_post(p + "/v1/holdings/summary", self.holdings_summary)
         app.router.add_get(p + "/v0/dso", self.dso)
         app.router.add_get("/sim/stats", self.sim_stats)
         app.router.add_post("/sim/faults", self.sim_faults)
@@ -533,6 +546,7 @@ class Simulation:
         self.config = config
         self.ledger = Ledger(config.ledger)
         self.renderer = Renderer(self.ledger, config.cache_mb * 1024 * 1024)
+        self.snapshots = Snapshots(self.ledger)
         if config.prerender:
             self.renderer.prerender()
         self.instances = [ScanInstance(self, k, inst) for k, inst in enumerate(config.instances)]
