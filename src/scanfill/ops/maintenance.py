@@ -26,7 +26,9 @@ from scanfill.db import Conn, Database
 from scanfill.errors import Refused
 
 log = logging.getLogger("scanfill.ops.maintenance")
-LEDGER_TABLES = ("ledger_updates", "ledger_events")
+# the tables a load writes, prepared and restored together: the ledger and the contract state
+LEDGER_TABLES = ("ledger_updates", "ledger_events", "contracts")
+KEPT = frozenset({"contracts_pkey"})  # the contract-state merge upserts on it: never dropped
 RESTORE_LOCK_KEY = 0x5CA0F112  # advisory-lock key: one restore at a time
 
 
@@ -73,7 +75,8 @@ def _objects(db: Database, conn: Conn) -> list[SavedObject]:
             "SELECT conname, pg_get_constraintdef(oid), pg_get_indexdef(conindid) FROM pg_constraint "
             "WHERE conrelid = %s AND contype IN ('p', 'u')", (oid,),
         ).fetchall():  # fmt: skip
-            objs.append(SavedObject(t, name, "constraint", idef, cdef))
+            if name not in KEPT:
+                objs.append(SavedObject(t, name, "constraint", idef, cdef))
         for name, idef in conn.execute(
             "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
             "WHERE i.indrelid = %s AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",

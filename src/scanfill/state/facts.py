@@ -16,7 +16,7 @@ import orjson
 
 from scanfill.errors import MalformedPage
 from scanfill.state.compact import ValueError_, arguments
-from scanfill.timeutil import TimestampError, parse_us, us_to_dt
+from scanfill.timeutil import TimestampError, dt_to_us, parse_us, us_to_dt
 
 POSITION_SCALE = 10**16
 
@@ -125,6 +125,30 @@ def of_update(kind: str, uid: str, m: int, sync: str, t_us: int, events: Sequenc
                                        archived_migration_id=m, archived_synchronizer_id=sync,
                                        archived_record_time=t, archived_choice=ev.choice, archived_pos=pos))  # fmt: skip
     return out
+
+
+def of_stored(kind: str, uid: str, m: int, sync: str, t: datetime, event_type: str, cid: str, template_id: str | None,
+              package_name: str | None, created_at: datetime | None, signatories: list[str] | None,
+              observers: list[str] | None, choice: str | None, consuming: bool | None,
+              payload: str | None) -> Fact | None:  # fmt: skip
+    """The fact of one stored ledger_events row (joined with its update's kind): `rebuild` derives
+    the state from the copy with the rules `of_update` applies to pages."""
+    if kind in ("import", "unassignment"):
+        return None
+    pos = position(m, dt_to_us(t))
+    tn = template_name(template_id)
+    if kind == "assignment":
+        return _EMPTY._replace(contract_id=cid, template_id=template_id, package_name=package_name, template_name=tn,
+                               synchronizer_id=sync, synchronizer_pos=pos)  # fmt: skip
+    if event_type == "created_event":
+        return Fact(cid, template_id, package_name, tn, uid, m, sync, t, created_at, pos,
+                    _payload(uid, payload.encode()) if payload is not None else None, signatories or [],
+                    observers or [], None, None, None, None, None, None, sync, pos)  # fmt: skip
+    if consuming:
+        return _EMPTY._replace(contract_id=cid, template_id=template_id, package_name=package_name, template_name=tn,
+                               archived_update_id=uid, archived_migration_id=m, archived_synchronizer_id=sync,
+                               archived_record_time=t, archived_choice=choice, archived_pos=pos)  # fmt: skip
+    return None
 
 
 _CREATE = slice(1, 13)

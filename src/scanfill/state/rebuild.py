@@ -1,0 +1,64 @@
+"""Contract state derived from the stored ledger instead of from pages: for a copy loaded before
+contract state existed (or with it off), and for the contracts a `--refetch` window touches.
+
+It reads ledger_events (with each event's update kind) and merges the same facts, with the same
+statement, that the loaders merge page by page, so the result is the one a load would have kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from psycopg import sql
+
+from scanfill.db import Conn, Database
+from scanfill.state.facts import Fact, of_stored
+from scanfill.state.sink import StateSink
+
+CHUNK = 5_000
+
+
+def _events(db: Database, only: bool) -> sql.Composed:
+    return sql.SQL(
+        "SELECT u.kind, e.update_id, e.migration_id, e.synchronizer_id, e.record_time, e.event_type, e.contract_id, "
+        "e.template_id, e.package_name, e.created_at_ts, e.signatories, e.observers, e.choice, e.consuming, "
+        "e.payload::text FROM {e} e JOIN {u} u ON u.update_id = e.update_id AND u.migration_id = e.migration_id "
+        "WHERE e.contract_id IS NOT NULL AND u.kind IN ('transaction', 'assignment') "
+        "AND (e.event_type = 'created_event' OR e.consuming)" + (" AND e.contract_id = ANY(%s)" if only else "")
+    ).format(e=db.t("ledger_events"), u=db.t("ledger_updates"))
+
+
+def rebuild(db: Database, conn: Conn, contract_ids: list[str] | None = None,
+            progress: Callable[[int], None] | None = None) -> int:  # fmt: skip
+    """Replace the rows of these contracts (all when None) by what the stored ledger says, in the
+    caller's transaction; returns the ledger rows read."""
+    sink = StateSink(db)
+    if contract_ids is None:
+        conn.execute(sql.SQL("TRUNCATE {}").format(db.t("contracts")))
+    elif contract_ids:
+        conn.execute(sql.SQL("DELETE FROM {} WHERE contract_id = ANY(%s)").format(db.t("contracts")), (contract_ids,))
+    else:
+        return 0
+    read = 0
+    with conn.cursor(name="scanfill_rebuild") as cur:
+        cur.itersize = CHUNK
+        cur.execute(_events(db, contract_ids is not None), (contract_ids,) if contract_ids is not None else None)
+        while rows := cur.fetchmany(CHUNK):
+            facts: list[Fact] = [f for r in rows if (f := of_stored(*r)) is not None]
+            sink.write(conn, facts)
+            read += len(rows)
+            if progress:
+                progress(read)
+    return read
+
+
+def touched(db: Database, conn: Conn, lo_pos: int, hi_pos: int, sync: str | None = None) -> list[str]:
+    """Contracts with a create, an end or a move stored in positions [lo, hi) (of one synchronizer,
+    or of all): what removing those ledger rows changes."""
+    rows = conn.execute(sql.SQL(
+        "SELECT contract_id FROM {c} WHERE (created_pos >= %(lo)s AND created_pos < %(hi)s "
+        "AND (%(s)s::text IS NULL OR created_synchronizer_id = %(s)s)) "
+        "OR (archived_pos >= %(lo)s AND archived_pos < %(hi)s AND (%(s)s::text IS NULL OR archived_synchronizer_id = %(s)s)) "
+        "OR (synchronizer_pos >= %(lo)s AND synchronizer_pos < %(hi)s AND (%(s)s::text IS NULL OR synchronizer_id = %(s)s))"
+    ).format(c=db.t("contracts")), {"s": sync, "lo": lo_pos, "hi": hi_pos}).fetchall()  # fmt: skip
+    return [r[0] for r in rows]
