@@ -79,3 +79,8 @@ def us_to_dt(us: int) -> datetime:
 def dt_to_us(dt: datetime) -> int:
     delta = dt - EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def now_us() -> int:
+    """The wall clock in microseconds since the epoch (for "now" in a command, never for a cursor)."""
+    return dt_to_us(datetime.now(UTC))

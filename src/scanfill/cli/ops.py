@@ -165,10 +165,17 @@ def status(dsn: str | None, schema: str, watch: bool, interval: float, as_json: 
               help="Also compare the stored copy with each given scan (repeat --scan-url), window by window: "
                    "updates missing, extra, or with other content (digests, field order aside).")
 @click.option("--window-hours", default=24.0, show_default=True, help="Window size for --against-scan.")
+@click.option("--acs-at", "acs_at", metavar="TIME",
+              help="Also compare contract state with the scans' ACS snapshot at or before TIME: active() at the "
+                   "snapshot's exact position against every contract (id, template, payload) and holdings summary.")
+@click.option("--migration", type=int, default=None, help="Migration of --acs-at (default: the one in force then).")
+@click.option("--agree", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="With --acs-at: the snapshot must be served identically by this many scans.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @friendly
 def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
-           against_scan: bool, window_hours: float, as_json: bool) -> None:  # fmt: skip
+           against_scan: bool, window_hours: float, acs_at: str | None, migration: int | None, agree: int,
+           as_json: bool) -> None:  # fmt: skip
     """Integrity checks of the loaded history; exits non-zero if any fails."""
     import asyncio
     import json
@@ -187,6 +194,13 @@ def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
         check, diffs = asyncio.run(vf.against_scan(db, get_scan(scan_urls, timeout, insecure),
                                                    int(window_hours * 3_600_000_000)))  # fmt: skip
         results.append(check)
+    if acs_at:
+        from scanfill.cli.state import _at
+        from scanfill.ops import state
+        from scanfill.timeutil import now_us
+
+        results.append(state.run_verify_acs(db, get_scan(scan_urls, timeout, insecure), _at(acs_at) or now_us(),
+                                            migration, agree))  # fmt: skip
     failed = [c for c in results if not c.ok]
     if as_json:
         click.echo(json.dumps([{"name": c.name, "ok": c.ok, "detail": c.detail, "rows": c.rows} for c in results],

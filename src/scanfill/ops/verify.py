@@ -38,7 +38,7 @@ def checks(db: Database) -> list[Check]:
     out: list[Check] = []
     with db.connect(autocommit=True, application="scanfill verify") as conn:
         n = _one(conn, sql.SQL("SELECT count(*) FROM {e} e LEFT JOIN {u} u ON e.update_id = u.update_id "
-                               "WHERE u.update_id IS NULL").format(e=t("ledger_events"), u=t("ledger_updates")))  # fmt: skip
+                               "AND e.migration_id = u.migration_id WHERE u.update_id IS NULL").format(e=t("ledger_events"), u=t("ledger_updates")))  # fmt: skip
         out.append(Check("orphaned events (events without their update)", n == 0, f"{n:,}"))
         rows = conn.execute(sql.SQL("SELECT migration_id, min(round), max(round), count(*), count(round) FROM {} "
                                     "GROUP BY 1 ORDER BY 1").format(t("ledger_updates"))).fetchall()  # fmt: skip
@@ -57,18 +57,21 @@ def checks(db: Database) -> list[Check]:
                          f"{progress.imports_open} open import cursor(s), {progress.ranges} range(s)",
                          open_slices[:20]))  # fmt: skip
         out.append(_coverage(db, conn))
+        out.append(_contract_state(db, conn))
         for table, key in (("ledger_updates", "update_id"), ("ledger_events", "event_id")):
             has_pk = _one(conn, "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
                           (db.qualified(table),))  # fmt: skip
             if has_pk:
                 out.append(Check(f"no duplicate {key}", True, "guaranteed by the primary key"))
                 continue
-            d = _one(conn, sql.SQL("SELECT count(*) - count(DISTINCT {k}) FROM {t}").format(
+            d = _one(conn, sql.SQL("SELECT count(*) - count(DISTINCT ({k}, migration_id)) FROM {t}").format(
                 k=sql.Identifier(key), t=t(table)))  # fmt: skip
-            out.append(Check(f"no duplicate {key}", d == 0, f"{d:,} duplicate rows"))
+            out.append(Check(f"no duplicate {key}", d == 0, f"{d:,} duplicate rows (an id is one per migration: "
+                                                             "import updates repeat contract ids)"))  # fmt: skip
         bad = conn.execute(sql.SQL("""
             SELECT u.update_id, u.event_count, coalesce(e.n, 0) FROM {u} u
-            LEFT JOIN (SELECT update_id, count(*) AS n FROM {e} GROUP BY 1) e USING (update_id)
+            LEFT JOIN (SELECT update_id, migration_id, count(*) AS n FROM {e} GROUP BY 1, 2) e
+                USING (update_id, migration_id)
             WHERE u.event_count <> coalesce(e.n, 0) LIMIT 20""").format(u=t("ledger_updates"), e=t("ledger_events"))
         ).fetchall()  # fmt: skip
         out.append(Check("every update's stored events equal its event_count", not bad,
@@ -87,6 +90,44 @@ def checks(db: Database) -> list[Check]:
                          f"updates {cnt.updates_stored:,} stored / {cnt.updates_committed:,} committed, events "
                          f"{cnt.events_stored:,} / {cnt.events_committed:,}"))  # fmt: skip
     return out
+
+
+_STATE_GAPS = {
+    "a create stored without its contract's life starting there": """
+        SELECT e.contract_id FROM {e} e JOIN {u} u ON u.update_id = e.update_id AND u.migration_id = e.migration_id
+        WHERE u.kind = 'transaction' AND e.event_type = 'created_event' AND NOT EXISTS (
+            SELECT 1 FROM {c} c WHERE c.contract_id = e.contract_id AND c.created_update_id = e.update_id
+              AND c.created_migration_id = e.migration_id) LIMIT 5""",
+    "a consuming exercise stored without its contract's life ending by then": """
+        SELECT e.contract_id FROM {e} e WHERE e.consuming AND e.contract_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM {c} c WHERE c.contract_id = e.contract_id
+              AND c.archived_pos <= {s}.ledger_position(e.migration_id, e.record_time)) LIMIT 5""",
+    "a lifespan no stored event backs": """
+        SELECT c.contract_id FROM {c} c WHERE (c.created_update_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM {e} e WHERE e.contract_id = c.contract_id AND e.update_id = c.created_update_id
+              AND e.migration_id = c.created_migration_id AND e.event_type = 'created_event'))
+          OR (c.archived_update_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM {e} e WHERE e.contract_id = c.contract_id AND e.update_id = c.archived_update_id
+              AND e.migration_id = c.archived_migration_id AND e.consuming)) LIMIT 5""",
+}
+
+
+def _contract_state(db: Database, conn: Any) -> Check:
+    """`contracts` says what the stored events say: every create starts a life there, every consuming
+    exercise ends it by then, and every lifespan is backed by a stored event."""
+    stale = _one(conn, sql.SQL("SELECT value FROM {} WHERE key = 'contracts_stale'").format(db.t("scanfill_meta")))
+    if stale:
+        return Check("contract state equals the stored ledger", False,
+                     f"not kept for the whole copy ({stale}): run `scanfill rebuild-state`")  # fmt: skip
+    rows = []
+    for what, q in _STATE_GAPS.items():
+        got = conn.execute(sql.SQL(q).format(e=db.t("ledger_events"), u=db.t("ledger_updates"), c=db.t("contracts"),
+                                             s=sql.Identifier(db.schema))).fetchall()  # fmt: skip
+        rows += [f"{what}: contract {r[0]}" for r in got]
+    n = _one(conn, sql.SQL("SELECT count(*) FROM {}").format(db.t("contracts")))
+    return Check("contract state equals the stored ledger", not rows,
+                 f"{n:,} contracts" + (f"; {len(rows)} inconsistencies (first ones listed; `scanfill rebuild-state` "
+                                      "derives it again)" if rows else ""), rows)  # fmt: skip
 
 
 def _coverage(db: Database, conn: Any) -> Check:

@@ -47,3 +47,29 @@ def forward(after: tuple[int, int] | None, page_size: int) -> dict[str, Any]:
     if after is not None:
         body["after"] = {"after_migration_id": after[0], "after_record_time": format_us(after[1] - 1)}
     return body
+
+
+ACS_SNAPSHOT_BEFORE = "/v0/state/acs/snapshot-timestamp"
+ACS = "/v1/state/acs"
+HOLDINGS_SUMMARY = "/v1/holdings/summary"
+
+
+def acs_snapshot_before(migration_id: int, before_us: int) -> str:
+    """The newest ACS snapshot of a migration at or before a time (a GET: the query is the request)."""
+    from urllib.parse import urlencode
+
+    return f"{ACS_SNAPSHOT_BEFORE}?{urlencode({'before': format_us(before_us), 'migration_id': migration_id})}"
+
+
+def acs(migration_id: int, record_time: str, page_size: int, after: int | None) -> dict[str, Any]:
+    """A page of the snapshot taken exactly at `record_time` (as the scan printed it)."""
+    body: dict[str, Any] = {"migration_id": migration_id, "record_time": record_time, "record_time_match": "exact",
+                            "page_size": page_size}  # fmt: skip
+    if after is not None:
+        body["after"] = after
+    return body
+
+
+def holdings_summary(migration_id: int, record_time: str, owners: list[str]) -> dict[str, Any]:
+    return {"migration_id": migration_id, "record_time": record_time, "record_time_match": "exact",
+            "owner_party_ids": owners}  # fmt: skip

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanfill.sim.lifecycle import ROUND_SLOTS, Lifecycle, Ref
+from scanfill.sim.lifecycle import LONG_PERIOD, ROUND_SLOTS, Lifecycle, Ref
 from scanfill.timeutil import MIN_US, format_instant, format_trimmed, format_us, parse_us
 
 ROUND_TICK_US = 600_000_000  # Splice opens a mining round every ~10 minutes
@@ -161,6 +161,7 @@ class Ledger:
                 "splice-dso-governance",
                 "splice-wallet-payments",
                 "splice-amulet-name-service",
+                "splice-validator-lifecycle",
                 "splice-api-token-transfer-instruction-v1",
             )
         }
@@ -376,6 +377,10 @@ class Ledger:
             return ("splice-amulet", "Splice.Amulet", "LockedAmulet" if self.locked(ref) else "Amulet")
         if name == "right":
             return ("splice-amulet", "Splice.Amulet", "FeaturedAppRight")
+        if name == "long":  # a validator licence, or a holding nobody spends (its fees grow round by round)
+            if (ref.i // LONG_PERIOD) % 2:
+                return ("splice-amulet", "Splice.Amulet", "Amulet")
+            return ("splice-validator-lifecycle", "Splice.ValidatorLicense", "ValidatorLicense")
         if name == "traffic":
             return ("splice-amulet", "Splice.DecentralizedSynchronizer", "MemberTraffic")
         if name == "open":
@@ -420,6 +425,9 @@ class Ledger:
                                                 ("optContext", {"optional": {}}))))  # fmt: skip
         if entity == "FeaturedAppRight":
             return self._rec(("dso", {"party": self.dso}), ("provider", {"party": sender}))
+        if entity == "ValidatorLicense":
+            return self._rec(("validator", {"party": sender}), ("sponsor", {"party": receiver}), ("dso", {"party": self.dso}),
+                             ("faucetState", {"optional": {}}), ("lastActiveAt", {"optional": {"value": {"timestamp": str(t)}}}))  # fmt: skip
         if entity == "MemberTraffic":
             return self._rec(("dso", {"party": self.dso}),
                              ("totalPurchased", self._i64(_mix(self.seed, "traffic", *ref) % 10**9)))  # fmt: skip
@@ -445,7 +453,7 @@ class Ledger:
         pkg, module, entity = self.kind(c)
         if entity in ("Amulet", "LockedAmulet"):
             signatories, observers = [self.dso, self.owner(c)], []
-        elif entity in ("FeaturedAppRight", "MemberTraffic") or entity.endswith("MiningRound"):
+        elif entity in ("FeaturedAppRight", "MemberTraffic", "ValidatorLicense") or entity.endswith("MiningRound"):
             signatories, observers = [self.dso], [sender]
         else:
             signatories, observers = [self.dso, sender], [receiver]

@@ -14,6 +14,8 @@ The rules, all pure functions of (seed, migration, synchronizer, index):
   migration (imported there) and consumed by that migration's first transfer at index >=
   i + L - n on synchronizer s mod n'; if there is none, or no next migration, it stays active.
 - A transfer may also create and consume a LockedAmulet within itself: a transient contract.
+- Every LONG_PERIOD-th update also creates a contract that is never consumed (a ValidatorLicense or
+  an Amulet nobody spends): it lives on across every later migration (each one imports it again).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from scanfill.sim.ledger import Ledger
 
 MAXLAG = 6
+LONG_PERIOD = 50
 TRANSACTIONS = ("transfer", "marker", "rounds", "traffic")
 ROUND_SLOTS = ("IssuingMiningRound", "SummarizingMiningRound", "ClosedMiningRound")
 
@@ -111,13 +114,20 @@ class Lifecycle:
             out = ["change", "traffic"]
         else:
             return []
+        if i % LONG_PERIOD == LONG_PERIOD - 1:
+            out.append("long")
         return [*out, "right"] if self.makes_right(m, s, i) else out
 
     def window_slots(self, m: int, s: int, i: int) -> list[str]:
         """Slots whose life ends at a later transfer of this synchronizer (the right moves first)."""
         if self.shape(m, s, i) == "assign":
             return ["assigned"]
-        return [x for x in self.slots(m, s, i) if x != "right"]
+        return [x for x in self.slots(m, s, i) if x not in ("right", "long")]
+
+    def longs(self, m: int, s: int, below: int | None = None) -> list[Ref]:
+        """The never-consumed contracts of (m, s) created below an index."""
+        end = self.n[m] if below is None else below
+        return [Ref(m, s, i, "long") for i in range(LONG_PERIOD - 1, end, LONG_PERIOD) if "long" in self.slots(m, s, i)]
 
     def lag(self, ref: Ref) -> int:
         return 1 + self._mix("lag", *ref) % MAXLAG
@@ -151,6 +161,8 @@ class Lifecycle:
 
     def consumer(self, ref: Ref) -> tuple[int, int, int] | None:
         """(migration, synchronizer, index) of the transfer that consumes a slot; None: never."""
+        if ref.name == "long":
+            return None
         x = ref.i + self.lag(ref)
         j = self.next_transfer(ref.m, ref.s, x)
         if j is not None:
@@ -186,7 +198,7 @@ class Lifecycle:
                     c = self.consumer(r)
                     if c is None or c[0] > m:
                         kept.append(r)
-            self._final[m] = kept + [r for s in range(self.syncs[m]) for r in self.tails(m, s)]
+            self._final[m] = kept + [r for s in range(self.syncs[m]) for r in self.tails(m, s) + self.longs(m, s)]
         return self._final[m]
 
     def active(self, m: int, t_us: int) -> list[Ref]:
@@ -203,6 +215,7 @@ class Lifecycle:
         k = self.syncs[m]
         idx = [self.ledger.index_at_or_after(m, s, t_us + 1) for s in range(k)]
         for s in range(k):
+            out += self.longs(m, s, idx[s])
             p = self.prev_transfer(m, s, idx[s])
             for i in range(max(0, p + 1 - MAXLAG), idx[s]):
                 for x in self.window_slots(m, s, i):

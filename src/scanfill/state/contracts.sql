@@ -37,37 +37,37 @@ ALTER TABLE {s}.contracts ALTER COLUMN payload SET STORAGE MAIN;
 -- A position: (migration, record time) as one ordered number.
 CREATE OR REPLACE FUNCTION {s}.ledger_position(migration bigint, at_time timestamptz) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN migration * 10000000000000000 + (extract(epoch FROM at_time) * 1000000)::bigint;
+AS $$ SELECT migration * 10000000000000000 + (extract(epoch FROM at_time) * 1000000)::bigint $$;
 
 -- `<module>:<entity>` of any accepted template form (module names hold dots, never colons).
 CREATE OR REPLACE FUNCTION {s}.template_name(template text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN substring(template FROM '([^:]*:[^:]*)$');
+AS $$ SELECT substring(template FROM '([^:]*:[^:]*)$') $$;
 
 -- A template given as `<package id>:<module>:<entity>`, `<package-name>:<module>:<entity>` (or
 -- `#<package-name>:...`), or `<module>:<entity>` (every package version).
 CREATE OR REPLACE FUNCTION {s}.template_is(template_id text, package_name text, template text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN template IS NULL
+AS $$ SELECT template IS NULL
     OR ltrim(template, '#') = {s}.template_name(template_id)
     OR template = template_id
-    OR ltrim(template, '#') = package_name || ':' || {s}.template_name(template_id);
+    OR ltrim(template, '#') = package_name || ':' || {s}.template_name(template_id) $$;
 
 -- The migration a bare time means: the newest one whose history had begun by then.
 CREATE OR REPLACE FUNCTION {s}.migration_at(at_time timestamptz) RETURNS bigint
 LANGUAGE sql STABLE
-RETURN coalesce((SELECT max(migration_id) FROM {s}.backfill_ranges WHERE min_time <= at_time),
+AS $$ SELECT coalesce((SELECT max(migration_id) FROM {s}.backfill_ranges WHERE min_time <= at_time),
                 (SELECT max(created_migration_id) FROM {s}.contracts
                   WHERE created_record_time <= at_time),
-                (SELECT min(migration_id) FROM {s}.backfill_ranges), 0);
+                (SELECT min(migration_id) FROM {s}.backfill_ranges), 0) $$;
 
 -- The position (at_migration, at_time): NULL time is the end of that migration, NULL migration the
 -- one in force at that time; both NULL is now (NULL).
 CREATE OR REPLACE FUNCTION {s}.position_at(at_migration bigint, at_time timestamptz) RETURNS bigint
 LANGUAGE sql STABLE
-RETURN CASE WHEN at_time IS NULL AND at_migration IS NULL THEN NULL
+AS $$ SELECT CASE WHEN at_time IS NULL AND at_migration IS NULL THEN NULL
             WHEN at_time IS NULL THEN at_migration * 10000000000000000 + 9999999999999999
-            ELSE {s}.ledger_position(coalesce(at_migration, {s}.migration_at(at_time)), at_time) END;
+            ELSE {s}.ledger_position(coalesce(at_migration, {s}.migration_at(at_time)), at_time) END $$;
 
 -- Contracts active at a position (PQS `active()`): NULL template is every template.
 CREATE OR REPLACE FUNCTION {s}.active(template text DEFAULT NULL, at_migration bigint DEFAULT NULL,
@@ -120,8 +120,15 @@ $$;
 -- Exercised events (consuming or not) of a choice (NULL: every choice) in [from_time, to_time).
 CREATE OR REPLACE FUNCTION {s}.exercises(choice text DEFAULT NULL, from_time timestamptz DEFAULT NULL,
                                          to_time timestamptz DEFAULT NULL)
-RETURNS SETOF {s}.ledger_events LANGUAGE sql STABLE AS $$
-    SELECT * FROM {s}.ledger_events e
+RETURNS TABLE (event_id text, update_id text, migration_id bigint, synchronizer_id text, record_time timestamptz,
+               contract_id text, template_id text, package_name text, interface_id text, choice text,
+               consuming boolean, acting_parties text[], choice_argument json, exercise_result json,
+               child_event_ids text[])
+LANGUAGE sql STABLE AS $$
+    SELECT e.event_id, e.update_id, e.migration_id, e.synchronizer_id, e.record_time, e.contract_id, e.template_id,
+           e.package_name, e.interface_id, e.choice, e.consuming, e.acting_parties, e.payload, e.exercise_result,
+           e.child_event_ids
+    FROM {s}.ledger_events e
     WHERE e.event_type = 'exercised_event'
       AND (exercises.choice IS NULL OR e.choice = exercises.choice)
       AND (from_time IS NULL OR e.record_time >= from_time)

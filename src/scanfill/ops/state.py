@@ -1,0 +1,259 @@
+"""What users ask of contract state, outside SQL: the active contracts at a time (`scanfill acs`),
+Amulet holdings with their holding fees (`scanfill holdings`), and the proof that the state is
+Scan's own (`verify --acs-at`: a scan's ACS snapshot against `active()` at that exact position)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+from psycopg import sql
+
+from scanfill.db import Database
+from scanfill.errors import ScanError, ScanHTTPError
+from scanfill.ops.verify import Check
+from scanfill.scan import endpoints as ep
+from scanfill.scan.client import ScanClient, ScanConfig, redact_url
+from scanfill.timeutil import TimestampError, format_us, parse_us, us_to_dt
+
+PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Position:
+    """(migration, record time) as the user asked for it and as the database resolved it."""
+
+    migration_id: int
+    t_us: int | None  # None: the end of the migration (or now)
+
+    def __str__(self) -> str:
+        return f"migration {self.migration_id} at {format_us(self.t_us) if self.t_us is not None else 'its end'}"
+
+
+def resolve(db: Database, at_us: int | None, migration: int | None) -> Position:
+    """The migration a bare time means (the newest whose history had begun then), as `active()` does."""
+    if migration is not None:
+        return Position(migration, at_us)
+    with db.connect(autocommit=True, application="scanfill state") as conn:
+        if at_us is None:
+            row = conn.execute(sql.SQL("SELECT max(migration_id) FROM {}").format(db.t("backfill_ranges"))).fetchone()
+        else:
+            row = conn.execute(sql.SQL("SELECT {}.migration_at(%s)").format(sql.Identifier(db.schema)),
+                               (us_to_dt(at_us),)).fetchone()  # fmt: skip
+    return Position(int(row[0]) if row and row[0] is not None else 0, at_us)
+
+
+def active(db: Database, pos: Position | None, template: str | None = None, party: str | None = None,
+           limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows of `active()` at a position (None: now), filtered by stakeholder."""
+    s = sql.Identifier(db.schema)
+    q = sql.SQL(
+        "SELECT c.contract_id, c.template_id, c.package_name, c.created_migration_id, c.created_record_time, "
+        "c.created_update_id, c.synchronizer_id, c.signatories, c.observers, c.payload::text AS payload "
+        "FROM {}.active(%(t)s, %(m)s, %(at)s) c WHERE %(p)s::text IS NULL OR %(p)s = ANY(c.signatories) "
+        "OR %(p)s = ANY(c.observers)" + (" LIMIT %(n)s" if limit else "")
+    ).format(s)
+    args = {"t": template, "m": pos.migration_id if pos else None,
+            "at": us_to_dt(pos.t_us) if pos and pos.t_us is not None else None, "p": party, "n": limit}  # fmt: skip
+    with db.connect(autocommit=True, application="scanfill acs") as conn:
+        cur = conn.execute(q, args)
+        cols = [d.name for d in cur.description or ()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def holdings(db: Database, pos: Position | None, party: str | None = None) -> list[dict[str, Any]]:
+    """One row per holding (`holdings()` in SQL): owner, amounts at creation, fees accrued, what is left."""
+    q = sql.SQL("SELECT * FROM {}.holdings(%s, %s, %s)").format(sql.Identifier(db.schema))
+    with db.connect(autocommit=True, application="scanfill holdings") as conn:
+        cur = conn.execute(q, (pos.migration_id if pos else None,
+                               us_to_dt(pos.t_us) if pos and pos.t_us is not None else None, party))  # fmt: skip
+        cols = [d.name for d in cur.description or ()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def per_owner(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Holdings summed per owner, exactly (Decimal), locked and unlocked apart."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        o = out.setdefault(r["owner"], {"owner": r["owner"], "holdings": 0, "locked": 0, "round": r["at_round"],
+                                        "unlocked_initial": Decimal(0), "locked_initial": Decimal(0),
+                                        "holding_fees": Decimal(0), "amount": Decimal(0)})  # fmt: skip
+        o["holdings"] += 1
+        o["locked"] += bool(r["locked"])
+        o["locked_initial" if r["locked"] else "unlocked_initial"] += r["initial_amount"]
+        o["holding_fees"] += r["holding_fees"]
+        o["amount"] += r["amount"]
+    return sorted(out.values(), key=lambda o: o["owner"])
+
+
+# ----- verify --acs-at ---------------------------------------------------------------------------
+
+_DECIMAL = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def normalize(v: Any) -> Any:
+    """A compact JSON value compared as Daml sees it: a Numeric by its value ("0E-10" is "0.0000000000"),
+    an instant by its microseconds; everything else as it is."""
+    if isinstance(v, dict):
+        return {k: normalize(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [normalize(x) for x in v]
+    if isinstance(v, str):
+        if _DECIMAL.match(v):
+            try:
+                return ("numeric", str(Decimal(v).normalize()))
+            except InvalidOperation:
+                return v
+        if _INSTANT.match(v):
+            try:
+                return ("instant", parse_us(v))
+            except TimestampError:
+                return v
+    return v
+
+
+@dataclass
+class Snapshot:
+    url: str
+    record_time: str
+    contracts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for cid in sorted(self.contracts):
+            c = self.contracts[cid]
+            h.update(orjson.dumps([cid, c["template_id"], normalize(c["create_arguments"])], option=orjson.OPT_SORT_KEYS))
+        return h.hexdigest()
+
+
+async def _snapshot(client: ScanClient, url: str, m: int, at_us: int) -> Snapshot | str:
+    """One scan's snapshot at or before the time, every page of it; or why it has none."""
+    only = {url}
+    try:
+        data, _ = await client.request("GET", ep.acs_snapshot_before(m, at_us), only=only, what="ACS snapshot time")
+    except ScanHTTPError as exc:
+        if exc.status == 404:
+            return f"{redact_url(url)} has no ACS snapshot of migration {m} at or before {format_us(at_us)}"
+        raise
+    snap = Snapshot(url, str(orjson.loads(data)["record_time"]))
+    after: int | None = None
+    while True:
+        page = await client.post_json(ep.ACS, ep.acs(m, snap.record_time, PAGE, after), only=only)
+        for c in page.get("created_events", []):
+            snap.contracts[str(c["contract_id"])] = c
+        after = page.get("next_page_token")
+        if after is None:
+            return snap
+
+
+async def agreed_snapshot(scan: ScanConfig, m: int, at_us: int, agree: int) -> tuple[Snapshot, list[str]]:
+    """The snapshot `agree` scans serve identically (the same record time and contracts); the notes
+    say which scans had none or disagreed."""
+    notes: list[str] = []
+    groups: dict[tuple[str, str], list[Snapshot]] = {}
+    async with ScanClient(scan) as client:
+        for url in client.urls:
+            try:
+                got = await _snapshot(client, url, m, at_us)
+            except ScanError as exc:
+                got = f"{redact_url(url)}: {exc}"
+            if isinstance(got, str):
+                notes.append(got)
+                continue
+            key = (got.record_time, got.digest())
+            groups.setdefault(key, []).append(got)
+            if len(groups[key]) >= agree:
+                others = [s for k, g in groups.items() if k != key for s in g]
+                notes += [f"{redact_url(s.url)} served another snapshot ({len(s.contracts)} contracts at "
+                          f"{s.record_time})" for s in others]  # fmt: skip
+                return groups[key][0], notes
+    raise AcsUnavailable(f"no {agree} scan(s) served the same ACS snapshot of migration {m} at or before "
+                         f"{format_us(at_us)}" + (": " + "; ".join(notes) if notes else ""))  # fmt: skip
+
+
+class AcsUnavailable(Exception):
+    """No (agreeing) snapshot to compare with."""
+
+
+def _decimal(v: Any) -> Decimal:
+    return Decimal(str(v))
+
+
+async def verify_acs(db: Database, scan: ScanConfig, at_us: int, migration: int | None, agree: int = 1) -> Check:
+    """The scans' ACS snapshot at or before `at` against `active()` at exactly its position: contract
+    ids, templates and compact payloads, then the holdings summary of every owner in it."""
+    name = "contract state equals the scans' ACS snapshot"
+    pos = resolve(db, at_us, migration)
+    try:
+        snap, notes = await agreed_snapshot(scan, pos.migration_id, at_us, agree)
+    except AcsUnavailable as exc:
+        return Check(name, False, str(exc))
+    t = parse_us(snap.record_time)
+    at = Position(pos.migration_id, t)
+    ours = {r["contract_id"]: r for r in active(db, at)}
+    theirs = snap.contracts
+    missing = sorted(set(theirs) - set(ours))
+    extra = sorted(set(ours) - set(theirs))
+    differ = []
+    for cid in sorted(set(theirs) & set(ours)):
+        c, r = theirs[cid], ours[cid]
+        if c["template_id"] != r["template_id"]:
+            differ.append(f"{cid}: template {r['template_id']} here, {c['template_id']} at the scan")
+        elif normalize(orjson.loads(r["payload"])) != normalize(c["create_arguments"]):
+            differ.append(f"{cid}: payload differs")
+    rows = ([f"missing here (active at the scan): {cid} ({theirs[cid]['template_id']})" for cid in missing]
+            + [f"extra here (not active at the scan): {cid} ({ours[cid]['template_id']})" for cid in extra]
+            + [f"differs: {d}" for d in differ])  # fmt: skip
+    held = await _holdings_diff(scan, snap, at, db)
+    rows += held
+    detail = (f"{at}: {len(theirs):,} contracts at {redact_url(snap.url)}"
+              + (f" (agreed by {agree})" if agree > 1 else "")
+              + f", {len(ours):,} here; {len(missing)} missing, {len(extra)} extra, {len(differ)} differ; "
+              + f"holdings of {len(_owners(theirs))} owner(s) " + ("differ" if held else "equal"))  # fmt: skip
+    if notes:
+        detail += "; " + "; ".join(notes)
+    return Check(name, not rows, detail, rows)
+
+
+def _owners(contracts: dict[str, dict[str, Any]]) -> list[str]:
+    out = set()
+    for c in contracts.values():
+        entity = str(c["template_id"]).rsplit(":", 1)[-1]
+        a = c["create_arguments"]
+        if entity == "LockedAmulet" and isinstance(a, dict):
+            a = a.get("amulet")
+        if entity in ("Amulet", "LockedAmulet") and isinstance(a, dict) and isinstance(a.get("owner"), str):
+            out.add(a["owner"])
+    return sorted(out)
+
+
+async def _holdings_diff(scan: ScanConfig, snap: Snapshot, at: Position, db: Database) -> list[str]:
+    owners = _owners(snap.contracts)
+    if not owners:
+        return []
+    mine: dict[str, tuple[Decimal, Decimal]] = {}
+    for o in per_owner(holdings(db, at)):
+        mine[o["owner"]] = (o["unlocked_initial"], o["locked_initial"])
+    out = []
+    async with ScanClient(scan) as client:
+        for k in range(0, len(owners), 100):
+            chunk = owners[k : k + 100]
+            page = await client.post_json(ep.HOLDINGS_SUMMARY, ep.holdings_summary(at.migration_id, snap.record_time,
+                                                                                   chunk), only={snap.url})  # fmt: skip
+            for s in page.get("summaries", []):
+                got = (_decimal(s["total_unlocked_coin"]), _decimal(s["total_locked_coin"]))
+                have = mine.get(str(s["party_id"]), (Decimal(0), Decimal(0)))
+                if got != have:
+                    out.append(f"holdings of {s['party_id']}: unlocked {have[0]} / locked {have[1]} here, "
+                               f"{got[0]} / {got[1]} at the scan")  # fmt: skip
+    return out
+
+
+def run_verify_acs(db: Database, scan: ScanConfig, at_us: int, migration: int | None, agree: int) -> Check:
+    return asyncio.run(verify_acs(db, scan, at_us, migration, agree))
