@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections import Counter
 import urllib.parse
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
