@@ -252,3 +252,23 @@ def test_unlabelled_payloads_keep_every_field_in_order(db: str) -> None:
     assert all(isinstance(rows[cid], list) for cid, _ in some)  # positional records: arrays, fields in order
     assert state.normalize(["0E-10", "2024-06-24T21:08:00Z"]) == state.normalize(["0.0000000000",
                                                                                  "2024-06-24T21:08:00.000000Z"])
+
+
+def test_a_copy_loaded_without_state_is_flagged_until_rebuild_state_derives_it(db: str) -> None:
+    cfg = LedgerConfig(seed=41, migrations=STATE.migrations[:2], reassignment_rate=0.08)
+    ledger = Ledger(cfg)
+    with Simulator(SimConfig(ledger=cfg)) as sim:
+        p = scanfill("run", "--no-progress", "--no-contract-state", dsn=db, urls=sim.urls)
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 0 and "rebuild-state" in out, out
+        with psycopg.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM contracts").fetchone() == (0,)
+        p = scanfill("verify", dsn=db, urls=[])
+        out = p.communicate(timeout=120)[0].decode()
+        assert p.returncode == 1 and "--no-contract-state" in out, out
+        out = scanfill("rebuild-state", dsn=db, urls=[]).communicate(timeout=300)[0].decode()
+        assert "contract state rebuilt" in out, out
+        p = scanfill("verify", dsn=db, urls=[])
+        out = p.communicate(timeout=120)[0].decode()
+        assert p.returncode == 0, out
+    assert_state_matches(db, ledger)

@@ -112,6 +112,9 @@ def init(dsn: str | None, schema: str) -> None:
 @click.option("--memory", "memory_mb", default=384, show_default=True, type=click.IntRange(16, 1 << 20),
               metavar="MB", help="Page bytes a process holds in flight (fetching, decoded, waiting to commit), "
                                  "whatever the ledger size and concurrency; more waits for commits.")
+@click.option("--no-contract-state", "no_state", is_flag=True,
+              help="Do not keep `contracts` (only to measure what it costs): verify then fails until "
+                   "`scanfill rebuild-state` derives it from the stored ledger.")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @friendly
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
@@ -119,7 +122,8 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         page_size: int | None, batch_rows: int, slices: int, db_connections: int, lease_s: float, db_retry_s: float,
         plan_only: bool, no_progress: bool, do_prepare: bool, do_restore: bool, then_follow: bool, follow_poll: float,
         refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
-        update_json: str, agree: str, discover_scans: bool, rescan_s: float, memory_mb: int) -> None:  # fmt: skip
+        update_json: str, agree: str, discover_scans: bool, rescan_s: float, memory_mb: int,
+        no_state: bool) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
@@ -135,8 +139,10 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
         metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, db_retry_s=db_retry_s, imports=imports,
-        update_json=update_json, memory_mb=memory_mb,
+        update_json=update_json, memory_mb=memory_mb, contract_state=not no_state,
     )  # fmt: skip
+    if no_state:
+        _without_state(db)
     _check_agree(agree)
     if migrations and start_migration is not None:
         raise click.UsageError("--migration and --from-migration exclude each other: name the migrations or the start")
@@ -154,7 +160,17 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         from scanfill.load.agree import quorum
 
         _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json, db_retry_s=db_retry_s,
-                agree=quorum(agree, len(scan.urls)))  # fmt: skip
+                agree=quorum(agree, len(scan.urls)), contract_state=not no_state)  # fmt: skip
+
+
+def _without_state(db: Any) -> None:
+    from scanfill.coord import schema as sch
+    from scanfill.coord.store import Store
+
+    sch.init(db)
+    Store(db).contracts_stale("loaded with --no-contract-state")
+    click.secho("contract state is not kept (--no-contract-state): run `scanfill rebuild-state` afterwards",
+                fg="yellow", err=True)  # fmt: skip
 
 
 def _follow(db: Any, scan: Any, **kw: Any) -> None:

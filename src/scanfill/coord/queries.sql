@@ -544,3 +544,8 @@ SELECT migration_id, max_text FROM {s}.backfill_ranges ORDER BY migration_id DES
 -- name: scan_events_top
 -- The newest events item stored: a safe cursor for the events stream (items are kept by update id).
 SELECT migration_id, record_time FROM {s}.scan_events ORDER BY migration_id DESC, record_time DESC LIMIT 1;
+
+-- name: contracts_stale
+-- A load without contract state (`--no-contract-state`): `contracts` misses what it stores until
+-- `scanfill rebuild-state`; verify says so.
+INSERT INTO {s}.scanfill_meta VALUES ('contracts_stale', %(reason)s) ON CONFLICT (key) DO NOTHING;

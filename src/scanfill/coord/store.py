@@ -484,6 +484,11 @@ class Store:
                 self.set_follow_position(conn, "events", (int(ev[0]), dt_to_us(ev[1])) if ev else pos, 0)
         return removed_u, removed_e
 
+    def contracts_stale(self, reason: str) -> None:
+        """Record that a load leaves contract state behind the ledger (until `rebuild-state`)."""
+        with self.db.connect(autocommit=True) as conn:
+            self.run(conn, "contracts_stale", reason=reason)
+
     def follow_state(self, conn: Conn) -> FollowState | None:
         got = self._rows(conn, "follow_state", FollowState)
         return got[0] if got else None
