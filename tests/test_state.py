@@ -272,3 +272,28 @@ def test_a_copy_loaded_without_state_is_flagged_until_rebuild_state_derives_it(d
         out = p.communicate(timeout=120)[0].decode()
         assert p.returncode == 0, out
     assert_state_matches(db, ledger)
+
+
+def test_a_schema_7_copy_upgrades_keys_flags_its_state_and_rebuild_state_derives_it(db: str) -> None:
+    from scanfill.coord import schema
+
+    cfg = LedgerConfig(seed=43, migrations=STATE.migrations[:2], reassignment_rate=0.08)
+    with Simulator(SimConfig(ledger=cfg)) as sim:
+        assert run(options(db, sim.urls, concurrency=3)).complete
+    with psycopg.connect(db, autocommit=True) as conn:  # back to what release 7 left: no state, keys by id alone
+        conn.execute("DROP TABLE contracts CASCADE")
+        for t, col in (("ledger_updates", "update_id"), ("ledger_events", "event_id")):
+            conn.execute(f"ALTER TABLE {t} DROP CONSTRAINT {t}_pkey, ADD CONSTRAINT {t}_pkey PRIMARY KEY ({col})")
+        conn.execute("UPDATE scanfill_meta SET value = '7' WHERE key = 'schema_version'")
+    assert schema.init(Database(db)) == (7, schema.SCHEMA_VERSION)
+    with psycopg.connect(db) as conn:
+        keys = conn.execute("SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                            "WHERE contype = 'p' AND conrelid::regclass::text LIKE 'ledger_%' ORDER BY 1").fetchall()  # fmt: skip
+        stale = conn.execute("SELECT value FROM scanfill_meta WHERE key = 'contracts_stale'").fetchone()
+    assert keys == [("ledger_events", "PRIMARY KEY (event_id, migration_id)"),
+                    ("ledger_updates", "PRIMARY KEY (update_id, migration_id)")]  # fmt: skip
+    assert stale is not None
+    assert not {c.name: c for c in verify.checks(Database(db))}["contract state equals the stored ledger"].ok
+    assert "contract state rebuilt" in scanfill("rebuild-state", dsn=db, urls=[]).communicate(timeout=300)[0].decode()
+    assert {c.name: c for c in verify.checks(Database(db))}["contract state equals the stored ledger"].ok
+    assert_state_matches(db, Ledger(cfg))

@@ -13,7 +13,7 @@ import orjson
 from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.errors import ScanError
-from scanfill.ops.maintenance import catalog_snapshot, running_workers
+from scanfill.ops.maintenance import KEPT, catalog_snapshot, running_workers
 from scanfill.ops.tune import advise
 from scanfill.scan import endpoints as ep
 from scanfill.scan.client import ScanClient, ScanConfig, redact_url
@@ -45,7 +45,7 @@ def database_findings(db: Database, workers: int, db_connections: int) -> list[F
                            "max_connections"))  # fmt: skip
         snap = catalog_snapshot(db, conn)
         loading = bool(running_workers(db))
-        idx = sum(len(v["indexes"]) for v in snap.values())
+        idx = sum(1 for v in snap.values() for i in v["indexes"] if i[0].split(".")[-1] not in KEPT)
         out.append(Finding("indexes during a load", not (loading and idx),
                            f"{idx} index(es) on the ledger tables, {'a load is running' if loading else 'no load running'}",
                            "" if not (loading and idx) else "indexes slow every COPY: `scanfill prepare` before loading, "
