@@ -69,22 +69,21 @@ class Snapshots:
             self._cache[key] = out
         return self._cache[key]
 
-    def before(self, query: dict[str, str]) -> dict[str, Any]:
+    @staticmethod
+    def _query(query: dict[str, str], key: str) -> tuple[int, int]:
         try:
-            m, t = int(query["migration_id"]), parse_us(query["before"])
+            return int(query["migration_id"]), parse_us(query[key])
         except (KeyError, ValueError, TimestampError) as exc:
             raise Invalid(f"Invalid query: {exc}") from None
-        snap = self.ledger.snapshot_before(m, t)
+
+    def before(self, query: dict[str, str]) -> dict[str, Any]:
+        snap = self.ledger.snapshot_before(*self._query(query, "before"))
         if snap is None:
             raise NotFound(f"No snapshots found before {query['before']}")
         return {"record_time": format_trimmed(snap)}
 
     def after(self, query: dict[str, str]) -> dict[str, Any]:
-        try:
-            m, t = int(query["migration_id"]), parse_us(query["after"])
-        except (KeyError, ValueError, TimestampError) as exc:
-            raise Invalid(f"Invalid query: {exc}") from None
-        got = self.ledger.snapshot_after(m, t)
+        got = self.ledger.snapshot_after(*self._query(query, "after"))
         if got is None:
             raise NotFound(f"No snapshots found after {query['after']}")
         return {"record_time": format_trimmed(got[1])}

@@ -91,31 +91,27 @@ BEGIN
     END IF;
 END $$;
 
--- Contracts created with a record time in [from_time, to_time) (NULL bounds: open).
-CREATE OR REPLACE FUNCTION {s}.creates(template text DEFAULT NULL, from_time timestamptz DEFAULT NULL,
-                                       to_time timestamptz DEFAULT NULL)
+-- Contracts whose life began (ended: whose life ended, by its first consuming exercise) with a
+-- record time in [from_time, to_time) (NULL bounds: open), in that order.
+CREATE OR REPLACE FUNCTION {s}.lives_between(template text, from_time timestamptz, to_time timestamptz,
+                                             ended boolean)
 RETURNS SETOF {s}.contracts LANGUAGE sql STABLE AS $$
     SELECT * FROM {s}.contracts c
-    WHERE c.created_pos IS NOT NULL
+    WHERE (CASE WHEN ended THEN c.archived_pos ELSE c.created_pos END) IS NOT NULL
       AND (template IS NULL OR (c.template_name = {s}.template_name(template)
                                 AND {s}.template_is(c.template_id, c.package_name, template)))
-      AND (from_time IS NULL OR c.created_record_time >= from_time)
-      AND (to_time IS NULL OR c.created_record_time < to_time)
-    ORDER BY c.created_pos, c.contract_id
+      AND (from_time IS NULL OR CASE WHEN ended THEN c.archived_record_time ELSE c.created_record_time END >= from_time)
+      AND (to_time IS NULL OR CASE WHEN ended THEN c.archived_record_time ELSE c.created_record_time END < to_time)
+    ORDER BY CASE WHEN ended THEN c.archived_pos ELSE c.created_pos END, c.contract_id
 $$;
 
--- Contracts whose life ended (first consuming exercise) with a record time in [from_time, to_time).
+CREATE OR REPLACE FUNCTION {s}.creates(template text DEFAULT NULL, from_time timestamptz DEFAULT NULL,
+                                       to_time timestamptz DEFAULT NULL)
+RETURNS SETOF {s}.contracts LANGUAGE sql STABLE AS $$ SELECT * FROM {s}.lives_between(template, from_time, to_time, false) $$;
+
 CREATE OR REPLACE FUNCTION {s}.archives(template text DEFAULT NULL, from_time timestamptz DEFAULT NULL,
                                         to_time timestamptz DEFAULT NULL)
-RETURNS SETOF {s}.contracts LANGUAGE sql STABLE AS $$
-    SELECT * FROM {s}.contracts c
-    WHERE c.archived_pos IS NOT NULL
-      AND (template IS NULL OR (c.template_name = {s}.template_name(template)
-                                AND {s}.template_is(c.template_id, c.package_name, template)))
-      AND (from_time IS NULL OR c.archived_record_time >= from_time)
-      AND (to_time IS NULL OR c.archived_record_time < to_time)
-    ORDER BY c.archived_pos, c.contract_id
-$$;
+RETURNS SETOF {s}.contracts LANGUAGE sql STABLE AS $$ SELECT * FROM {s}.lives_between(template, from_time, to_time, true) $$;
 
 -- Exercised events (consuming or not) of a choice (NULL: every choice) in [from_time, to_time).
 CREATE OR REPLACE FUNCTION {s}.exercises(choice text DEFAULT NULL, from_time timestamptz DEFAULT NULL,
