@@ -238,8 +238,13 @@ def test_update_by_id_and_import_updates(sim: Simulator) -> None:
 
 
 def test_snapshot_timestamp(sim: Simulator) -> None:
-    q = urllib.parse.urlencode({"before": "2024-06-25T05:17:00Z", "migration_id": 2})
-    assert get_json(f"{sim.url}/v0/state/acs/snapshot-timestamp?{q}") == {"record_time": "2024-06-25T03:00:00Z"}
+    q = urllib.parse.urlencode({"before": "2024-06-25T00:17:00Z", "migration_id": 2})
+    assert get_json(f"{sim.url}/v0/state/acs/snapshot-timestamp?{q}") == {"record_time": "2024-06-25T00:00:00Z"}
+    # a migration is snapshotted while it has updates: asked long after its end, its last snapshot
+    end = Ledger(SMALL).migration_end_us(2)
+    q = urllib.parse.urlencode({"before": "2024-06-26T05:17:00Z", "migration_id": 2})
+    last = parse_us(get_json(f"{sim.url}/v0/state/acs/snapshot-timestamp?{q}")["record_time"])
+    assert end - 3 * 3_600_000_000 < last <= end
     q = urllib.parse.urlencode({"before": "2024-06-24T23:59:00Z", "migration_id": 2})
     assert call(f"{sim.url}/v0/state/acs/snapshot-timestamp?{q}")[0] == 404
 
