@@ -297,3 +297,20 @@ def test_a_schema_7_copy_upgrades_keys_flags_its_state_and_rebuild_state_derives
     assert "contract state rebuilt" in scanfill("rebuild-state", dsn=db, urls=[]).communicate(timeout=300)[0].decode()
     assert {c.name: c for c in verify.checks(Database(db))}["contract state equals the stored ledger"].ok
     assert_state_matches(db, Ledger(cfg))
+
+
+def test_acs_command_in_every_format(loaded_db: Any) -> None:
+    dsn, _, ledger = loaded_db
+    t = ledger.migration_end_us(2) - 45_000_000
+    want = {cid for cid, ref in ledger.acs(2, t) if ledger.kind(ref)[2] == "Amulet"}
+    args = ("acs", "--at", format_us(t), "--migration", "2", "--template", "Splice.Amulet:Amulet")
+    rows = json.loads(scanfill(*args, "--format", "json", dsn=dsn, urls=[]).communicate(timeout=60)[0])
+    assert {r["contract_id"] for r in rows} == want and all(isinstance(r["payload"], dict) for r in rows)
+    csv_out = scanfill(*args, "--format", "csv", dsn=dsn, urls=[]).communicate(timeout=60)[0].decode().splitlines()
+    assert csv_out[0].startswith("contract_id,template_id") and len(csv_out) == len(want) + 1
+    owner = ledger.owner(dict(ledger.acs(2, t))[sorted(want)[0]])
+    mine = json.loads(scanfill(*args, "--party", owner, "--format", "json", dsn=dsn, urls=[]).communicate(timeout=60)[0])
+    assert mine and all(owner in r["signatories"] + r["observers"] for r in mine)
+    p = scanfill("acs", "--template", "Amulet", dsn=dsn, urls=[])
+    out = p.communicate(timeout=60)[0].decode()
+    assert p.returncode == 2 and "Splice.Amulet:Amulet" in out and "Traceback" not in out

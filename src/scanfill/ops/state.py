@@ -15,7 +15,7 @@ import orjson
 from psycopg import sql
 
 from scanfill.db import Database
-from scanfill.errors import ScanError, ScanHTTPError
+from scanfill.errors import ConfigError, ScanError, ScanHTTPError
 from scanfill.ops.verify import Check
 from scanfill.scan import endpoints as ep
 from scanfill.scan.client import ScanClient, ScanConfig, redact_url
@@ -51,6 +51,9 @@ def resolve(db: Database, at_us: int | None, migration: int | None) -> Position:
 def active(db: Database, pos: Position | None, template: str | None = None, party: str | None = None,
            limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Rows of `active()` at a position (None: now), filtered by stakeholder."""
+    if template is not None and ":" not in template:
+        raise ConfigError(f"a template is <module>:<entity>, <package-name>:<module>:<entity> or "
+                          f"<package id>:<module>:<entity> (e.g. Splice.Amulet:Amulet), not {template!r}")  # fmt: skip
     s = sql.Identifier(db.schema)
     q = sql.SQL(
         "SELECT c.contract_id, c.template_id, c.package_name, c.created_migration_id, c.created_record_time, "
