@@ -28,10 +28,12 @@ CREATE TABLE IF NOT EXISTS {s}.contracts (
     synchronizer_pos         bigint,
     CONSTRAINT contracts_pkey PRIMARY KEY (contract_id)
 );
+-- `active()` scans whichever bounds fewer entries: created_pos <= p, or end > p (no end: the largest
+-- bigint); each covers the other position, so that scan reads no table row.
 CREATE INDEX IF NOT EXISTS contracts_template_created_idx ON {s}.contracts (template_name, created_pos)
     INCLUDE (archived_pos);
-CREATE INDEX IF NOT EXISTS contracts_template_archived_idx ON {s}.contracts (template_name, archived_pos)
-    INCLUDE (created_pos);
+CREATE INDEX IF NOT EXISTS contracts_template_ends_idx ON {s}.contracts
+    (template_name, (coalesce(archived_pos, 9223372036854775807))) INCLUDE (created_pos);
 ALTER TABLE {s}.contracts ALTER COLUMN payload SET STORAGE MAIN;
 
 -- A position: (migration, record time) as one ordered number.
@@ -69,26 +71,38 @@ AS $$ SELECT CASE WHEN at_time IS NULL AND at_migration IS NULL THEN NULL
             WHEN at_time IS NULL THEN at_migration * 10000000000000000 + 9999999999999999
             ELSE {s}.ledger_position(coalesce(at_migration, {s}.migration_at(at_time)), at_time) END $$;
 
--- Contracts active at a position (PQS `active()`): NULL template is every template.
+-- Every template name stored, by skipping through the index (one descent per name).
+CREATE OR REPLACE FUNCTION {s}.template_names() RETURNS text[] LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE t AS (
+        (SELECT c.template_name FROM {s}.contracts c WHERE c.template_name IS NOT NULL ORDER BY 1 LIMIT 1)
+        UNION ALL
+        SELECT (SELECT c.template_name FROM {s}.contracts c WHERE c.template_name > t.template_name ORDER BY 1 LIMIT 1)
+        FROM t WHERE t.template_name IS NOT NULL)
+    SELECT coalesce(array_agg(template_name), '{}') FROM t WHERE template_name IS NOT NULL
+$$;
+
+-- Contracts active at a position (PQS `active()`): NULL template is every template. Two steps: the
+-- (template, creation position) pairs of active contracts from an index alone (planned for this
+-- position, so from the smaller side), then those rows.
 CREATE OR REPLACE FUNCTION {s}.active(template text DEFAULT NULL, at_migration bigint DEFAULT NULL,
                                       at_time timestamptz DEFAULT NULL)
 RETURNS SETOF {s}.contracts LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    p bigint := {s}.position_at(at_migration, at_time);
-    tn text := {s}.template_name(template);
+    p bigint := coalesce({s}.position_at(at_migration, at_time), 9223372036854775806);
+    names text[] := CASE WHEN template IS NULL THEN {s}.template_names() ELSE ARRAY[{s}.template_name(template)] END;
+    tns text[];
+    poss bigint[];
 BEGIN
-    IF p IS NULL THEN
-        RETURN QUERY EXECUTE 'SELECT * FROM {s}.contracts c WHERE c.archived_pos IS NULL AND c.created_pos IS NOT NULL'
-            || CASE WHEN template IS NULL THEN '' ELSE ' AND c.template_name = $1
-               AND {s}.template_is(c.template_id, c.package_name, $2)' END
-            || ' ORDER BY c.created_pos, c.contract_id' USING tn, template;
-    ELSE
-        RETURN QUERY EXECUTE 'SELECT * FROM {s}.contracts c WHERE c.created_pos <= $3
-               AND (c.archived_pos IS NULL OR c.archived_pos > $3)'
-            || CASE WHEN template IS NULL THEN '' ELSE ' AND c.template_name = $1
-               AND {s}.template_is(c.template_id, c.package_name, $2)' END
-            || ' ORDER BY c.created_pos, c.contract_id' USING tn, template, p;
-    END IF;
+    EXECUTE 'SELECT array_agg(k.template_name), array_agg(k.created_pos) FROM (
+                 SELECT DISTINCT c.template_name, c.created_pos FROM {s}.contracts c
+                 WHERE c.template_name = ANY($1) AND c.created_pos <= $2
+                   AND coalesce(c.archived_pos, 9223372036854775807) > $2) k'
+        INTO tns, poss USING names, p;
+    RETURN QUERY SELECT c.* FROM unnest(tns, poss) AS k(tn, cp)
+        JOIN {s}.contracts c ON c.template_name = k.tn AND c.created_pos = k.cp
+        WHERE coalesce(c.archived_pos, 9223372036854775807) > p
+          AND (template IS NULL OR {s}.template_is(c.template_id, c.package_name, template))
+        ORDER BY c.created_pos, c.contract_id;
 END $$;
 
 -- Contracts whose life began (ended: whose life ended, by its first consuming exercise) with a
@@ -155,7 +169,7 @@ RETURNS TABLE (owner text, contract_id text, template_name text, locked boolean,
                created_round bigint, at_round bigint, rate_per_round numeric, holding_fees numeric,
                amount numeric)
 LANGUAGE sql STABLE AS $$
-    WITH r AS (SELECT {s}.round_at(at_migration, at_time) AS n),
+    WITH r AS MATERIALIZED (SELECT {s}.round_at(at_migration, at_time) AS n),  -- once, not per holding
     h AS (
         SELECT c.contract_id, c.template_name, false AS locked, c.payload AS a
         FROM {s}.active('Splice.Amulet:Amulet', at_migration, at_time) c
