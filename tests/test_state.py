@@ -104,6 +104,10 @@ def test_active_equals_the_simulators_snapshots_at_many_positions(loaded_db: Any
     positions += [(divmod(p, 10**16)[0], divmod(p, 10**16)[1] - 1) for p in consumed[5::60]]  # just before one
     moved = [life for life in lives.values() if life.synchronizer_id is not None and life.archived_pos is not None]
     positions += [(2, ledger.specs[2].start_us + 1), (3, ledger.specs[3].start_us + 1)]  # inside the overlaps
+    moves = [h for h in ledger.expected_all() if h.kind in ("assignment", "unassignment")]
+    assert len(moves) > 6
+    for h in moves[::3]:  # a right in flight between its unassignment and its assignment, and either side
+        positions += [(h.migration_id, h.record_us - 1), (h.migration_id, h.record_us)]
     assert len([p for p in positions if p[0] == 0]) >= 3 and moved
     for m, t in positions:
         want = {cid for cid, _ in ledger.acs(m, t)}
