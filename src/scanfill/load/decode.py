@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 import msgspec
 import orjson
 
+from scanfill import framing
 from scanfill.errors import MalformedPage
-from scanfill.load import framing
 from scanfill.load.rounds import derive_round
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 from scanfill.state.facts import Fact, of_update

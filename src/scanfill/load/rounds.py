@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import msgspec
 import orjson
 
-from scanfill.load import framing
+from scanfill import framing
 
 TRANSFER_CHOICES = frozenset({"AmuletRules_Transfer", "AmuletRules_BuyMemberTraffic"})
 ROUND_TEMPLATES = frozenset({

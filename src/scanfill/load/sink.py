@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from scanfill import framing
 from scanfill.coord.schema import EVENT_COLUMNS, UPDATE_COLUMNS
 from scanfill.coord.store import FollowLease, Lease, Store
 from scanfill.db import Conn, Database
-from scanfill.load import framing
 from scanfill.load.decode import Batch
 from scanfill.state.sink import StateSink
 

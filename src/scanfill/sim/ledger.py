@@ -246,7 +246,9 @@ class Ledger:
         n = 1 + len(made)
         if shape == "transfer":  # + AmuletRules_Transfer, its inputs, a transient's create and consumption
             n += 1 + len(self.life.inputs(m, s, i)) + (2 if self.life.has_transient(m, s, i) else 0)
-        rnd = None if shape == "marker" else self.round_at(t)
+        # a marker carries no round, unless it also makes a dormant Amulet (whose createdAt is one)
+        bare = shape == "marker" and not ("long" in made and self.kind(Ref(m, s, i, "long"))[2] == "Amulet")
+        rnd = None if bare else self.round_at(t)
         return UpdateHeader(uid, m, sync, t, "transaction", shape, n, rnd)
 
     def headers(self, m: int, s: int, lo: int = 0, hi: int | None = None) -> Iterator[UpdateHeader]:

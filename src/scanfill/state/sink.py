@@ -1,8 +1,13 @@
-"""Writing contract facts: one merge statement per committed batch, inside the batch's transaction.
+"""Writing contract facts: one merge per committed batch, inside the batch's transaction.
 
 The merge is order-free and idempotent (the earliest create and consuming exercise win, the newest
 move wins), so pages may arrive newest first, in parallel slices, twice, or after a crash, and the
 row a contract ends up with is the same. It relies on `contracts_pkey`, which `prepare` keeps.
+
+The facts go in by binary COPY into a temporary table dropped at commit, then one `INSERT ...
+SELECT ... ON CONFLICT`: measured 1.6-1.8x cheaper for the server than sending them as JSON
+(`json_to_recordset`), whose parsing cost more than the upsert itself. A temporary table that lives
+only inside its transaction is safe behind a transaction-mode pooler.
 """
 
 from __future__ import annotations
@@ -10,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 from psycopg import sql
 
+from scanfill import framing
 from scanfill.db import Conn, Database
 from scanfill.state.facts import SQL_TYPES, Fact, merge
+from scanfill.timeutil import dt_to_us
 
 COLUMNS = Fact._fields
+STAGE = "scanfill_facts"  # the temporary table of one transaction
 _TEMPLATE = ("template_id", "package_name", "template_name")
 _NEW_CREATE = "(EXCLUDED.created_pos IS NOT NULL AND (c.created_pos IS NULL OR EXCLUDED.created_pos < c.created_pos))"
 _NEW_ARCHIVE = ("(EXCLUDED.archived_pos IS NOT NULL AND (c.archived_pos IS NULL "
@@ -34,23 +41,36 @@ def _rule(col: str) -> str:
 
 
 def merge_statement(db: Database) -> sql.Composed:
-    """INSERT ... ON CONFLICT over the facts of a batch, sent as one JSON array of objects."""
+    """INSERT ... ON CONFLICT from the staged facts, in contract id order."""
     cols = ", ".join(COLUMNS)
-    typed = ", ".join(f"{c} {t}" for c, t in zip(COLUMNS, SQL_TYPES, strict=True))
     sets = ", ".join(f"{c} = {_rule(c)}" for c in COLUMNS[1:])
-    text = (f"INSERT INTO {{t}} AS c ({cols}) SELECT {cols} FROM json_to_recordset(%s::json) AS x({typed}) "
-            f"ORDER BY contract_id ON CONFLICT (contract_id) DO UPDATE SET {sets}")  # fmt: skip
+    text = (f"INSERT INTO {{t}} AS c ({cols}) SELECT {cols} FROM pg_temp.{STAGE} ORDER BY contract_id "
+            f"ON CONFLICT (contract_id) DO UPDATE SET {sets}")  # fmt: skip
     return sql.SQL(text).format(t=db.t("contracts"))
 
 
-def _json(facts: list[Fact]) -> bytes:
-    rows: list[dict[str, Any]] = []
-    for f in facts:
-        d = f._asdict()
-        if f.payload is not None:
-            d["payload"] = orjson.Fragment(f.payload)
-        rows.append(d)
-    return orjson.dumps(rows)
+_FIELDS = framing.field_count(len(COLUMNS))
+
+
+def frame(f: Fact) -> bytes:
+    """One fact as a binary COPY row (columns in `Fact` order)."""
+    out = [_FIELDS]
+    v: Any
+    for v, t in zip(f, SQL_TYPES, strict=True):
+        if v is None:
+            out.append(framing.NULL)
+        elif t == "text":
+            out.append(framing.common_text(v) if len(v) < 100 else framing.text(v))  # templates, parties recur
+        elif t == "int8":
+            out.append(framing.int8(v))
+        elif t == "timestamptz":
+            out.append(framing.timestamp_us(dt_to_us(v)))
+        elif t == "text[]":
+            out.append(framing.text_array(tuple(v)))
+        else:  # jsonb: a version byte, then the JSON text
+            b = v.encode()
+            out.append(framing.length(len(b) + 1) + b"\x01" + b)
+    return b"".join(out)
 
 
 class StateSink:
@@ -58,14 +78,21 @@ class StateSink:
 
     def __init__(self, db: Database, enabled: bool = True) -> None:
         self.enabled = enabled
+        self.stage = sql.SQL(f"CREATE TEMPORARY TABLE {STAGE} (LIKE {{t}}) ON COMMIT DROP").format(t=db.t("contracts"))
+        self.copy = sql.SQL(f"COPY pg_temp.{STAGE} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)")
         self.statement = merge_statement(db)
+        self.unstage = sql.SQL(f"DROP TABLE pg_temp.{STAGE}")
 
     def write(self, conn: Conn, facts: Iterable[Fact]) -> int:
-        """Merge the facts into `contracts` in the caller's transaction; returns the rows touched."""
+        """Merge the facts into `contracts` in the caller's transaction; returns the contracts touched."""
         if not self.enabled:
             return 0
         merged = merge(facts)
         if not merged:
             return 0
-        conn.execute(self.statement, (_json(merged).decode(),))
+        conn.execute(self.stage)
+        with conn.cursor().copy(self.copy) as cp:
+            cp.write(framing.frame([frame(f) for f in merged]))
+        conn.execute(self.statement)
+        conn.execute(self.unstage)  # a transaction may merge again (rebuild does, chunk by chunk)
         return len(merged)
