@@ -76,8 +76,8 @@ def profiled_run(admin: str, url: str) -> dict[str, float]:
     """Loader CPU of one scanfill run, split by thread CPU time: page decoding and framing (on the
     event loop), the commit (COPY and cursor SQL, on the database threads), and the rest of the
     event loop thread (HTTP, asyncio, leases). us per row."""
-    import scanfill.load.sink as sink_mod
     import scanfill.load.pipeline as worker_mod  # where pages are decoded
+    import scanfill.load.sink as sink_mod
 
     spent = {"decode": 0.0, "copy": 0.0, "commit": 0.0}
 
