@@ -137,6 +137,7 @@ _PARSERS: dict[str, Callable[[bytes], Any]] = {
     "timestamptz": lambda b: _EPOCH + timedelta(microseconds=struct.unpack(">q", b)[0]),
     "bytea": bytes,
     "text[]": _parse_array,
+    "jsonb": lambda b: b[1:].decode(),  # version byte, then the JSON text
 }
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
 
 import pytest
 
+from scanfill import framing
 from scanfill.state.compact import ValueError_, arguments, compact
-from scanfill.state.facts import Fact, combine, merge, position, template_name
+from scanfill.state.facts import COLUMNS, created, ended, frame, merge, moved, position, template_name, where
 
 
 def rec(*fields: tuple[str | None, dict]) -> dict:
@@ -53,26 +53,19 @@ def test_already_compact_arguments_are_kept_and_garbage_is_refused() -> None:
             arguments(bad)
 
 
-def _fact(cid: str, **kw: object) -> Fact:
-    base = dict.fromkeys(Fact._fields)
-    base["contract_id"] = cid
-    base.update(kw)
-    return Fact(**base)  # type: ignore[arg-type]
-
-
 def test_the_merge_is_the_same_in_any_order_and_twice() -> None:
-    t = datetime(2024, 6, 24, tzinfo=UTC)
+    def at(uid: str, m: int, t: int) -> bytes:
+        return where(uid, m, "s0", t)
+
     facts = [
-        _fact("c1", template_id="p:M:T", template_name="M:T", created_update_id="u1", created_pos=position(0, 10),
-              created_record_time=t, synchronizer_id="s0", synchronizer_pos=position(0, 10), payload="{}"),
-        _fact("c1", template_id="p:M:T", template_name="M:T", archived_update_id="u3", archived_pos=position(1, 5),
-              archived_choice="Archive"),
-        _fact("c1", template_id="p:M:T", template_name="M:T", archived_update_id="u9", archived_pos=position(1, 9),
-              archived_choice="Late"),  # a second consuming exercise (a broken ledger): the first one counts
-        _fact("c1", template_id="p:M:T", synchronizer_id="s1", synchronizer_pos=position(0, 20)),
-        _fact("c1", template_id="p:M:T", synchronizer_id="s2", synchronizer_pos=position(1, 1)),
-        _fact("c2", template_id="p:M:U", template_name="M:U", created_update_id="u2", created_pos=position(0, 3),
-              archived_update_id="u2", archived_pos=position(0, 3)),  # transient
+        created("c1", "p:M:T", "p", at("u1", 0, 10), position(0, 10), framing.NULL, "{}", ["a"], [], "s0"),
+        ended("c1", "p:M:T", "p", at("u3", 1, 5), position(1, 5), "Archive"),
+        ended("c1", "p:M:T", "p", at("u9", 1, 9), position(1, 9), "Late"),  # a second one (a broken ledger): the first counts
+        moved("c1", "p:M:T", "p", "s1", position(0, 20)),
+        moved("c1", "p:M:T", "p", "s2", position(1, 1)),
+        created("c2", "p:M:U", "p", at("u2", 0, 3), position(0, 3), framing.NULL, None, [], [], "s0"),
+        ended("c2", "p:M:U", "p", at("u2", 0, 3), position(0, 3), "Archive"),  # transient
+        ended("c3", "p:M:V", "p", at("u4", 0, 7), position(0, 7), "Archive"),  # its create not loaded yet
     ]  # fmt: skip
     want = None
     rng = random.Random(1)
@@ -80,12 +73,18 @@ def test_the_merge_is_the_same_in_any_order_and_twice() -> None:
         order = facts * rng.randint(1, 2)
         rng.shuffle(order)
         got = merge(order)
-        assert [f.contract_id for f in got] == ["c1", "c2"]
+        assert [f.contract_id for f in got] == ["c1", "c2", "c3"]
         want = want or got
         assert got == want
-    c1 = want[0]
-    assert (c1.created_update_id, c1.archived_update_id, c1.archived_choice, c1.synchronizer_id) == ("u1", "u3", "Archive", "s2")
-    assert combine(combine(facts[1], facts[0]), facts[2]) == combine(facts[0], combine(facts[2], facts[1]))
+    c1, c2, c3 = want
+    assert (c1.created_pos, c1.archived_pos, c1.synchronizer_pos) == (position(0, 10), position(1, 5), position(1, 1))
+    assert c1.create == facts[0].create and c1.end == facts[1].end and c1.place == facts[4].place
+    assert c2.created_pos == c2.archived_pos and c3.created_pos is None and c3.template == facts[-1].template
+    types = ("text",) * 5 + ("int8", "text", "timestamptz", "timestamptz", "int8", "jsonb", "text[]", "text[]",
+                             "text", "int8", "text", "timestamptz", "text", "int8", "text", "int8")  # fmt: skip
+    rows = [dict(zip(COLUMNS, r, strict=True)) for r in framing.parse(b"".join(frame(f) for f in want), types)]
+    assert rows[0]["archived_choice"] == "Archive" and rows[0]["synchronizer_id"] == "s2"
+    assert rows[0]["created_update_id"] == "u1" and rows[0]["signatories"] == ["a"] and rows[2]["created_pos"] is None
 
 
 def test_positions_order_migrations_before_record_times() -> None:

@@ -130,7 +130,7 @@ class Batch:
     @property
     def framed_bytes(self) -> int:
         """What the batch's rows weigh in memory (their COPY framing), for the memory budget."""
-        return sum(len(u.row) + len(u.event_rows) + sum(len(f.payload or "") for f in u.facts) for u in self.updates)
+        return sum(len(u.row) + len(u.event_rows) + sum(f.payload_bytes for f in u.facts) for u in self.updates)
 
     @property
     def items(self) -> int:
@@ -329,7 +329,7 @@ def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool, facts: bool 
         framing.common_text(kind), rnd, framing.int4(len(events)),
         *framing.json_parts(_lean(bytes(raw), item.events_by_id) if cut else raw),
     ))  # fmt: skip
-    told = of_update(kind, uid, item_mig, eff_sync, t_us, events) if facts else []
+    told = of_update(kind, uid, item_mig, eff_sync, t_us, events, shared, _instant) if facts else []
     return Update(uid, item_mig, eff_sync, t_us, item.record_time, len(events), row, _event_rows(events, shared, rnd),
                   told)
 

@@ -13,16 +13,13 @@ only inside its transaction is safe behind a transaction-mode pooler.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from psycopg import sql
 
 from scanfill import framing
 from scanfill.db import Conn, Database
-from scanfill.state.facts import SQL_TYPES, Fact, merge
-from scanfill.timeutil import dt_to_us
+from scanfill.state.facts import COLUMNS, Fact, frame, merge
 
-COLUMNS = Fact._fields
 STAGE = "scanfill_facts"  # the temporary table of one transaction
 _TEMPLATE = ("template_id", "package_name", "template_name")
 _NEW_CREATE = "(EXCLUDED.created_pos IS NOT NULL AND (c.created_pos IS NULL OR EXCLUDED.created_pos < c.created_pos))"
@@ -47,30 +44,6 @@ def merge_statement(db: Database) -> sql.Composed:
     text = (f"INSERT INTO {{t}} AS c ({cols}) SELECT {cols} FROM pg_temp.{STAGE} ORDER BY contract_id "
             f"ON CONFLICT (contract_id) DO UPDATE SET {sets}")  # fmt: skip
     return sql.SQL(text).format(t=db.t("contracts"))
-
-
-_FIELDS = framing.field_count(len(COLUMNS))
-
-
-def frame(f: Fact) -> bytes:
-    """One fact as a binary COPY row (columns in `Fact` order)."""
-    out = [_FIELDS]
-    v: Any
-    for v, t in zip(f, SQL_TYPES, strict=True):
-        if v is None:
-            out.append(framing.NULL)
-        elif t == "text":
-            out.append(framing.common_text(v) if len(v) < 100 else framing.text(v))  # templates, parties recur
-        elif t == "int8":
-            out.append(framing.int8(v))
-        elif t == "timestamptz":
-            out.append(framing.timestamp_us(dt_to_us(v)))
-        elif t == "text[]":
-            out.append(framing.text_array(tuple(v)))
-        else:  # jsonb: a version byte, then the JSON text
-            b = v.encode()
-            out.append(framing.length(len(b) + 1) + b"\x01" + b)
-    return b"".join(out)
 
 
 class StateSink:
