@@ -24,12 +24,13 @@ class ValueError_(ValueError):
 
 
 def _record(v: dict[str, Any]) -> Any:
-    fields = v.get("fields") or ()
-    if fields and all("label" in f and f["label"] for f in fields):
-        return {f["label"]: compact(f["value"]) for f in fields}
-    if not fields:
-        return {}
-    return [compact(f["value"]) for f in fields]
+    out = {}
+    for f in v.get("fields") or ():
+        label = f.get("label")
+        if not label:  # positional: the fields in order
+            return [compact(g["value"]) for g in v["fields"]]
+        out[label] = compact(f["value"])
+    return out
 
 
 def _optional(v: dict[str, Any]) -> Any:
@@ -67,12 +68,22 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "numeric": _SAME, "int64": _SAME, "text": _SAME, "party": _SAME, "contractId": _SAME, "bool": _SAME,
 }  # fmt: skip
 _IDS = ("recordId", "variantId", "enumId")
+_SCALARS = frozenset({"numeric", "int64", "text", "party", "contractId", "bool"})
 
 
 def compact(value: Any) -> Any:
     """One protobuf_json value in the compact encoding (see the module docstring)."""
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise ValueError_(f"not a protobuf_json value: {str(value)[:60]!r}")
+    if len(value) == 1:  # the usual case, on the loader's hot path: no id fields
+        for tag, v in value.items():
+            if tag in _SCALARS:
+                return v
+            if tag == "record" and type(v) is dict:
+                try:
+                    return _record(v)
+                except (KeyError, TypeError, AttributeError) as exc:
+                    raise ValueError_(f"malformed record value: {exc}") from None
     for tag, v in value.items():
         if tag in _IDS:
             continue

@@ -72,9 +72,18 @@ def where(uid: str, m: int, sync: str, t_us: int) -> bytes:
     return b"".join((framing.text(uid), framing.int8(m), framing.common_text(sync), framing.timestamp_us(t_us)))
 
 
+_templates: dict[tuple[str | None, str | None], bytes] = {}
+
+
 def _template(template_id: str | None, package_name: str | None) -> bytes:
-    return b"".join((framing.common_text(template_id), framing.common_text(package_name),
-                     framing.common_text(template_name(template_id))))  # fmt: skip
+    got = _templates.get((template_id, package_name))
+    if got is None:
+        if len(_templates) >= framing.CACHE_LIMIT:
+            _templates.clear()
+        got = _templates[(template_id, package_name)] = b"".join((
+            framing.common_text(template_id), framing.common_text(package_name),
+            framing.common_text(template_name(template_id))))  # fmt: skip
+    return got
 
 
 def created(cid: str, template_id: str | None, package_name: str | None, at: bytes, pos: int, created_at: bytes,
