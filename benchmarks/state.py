@@ -1,6 +1,6 @@
 """Contract state: what keeping it costs a backfill, and what asking it costs.
 
-python benchmarks/state.py load --rows 600000          # rows/s with and without contract state, alternating
+python benchmarks/state.py load --rows 500000 [--prepared]  # rows/s with and without contract state, alternating
 python benchmarks/state.py query --rows 1000000 10000000  # active() p50/p95 and holdings at past positions
 """
 
@@ -31,12 +31,19 @@ def _load(dsn: str, urls: list[str], contract_state: bool, **kw: object) -> tupl
     return s.seconds, s.rows
 
 
-def bench_load(rows: int) -> str:
+def bench_load(rows: int, prepared: bool = False) -> str:
+    """Alternating runs; `prepared`: each into tables `scanfill prepare` made UNLOGGED and index-free."""
+    from scanfill.coord import schema
+    from scanfill.ops import maintenance
+
     cfg = LedgerConfig.for_rows(rows)
     lines, rates = [], {True: [], False: []}  # type: ignore[var-annotated]
     with postgres() as admin, Simulator(SimConfig(ledger=cfg, prerender=True), mode="process") as sim:
         for on in (True, False, True, False):
             dsn = fresh_db(admin)
+            if prepared:
+                schema.init(Database(dsn))
+                maintenance.prepare(Database(dsn), echo=lambda _: None)
             secs, n = _load(dsn, sim.urls, on)
             with psycopg.connect(dsn) as conn:
                 size = conn.execute("SELECT pg_total_relation_size('contracts'), (SELECT count(*) FROM contracts), "
@@ -100,8 +107,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["load", "query"])
     ap.add_argument("--rows", type=int, nargs="+", default=[600_000])
+    ap.add_argument("--prepared", action="store_true", help="load: into prepared (UNLOGGED, index-free) tables")
     a = ap.parse_args()
-    print(bench_load(a.rows[0]) if a.what == "load" else bench_query(a.rows), flush=True)
+    print(bench_load(a.rows[0], a.prepared) if a.what == "load" else bench_query(a.rows), flush=True)
     print(f"(at {format_us(int(time.time() * 1e6))})")
 
 

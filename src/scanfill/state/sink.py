@@ -38,10 +38,12 @@ def _rule(col: str) -> str:
 
 
 def merge_statement(db: Database) -> sql.Composed:
-    """INSERT ... ON CONFLICT from the staged facts, in contract id order."""
+    """INSERT ... ON CONFLICT from the staged facts."""
     cols = ", ".join(COLUMNS)
     sets = ", ".join(f"{c} = {_rule(c)}" for c in COLUMNS[1:])
-    text = (f"INSERT INTO {{t}} AS c ({cols}) SELECT {cols} FROM pg_temp.{STAGE} ORDER BY contract_id "
+    # no ORDER BY: the facts were copied in contract id order (`merge` sorts them) into a fresh
+    # temporary table, whose scan returns them in that order, so rows are still locked in that order
+    text = (f"INSERT INTO {{t}} AS c ({cols}) SELECT {cols} FROM pg_temp.{STAGE} "
             f"ON CONFLICT (contract_id) DO UPDATE SET {sets}")  # fmt: skip
     return sql.SQL(text).format(t=db.t("contracts"))
 
