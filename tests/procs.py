@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -56,3 +57,22 @@ def lines_of(p: subprocess.Popen[bytes]) -> list[str]:
 
     threading.Thread(target=read, daemon=True).start()
     return lines
+
+
+def stored(dsn: str) -> int:
+    """Updates stored (import updates aside), 0 before the tables exist."""
+    with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass('ledger_updates')").fetchone() == (None,):
+            return 0
+        row = conn.execute("SELECT count(*) FROM ledger_updates WHERE kind <> 'import'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def follow_until_caught_up(dsn: str, sim: Any, total: int, page_size: int, timeout: float = 60) -> subprocess.Popen[bytes]:
+    """`scanfill run --follow` against a growing simulator, once it stopped growing and the copy
+    holds all `total` updates; the process is still following (the caller stops it)."""
+    p = scanfill("run", "--follow", "--follow-poll", "0.2", "--no-progress", "--concurrency", "4",
+                 "--page-size", str(page_size), dsn=dsn, urls=sim.urls)  # fmt: skip
+    wait_for(lambda: sim.stats()["grown"], timeout=timeout, what="the ledger to stop growing")
+    wait_for(lambda: stored(dsn) == total, timeout=timeout, what="the follower to catch up")
+    return p

@@ -11,7 +11,7 @@ import subprocess
 import psycopg
 
 from dbcheck import assert_db_matches
-from procs import scanfill, wait_for
+from procs import follow_until_caught_up, scanfill, stored, wait_for
 from scanfill.sim import InstanceConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
 
 BASE = LedgerConfig(
@@ -25,14 +25,6 @@ GROW = 500
 
 def growing(rate: float = 250.0, **kw: object) -> SimConfig:
     return SimConfig(ledger=BASE.with_growth(GROW), grow=rate, grow_updates=GROW, **kw)  # type: ignore[arg-type]
-
-
-def stored(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        if conn.execute("SELECT to_regclass('ledger_updates')").fetchone() == (None,):
-            return 0
-        row = conn.execute("SELECT count(*) FROM ledger_updates").fetchone()
-    return int(row[0]) if row else 0
 
 
 def leader(dsn: str) -> str | None:
@@ -54,11 +46,7 @@ def test_run_follow_keeps_the_copy_current_while_the_ledger_grows(db: str) -> No
     config = growing()
     full = Ledger(config.ledger)
     with Simulator(config) as sim:
-        p = scanfill("run", "--follow", "--follow-poll", "0.2", "--no-progress", "--concurrency", "4",
-                     "--page-size", "50", dsn=db, urls=sim.urls)  # fmt: skip
-        wait_for(lambda: sim.stats()["grown"], timeout=60, what="the ledger to stop growing")
-        wait_for(lambda: stored(db) == full.total_updates(), timeout=60, what="the follower to catch up")
-        out = finish(p)
+        out = finish(follow_until_caught_up(db, sim, full.total_updates(), 50))
         st = scanfill("status", "--json", dsn=db, urls=sim.urls).communicate(timeout=60)[0]
     assert "history complete" in out and "followed" in out
     assert_db_matches(db, full)

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from helpers import post_json
-from procs import loaded, scanfill, wait_for
+from procs import follow_until_caught_up, loaded, scanfill, wait_for
 from scanfill.db import Database
 from scanfill.load.run import run
 from scanfill.ops import state, verify
@@ -218,10 +218,7 @@ def test_following_keeps_state_and_a_refetch_repairs_it(db: str) -> None:
     config = SimConfig(ledger=base.with_growth(grow), grow=300.0, grow_updates=grow)
     full = Ledger(config.ledger)
     with Simulator(config) as sim:
-        p = scanfill("run", "--follow", "--follow-poll", "0.2", "--no-progress", "--concurrency", "4",
-                     "--page-size", "40", dsn=db, urls=sim.urls)  # fmt: skip
-        wait_for(lambda: sim.stats()["grown"], timeout=60, what="the ledger to stop growing")
-        wait_for(lambda: _stored(db) == full.total_updates(), timeout=90, what="the follower to catch up")
+        p = follow_until_caught_up(db, sim, full.total_updates(), 40, timeout=90)
         p.send_signal(signal.SIGINT)
         p.communicate(timeout=60)
         lives = assert_state_matches(db, full)
@@ -234,14 +231,6 @@ def test_following_keeps_state_and_a_refetch_repairs_it(db: str) -> None:
     assert assert_state_matches(db, full) == lives
     moved = [cid for cid, life in lives.items() if life.synchronizer_id == full.synchronizer_id(1)]
     assert moved and isinstance(lives[moved[0]], Life)
-
-
-def _stored(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        if conn.execute("SELECT to_regclass('ledger_updates')").fetchone() == (None,):
-            return 0
-        row = conn.execute("SELECT count(*) FROM ledger_updates WHERE kind <> 'import'").fetchone()
-    return int(row[0]) if row else 0
 
 
 def test_unlabelled_payloads_keep_every_field_in_order(db: str) -> None:
