@@ -165,7 +165,7 @@ def test_agreement_rides_out_a_transient_503_of_one_scan(db: str) -> None:
 
 
 def test_follow_agreement_records_disagreements_and_agrees_on_events(db: str) -> None:
-    faulty = InstanceConfig("sv-bad", faults=FaultConfig(every_corrupt=2, corrupt=("time", "migration")))
+    faulty = InstanceConfig("sv-bad", faults=FaultConfig(every_corrupt=1, corrupt=("time", "migration")))
     with Simulator(SimConfig(ledger=BASE, instances=(faulty, InstanceConfig("sv-2"), InstanceConfig("sv-3")))) as sim:
         run_ok("follow", "--once", "--start", "beginning", "--agree", "2", "--page-size", "50", dsn=db, urls=sim.urls)
     assert_db_matches(db, Ledger(BASE))

@@ -71,7 +71,7 @@ def test_verify_complete_then_broken_on_purpose(db: str) -> None:
         conn.execute("INSERT INTO ledger_events SELECT * FROM ledger_events ORDER BY event_id DESC LIMIT 3")
     failed = {c.name: c for c in verify.checks(d) if not c.ok}
     assert "orphaned events (events without their update)" in failed
-    assert failed["no duplicate event_id"].detail == "3 duplicate rows"
+    assert failed["no duplicate event_id"].detail.startswith("3 duplicate rows")
     assert "every update's stored events equal its event_count" in failed
     assert "rows in the tables equal what the loaders committed" in failed
     assert "no duplicate update_id" not in failed
