@@ -307,3 +307,15 @@ def test_acs_command_in_every_format(loaded_db: Any) -> None:
     p = scanfill("acs", "--template", "Amulet", dsn=dsn, urls=[])
     out = p.communicate(timeout=60)[0].decode()
     assert p.returncode == 2 and "Splice.Amulet:Amulet" in out and "Traceback" not in out
+
+
+def test_follow_without_state_is_flagged_too(db: str) -> None:
+    cfg = LedgerConfig(seed=47, migrations=STATE.migrations[:1])
+    with Simulator(SimConfig(ledger=cfg)) as sim:
+        p = scanfill("follow", "--once", "--start", "beginning", "--no-contract-state", dsn=db, urls=sim.urls)
+        out = p.communicate(timeout=300)[0].decode()
+    assert p.returncode == 0 and "rebuild-state" in out, out
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM contracts").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM ledger_updates").fetchone() == (Ledger(cfg).total_updates(),)
+        assert conn.execute("SELECT value FROM scanfill_meta WHERE key = 'contracts_stale'").fetchone() is not None

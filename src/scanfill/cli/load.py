@@ -230,13 +230,16 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
               help="Seconds to ride out a database restart or failover before failing.")
 @click.option("--agree", default="1", show_default=True, metavar="K|auto",
               help="Store updates only when K scans served them identically (up to the lowest head of those K).")
+@click.option("--no-contract-state", "no_state", is_flag=True,
+              help="Do not keep `contracts` (only to measure what it costs); `scanfill rebuild-state` derives it later.")
 @click.option("--rewind", is_flag=True,
               help="Repair a cursor no scan can serve (`scanfill doctor` names one): remove what lies past what the "
                    "scans announce, move the cursors back onto stored positions, then follow.")
 @friendly
 def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool, once: bool,
            events: bool, page_size: int, poll_s: float, lease_s: float, start: str, update_json: str,
-           metrics_port: int, metrics_addr: str, db_retry_s: float, agree: str, rewind: bool) -> None:  # fmt: skip
+           metrics_port: int, metrics_addr: str, db_retry_s: float, agree: str, no_state: bool,
+           rewind: bool) -> None:  # fmt: skip
     """Keep the copy current: tail new updates (and verdicts) into the same tables, exactly once.
 
     One follower writes at a time; start the same command elsewhere for a hot standby that takes
@@ -258,9 +261,11 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
         click.echo(f"rewind: removed {gone_u:,} updates and {gone_e:,} events no scan serves; the cursors are back on "
                    "stored positions" if found.cut else "rewind: nothing to repair")  # fmt: skip
     require_scans(quorum(agree, len(scan.urls)), len(scan.urls))
+    if no_state:
+        _without_state(db)
     _follow(db, scan, agree=quorum(agree, len(scan.urls)), once=once, events=events, page_size=page_size,
             poll_s=poll_s, lease_s=lease_s, start=start, update_json=update_json, metrics_port=metrics_port,
-            metrics_addr=metrics_addr, db_retry_s=db_retry_s)  # fmt: skip
+            metrics_addr=metrics_addr, db_retry_s=db_retry_s, contract_state=not no_state)  # fmt: skip
 
 
 def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:
