@@ -65,7 +65,7 @@ def test_one_seed_discovers_every_scan_and_skips_the_unusable(db: str) -> None:
         served = [sim.stats(k)["by_path"].get("/v0/backfilling/updates-before", 0) for k in range(3)]
     assert summary.complete
     assert_db_matches(db, Ledger(LEDGER))
-    assert len(summary.scans) == 3 and sum("403" in line for line in summary.scans) == 1
+    assert len(summary.scans) == 3 and sum("HTTP 403" in line for line in summary.scans) == 1
     assert served[0] > 0 and served[1] > 0 and served[2] == 0  # both usable scans carried load, the 403 one none
 
 

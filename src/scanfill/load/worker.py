@@ -113,6 +113,7 @@ class Worker:
         self._failed: list[str] = []
         self._dead: list[str] = []
         self._bytes_per_item: float | None = None  # running estimate over every page of this process
+        self._held_per_item: float | None = None  # what an item weighs decoded (rows, contract facts)
         self.budget = ByteBudget(settings.memory_mb * 1024 * 1024)
 
     # ----- database plumbing --------------------------------------------------------------------
@@ -284,19 +285,23 @@ class Worker:
         weight = min(self.s.page_mb * 1e6, self.budget.page_share(self.s.concurrency))
         if self._bytes_per_item is None:  # no estimate yet: a modest first page
             return max(1, min(self.s.page_size, 100, int(weight // FIRST_GUESS_BYTES)))
-        fit = int(weight / max(1.0, self._bytes_per_item))
+        fit = int(2 * weight / max(1.0, self._bytes_per_item + (self._held_per_item or self._bytes_per_item)))
         return max(1, min(self.s.page_size, fit))
 
     def _page_bytes(self, count: int) -> int:
         """What the next page of `count` items is expected to weigh (reserved before asking): its
-        body and its decoded rows exist at once while it is decoded."""
-        return int(2 * count * (self._bytes_per_item or FIRST_GUESS_BYTES))
+        body and its decoded rows (with their contract facts) exist at once while it is decoded."""
+        body = self._bytes_per_item or FIRST_GUESS_BYTES
+        return int(count * (body + (self._held_per_item or body)))
 
     def _observe(self, batch: Batch) -> None:
         if batch.items:
             bpi = batch.nbytes / batch.items
             old = self._bytes_per_item
             self._bytes_per_item = bpi if old is None else 0.7 * old + 0.3 * bpi
+            held = (batch.framed_bytes + PER_UPDATE_BYTES * batch.items) / batch.items
+            was = self._held_per_item
+            self._held_per_item = held if was is None else 0.7 * was + 0.3 * held
 
     async def _load_slice(self, claim: Claim) -> None:
         """Page one slice backwards from its cursor to its lower bound.
