@@ -14,6 +14,7 @@ from scanfill.ops import maintenance, verify
 from scanfill.ops.monitor import status
 from scanfill.sim import Ledger, SimConfig, Simulator
 from shared import SMALL, options
+from statecheck import assert_state_matches
 
 
 def load_with_imports(db: str, urls: list[str]) -> None:
@@ -26,7 +27,9 @@ def test_abort_truncate_makes_the_next_run_load_import_updates_again(db: str) ->
     with Simulator(SimConfig(ledger=SMALL)) as sim:
         load_with_imports(db, sim.urls)
         maintenance.truncate_all(Database(db))
+        assert contracts(db) == 0  # contract state goes with the ledger
         load_with_imports(db, sim.urls)
+    assert_state_matches(db, Ledger(SMALL))
 
 
 def test_unlogged_crash_reset_makes_the_next_run_load_import_updates_again(db: str) -> None:
@@ -39,8 +42,15 @@ def test_unlogged_crash_reset_makes_the_next_run_load_import_updates_again(db: s
         assert maintenance.check_unlogged_crash(d, echo=lambda _: None)
         with psycopg.connect(db) as conn:
             left = conn.execute("SELECT count(*) FROM backfill_import_cursors WHERE complete").fetchone()
-        assert left == (0,)
+        assert left == (0,) and contracts(db) == 0  # what crash recovery empties, the reset empties with it
         load_with_imports(db, sim.urls)
+    assert_state_matches(db, Ledger(SMALL))
+
+
+def contracts(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM contracts").fetchone()
+    return int(row[0]) if row else -1
 
 
 def test_a_heartbeat_renews_import_leases_too(db: str) -> None:

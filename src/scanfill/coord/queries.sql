@@ -473,8 +473,10 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_n
   AND now() - query_start > make_interval(secs => %(guard_s)s);
 
 -- name: ledger_rows_left
--- What crash recovery left of the ledger tables (it empties UNLOGGED tables; rows written since may remain).
-SELECT (SELECT count(*) FROM {s}.ledger_updates) + (SELECT count(*) FROM {s}.ledger_events);
+-- Whether crash recovery left anything in the tables a load writes (it empties UNLOGGED tables;
+-- rows written since may remain, and a table made UNLOGGED by an older release may hold its rows).
+SELECT (EXISTS (SELECT 1 FROM {s}.ledger_updates) OR EXISTS (SELECT 1 FROM {s}.ledger_events)
+        OR EXISTS (SELECT 1 FROM {s}.contracts))::int;
 
 -- name: ledger_truncate
 -- After a crash emptied the UNLOGGED tables: whatever was written since goes too (the cursors start over).
