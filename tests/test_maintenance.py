@@ -53,7 +53,7 @@ def test_prepare_restore_round_trips_the_catalog(anydb: str) -> None:
     assert all(mid[t]["persistence"] == "u" for t in mid)
     # every index goes but the key the contract-state merge upserts on
     assert {t: [i[0] for i in mid[t]["indexes"]] for t in mid} == {
-        "ledger_updates": [], "ledger_events": [], "contracts": ["contracts_pkey"]}
+        "ledger_updates": [], "ledger_events": [], "contracts": ["contracts_key"]}
     assert "autovacuum_enabled=false" in mid["ledger_events"]["reloptions"]
     assert maintenance.prepare(db, echo=lambda s: None) == [
         "autovacuum off for ledger_updates (and its toast table)",

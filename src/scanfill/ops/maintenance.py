@@ -28,7 +28,7 @@ from scanfill.errors import Refused
 log = logging.getLogger("scanfill.ops.maintenance")
 # the tables a load writes, prepared and restored together: the ledger and the contract state
 LEDGER_TABLES = ("ledger_updates", "ledger_events", "contracts")
-KEPT = frozenset({"contracts_pkey"})  # the contract-state merge upserts on it: never dropped
+KEPT = frozenset({"contracts_key"})  # the contract-state merge upserts on it: never dropped
 RESTORE_LOCK_KEY = 0x5CA0F112  # advisory-lock key: one restore at a time
 
 
@@ -82,7 +82,9 @@ def _objects(db: Database, conn: Conn) -> list[SavedObject]:
             "WHERE i.indrelid = %s AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
             (oid,),
         ).fetchall():  # fmt: skip
-            objs.append(SavedObject(t, name.split(".")[-1].strip('"'), "index", idef, None))
+            short = name.split(".")[-1].strip('"')
+            if short not in KEPT:
+                objs.append(SavedObject(t, short, "index", idef, None))
     return objs
 
 

@@ -96,11 +96,12 @@ _STATE_GAPS = {
     "a create stored without its contract's life starting there": """
         SELECT e.contract_id FROM {e} e JOIN {u} u ON u.update_id = e.update_id AND u.migration_id = e.migration_id
         WHERE u.kind = 'transaction' AND e.event_type = 'created_event' AND NOT EXISTS (
-            SELECT 1 FROM {c} c WHERE c.contract_id = e.contract_id AND c.created_update_id = e.update_id
+            SELECT 1 FROM {c} c WHERE md5(c.contract_id)::uuid = md5(e.contract_id)::uuid
+              AND c.contract_id = e.contract_id AND c.created_update_id = e.update_id
               AND c.created_migration_id = e.migration_id) LIMIT 5""",
     "a consuming exercise stored without its contract's life ending by then": """
         SELECT e.contract_id FROM {e} e WHERE e.consuming AND e.contract_id IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM {c} c WHERE c.contract_id = e.contract_id
+            SELECT 1 FROM {c} c WHERE md5(c.contract_id)::uuid = md5(e.contract_id)::uuid AND c.contract_id = e.contract_id
               AND c.archived_pos <= {s}.ledger_position(e.migration_id, e.record_time)) LIMIT 5""",
     "a lifespan no stored event backs": """
         SELECT c.contract_id FROM {c} c WHERE (c.created_update_id IS NOT NULL AND NOT EXISTS (

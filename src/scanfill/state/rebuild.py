@@ -36,7 +36,8 @@ def rebuild(db: Database, conn: Conn, contract_ids: list[str] | None = None,
     if contract_ids is None:
         conn.execute(sql.SQL("TRUNCATE {}").format(db.t("contracts")))
     elif contract_ids:
-        conn.execute(sql.SQL("DELETE FROM {} WHERE contract_id = ANY(%s)").format(db.t("contracts")), (contract_ids,))
+        conn.execute(sql.SQL("DELETE FROM {} WHERE md5(contract_id)::uuid IN (SELECT md5(x)::uuid FROM unnest(%s::text[]) x)")
+                     .format(db.t("contracts")), (contract_ids,))  # fmt: skip
     else:
         return 0
     read = 0

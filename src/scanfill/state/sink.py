@@ -2,7 +2,8 @@
 
 The merge is order-free and idempotent (the earliest create and consuming exercise win, the newest
 move wins), so pages may arrive newest first, in parallel slices, twice, or after a crash, and the
-row a contract ends up with is the same. It relies on `contracts_pkey`, which `prepare` keeps.
+row a contract ends up with is the same. It relies on `contracts_key` (a unique index on a digest of
+the contract id), which `prepare` keeps.
 
 The facts go in by binary COPY into a temporary table dropped at commit, then one `INSERT ...
 SELECT ... ON CONFLICT`: measured 1.6-1.8x cheaper for the server than sending them as JSON
@@ -44,7 +45,7 @@ def merge_statement(db: Database) -> sql.Composed:
     # no ORDER BY: the facts were copied in contract id order (`merge` sorts them) into a fresh
     # temporary table, whose scan returns them in that order, so rows are still locked in that order
     text = (f"INSERT INTO {{t}} AS c ({cols}) SELECT {cols} FROM pg_temp.{STAGE} "
-            f"ON CONFLICT (contract_id) DO UPDATE SET {sets}")  # fmt: skip
+            f"ON CONFLICT ((md5(contract_id)::uuid)) DO UPDATE SET {sets}")  # fmt: skip
     return sql.SQL(text).format(t=db.t("contracts"))
 
 
