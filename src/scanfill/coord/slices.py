@@ -21,7 +21,7 @@ from scanfill.coord.store import Lease, LeaseKind, Share, Store
 from scanfill.db import Conn, Database
 from scanfill.errors import ConfigError
 from scanfill.state.facts import position
-from scanfill.state.rebuild import rebuild, touched
+from scanfill.state.rebuild import rederived
 from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
 log = logging.getLogger("scanfill.slices")
@@ -203,10 +203,9 @@ def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] =
             fu, fe = store.one(conn, "window_followed_rows", **window_key)
             if fu:
                 store.run(conn, "follow_uncount", updates=fu, events=fe)
-            hit = touched(db, conn, position(m, a), position(m, b), sync)
-            ev = store.run(conn, "window_delete_events", **window_key).rowcount
-            up = store.run(conn, "window_delete_updates", **window_key).rowcount
-            rebuild(db, conn, hit)  # what the rest of the ledger says of them; the reload adds the window's
+            with rederived(db, conn, position(m, a), position(m, b), sync):  # the reload adds the window's facts
+                ev = store.run(conn, "window_delete_events", **window_key).rowcount
+                up = store.run(conn, "window_delete_updates", **window_key).rowcount
             held = store.one(conn, "range_held", m=m, sync=sync)
             name = f"refetch/{_cursor_name(m, sync, a, b)}/{uuid.uuid4().hex[:8]}"
             store.run(conn, "slice_insert_refetch", name=name, m=m, sync=sync, min_time=us_to_dt(a),

@@ -38,7 +38,7 @@ from scanfill.coord.schema import LOCK_KEY
 from scanfill.db import Conn, Database
 from scanfill.errors import Fenced, UnloggedLost
 from scanfill.state.facts import position
-from scanfill.state.rebuild import rebuild, touched
+from scanfill.state.rebuild import rederived
 from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
 
@@ -467,10 +467,9 @@ class Store:
                 if u:
                     self.run(conn, "follow_uncount", updates=u, events=e)
                 lo = position(m, head + 1) if head is not None else position(m, 0)
-                hit = touched(self.db, conn, lo, position(m + 1, 0))
-                self.run(conn, "rewind_events", m=m, after=after)
-                self.run(conn, "rewind_updates", m=m, after=after)
-                rebuild(self.db, conn, hit)
+                with rederived(self.db, conn, lo, position(m + 1, 0)):
+                    self.run(conn, "rewind_events", m=m, after=after)
+                    self.run(conn, "rewind_updates", m=m, after=after)
                 self.run(conn, "rewind_scan_events", m=m, after=after)
                 if head is None:
                     self.run(conn, "rewind_drop_migration", m=m)

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from scanfill.db import Database
 from scanfill.errors import ConfigError, ScanError, ScanHTTPError
@@ -22,6 +23,7 @@ from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 from scanfill.timeutil import TimestampError, format_us, parse_us, us_to_dt
 
 PAGE = 1000
+ACS_CHECK = "contract state equals the scans' ACS snapshot"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,16 @@ class Position:
 
     def __str__(self) -> str:
         return f"migration {self.migration_id} at {format_us(self.t_us) if self.t_us is not None else 'its end'}"
+
+
+def _at(pos: Position | None) -> tuple[int | None, Any]:
+    """The (at_migration, at_time) arguments of the SQL functions for a position (None: now)."""
+    return (None, None) if pos is None else (pos.migration_id, us_to_dt(pos.t_us) if pos.t_us is not None else None)
+
+
+def _rows(db: Database, application: str, q: sql.Composed, args: Any) -> list[dict[str, Any]]:
+    with db.connect(autocommit=True, application=application) as conn:
+        return conn.cursor(row_factory=dict_row).execute(q, args).fetchall()
 
 
 def resolve(db: Database, at_us: int | None, migration: int | None) -> Position:
@@ -61,22 +73,14 @@ def active(db: Database, pos: Position | None, template: str | None = None, part
         "FROM {}.active(%(t)s, %(m)s, %(at)s) c WHERE %(p)s::text IS NULL OR %(p)s = ANY(c.signatories) "
         "OR %(p)s = ANY(c.observers)" + (" LIMIT %(n)s" if limit else "")
     ).format(s)
-    args = {"t": template, "m": pos.migration_id if pos else None,
-            "at": us_to_dt(pos.t_us) if pos and pos.t_us is not None else None, "p": party, "n": limit}  # fmt: skip
-    with db.connect(autocommit=True, application="scanfill acs") as conn:
-        cur = conn.execute(q, args)
-        cols = [d.name for d in cur.description or ()]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    m, at = _at(pos)
+    return _rows(db, "scanfill acs", q, {"t": template, "m": m, "at": at, "p": party, "n": limit})
 
 
 def holdings(db: Database, pos: Position | None, party: str | None = None) -> list[dict[str, Any]]:
     """One row per holding (`holdings()` in SQL): owner, amounts at creation, fees accrued, what is left."""
     q = sql.SQL("SELECT * FROM {}.holdings(%s, %s, %s)").format(sql.Identifier(db.schema))
-    with db.connect(autocommit=True, application="scanfill holdings") as conn:
-        cur = conn.execute(q, (pos.migration_id if pos else None,
-                               us_to_dt(pos.t_us) if pos and pos.t_us is not None else None, party))  # fmt: skip
-        cols = [d.name for d in cur.description or ()]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    return _rows(db, "scanfill holdings", q, (*_at(pos), party))
 
 
 def per_owner(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -155,27 +159,26 @@ async def _snapshot(client: ScanClient, url: str, m: int, at_us: int) -> Snapsho
             return snap
 
 
-async def agreed_snapshot(scan: ScanConfig, m: int, at_us: int, agree: int) -> tuple[Snapshot, list[str]]:
+async def agreed_snapshot(client: ScanClient, m: int, at_us: int, agree: int) -> tuple[Snapshot, list[str]]:
     """The snapshot `agree` scans serve identically (the same record time and contracts); the notes
     say which scans had none or disagreed."""
     notes: list[str] = []
     groups: dict[tuple[str, str], list[Snapshot]] = {}
-    async with ScanClient(scan) as client:
-        for url in client.urls:
-            try:
-                got = await _snapshot(client, url, m, at_us)
-            except ScanError as exc:
-                got = f"{redact_url(url)}: {exc}"
-            if isinstance(got, str):
-                notes.append(got)
-                continue
-            key = (got.record_time, got.digest())
-            groups.setdefault(key, []).append(got)
-            if len(groups[key]) >= agree:
-                others = [s for k, g in groups.items() if k != key for s in g]
-                notes += [f"{redact_url(s.url)} served another snapshot ({len(s.contracts)} contracts at "
-                          f"{s.record_time})" for s in others]  # fmt: skip
-                return groups[key][0], notes
+    for url in client.urls:
+        try:
+            got = await _snapshot(client, url, m, at_us)
+        except ScanError as exc:
+            got = f"{redact_url(url)}: {exc}"
+        if isinstance(got, str):
+            notes.append(got)
+            continue
+        key = (got.record_time, got.digest())
+        groups.setdefault(key, []).append(got)
+        if len(groups[key]) >= agree:
+            others = [s for k, g in groups.items() if k != key for s in g]
+            notes += [f"{redact_url(s.url)} served another snapshot ({len(s.contracts)} contracts at "
+                      f"{s.record_time})" for s in others]  # fmt: skip
+            return groups[key][0], notes
     raise AcsUnavailable(f"no {agree} scan(s) served the same ACS snapshot of migration {m} at or before "
                          f"{format_us(at_us)}" + (": " + "; ".join(notes) if notes else ""))  # fmt: skip
 
@@ -191,14 +194,17 @@ def _decimal(v: Any) -> Decimal:
 async def verify_acs(db: Database, scan: ScanConfig, at_us: int, migration: int | None, agree: int = 1) -> Check:
     """The scans' ACS snapshot at or before `at` against `active()` at exactly its position: contract
     ids, templates and compact payloads, then the holdings summary of every owner in it."""
-    name = "contract state equals the scans' ACS snapshot"
     pos = resolve(db, at_us, migration)
-    try:
-        snap, notes = await agreed_snapshot(scan, pos.migration_id, at_us, agree)
-    except AcsUnavailable as exc:
-        return Check(name, False, str(exc))
-    t = parse_us(snap.record_time)
-    at = Position(pos.migration_id, t)
+    async with ScanClient(scan) as client:
+        try:
+            snap, notes = await agreed_snapshot(client, pos.migration_id, at_us, agree)
+        except AcsUnavailable as exc:
+            return Check(ACS_CHECK, False, str(exc))
+        return await _compare(db, client, snap, Position(pos.migration_id, parse_us(snap.record_time)), agree, notes)
+
+
+async def _compare(db: Database, client: ScanClient, snap: Snapshot, at: Position, agree: int,
+                   notes: list[str]) -> Check:  # fmt: skip
     ours = {r["contract_id"]: r for r in active(db, at)}
     theirs = snap.contracts
     missing = sorted(set(theirs) - set(ours))
@@ -213,15 +219,16 @@ async def verify_acs(db: Database, scan: ScanConfig, at_us: int, migration: int 
     rows = ([f"missing here (active at the scan): {cid} ({theirs[cid]['template_id']})" for cid in missing]
             + [f"extra here (not active at the scan): {cid} ({ours[cid]['template_id']})" for cid in extra]
             + [f"differs: {d}" for d in differ])  # fmt: skip
-    held = await _holdings_diff(scan, snap, at, db)
+    owners = _owners(theirs)
+    held = await _holdings_diff(client, snap, at, db, owners)
     rows += held
     detail = (f"{at}: {len(theirs):,} contracts at {redact_url(snap.url)}"
               + (f" (agreed by {agree})" if agree > 1 else "")
               + f", {len(ours):,} here; {len(missing)} missing, {len(extra)} extra, {len(differ)} differ; "
-              + f"holdings of {len(_owners(theirs))} owner(s) " + ("differ" if held else "equal"))  # fmt: skip
+              + f"holdings of {len(owners)} owner(s) " + ("differ" if held else "equal"))  # fmt: skip
     if notes:
         detail += "; " + "; ".join(notes)
-    return Check(name, not rows, detail, rows)
+    return Check(ACS_CHECK, not rows, detail, rows)
 
 
 def _owners(contracts: dict[str, dict[str, Any]]) -> list[str]:
@@ -236,25 +243,24 @@ def _owners(contracts: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(out)
 
 
-async def _holdings_diff(scan: ScanConfig, snap: Snapshot, at: Position, db: Database) -> list[str]:
-    owners = _owners(snap.contracts)
+async def _holdings_diff(client: ScanClient, snap: Snapshot, at: Position, db: Database,
+                         owners: list[str]) -> list[str]:  # fmt: skip
     if not owners:
         return []
     mine: dict[str, tuple[Decimal, Decimal]] = {}
     for o in per_owner(holdings(db, at)):
         mine[o["owner"]] = (o["unlocked_initial"], o["locked_initial"])
     out = []
-    async with ScanClient(scan) as client:
-        for k in range(0, len(owners), 100):
-            chunk = owners[k : k + 100]
-            page = await client.post_json(ep.HOLDINGS_SUMMARY, ep.holdings_summary(at.migration_id, snap.record_time,
-                                                                                   chunk), only={snap.url})  # fmt: skip
-            for s in page.get("summaries", []):
-                got = (_decimal(s["total_unlocked_coin"]), _decimal(s["total_locked_coin"]))
-                have = mine.get(str(s["party_id"]), (Decimal(0), Decimal(0)))
-                if got != have:
-                    out.append(f"holdings of {s['party_id']}: unlocked {have[0]} / locked {have[1]} here, "
-                               f"{got[0]} / {got[1]} at the scan")  # fmt: skip
+    for k in range(0, len(owners), 100):
+        chunk = owners[k : k + 100]
+        page = await client.post_json(ep.HOLDINGS_SUMMARY, ep.holdings_summary(at.migration_id, snap.record_time,
+                                                                               chunk), only={snap.url})  # fmt: skip
+        for s in page.get("summaries", []):
+            got = (_decimal(s["total_unlocked_coin"]), _decimal(s["total_locked_coin"]))
+            have = mine.get(str(s["party_id"]), (Decimal(0), Decimal(0)))
+            if got != have:
+                out.append(f"holdings of {s['party_id']}: unlocked {have[0]} / locked {have[1]} here, "
+                           f"{got[0]} / {got[1]} at the scan")  # fmt: skip
     return out
 
 

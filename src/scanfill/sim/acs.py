@@ -128,10 +128,12 @@ class Snapshots:
              "total_coin_holdings": _decimal(u + lk)} for p, (u, lk) in totals.items()]}  # fmt: skip
 
 
+def _decimal(units: int) -> str:
+    """Units of 10^-10 as Daml's Numeric 10 prints them (as the ledger's own values are written)."""
+    return str(Ledger._num(units)["numeric"])
+
+
 def _units(text: str) -> int:
     whole, _, frac = text.partition(".")
     return int(whole) * 10**10 + int(frac.ljust(10, "0")[:10])
 
-
-def _decimal(units: int) -> str:
-    return f"{units // 10**10}.{units % 10**10:010d}"

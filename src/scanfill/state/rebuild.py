@@ -7,7 +7,8 @@ statement, that the loaders merge page by page, so the result is the one a load 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from psycopg import sql
 
@@ -63,3 +64,12 @@ def touched(db: Database, conn: Conn, lo_pos: int, hi_pos: int, sync: str | None
         "OR (synchronizer_pos >= %(lo)s AND synchronizer_pos < %(hi)s AND (%(s)s::text IS NULL OR synchronizer_id = %(s)s))"
     ).format(c=db.t("contracts")), {"s": sync, "lo": lo_pos, "hi": hi_pos}).fetchall()  # fmt: skip
     return [r[0] for r in rows]
+
+
+@contextmanager
+def rederived(db: Database, conn: Conn, lo_pos: int, hi_pos: int, sync: str | None = None) -> Iterator[None]:
+    """Around removing the ledger rows at positions [lo, hi) (of one synchronizer, or of all), in the
+    caller's transaction: the contracts they touched are derived again from what remains."""
+    hit = touched(db, conn, lo_pos, hi_pos, sync)
+    yield
+    rebuild(db, conn, hit)
