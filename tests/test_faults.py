@@ -13,6 +13,7 @@ from procs import lines_of, loaded, scanfill, wait_for
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from servers import pg15_cluster
 from shared import SMALL
+from statecheck import assert_state_matches
 
 
 def _new_db(admin: str, name: str = "ledger") -> str:
@@ -35,6 +36,7 @@ def test_a_database_restart_during_a_run_is_ridden_out(mode: str) -> None:
         assert "database unavailable" in out and "retrying for up to" in out
         assert "history complete" in out and "Traceback" not in out
         assert_db_matches(db, Ledger(SMALL))
+        assert_state_matches(db, Ledger(SMALL))
 
 
 @pytest.mark.needs("postgresql-15")
@@ -50,6 +52,7 @@ def test_a_database_restart_while_following_is_ridden_out() -> None:
         assert p.returncode == 0, out
         assert "database unavailable" in out
         assert_db_matches(db, Ledger(SMALL))
+        assert_state_matches(db, Ledger(SMALL))
 
 
 def _count(dsn: str) -> int:
@@ -194,6 +197,7 @@ def test_two_runs_and_an_init_started_at_the_same_instant_on_an_empty_database(d
     assert all(p.returncode == 0 for p in procs), outs
     assert sum("history complete" in o for o in outs) == 2  # both runs end with the whole history
     assert_db_matches(db, Ledger(SMALL))
+    assert_state_matches(db, Ledger(SMALL))
 
 
 def test_two_restores_at_once_and_an_abort_during_a_restore_leave_the_tables_restored(db: str) -> None:

@@ -21,6 +21,7 @@ from procs import lines_of, scanfill, wait_for
 from scanfill.db import Database
 from scanfill.sim import FaultConfig, InstanceConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
 from servers import free_port
+from statecheck import assert_state_matches
 
 BASE = LedgerConfig(
     seed=29,
@@ -227,6 +228,7 @@ def test_run_and_follow_started_at_the_same_instant_on_an_empty_database(db: str
         assert f.returncode == 0, fout
         run_ok("follow", "--once", dsn=db, urls=sim.urls)
     assert_db_matches(db, Ledger(BASE))
+    assert_state_matches(db, Ledger(BASE))
 
 
 def test_verify_passes_after_a_refetch_over_a_followed_range(db: str) -> None:
