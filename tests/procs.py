@@ -20,6 +20,29 @@ def scanfill(*args: str, dsn: str, urls: list[str], env: dict[str, str] | None =
                             stderr=subprocess.STDOUT)  # fmt: skip
 
 
+def finish(p: subprocess.Popen[bytes], timeout: float, dsn: str | None = None) -> str:
+    """Wait for a process and return its output. One that hangs fails the test with what it was
+    doing: every thread's stack (scanfill dumps them on SIGUSR1), its output, and the sessions."""
+    import signal
+
+    try:
+        return p.communicate(timeout=timeout)[0].decode()
+    except subprocess.TimeoutExpired:
+        sessions = ""
+        if dsn is not None:  # first, while it still holds what it holds
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                sessions = "\n".join(map(str, conn.execute(
+                    "SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 60), "
+                    "pg_blocking_pids(pid) FROM pg_stat_activity WHERE datname = current_database()").fetchall()))
+        p.send_signal(signal.SIGUSR1)
+        try:
+            out = p.communicate(timeout=5)[0]
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out = p.communicate()[0]
+        raise AssertionError(f"still running after {timeout:.0f} s:\n{out.decode()[-20000:]}\nsessions:\n{sessions}") from None
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

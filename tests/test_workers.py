@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from dbcheck import assert_db_matches
-from procs import drop_unique_keys, loaded, scanfill, wait_for
+from procs import drop_unique_keys, finish, loaded, scanfill, wait_for
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from shared import SMALL
 
@@ -51,10 +51,10 @@ def test_killed_and_paused_workers_while_others_run(db: str) -> None:
             wait_for(lambda: loaded(db) >= rnd.randint(total // 6, total // 3), what="more progress")
             v.send_signal(signal.SIGKILL)
             v.wait()
-        out = steady.communicate(timeout=300)[0].decode()
+        out = finish(steady, 240, db)
         assert steady.returncode == 0, out
         paused.send_signal(signal.SIGCONT)
-        late = paused.communicate(timeout=120)[0].decode()
+        late = finish(paused, 60, db)
         assert paused.returncode == 0, late
     assert_db_matches(db, Ledger(SMALL))  # no page loaded twice: there is no unique key to stop it
 
@@ -162,6 +162,19 @@ def test_a_worker_frozen_in_the_middle_of_its_copy_is_ended_by_the_others(db: st
                                    "frozen' AND state = 'active' AND query LIKE 'COPY %'").fetchone() == (1,),
                  timeout=30, what="the frozen COPY to be active")  # fmt: skip
     t0 = time.monotonic()
+    waited: list[tuple[str, float]] = []  # a commit on that slice meanwhile waits for its row lock
+
+    def commit_waits() -> None:
+        with d.connect(autocommit=True, application="scanfill worker waiting") as w:
+            try:
+                with w.transaction():
+                    Store(d).lock_for_commit(w, claim.lease("frozen-worker"), 1, claim.last_before)
+                waited.append(("locked", time.monotonic() - t0))
+            except psycopg.Error as exc:
+                waited.append((type(exc).__name__, time.monotonic() - t0))
+
+    waiter = threading.Thread(target=commit_waits, daemon=True)
+    waiter.start()
     store, rescuer = Store(d), Leases(d, "rescuer", lease_s=1)
     got: list[object] = []
     reaped: list[str] = []
@@ -179,6 +192,10 @@ def test_a_worker_frozen_in_the_middle_of_its_copy_is_ended_by_the_others(db: st
     assert [r for r in reaped if "scanfill worker frozen" in r], reaped
     assert 14 < took < 60, took
     assert getattr(got[-1], "cursor_name", None) == claim.cursor_name
+    # that wait was bounded by the commit's own guard (10 s), set before it asked for the lock: it did
+    # not depend on the reaper, which a loader whose every connection waits could never run
+    waiter.join(60)
+    assert waited and waited[0][0] == "QueryCanceled" and 9 < waited[0][1] < took, (waited, took)
     frozen.close()
 
 

@@ -21,9 +21,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def main(verbose: bool, quiet: bool) -> None:
     """Copy the complete Canton Network ledger history from Splice Scan into PostgreSQL."""
+    import faulthandler
+    import signal
+
     from scanfill.logs import setup_logging
 
     setup_logging(verbose, quiet)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack on stderr, for a process that hangs
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def friendly(fn: F) -> F:

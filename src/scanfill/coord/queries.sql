@@ -87,12 +87,17 @@ SELECT count(*), extract(epoch FROM min(lease_until) - now()) FROM {s}.backfill_
 WHERE NOT complete AND (%(count)s <= 1 OR mod(slot, %(count)s) = %(index)s)
   AND (cardinality(%(migrations)s::bigint[]) = 0 OR migration_id = ANY(%(migrations)s::bigint[]));
 
+-- name: commit_guard
+-- The first statement of every commit: this transaction's timeouts. A loader frozen mid-commit
+-- (SIGSTOP, a hung host) must not hold its cursor's row lock, or contract rows, forever; and the
+-- lock waits that follow are bounded too (a timeout set inside a statement applies only to the
+-- statements after it, so it cannot be set by the statement that takes the lock).
+SELECT set_config('statement_timeout', %(guard)s, true),
+       set_config('idle_in_transaction_session_timeout', %(guard)s, true);
+
 -- name: slice_lock
--- A slice's cursor locked for a commit, with this transaction's guard timeouts (a worker frozen
--- mid-commit must not hold the row lock, and so the slice, forever).
-SELECT min_time, last_before, lease_owner, lease_epoch, complete,
-       set_config('statement_timeout', %(guard)s, true),
-       set_config('idle_in_transaction_session_timeout', %(guard)s, true)
+-- A slice's cursor locked for a commit (after commit_guard).
+SELECT min_time, last_before, lease_owner, lease_epoch, complete
 FROM {s}.backfill_cursors WHERE cursor_name = %(key)s FOR UPDATE;
 
 -- name: slice_advance
@@ -180,10 +185,8 @@ UPDATE {s}.backfill_import_cursors SET lease_owner = NULL, lease_until = NULL
 WHERE migration_id = %(key)s AND lease_owner = %(owner)s AND lease_epoch = %(epoch)s;
 
 -- name: import_lock
--- An import cursor locked for a commit, with the same guard timeouts as a slice.
-SELECT last_update_id, lease_owner, lease_epoch, complete,
-       set_config('statement_timeout', %(guard)s, true),
-       set_config('idle_in_transaction_session_timeout', %(guard)s, true)
+-- An import cursor locked for a commit (after commit_guard, like a slice).
+SELECT last_update_id, lease_owner, lease_epoch, complete
 FROM {s}.backfill_import_cursors WHERE migration_id = %(key)s FOR UPDATE;
 
 -- name: import_advance
@@ -365,9 +368,7 @@ UPDATE {s}.follow_leader SET owner = NULL, lease_until = NULL WHERE id = 1 AND o
 
 -- name: follow_fence
 -- In a follower's commit: the lease still held by this follower at this epoch (shared: both streams commit).
-SELECT owner, lease_epoch, set_config('statement_timeout', %(guard)s, true),
-       set_config('idle_in_transaction_session_timeout', %(guard)s, true)
-FROM {s}.follow_leader WHERE id = 1 FOR SHARE;
+SELECT owner, lease_epoch FROM {s}.follow_leader WHERE id = 1 FOR SHARE;
 
 -- name: follow_leader_here
 -- The follower recorded as active on this host (its pid tells whether it still runs).

@@ -255,7 +255,8 @@ class Store:
         """Inside the caller's transaction: lock the cursor row, set the guard, check the fence.
         Returns a slice's lower bound as the database holds it now (a split may have raised it)."""
         kind = "slice" if lease.kind is LeaseKind.SLICE else "import"
-        row = self.one(conn, f"{kind}_lock", key=lease.key, guard=guard_timeout(lease_s))
+        self.one(conn, "commit_guard", guard=guard_timeout(lease_s))
+        row = self.one(conn, f"{kind}_lock", key=lease.key)
         if row is None:
             raise Fenced(f"{kind} {lease.key} no longer exists")
         position, owner, epoch, complete = (row[1], row[2], row[3], row[4]) if kind == "slice" else row[:4]
@@ -382,7 +383,8 @@ class Store:
 
     def follow_fence(self, conn: Conn, lease: FollowLease, lease_s: float) -> None:
         """Inside a follower's commit: fail unless this follower still holds the lease."""
-        row = self.one(conn, "follow_fence", guard=guard_timeout(lease_s))
+        self.one(conn, "commit_guard", guard=guard_timeout(lease_s))
+        row = self.one(conn, "follow_fence")
         if row is None or row[0] != lease.owner or int(row[1]) != lease.epoch:
             raise Fenced(f"follower lease now held by {row[0] if row else None} (epoch {row[1] if row else None})")
 

@@ -97,6 +97,9 @@ class Follower:
         self.caught_up = {name: False for name in STREAMS}
         self.pool = DbPool(settings.db, 2, f"scanfill follow {self.id}", settings.db_retry_s,
                            after_outage=self.store.refuse_if_emptied, stop=self.stop)  # fmt: skip
+        # the heartbeat's own connection: a commit waiting on a lock must not starve the lease's renewal
+        self.beat_pool = DbPool(settings.db, 1, f"scanfill follow {self.id} (heartbeat)", settings.db_retry_s,
+                                stop=self.stop)  # fmt: skip
         self.lease: FollowLease | None = None
         self.pages = PipelineReport(disagreements=self.report.disagreements)  # what the pipeline saw
 
@@ -105,6 +108,7 @@ class Follower:
 
     async def run(self) -> FollowReport:
         await self.pool.open()
+        await self.beat_pool.open()
         try:
             # the crash canary, before the first write: a crash that emptied the UNLOGGED tables
             # resets every cursor (the follower's part of each range included) instead of following on
@@ -131,6 +135,7 @@ class Follower:
             self.report.stopped = self.stop.is_set()
             self.report.malformed = self.pages.malformed
             self.pool.close()
+            self.beat_pool.close()
         return self.report
 
     async def _guarded(self, fn: Callable[[], Any], what: str) -> None:
@@ -197,18 +202,18 @@ class Follower:
         return False
 
     async def _heartbeat(self) -> None:
-        """Renew the lease, end frozen commits of other loaders, and obey `scanfill abort`."""
+        """Renew the lease and obey `scanfill abort`, on a connection of its own."""
         assert self.lease is not None
         while True:
             await asyncio.sleep(max(0.2, self.s.lease_s / 4))
             try:
-                if not await self.db(self.store.follow_renew, self.lease, self.s.lease_s, self.report.updates,
-                                     self.report.events, self.report.problems,
-                                     self.report.last_problem or None):  # fmt: skip
+                if not await self.beat_pool.call(self.store.follow_renew, self.lease, self.s.lease_s, self.report.updates,
+                                                 self.report.events, self.report.problems,
+                                                 self.report.last_problem or None):  # fmt: skip
                     log.warning("follower lease lost: stopping")
                     self.stop.set()
                     return
-                if await self.db(self.store.stop_requested):
+                if await self.beat_pool.call(self.store.stop_requested):
                     log.warning("stop requested through the database (scanfill abort): stopping")
                     self.stop.set()
                     return

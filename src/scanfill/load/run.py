@@ -125,13 +125,13 @@ def check_connection_budget(db: Database, workers: int, per_worker: int) -> dict
     assert row is not None
     max_conn, reserved, in_use = row
     available = max_conn - reserved - in_use + 1  # this checking connection goes away
-    needed = workers * per_worker + 2  # + the planner and the progress display
+    needed = workers * (per_worker + 1) + 2  # each worker's heartbeat; the planner and the progress display
     budget = {"max_connections": max_conn, "reserved": reserved, "in_use": in_use - 1, "needed": needed,
               "available": available}  # fmt: skip
     if needed > available:
-        fit = max(0, (available - 2) // per_worker)
+        fit = max(0, (available - 2) // (per_worker + 1))
         raise ConfigError(
-            f"{workers} worker(s) x {per_worker} connections (+2) need {needed} connections, but the server has "
+            f"{workers} worker(s) x {per_worker + 1} connections (+2) need {needed} connections, but the server has "
             f"{available} free (max_connections {max_conn}, {reserved} reserved, {in_use - 1} in use). "
             + (f"Use --workers {fit}" if fit else "Free some connections")
             + " or lower --db-connections, or raise max_connections."

@@ -110,6 +110,10 @@ class Worker:
         self.stop = asyncio.Event()
         self.pool = DbPool(settings.db, settings.db_connections, f"scanfill worker {self.id}", settings.db_retry_s,
                            after_outage=self.store.refuse_if_emptied, stop=self.stop)  # fmt: skip
+        # the heartbeat's own connection: commits waiting on a frozen loader's locks must not starve
+        # the beat that renews this worker's leases and ends that loader's commit
+        self.beat_pool = DbPool(settings.db, 1, f"scanfill worker {self.id} (heartbeat)", settings.db_retry_s,
+                                stop=self.stop)  # fmt: skip
         self._failed: list[str] = []
         self._dead: list[str] = []
         self._bytes_per_item: float | None = None  # running estimate over every page of this process
@@ -126,6 +130,7 @@ class Worker:
     async def run(self) -> WorkerReport:
         t0 = time.monotonic()
         await self.pool.open()
+        await self.beat_pool.open()
         await self.db(self._register)
         self._dead = await self.db(self.store.mark_dead_local_workers, self.id)
         bg = [asyncio.create_task(self._heartbeat())]
@@ -157,6 +162,7 @@ class Worker:
             except (psycopg.Error, DatabaseUnavailable) as exc:
                 log.warning("could not record the worker's stop: %s", exc)
             self.pool.close()
+            self.beat_pool.close()
         return self.report
 
     async def _guarded_slot(self, k: int) -> None:
@@ -457,7 +463,7 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             try:
-                if await self.db(self._beat):
+                if await self.beat_pool.call(self._beat):
                     log.warning("stop requested through the database (scanfill abort): stopping")
                     self.stop.set()
             except psycopg.Error as exc:

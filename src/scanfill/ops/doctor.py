@@ -36,12 +36,13 @@ def database_findings(db: Database, workers: int, db_connections: int) -> list[F
             "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())::int").fetchone()  # fmt: skip
         assert row is not None
         max_c, reserved, in_use, here = row
-        need = workers * db_connections + 2
+        per = db_connections + 1  # and its heartbeat's own
+        need = workers * per + 2
         free = max_c - reserved - in_use
         out.append(Finding("connections", need <= free,
                            f"{in_use} in use ({here} on this database) of max_connections {max_c} ({reserved} "
-                           f"reserved); {workers} worker(s) x {db_connections} need {need}",
-                           "" if need <= free else f"use --workers {max(1, (free - 2) // db_connections)} or raise "
+                           f"reserved); {workers} worker(s) x {per} need {need}",
+                           "" if need <= free else f"use --workers {max(1, (free - 2) // per)} or raise "
                            "max_connections"))  # fmt: skip
         snap = catalog_snapshot(db, conn)
         loading = bool(running_workers(db))
