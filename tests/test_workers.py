@@ -125,6 +125,40 @@ def test_a_worker_frozen_mid_commit_does_not_hold_its_slice_forever(db: str) -> 
     frozen.close()
 
 
+def test_a_worker_frozen_between_its_claim_and_the_commit_of_it_does_not_hold_the_slice(db: str) -> None:
+    """What a CI run caught: a worker stopped after its claim's UPDATE but before its COMMIT held the
+    slice's row; every other worker skips locked rows (SKIP LOCKED), so the slice was never loaded and
+    the others waited for it forever. The claim's transaction now ends itself after IDLE_GUARD."""
+    import time
+
+    from scanfill.coord.slices import Leases
+    from scanfill.coord.store import IDLE_GUARD, Store
+    from scanfill.db import Database
+
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        assert scanfill("run", "--plan-only", "--no-progress", dsn=db, urls=sim.urls).wait(timeout=120) == 0
+    d = Database(db)
+    frozen = d.connect(autocommit=True)
+    held = Store(d).transaction(frozen)
+    held.__enter__()  # the claim's transaction, never committed: the process froze there
+    claim = Leases(d, "frozen-worker", lease_s=1).claim(frozen, [])
+    assert claim is not None
+    t0 = time.monotonic()
+    with d.connect(autocommit=True) as c:
+        others = [n for (n,) in c.execute("SELECT cursor_name FROM backfill_cursors WHERE cursor_name <> %s",
+                                          (claim.cursor_name,)).fetchall()]  # fmt: skip
+        rescuer = Leases(d, "rescuer", lease_s=1)
+        got: list[object] = []
+        wait_for(lambda: bool(got.append(rescuer.claim(c, others)) or got[-1]), timeout=60,
+                 what="the frozen claim's slice to be claimable")  # fmt: skip
+    took = time.monotonic() - t0
+    assert IDLE_GUARD == "10s" and 8 < took < 40, took
+    assert getattr(got[-1], "cursor_name", None) == claim.cursor_name
+    with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):  # the server ended the frozen claim
+        frozen.execute("SELECT 1")
+    frozen.close()
+
+
 def test_a_worker_frozen_in_the_middle_of_its_copy_is_ended_by_the_others(db: str) -> None:
     """A COPY waiting for data from a stopped client is not ended by its statement timeout (the
     server checks it only when data comes): the other workers' heartbeat ends it after the guard."""
@@ -213,3 +247,42 @@ def one_slice_claimed_by_a_frozen_worker(db: str) -> tuple[Any, Any, list[str]]:
         others = [n for (n,) in c.execute("SELECT cursor_name FROM backfill_cursors WHERE cursor_name <> %s",
                                           (claim.cursor_name,)).fetchall()]  # fmt: skip
     return d, claim, others
+
+
+def test_the_schema_and_planning_lock_ends_with_a_frozen_holder(db: str) -> None:
+    """Every start (schema check) and every plan takes one advisory lock; a holder frozen while idle
+    in that transaction is ended by its own idle timeout, set before the lock is taken."""
+    from scanfill.coord.schema import LOCK_IDLE, take_lock
+    from scanfill.db import Database
+
+    with Database(db).connect() as frozen:
+        take_lock(frozen)
+        assert frozen.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("1min",)
+        assert LOCK_IDLE == "60s"
+        with Database(db).connect(autocommit=True) as other:  # the lock really is held, and the setting local
+            assert other.execute("SELECT pg_try_advisory_lock(%s)", (0x5CA0F111,)).fetchone() == (False,)
+            assert other.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("0",)
+
+
+@pytest.mark.slow
+def test_a_run_waits_out_a_frozen_planner(db: str) -> None:
+    """The whole path: a run started while another process holds the lock, frozen, plans and loads
+    once the server ends that holder (LOCK_IDLE, 60 s), instead of waiting forever."""
+    import time
+
+    from scanfill.coord.schema import take_lock
+    from scanfill.db import Database
+
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        assert scanfill("init", dsn=db, urls=sim.urls).wait(timeout=120) == 0
+        frozen = Database(db).connect()
+        take_lock(frozen)
+        t0 = time.monotonic()
+        p = scanfill("run", *COMMON, dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        took = time.monotonic() - t0
+        assert p.returncode == 0, out
+        assert 55 < took < 200, took
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):  # the server ended the holder
+            frozen.execute("SELECT 1")
+    assert_db_matches(db, Ledger(SMALL))

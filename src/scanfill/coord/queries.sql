@@ -95,6 +95,12 @@ WHERE NOT complete AND (%(count)s <= 1 OR mod(slot, %(count)s) = %(index)s)
 SELECT set_config('statement_timeout', %(guard)s, true),
        set_config('idle_in_transaction_session_timeout', %(guard)s, true);
 
+-- name: idle_guard
+-- The first statement of every other transaction on these tables: a process frozen inside it (after
+-- a claim, before its COMMIT) must not keep the rows it locked, which every other process skips
+-- (SKIP LOCKED) and so could never take over.
+SELECT set_config('idle_in_transaction_session_timeout', %(idle)s, true);
+
 -- name: slice_lock
 -- A slice's cursor locked for a commit (after commit_guard).
 SELECT min_time, last_before, lease_owner, lease_epoch, complete

@@ -23,6 +23,9 @@ from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 
 SCHEMA_VERSION = 8
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
+# how long a transaction holding LOCK_KEY may sit idle: a process frozen while holding it (SIGSTOP, a
+# hung host) would otherwise stop every other process's start and planning until its TCP connection died
+LOCK_IDLE = "60s"
 
 UPDATE_COLUMNS = UpdateRow._fields
 UPDATE_TYPES = COPY_TYPES[UpdateRow]
@@ -302,10 +305,16 @@ def schema_version(db: Database, conn: Conn) -> int:
     return int(got[0]) if got else 0
 
 
+def take_lock(conn: Conn) -> None:
+    """Inside the caller's transaction: LOCK_KEY, held until it ends, which LOCK_IDLE bounds."""
+    conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, true)", (LOCK_IDLE,))
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+
+
 def init(db: Database) -> tuple[int, int]:
     """Create or upgrade the schema; returns (version before, version after)."""
     with db.connect() as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        take_lock(conn)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(db.schema)))
         conn.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, value text NOT NULL)").format(meta_table(db))

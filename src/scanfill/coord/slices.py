@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scanfill.coord.discovery import Discovery, Range
-from scanfill.coord.schema import LOCK_KEY
+from scanfill.coord.schema import take_lock
 from scanfill.coord.store import Lease, LeaseKind, Share, Store
 from scanfill.db import Conn, Database
 from scanfill.errors import ConfigError
@@ -44,7 +44,7 @@ def plan(db: Database, conn: Conn, disc: Discovery, options: PlanOptions) -> dic
     spans = {(r.migration_id, r.synchronizer_id): max(1, r.max_us + 1 - r.min_us) for r in disc.ranges}
     total = sum(spans.values()) or 1
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        take_lock(conn)
         next_slot = int(store.one(conn, "slot_next")[0])
         for r in disc.ranges:
             key = {"m": r.migration_id, "sync": r.synchronizer_id}
@@ -134,7 +134,7 @@ class Leases:
     def split(self, conn: Conn, exclude: list[str]) -> Claim | None:
         """Take the older half of the largest slice another worker has not reached yet."""
         st = self.store
-        with conn.transaction():
+        with st.transaction(conn):
             row = st.one(conn, "slice_split_victim", owner=self.owner, exclude=exclude,
                          min_s=self.min_split_us * 2 / 1e6, **self.share.params())  # fmt: skip
             if row is None:
@@ -160,7 +160,7 @@ class Leases:
 
     def remaining(self, conn: Conn) -> tuple[int, float | None]:
         """(open slices in this worker's share, seconds until the soonest foreign lease expires)."""
-        with conn.transaction():
+        with self.store.transaction(conn):
             row = self.store.one(conn, "slice_remaining", **self.share.params())
         assert row is not None
         return int(row[0]), (float(row[1]) if row[1] is not None else None)
@@ -192,7 +192,7 @@ def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] =
     store = Store(db)
     made = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        take_lock(conn)
         for m, sync, lo_t, hi_t in store.all(conn, "ranges_all"):
             if migrations and m not in migrations:
                 continue
@@ -221,5 +221,5 @@ def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] =
 def plan_imports(db: Database, conn: Conn, disc: Discovery) -> int:
     """One import cursor per migration that has import updates (skipped unless asked for)."""
     store = Store(db)
-    with conn.transaction():
+    with store.transaction(conn):
         return sum(store.run(conn, "import_insert", m=m).rowcount for m, last in disc.last_import_ids.items() if last)

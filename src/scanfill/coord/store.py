@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -127,6 +129,9 @@ CRASH_RESET = ("The PostgreSQL server crashed or restarted uncleanly while the l
                "emptied them. Every cursor was reset: the next `scanfill run` loads the history again.")  # fmt: skip
 
 
+IDLE_GUARD = "10s"  # how long any other coordination transaction may sit idle (see idle_guard)
+
+
 def guard_timeout(lease_s: float) -> str:
     """How long a commit's transaction may take: a frozen committer must not hold its row forever."""
     return f"{int(max(4 * lease_s, 10.0) * 1000)}ms"
@@ -142,6 +147,14 @@ class Store:
         self._q = {name: sql.SQL(text.replace("{s}", "{schema}")).format(schema=schema)
                    for name, text in _statements().items()}  # fmt: skip
 
+
+    @contextmanager
+    def transaction(self, conn: Conn, idle: str = IDLE_GUARD) -> Iterator[None]:
+        """A transaction the server ends if this process freezes inside it (idle_guard); every
+        transaction of the coordination tables is one, except commits, which set a guard of their own."""
+        with conn.transaction():
+            self.run(conn, "idle_guard", idle=idle)
+            yield
     def _rows(self, conn: Conn, query: str, cls: type[R], /, **params: Any) -> list[R]:
         """A read statement's rows as `cls` (a NamedTuple in the statement's column order)."""
         cur = conn.cursor(row_factory=args_row(cls))
@@ -227,13 +240,13 @@ class Store:
 
     def claim_slice(self, conn: Conn, owner: str, lease_s: float, share: Share, exclude: list[str],
                     dead: list[str]) -> Any:  # fmt: skip
-        with conn.transaction():
+        with self.transaction(conn):
             return self.one(conn, "slice_claim", owner=owner, lease_s=lease_s, exclude=exclude, dead=dead,
                             **share.params())  # fmt: skip
 
     def claim_import(self, conn: Conn, owner: str, lease_s: float, share: Share) -> tuple[Lease, str] | None:
         """An import cursor's lease and the update id it stands after."""
-        with conn.transaction():
+        with self.transaction(conn):
             row = self.one(conn, "import_claim", owner=owner, lease_s=lease_s, migrations=list(share.migrations))
         return None if row is None else (Lease(LeaseKind.IMPORT, int(row[0]), owner, int(row[2])), str(row[1]))
 
@@ -242,13 +255,13 @@ class Store:
 
     def renew(self, conn: Conn, owner: str, lease_s: float) -> int:
         """Heartbeat: every lease this worker holds, of every kind, lives on."""
-        with conn.transaction():
+        with self.transaction(conn):
             n = self.run(conn, "slices_renew", owner=owner, lease_s=lease_s).rowcount
             return n + self.run(conn, "imports_renew", owner=owner, lease_s=lease_s).rowcount
 
     def release(self, conn: Conn, lease: Lease) -> None:
         name = "slice_release" if lease.kind is LeaseKind.SLICE else "import_release"
-        with conn.transaction():
+        with self.transaction(conn):
             self.run(conn, name, key=lease.key, owner=lease.owner, epoch=lease.epoch)
 
     def lock_for_commit(self, conn: Conn, lease: Lease, lease_s: float, expected: str) -> int | None:
@@ -302,7 +315,7 @@ class Store:
         nothing is ever reported complete over rows that are gone. True when it reset."""
         if not self.unlogged_rows_lost(conn):
             return False
-        with conn.transaction():
+        with self.transaction(conn):
             self.run(conn, "slices_lock_all")  # one process resets; the others then see the canary armed
             if int(self.one(conn, "canary_rows")[0]):
                 return False
@@ -330,7 +343,7 @@ class Store:
 
     def truncate_all(self, conn: Conn) -> None:
         """The ledger and every cursor over it; never `scan_events` (Scan prunes them: no refetch)."""
-        with conn.transaction():
+        with self.transaction(conn):
             self.run(conn, "truncate_all")
             self.run(conn, "follow_forget_updates")
 
@@ -343,7 +356,7 @@ class Store:
     def mark_dead_local_workers(self, conn: Conn, me: str) -> list[str]:
         """Workers recorded as running on this host, in this PID namespace, whose process is gone
         (killed, crashed): marked dead, so their leases can be taken at once instead of after expiry."""
-        with conn.transaction():
+        with self.transaction(conn):
             rows = self.all(conn, "workers_running_here", host=host.hostname(), id=me)
             dead = [wid for wid, pid, pidns in rows if host.known_dead(int(pid), pidns)]
             if dead:
@@ -360,20 +373,20 @@ class Store:
                      dead: list[str]) -> tuple[FollowLease, str | None] | None:  # fmt: skip
         """The follower lease, and who held it before; None while another live follower holds it
         (or while a frozen commit holds its row)."""
-        with conn.transaction():
+        with self.transaction(conn):
             row = self.one(conn, "follow_claim", owner=owner, host=host.hostname(), pid=os.getpid(),
                            pidns=host.pid_namespace(), lease_s=lease_s, dead=dead)  # fmt: skip
         return None if row is None else (FollowLease(owner, int(row[0])), row[1])
 
     def follow_renew(self, conn: Conn, lease: FollowLease, lease_s: float, updates: int, events: int,
                      problems: int = 0, last_problem: str | None = None) -> bool:  # fmt: skip
-        with conn.transaction():
+        with self.transaction(conn):
             return self.run(conn, "follow_renew", owner=lease.owner, epoch=lease.epoch, lease_s=lease_s,
                             problems=problems, last_problem=last_problem,
                             updates=updates, events=events).rowcount == 1  # fmt: skip
 
     def follow_release(self, conn: Conn, lease: FollowLease) -> None:
-        with conn.transaction():
+        with self.transaction(conn):
             self.run(conn, "follow_release", owner=lease.owner, epoch=lease.epoch)
 
     def dead_local_followers(self, conn: Conn, me: str) -> list[str]:
@@ -427,7 +440,7 @@ class Store:
                            lease_s: float) -> int:  # fmt: skip
         """A /v0/events page and the events cursor in one transaction; items already stored (the
         re-read boundary microsecond) are dropped. Returns how many rows were stored."""
-        with conn.transaction():
+        with self.transaction(conn):
             self.follow_fence(conn, lease, lease_s)
             known = {r[0] for r in self.all(conn, "scan_events_known", ids=[r[0] for r in rows])}
             fresh = [r for r in rows if r[0] not in known]
@@ -460,7 +473,7 @@ class Store:
         left, and move both follower cursors back onto stored positions. Returns (updates, events)
         removed. An earlier release could store such rows from one corrupted page."""
         removed_u = removed_e = 0
-        with conn.transaction():
+        with self.transaction(conn, idle="60s"):  # it derives contracts again between statements
             self.run(conn, "slices_lock_all")
             for m, head in sorted(cut.items()):
                 after = "-infinity" if head is None else us_to_dt(head)

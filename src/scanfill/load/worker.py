@@ -397,14 +397,14 @@ class Worker:
     # ----- bookkeeping --------------------------------------------------------------------------
 
     def _register(self, conn: Conn) -> None:
-        with conn.transaction():
+        with self.store.transaction(conn):
             self.store.worker_register(conn, self.id)
             self._sample(conn)  # a zero point, so even a short run has a rate
 
     def _unregister(self, conn: Conn) -> None:
         r = self.report
         state = WorkerState.FAILED if r.failures else WorkerState.STOPPED if self.stop.is_set() else WorkerState.DONE
-        with conn.transaction():
+        with self.store.transaction(conn):
             self.store.worker_stopped(conn, self.id, state, r.rows)
             self._sample(conn)
 
@@ -418,7 +418,7 @@ class Worker:
         self.leases.renew(conn)
         for frozen in self.store.reap_frozen_commits(conn, self.s.lease_s):
             log.warning("ended the commit of a frozen loader, %s: its slice can be taken over", frozen)
-        with conn.transaction():
+        with self.store.transaction(conn):
             self.store.worker_heartbeat(conn, self.id, self.report.rows)
             self._sample(conn)
             return self.store.stop_requested(conn)
