@@ -17,6 +17,16 @@ SMALL = LedgerConfig(
     ),
 )
 
+# Several UTC days: migration 0 from 2024-06-20 to 06-24 (an update every ~30 min), migration 1 from
+# 06-24 to 06-26 on two synchronizers (every ~20 min), for the completeness ledger per day.
+DAYS = LedgerConfig(
+    seed=23,
+    migrations=(
+        MigrationSpec(0, "2024-06-20T01:00:00Z", 200, gap_us=1_800_000_000),
+        MigrationSpec(1, "2024-06-24T12:00:00Z", 120, synchronizers=2, gap_us=1_200_000_000),
+    ),
+)
+
 
 def options(dsn: str, urls: list[str], **kw: object) -> RunOptions:
     scan = ScanConfig(urls=tuple(urls), backoff_base_s=0.01, backoff_cap_s=0.2, timeout_s=10, read_timeout_s=5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import date, timedelta
 from typing import Any
 
 import click
@@ -121,6 +122,22 @@ def tune(dsn: str | None, schema: str, do_apply: bool, memory_gb: float | None, 
 # ----- status / verify / doctor / report -------------------------------------------------------------
 
 
+def parse_days(text: str) -> list[date]:
+    """`2026-02-05`, `2026-02-01,2026-02-03`, `2026-02-01..2026-02-07` (inclusive), or a mix."""
+    out: list[date] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("..")
+            a = date.fromisoformat(lo)
+            b = date.fromisoformat(hi) if hi else a
+            if b < a or (b - a).days > 3660:
+                raise ValueError
+            out.extend(a + timedelta(days=k) for k in range((b - a).days + 1))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: days are YYYY-MM-DD, a comma list, or FIRST..LAST") from None
+    return sorted(set(out))
+
+
 @main.command()
 @db_options
 @click.option("--watch", is_flag=True, help="Refresh live until Ctrl+C.")
@@ -165,6 +182,10 @@ def status(dsn: str | None, schema: str, watch: bool, interval: float, as_json: 
               help="Also compare the stored copy with each given scan (repeat --scan-url), window by window: "
                    "updates missing, extra, or with other content (digests, field order aside).")
 @click.option("--window-hours", default=24.0, show_default=True, help="Window size for --against-scan.")
+@click.option("--days", "days_", metavar="DAY[,DAY|DAY..DAY]",
+              help="With --against-scan: only these UTC days (2026-02-05, a list, or a range 2026-02-01..2026-02-07), "
+                   "each reconciled by count and digest with every scan and recorded in the completeness ledger "
+                   "(which scans serve exactly the stored copy).")
 @click.option("--acs-at", "acs_at", metavar="TIME",
               help="Also compare contract state with the scans' ACS snapshot at or before TIME: active() at the "
                    "snapshot's exact position against every contract (id, template, payload) and holdings summary.")
@@ -174,10 +195,11 @@ def status(dsn: str | None, schema: str, watch: bool, interval: float, as_json: 
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @friendly
 def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
-           against_scan: bool, window_hours: float, acs_at: str | None, migration: int | None, agree: int,
-           as_json: bool) -> None:  # fmt: skip
+           against_scan: bool, window_hours: float, days_: str | None, acs_at: str | None, migration: int | None,
+           agree: int, as_json: bool) -> None:  # fmt: skip
     """Integrity checks of the loaded history; exits non-zero if any fails."""
     import asyncio
+    import dataclasses
     import json
 
     from rich.console import Console
@@ -188,11 +210,15 @@ def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
 
     db = get_db(dsn, schema)
     sch.require(db)
+    days = parse_days(days_) if days_ else None
+    if days is not None and not against_scan:
+        raise click.UsageError("--days reconciles days against the scans: add --against-scan")
     results = vf.checks(db)
     diffs: list[Any] = []
+    verdicts: list[Any] = []
     if against_scan:
-        check, diffs = asyncio.run(vf.against_scan(db, get_scan(scan_urls, timeout, insecure),
-                                                   int(window_hours * 3_600_000_000)))  # fmt: skip
+        check, diffs, verdicts = asyncio.run(vf.against_scan(db, get_scan(scan_urls, timeout, insecure),
+                                                             int(window_hours * 3_600_000_000), days=days))  # fmt: skip
         results.append(check)
     if acs_at:
         from scanfill.cli.state import _at
@@ -203,8 +229,10 @@ def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
                                             migration, agree))  # fmt: skip
     failed = [c for c in results if not c.ok]
     if as_json:
-        click.echo(json.dumps([{"name": c.name, "ok": c.ok, "detail": c.detail, "rows": c.rows} for c in results],
-                              indent=2, default=str))  # fmt: skip
+        out: Any = [{"name": c.name, "ok": c.ok, "detail": c.detail, "rows": c.rows} for c in results]
+        if days is not None:
+            out = {"checks": out, "days": [dataclasses.asdict(v) for v in verdicts]}
+        click.echo(json.dumps(out, indent=2, default=str))
     else:
         t = Table(title="scanfill verify")
         for col in ("check", "result", "detail"):
@@ -212,6 +240,14 @@ def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
         for c in results:
             t.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
         Console().print(t)
+        if days is not None:
+            for v in verdicts:
+                who = ", ".join(v.agreeing) or "no scan"
+                click.echo(f"{v.day} migration {v.migration_id} {v.synchronizer_id[:32]}: {v.stored:,} update(s) "
+                           f"stored, digest {v.digest[:16]}; the same at {who}"
+                           + (f"; differs at {', '.join(v.differing)}" if v.differing else ""))  # fmt: skip
+            if not verdicts:
+                click.echo("no range covers those days")
         for c in failed:
             for r in c.rows[:20]:
                 click.echo(f"  {c.name}: {r}", err=True)
@@ -266,14 +302,49 @@ def doctor(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
 
 @main.command()
 @db_options
-@click.option("-o", "--output", default="scanfill-report.html", show_default=True, help="Where to write the HTML.")
+@click.option("-o", "--output", default=None, help="Where to write it (default: scanfill-report.html for the HTML "
+              "report, the terminal for --completeness).")
+@click.option("--completeness", is_flag=True,
+              help="The completeness ledger instead: per (migration, synchronizer, UTC day) its status (complete, in "
+                   "progress, gap, not yet loaded), counts, how the rows came, agreement, verification, and the "
+                   "watermark (complete through).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="With --completeness.")
+@click.option("--from", "from_day", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First UTC day shown.")
+@click.option("--to", "to_day", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last UTC day shown.")
 @friendly
-def report(dsn: str | None, schema: str, output: str) -> None:
-    """One self-contained HTML file with charts of the run (open it in any browser)."""
+def report(dsn: str | None, schema: str, output: str | None, completeness: bool, fmt: str, from_day: Any,
+           to_day: Any) -> None:  # fmt: skip
+    """One self-contained HTML file with charts of the run (open it in any browser), or with
+    --completeness what is provably whole, day by day."""
     from scanfill.coord import schema as sch
-    from scanfill.ops import report as rp
 
     db = get_db(dsn, schema)
     sch.require(db)
-    info = rp.write(db, output)
-    click.echo(f"wrote {info['path']} ({info['bytes']:,} bytes)")
+    if not completeness:
+        if fmt != "table" or from_day or to_day:
+            raise click.UsageError("--format, --from and --to go with --completeness")
+        from scanfill.ops import report as rp
+
+        info = rp.write(db, output or "scanfill-report.html")
+        click.echo(f"wrote {info['path']} ({info['bytes']:,} bytes)")
+        return
+    from rich.console import Console
+
+    from scanfill.ops import completeness as cp
+
+    rows = cp.days(db, from_day.date() if from_day else None, to_day.date() if to_day else None)
+    w = cp.watermark(db)
+    if fmt == "table":
+        if output:
+            with open(output, "w", encoding="utf-8") as f:
+                Console(file=f, width=100, no_color=True).print(cp.render(rows, w))
+        else:
+            Console().print(cp.render(rows, w))
+        return
+    text = cp.to_csv(rows) if fmt == "csv" else cp.to_json(rows, w) + "\n"
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)

@@ -111,7 +111,7 @@ FROM {s}.backfill_cursors WHERE cursor_name = %(key)s FOR UPDATE;
 UPDATE {s}.backfill_cursors SET last_before = %(last_before)s, complete = %(done)s, updated_at = now(),
        updates_loaded = updates_loaded + %(updates)s, events_loaded = events_loaded + %(events)s,
        pages_loaded = pages_loaded + %(pages)s, bytes_loaded = bytes_loaded + %(bytes)s,
-       completed_at = CASE WHEN %(done)s THEN now() ELSE NULL END,
+       completed_at = CASE WHEN %(done)s THEN now() ELSE NULL END, failed_at = NULL, failure = NULL,
        lease_until = GREATEST(lease_until, now() + make_interval(secs => %(lease_s)s))
 WHERE cursor_name = %(key)s;
 
@@ -163,6 +163,16 @@ DELETE FROM {s}.ledger_events WHERE update_id IN (
 -- The updates of a range's window, before a refetch loads it again.
 DELETE FROM {s}.ledger_updates WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND kind <> 'import'
   AND record_time >= %(lo)s AND record_time < %(hi)s;
+
+-- name: refetch_absorb
+-- Open slices whose unloaded part [min_time, cursor) overlaps a window about to be refetched: they
+-- end here (epoch bumped, so a holder's next commit is fenced) and the window grows to take their
+-- unloaded part, so no record time is loaded by two slices.
+UPDATE {s}.backfill_cursors SET complete = true, completed_at = now(), lease_owner = NULL, lease_until = NULL,
+       lease_epoch = lease_epoch + 1, failed_at = NULL, failure = NULL, updated_at = now()
+WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND NOT complete AND min_time < %(hi)s
+  AND greatest(min_time, least(max_time, last_before::timestamptz)) > %(lo)s
+RETURNING min_time, greatest(min_time, least(max_time, last_before::timestamptz));
 
 -- name: slice_insert_refetch
 -- A slice over a refetched window whose counters rebase the range's accounting.
@@ -288,6 +298,20 @@ UPDATE {s}.backfill_workers SET heartbeat = now(), rows_loaded = %(rows)s WHERE 
 INSERT INTO {s}.backfill_progress (worker_id, updates, events, bytes, pages)
 VALUES (%(id)s, %(updates)s, %(events)s, %(bytes)s, %(pages)s);
 
+-- name: follow_sample
+-- A point of the follower's progress and lag (now - the newest record time it stored), for the report.
+INSERT INTO {s}.backfill_progress (worker_id, updates, events, bytes, pages, lag_s)
+SELECT %(id)s, %(updates)s, %(events)s, 0, 0, extract(epoch FROM now() - record_time)
+FROM {s}.follow_cursors WHERE stream = 'updates';
+
+-- name: lag_samples
+-- The follower's lag over time (report).
+SELECT sampled_at, lag_s FROM {s}.backfill_progress WHERE lag_s IS NOT NULL ORDER BY sampled_at;
+
+-- name: disagreements_all
+-- Every recorded disagreement, newest first (report).
+SELECT seen_at, url, request, cardinality(differing_ids) FROM {s}.scan_disagreements ORDER BY seen_at DESC LIMIT 200;
+
 -- name: workers_live
 -- Workers with a recent heartbeat, and the leases each holds.
 SELECT w.worker_id, w.host, w.pid, w.started_at, w.heartbeat, w.rows_loaded,
@@ -331,7 +355,7 @@ LOCK TABLE {s}.backfill_cursors, {s}.backfill_import_cursors IN EXCLUSIVE MODE;
 
 -- name: truncate_all
 -- `abort --truncate`: the ledger and every cursor of every kind, so the next run starts from nothing.
-TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.contracts, {s}.backfill_cursors, {s}.backfill_ranges, {s}.backfill_progress,
+TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.contracts, {s}.completeness, {s}.backfill_cursors, {s}.backfill_ranges, {s}.backfill_progress,
          {s}.backfill_import_cursors;
 
 -- name: samples_all
@@ -487,7 +511,7 @@ SELECT (EXISTS (SELECT 1 FROM {s}.ledger_updates) OR EXISTS (SELECT 1 FROM {s}.l
 
 -- name: ledger_truncate
 -- After a crash emptied the UNLOGGED tables: whatever was written since goes too (the cursors start over).
-TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.contracts;
+TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.contracts, {s}.completeness;
 
 -- name: canary_arm
 -- The canary row that crash recovery empties together with the UNLOGGED ledger tables.
@@ -558,3 +582,96 @@ SELECT migration_id, record_time FROM {s}.scan_events ORDER BY migration_id DESC
 -- A load without contract state (`--no-contract-state`): `contracts` misses what it stores until
 -- `scanfill rebuild-state`; verify says so.
 INSERT INTO {s}.scanfill_meta VALUES ('contracts_stale', %(reason)s) ON CONFLICT (key) DO NOTHING;
+
+-- ----- the completeness ledger (completeness.sql reads it) ---------------------------------------
+
+-- name: days_add
+-- A commit's updates per (migration, synchronizer, UTC day), in the commit's transaction; keys
+-- sorted, so concurrent commits lock day rows in one order. Last in the commit: held briefly.
+INSERT INTO {s}.completeness AS c (migration_id, synchronizer_id, day, updates, events, first_record_time,
+                                   last_record_time, sources, agreed_by)
+SELECT k.m, k.sync, k.day, k.u, k.e, k.first, k.last, ARRAY[%(source)s]::text[], %(agreed)s
+FROM unnest(%(m)s::bigint[], %(sync)s::text[], %(day)s::date[], %(u)s::bigint[], %(e)s::bigint[],
+            %(first)s::timestamptz[], %(last)s::timestamptz[]) AS k(m, sync, day, u, e, first, last)
+ON CONFLICT (migration_id, synchronizer_id, day) DO UPDATE SET updates = c.updates + EXCLUDED.updates,
+       events = c.events + EXCLUDED.events,
+       first_record_time = least(c.first_record_time, EXCLUDED.first_record_time),
+       last_record_time = greatest(c.last_record_time, EXCLUDED.last_record_time),
+       sources = CASE WHEN %(source)s = ANY(c.sources) THEN c.sources ELSE c.sources || %(source)s::text END,
+       agreed_by = least(c.agreed_by, EXCLUDED.agreed_by), updated_at = now();
+
+-- name: days_zero
+-- Before counting days again: what they held is forgotten (a day left empty stays, at zero).
+UPDATE {s}.completeness SET updates = 0, events = 0, first_record_time = NULL, last_record_time = NULL,
+       updated_at = now()
+WHERE %(m)s::bigint IS NULL OR (migration_id = %(m)s AND synchronizer_id = %(sync)s AND day >= %(lo)s::date
+      AND day <= %(hi)s::date);
+
+-- name: days_count
+-- The days within the same optional bounds counted again from the ledger tables: the repairs that
+-- remove rows (--refetch, follow --rewind, restore's dedupe) and the v9 upgrade, after days_zero.
+INSERT INTO {s}.completeness AS c (migration_id, synchronizer_id, day, updates, events, first_record_time,
+                                   last_record_time, sources)
+SELECT coalesce(u.migration_id, e.migration_id), coalesce(u.synchronizer_id, e.synchronizer_id),
+       coalesce(u.day, e.day), coalesce(u.n, 0), coalesce(e.n, 0), u.first, u.last, ARRAY[%(source)s]::text[]
+FROM (SELECT migration_id, synchronizer_id, (record_time AT TIME ZONE 'UTC')::date AS day, count(*) AS n,
+             min(record_time) AS first, max(record_time) AS last
+      FROM {s}.ledger_updates
+      WHERE kind <> 'import' AND (%(m)s::bigint IS NULL OR migration_id = %(m)s) AND (%(sync)s::text IS NULL OR synchronizer_id = %(sync)s)
+        AND (%(lo)s::date IS NULL OR record_time >= %(lo)s::date::timestamp AT TIME ZONE 'UTC')
+        AND (%(hi)s::date IS NULL OR record_time < (%(hi)s::date + 1)::timestamp AT TIME ZONE 'UTC')
+      GROUP BY 1, 2, 3) u
+FULL JOIN (SELECT e.migration_id, e.synchronizer_id, (e.record_time AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+           FROM {s}.ledger_events e
+           WHERE e.record_time > '0002-01-01' AND (%(m)s::bigint IS NULL OR e.migration_id = %(m)s) AND (%(sync)s::text IS NULL OR e.synchronizer_id = %(sync)s)
+        AND (%(lo)s::date IS NULL OR e.record_time >= %(lo)s::date::timestamp AT TIME ZONE 'UTC')
+        AND (%(hi)s::date IS NULL OR e.record_time < (%(hi)s::date + 1)::timestamp AT TIME ZONE 'UTC')
+           GROUP BY 1, 2, 3) e
+  ON e.migration_id = u.migration_id AND e.synchronizer_id = u.synchronizer_id AND e.day = u.day
+ON CONFLICT (migration_id, synchronizer_id, day) DO UPDATE SET updates = EXCLUDED.updates, events = EXCLUDED.events,
+       first_record_time = EXCLUDED.first_record_time, last_record_time = EXCLUDED.last_record_time,
+       updated_at = now();
+
+-- name: days_ledger
+-- The ledger as the loaders kept it, for verify to compare with an independent count.
+SELECT migration_id, synchronizer_id, day, updates, events FROM {s}.completeness WHERE updates > 0 OR events > 0;
+
+-- name: days_counted
+-- An independent count of the ledger tables per (migration, synchronizer, UTC day) (verify).
+SELECT coalesce(u.migration_id, e.migration_id), coalesce(u.synchronizer_id, e.synchronizer_id),
+       coalesce(u.day, e.day), coalesce(u.n, 0), coalesce(e.n, 0)
+FROM (SELECT migration_id, synchronizer_id, (record_time AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+      FROM {s}.ledger_updates WHERE kind <> 'import' GROUP BY 1, 2, 3) u
+FULL JOIN (SELECT migration_id, synchronizer_id, (record_time AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+           FROM {s}.ledger_events WHERE record_time > '0002-01-01' GROUP BY 1, 2, 3) e
+  ON e.migration_id = u.migration_id AND e.synchronizer_id = u.synchronizer_id AND e.day = u.day;
+
+-- name: days_verified
+-- What `verify --against-scan --days` found for a day: the scans that serve exactly the stored copy.
+UPDATE {s}.completeness SET verified_at = now(), verified_by = %(by)s, verified_digest = %(digest)s,
+       verified_updates = %(updates)s
+WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND day = %(day)s;
+
+-- name: days_verified_new
+-- The same for a day the ledger has no row for (a quiet day: nothing stored, and the scans agree).
+INSERT INTO {s}.completeness (migration_id, synchronizer_id, day, verified_at, verified_by, verified_digest,
+                              verified_updates)
+VALUES (%(m)s, %(sync)s, %(day)s, now(), %(by)s, %(digest)s, %(updates)s)
+ON CONFLICT (migration_id, synchronizer_id, day) DO NOTHING;
+
+-- name: days
+-- Every day's status and figures (completeness.sql), optionally between two days.
+SELECT * FROM {s}.completeness_days(%(from_day)s::date, %(to_day)s::date);
+
+-- name: days_by_status
+-- How many (migration, synchronizer, day) rows have each status (status).
+SELECT status, count(*) FROM {s}.completeness_days() GROUP BY 1;
+
+-- name: complete_through
+-- The watermark (completeness.sql).
+SELECT migration_id, record_time, ledger_position FROM {s}.complete_through();
+
+-- name: slice_failed
+-- A worker gave up on a slice (what it could not get past): the slice's days are a gap, with why,
+-- until a commit on it clears this.
+UPDATE {s}.backfill_cursors SET failed_at = now(), failure = %(why)s WHERE cursor_name = %(key)s;

@@ -3,7 +3,7 @@ order of each statement's columns in `queries.sql`): callers read fields, never 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -115,3 +115,43 @@ class FollowState(NamedTuple):
     problems: int
     last_problem: str | None
     last_problem_at: datetime | None
+
+
+class DayCount(NamedTuple):
+    """A commit's updates on one (migration, synchronizer, UTC day)."""
+
+    migration_id: int
+    synchronizer_id: str
+    day: date
+    updates: int
+    events: int
+    first_record_time: datetime
+    last_record_time: datetime
+
+
+class DayStatus(NamedTuple):
+    """One row of `completeness_days()` (completeness.sql says what each status means)."""
+
+    migration_id: int
+    synchronizer_id: str
+    day: date
+    status: str  # complete | in progress | gap | not yet loaded
+    updates: int
+    events: int
+    first_record_time: datetime | None
+    last_record_time: datetime | None
+    sources: list[str]  # backfill, follow, refetch; counted (recounted from the tables)
+    agreed_by: int | None  # the fewest scans that agreed on a page stored into the day
+    disagreements: int
+    verified_at: datetime | None
+    verified_by: list[str] | None
+    verified_updates: int | None
+    detail: str | None
+
+
+class Watermark(NamedTuple):
+    """`complete_through()`: every position up to here is stored."""
+
+    migration_id: int
+    record_time: datetime
+    ledger_position: int

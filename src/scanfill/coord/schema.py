@@ -21,7 +21,7 @@ from scanfill.db import Conn, Database
 from scanfill.errors import SchemaError
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 # how long a transaction holding LOCK_KEY may sit idle: a process frozen while holding it (SIGSTOP, a
 # hung host) would otherwise stop every other process's start and planning until its TCP connection died
@@ -289,7 +289,44 @@ def contracts_ddl(s: str) -> str:
     return files("scanfill.state").joinpath("contracts.sql").read_text().replace("{s}", s)
 
 
-MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8]
+# Version 9: the completeness ledger, one row per (migration, synchronizer, UTC day) kept by every
+# commit (counts, first and last record time, how the rows came, how many scans agreed) and what
+# `verify --against-scan --days` found; a slice a worker gave up on says so (a gap, not "waiting").
+V9 = """
+CREATE TABLE IF NOT EXISTS {s}.completeness (
+    migration_id      bigint NOT NULL,
+    synchronizer_id   text NOT NULL,
+    day               date NOT NULL,
+    updates           bigint NOT NULL DEFAULT 0,
+    events            bigint NOT NULL DEFAULT 0,
+    first_record_time timestamptz,
+    last_record_time  timestamptz,
+    sources           text[] NOT NULL DEFAULT '{}',
+    agreed_by         integer,
+    verified_at       timestamptz,
+    verified_by       text[],
+    verified_digest   text,
+    verified_updates  bigint,
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, synchronizer_id, day)
+);
+ALTER TABLE {s}.backfill_progress ADD COLUMN IF NOT EXISTS lag_s double precision;  -- the follower's, over time
+ALTER TABLE {s}.backfill_cursors ADD COLUMN IF NOT EXISTS failed_at timestamptz;
+ALTER TABLE {s}.backfill_cursors ADD COLUMN IF NOT EXISTS failure text;
+"""
+
+
+def _v9(conn: Conn, s: str) -> None:
+    from scanfill.coord.store import statements
+
+    conn.execute(V9.replace("{s}", s).encode())
+    # a copy loaded before: its days counted once from the tables (how its rows came is not known)
+    conn.execute(statements()["days_count"].replace("{s}", s).encode(),
+                 {"m": None, "sync": None, "lo": None, "hi": None, "source": "counted"})  # fmt: skip
+
+
+
+MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8, _v9]
 
 
 def meta_table(db: Database) -> sql.Composed:
@@ -338,8 +375,28 @@ def init(db: Database) -> tuple[int, int]:
             ).format(meta_table(db)),
             (str(SCHEMA_VERSION),),
         )
+        _functions(db, conn, s)
         conn.commit()
     return before, SCHEMA_VERSION
+
+
+def functions_sql(s: str) -> str:
+    """The SQL functions that hold no data (completeness.sql): replaced whenever their text changes."""
+    return files("scanfill.coord").joinpath("completeness.sql").read_text().replace("{s}", s)
+
+
+def _functions(db: Database, conn: Conn, s: str) -> None:
+    """Functions are applied whenever their text changed, not once per schema version, so a fixed
+    function reaches every database with the release that fixed it."""
+    import hashlib
+
+    text = functions_sql(s)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    got = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'functions_digest'").format(meta_table(db))).fetchone()
+    if got is None or got[0] != digest:
+        conn.execute(text.encode())
+        conn.execute(sql.SQL("INSERT INTO {} VALUES ('functions_digest', %s) ON CONFLICT (key) DO UPDATE SET "
+                             "value = EXCLUDED.value").format(meta_table(db)), (digest,))  # fmt: skip
 
 
 def require(db: Database) -> None:

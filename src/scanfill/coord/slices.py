@@ -199,6 +199,9 @@ def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] =
             a, b = max(start, parse_us(lo_t)), min(end, parse_us(hi_t) + 1)
             if a >= b:
                 continue
+            while absorbed := store.all(conn, "refetch_absorb", m=m, sync=sync, lo=us_to_dt(a), hi=us_to_dt(b)):
+                a = min(a, *(dt_to_us(lo) for lo, _ in absorbed))  # an open slice's unloaded part joins the window
+                b = max(b, *(dt_to_us(hi) for _, hi in absorbed))
             window_key = {"m": m, "sync": sync, "lo": us_to_dt(a), "hi": us_to_dt(b)}
             fu, fe = store.one(conn, "window_followed_rows", **window_key)
             if fu:
@@ -206,6 +209,7 @@ def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] =
             with rederived(db, conn, position(m, a), position(m, b), sync):  # the reload adds the window's facts
                 ev = store.run(conn, "window_delete_events", **window_key).rowcount
                 up = store.run(conn, "window_delete_updates", **window_key).rowcount
+            store.days_recount(conn, m, sync, a, b)  # the reload counts the window again as it commits
             held = store.one(conn, "range_held", m=m, sync=sync)
             name = f"refetch/{_cursor_name(m, sync, a, b)}/{uuid.uuid4().hex[:8]}"
             store.run(conn, "slice_insert_refetch", name=name, m=m, sync=sync, min_time=us_to_dt(a),

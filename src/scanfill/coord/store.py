@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from typing import Any, TypeVar
@@ -24,6 +25,8 @@ from psycopg.rows import args_row
 from scanfill import host
 from scanfill.coord.records import (
     CommittedVsStored,
+    DayCount,
+    DayStatus,
     FollowState,
     LiveWorker,
     OpenSlice,
@@ -35,6 +38,7 @@ from scanfill.coord.records import (
     Sample,
     ScanDisagreements,
     SliceCompleted,
+    Watermark,
 )
 from scanfill.coord.schema import LOCK_KEY
 from scanfill.db import Conn, Database
@@ -45,7 +49,7 @@ from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
 
 @cache
-def _statements() -> dict[str, str]:
+def statements() -> dict[str, str]:
     text = resources.files("scanfill.coord").joinpath("queries.sql").read_text()
     out: dict[str, str] = {}
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
@@ -145,7 +149,7 @@ class Store:
         self.db = db
         schema = sql.Identifier(db.schema)
         self._q = {name: sql.SQL(text.replace("{s}", "{schema}")).format(schema=schema)
-                   for name, text in _statements().items()}  # fmt: skip
+                   for name, text in statements().items()}  # fmt: skip
 
 
     @contextmanager
@@ -155,6 +159,7 @@ class Store:
         with conn.transaction():
             self.run(conn, "idle_guard", idle=idle)
             yield
+
     def _rows(self, conn: Conn, query: str, cls: type[R], /, **params: Any) -> list[R]:
         """A read statement's rows as `cls` (a NamedTuple in the statement's column order)."""
         cur = conn.cursor(row_factory=args_row(cls))
@@ -221,8 +226,58 @@ class Store:
     def worker_heartbeat(self, conn: Conn, worker_id: str, rows: int) -> None:
         self.run(conn, "worker_heartbeat", rows=rows, id=worker_id)
 
+    def follow_sample(self, conn: Conn, follower: str, updates: int, events: int) -> None:
+        self.run(conn, "follow_sample", id=f"follow {follower}", updates=updates, events=events)
+
+    def lag_samples(self, conn: Conn) -> list[tuple[datetime, float]]:
+        return [(at, float(lag)) for at, lag in self.all(conn, "lag_samples")]
+
+    def disagreements(self, conn: Conn) -> list[tuple[datetime, str, str, int]]:
+        return [tuple(r) for r in self.all(conn, "disagreements_all")]  # type: ignore[misc]
+
     def progress_sample(self, conn: Conn, worker_id: str, updates: int, events: int, nbytes: int, pages: int) -> None:
         self.run(conn, "progress_sample", id=worker_id, updates=updates, events=events, bytes=nbytes, pages=pages)
+
+    # ----- the completeness ledger ---------------------------------------------------------------
+
+    def days_add(self, conn: Conn, days: list[DayCount], source: str, agreed: int) -> None:
+        """Inside a commit: its updates per day (`days` sorted by key), last, so held briefly."""
+        if days:
+            cols = list(zip(*days, strict=True))
+            self.run(conn, "days_add", m=list(cols[0]), sync=list(cols[1]), day=list(cols[2]), u=list(cols[3]),
+                     e=list(cols[4]), first=list(cols[5]), last=list(cols[6]), source=source, agreed=agreed)  # fmt: skip
+
+    def days_recount(self, conn: Conn, m: int | None = None, sync: str | None = None, lo_us: int | None = None,
+                     hi_us: int | None = None) -> None:  # fmt: skip
+        """Inside the caller's transaction: the days touching [lo_us, hi_us) of migration m and
+        synchronizer sync (each bound optional) counted again from the ledger tables, after a
+        repair removed rows."""
+        lo = None if lo_us is None else us_to_dt(lo_us).date()
+        hi = None if hi_us is None else us_to_dt(max(lo_us or hi_us - 1, hi_us - 1)).date()
+        key = {"m": m, "sync": sync, "lo": lo, "hi": hi}
+        self.run(conn, "days_zero", **key)
+        self.run(conn, "days_count", source="counted", **key)
+
+    def days(self, conn: Conn, from_day: date | None = None, to_day: date | None = None) -> list[DayStatus]:
+        return self._rows(conn, "days", DayStatus, from_day=from_day, to_day=to_day)
+
+    def complete_through(self, conn: Conn) -> Watermark | None:
+        got = self._rows(conn, "complete_through", Watermark)
+        return got[0] if got else None
+
+    def days_ledger(self, conn: Conn) -> dict[tuple[int, str, date], tuple[int, int]]:
+        return {(int(m), s, d): (int(u), int(e)) for m, s, d, u, e in self.all(conn, "days_ledger")}
+
+    def days_counted(self, conn: Conn) -> dict[tuple[int, str, date], tuple[int, int]]:
+        return {(int(m), s, d): (int(u), int(e)) for m, s, d, u, e in self.all(conn, "days_counted")}
+
+    def day_verified(self, conn: Conn, m: int, sync: str, day: date, by: list[str], digest: str, updates: int) -> None:
+        key = {"m": m, "sync": sync, "day": day, "by": by, "digest": digest, "updates": updates}
+        if not self.run(conn, "days_verified", **key).rowcount:
+            self.run(conn, "days_verified_new", **key)
+
+    def slice_failed(self, conn: Conn, key: str, why: str) -> None:
+        self.run(conn, "slice_failed", key=key, why=why[:2000])
 
     # ----- the cursor moves of a commit (inside the sink's transaction) -------------------------
 
@@ -485,6 +540,7 @@ class Store:
                 with rederived(self.db, conn, lo, position(m + 1, 0)):
                     self.run(conn, "rewind_events", m=m, after=after)
                     self.run(conn, "rewind_updates", m=m, after=after)
+                self.days_recount(conn, m, lo_us=None if head is None else head + 1)
                 self.run(conn, "rewind_scan_events", m=m, after=after)
                 if head is None:
                     self.run(conn, "rewind_drop_migration", m=m)

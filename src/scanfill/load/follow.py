@@ -91,7 +91,7 @@ class Follower:
         self.id = settings.worker_id or f"{host.hostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.report = FollowReport(self.id)
         self.hooks = hooks
-        self.sink = Sink(settings.db, settings.contract_state)
+        self.sink = Sink(settings.db, settings.contract_state, settings.agree)
         self.store: Store = self.sink.store
         self.stop = asyncio.Event()
         self.caught_up = {name: False for name in STREAMS}
@@ -213,6 +213,7 @@ class Follower:
                     log.warning("follower lease lost: stopping")
                     self.stop.set()
                     return
+                await self.beat_pool.call(self.store.follow_sample, self.id, self.report.updates, self.report.events)
                 if await self.beat_pool.call(self.store.stop_requested):
                     log.warning("stop requested through the database (scanfill abort): stopping")
                     self.stop.set()

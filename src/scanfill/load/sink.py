@@ -9,15 +9,40 @@ nothing depends on unique indexes, so this holds with every index dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from psycopg import sql
 
 from scanfill import framing
+from scanfill.coord.records import DayCount
 from scanfill.coord.schema import EVENT_COLUMNS, UPDATE_COLUMNS
 from scanfill.coord.store import FollowLease, Lease, Store
 from scanfill.db import Conn, Database
 from scanfill.load.decode import Batch
 from scanfill.state.sink import StateSink
+from scanfill.timeutil import DAY_US, MIN_US, us_to_dt
+
+EPOCH = date(1970, 1, 1)
+FIRST_DAY_US = MIN_US + DAY_US  # an import update's record time is 0001-01-01
+
+
+def day_counts(batch: Batch) -> list[DayCount]:
+    """A batch's updates per (migration, synchronizer, UTC day), sorted (import updates belong to no day)."""
+    acc: dict[tuple[int, str, int], list[int]] = {}
+    for u in batch.updates:
+        if u.t_us < FIRST_DAY_US:
+            continue
+        key = (u.migration_id, u.synchronizer_id, u.t_us // DAY_US)
+        a = acc.get(key)
+        if a is None:
+            acc[key] = [1, u.event_count, u.t_us, u.t_us]
+        else:
+            a[0] += 1
+            a[1] += u.event_count
+            a[2] = min(a[2], u.t_us)
+            a[3] = max(a[3], u.t_us)
+    return [DayCount(m, sync, EPOCH + timedelta(days=d), n, ev, us_to_dt(first), us_to_dt(last))
+            for (m, sync, d), (n, ev, first, last) in sorted(acc.items())]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -31,8 +56,9 @@ class CommitResult:
 class Sink:
     """Prepared SQL for one database; `commit` is called from worker threads, one connection each."""
 
-    def __init__(self, db: Database, contract_state: bool = True) -> None:
+    def __init__(self, db: Database, contract_state: bool = True, agree: int = 1) -> None:
         self.db = db
+        self.agree = agree  # how many scans agreed on every page this process stores
         self.state = StateSink(db, contract_state)
         cols = sql.SQL(", ").join(map(sql.Identifier, UPDATE_COLUMNS))
         self.copy_updates = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(db.t("ledger_updates"), cols)
@@ -67,6 +93,8 @@ class Sink:
             self.copy_rows(conn, batch)
             self.store.slice_advance(conn, lease, new_last, done, len(batch.updates), batch.events, pages,
                                      batch.nbytes, lease_s)  # fmt: skip
+            source = "refetch" if str(lease.key).startswith("refetch/") else "backfill"
+            self.store.days_add(conn, day_counts(batch), source, self.agree)
         return CommitResult(new_last, lo_us, done, batch.rows)
 
     def commit_followed(self, conn: Conn, lease: FollowLease, lease_s: float, batch: Batch) -> Batch:
@@ -93,6 +121,7 @@ class Sink:
                     self.store.follow_range_to(conn, m, sync, top)
             assert batch.last_position is not None
             self.store.set_follow_position(conn, "updates", batch.last_position, kept.items, kept.events)
+            self.store.days_add(conn, day_counts(kept), "follow", self.agree)
         return kept
 
     def commit_imports(self, conn: Conn, lease: Lease, expected_after: str, batch: Batch, done: bool,

@@ -54,7 +54,7 @@ class WorkerSettings:
     migrations: tuple[int, ...] = ()
     min_split_us: int = 120_000_000
     poll_s: float = 1.0
-    sample_s: float = 5.0
+    sample_s: float = 1.0  # progress samples: fine enough for the report to show a stall
     complete_urls: dict[int, frozenset[str]] = field(default_factory=dict)
     worker_id: str = ""
     metrics_port: int = 0  # serve Prometheus metrics on this port (0 = off)
@@ -105,7 +105,7 @@ class Worker:
         self.leases = Leases(settings.db, self.id, settings.lease_s, settings.partition, settings.min_split_us,
                              settings.migrations)  # fmt: skip
         self.complete_urls = {m: set(u) for m, u in settings.complete_urls.items()}  # grows when scans join
-        self.sink = Sink(settings.db, settings.contract_state)
+        self.sink = Sink(settings.db, settings.contract_state, settings.agree)
         self.store = self.sink.store
         self.stop = asyncio.Event()
         self.pool = DbPool(settings.db, settings.db_connections, f"scanfill worker {self.id}", settings.db_retry_s,
@@ -244,7 +244,7 @@ class Worker:
             except psycopg.errors.UniqueViolation as exc:
                 # the page holds an id already stored: the scan reuses ids (or overlaps windows).
                 # Retrying cannot help and storing it would overwrite history: the slice stops here.
-                self._slice_failed(claim, f"the scan served an update or event id that is already stored "
+                await self._slice_failed(claim, f"the scan served an update or event id that is already stored "
                                           f"({str(exc).strip().splitlines()[-1]}): a scan reusing ids with other "
                                           "content. Nothing of that page was stored; check the scan "
                                           "(`scanfill verify --against-scan`, `run --agree 2`)")  # fmt: skip
@@ -265,19 +265,24 @@ class Worker:
                 self.report.failures.append(msg)
                 self.stop.set()
             except (ScanError, MalformedPage) as exc:
-                self._slice_failed(claim, str(exc))
+                await self._slice_failed(claim, str(exc))
             finally:
                 try:
                     await self.db(self.leases.release, claim)
                 except psycopg.Error as exc:
                     log.warning("could not release %s (it expires by itself): %s", claim.cursor_name, exc)
 
-    def _slice_failed(self, claim: Claim, why: str) -> None:
-        """A slice that retrying cannot help: said, reported, and not claimed again by this worker."""
+    async def _slice_failed(self, claim: Claim, why: str) -> None:
+        """A slice that retrying cannot help: said, reported, recorded (its days are a gap, with why,
+        until a commit on it), and not claimed again by this worker."""
         msg = f"slice {claim.cursor_name} (migration {claim.migration_id}, {claim.synchronizer_id}): {why}"
         log.error("%s", msg)
         self.report.failures.append(msg)
         self._failed.append(claim.cursor_name)
+        try:
+            await self.db(self.store.slice_failed, claim.cursor_name, why)
+        except (psycopg.Error, DatabaseUnavailable) as exc:
+            log.warning("could not record that %s failed: %s", claim.cursor_name, exc)
 
     async def _fetch(self, claim: Claim, before: str, lo_us: int, count: list[int]) -> Batch:
         """One page of the slice through the pipeline (retries, shrinking, agreement, checks)."""

@@ -276,6 +276,10 @@ def _restore(db: Database, jobs: int, maintenance_work_mem: str, echo: Callable[
             n = _dedupe(db, conn, t, cols)
             report["duplicates"][name] = n
             echo(f"{t}: {n:,} duplicate rows on ({cols}) removed" if n else f"{t}: no duplicates on ({cols})")
+        if any(report["duplicates"].values()):  # the completeness ledger counted them: count its days again
+            store = Store(db)
+            with store.transaction(conn, idle="5min"):
+                store.days_recount(conn)
         if stop_after == "dedupe":
             return report
         # 2. SET LOGGED, after saying what it costs

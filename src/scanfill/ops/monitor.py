@@ -37,6 +37,8 @@ def status(db: Database) -> dict[str, Any]:
             "WHERE p.datname = current_database()"
         ).fetchall()
         phase = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'phase'").format(t("scanfill_meta"))).fetchone()
+        mark = store.complete_through(conn)
+        day_counts = dict(store.all(conn, "days_by_status"))
     out_ranges = []
     tot = {"updates": 0, "events": 0, "span": 0.0, "covered": 0.0, "slices": 0, "done": 0}
     for r in ranges:
@@ -79,6 +81,10 @@ def status(db: Database) -> dict[str, Any]:
         "index_builds": [{"index": b[0], "phase": b[1],
                           "percent": 100.0 * (b[4] / b[5] if b[5] else b[2] / b[3] if b[3] else 0.0)} for b in builds],
         "phase": phase[0] if phase else None,
+        "complete_through": None if mark is None else {
+            "migration_id": mark.migration_id, "record_time": mark.record_time.isoformat(),
+            "ledger_position": mark.ledger_position},
+        "days": {s: int(day_counts.get(s, 0)) for s in ("complete", "in progress", "gap", "not yet loaded")},
         "follower": _follower(fol, now),
         "disagreeing_scans": [{"url": d.url, "pages": int(d.pages), "last": d.last_seen.isoformat(),
                                "updates": int(d.updates or 0)} for d in disagreed],

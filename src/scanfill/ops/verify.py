@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import orjson
@@ -15,9 +16,9 @@ from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.load.pipeline import Pipeline
 from scanfill.scan.client import ScanClient, ScanConfig, redact_url
-from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
+from scanfill.timeutil import DAY_US, dt_to_us, format_us, parse_us, us_to_dt
 
-DAY_US = 86_400_000_000
+EPOCH_DAY = date(1970, 1, 1)
 
 
 @dataclass
@@ -57,6 +58,7 @@ def checks(db: Database) -> list[Check]:
                          f"{progress.imports_open} open import cursor(s), {progress.ranges} range(s)",
                          open_slices[:20]))  # fmt: skip
         out.append(_coverage(db, conn))
+        out.append(_days_ledger(db, conn))
         out.append(_contract_state(db, conn))
         for table, key in (("ledger_updates", "update_id"), ("ledger_events", "event_id")):
             has_pk = _one(conn, "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
@@ -90,6 +92,20 @@ def checks(db: Database) -> list[Check]:
                          f"updates {cnt.updates_stored:,} stored / {cnt.updates_committed:,} committed, events "
                          f"{cnt.events_stored:,} / {cnt.events_committed:,}"))  # fmt: skip
     return out
+
+
+def _days_ledger(db: Database, conn: Any) -> Check:
+    """The ledger the loaders kept equals an independent count of the ledger tables, day by day."""
+    store = Store(db)
+    kept, counted = store.days_ledger(conn), store.days_counted(conn)
+    bad = [f"migration {m} {sync[:30]} {day}: ledger {kept.get((m, sync, day), (0, 0))}, tables "
+           f"{counted.get((m, sync, day), (0, 0))} (updates, events)"
+           for m, sync, day in sorted(set(kept) | set(counted))
+           if kept.get((m, sync, day), (0, 0)) != counted.get((m, sync, day), (0, 0))]  # fmt: skip
+    return Check("the completeness ledger equals a count of the tables, day by day", not bad,
+                 f"{len(counted)} day(s) with rows, {len(bad)} differ" + ("" if not bad else
+                 " (a repair outside scanfill? `scanfill verify` names them; `run --refetch` reloads a day)"),
+                 bad[:20])  # fmt: skip
 
 
 _STATE_GAPS = {
@@ -221,11 +237,37 @@ def _stored(db: Database, conn: Any, m: int, sync: str, a: int, b: int) -> dict[
     return out
 
 
-async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, concurrency: int = 8) -> tuple[Check, list[WindowDiff]]:  # fmt: skip
+@dataclass
+class DayVerdict:
+    """What `verify --against-scan --days` found for one (migration, synchronizer, day)."""
+
+    migration_id: int
+    synchronizer_id: str
+    day: date
+    stored: int
+    digest: str  # of the stored copy (ids and content), as each scan's copy is digested
+    agreeing: list[str] = field(default_factory=list)  # scans serving exactly the stored copy
+    differing: list[str] = field(default_factory=list)
+
+
+def _digest(items: dict[str, bytes]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for uid in sorted(items):
+        h.update(uid.encode() + b"\0" + items[uid])
+    return h.hexdigest()
+
+
+async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, concurrency: int = 8,
+                       days: list[date] | None = None) -> tuple[Check, list[WindowDiff], list[DayVerdict]]:  # fmt: skip
     """Compare the stored copy, window by window, with every given scan: which updates each scan
     has that the database lacks, lacks that it has, or serves with other content (a digest of the
     content with keys sorted, so field order does not count; rows stored in `envelope` mode are
-    compared without their events, which are then checked by count)."""
+    compared without their events, which are then checked by count). With `days`, only those UTC
+    days, a day per window, and each day's verdict is recorded in the completeness ledger: which
+    scans serve exactly the stored copy, and its digest."""
+    if days is not None:
+        window_us = DAY_US
+    wanted = None if days is None else {(d - EPOCH_DAY).days for d in days}
     with db.connect(autocommit=True, application="scanfill verify") as conn:
         windows = []
         for m, sync, lo_t, hi_t in Store(db).ranges(conn):
@@ -233,10 +275,15 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
             start = lo - lo % window_us
             while start < hi:
                 a, b = max(start, lo), min(start + window_us, hi)
-                windows.append((m, sync, a, b, _stored(db, conn, m, sync, a, b)))
+                if wanted is None or start // DAY_US in wanted:
+                    windows.append((m, sync, a, b, _stored(db, conn, m, sync, a, b)))
                 start += window_us
     sem = asyncio.Semaphore(concurrency)
     diffs: list[WindowDiff] = []
+    verdicts: dict[tuple[int, str, int], DayVerdict] = {}
+    for m, sync, a, _, stored in windows:
+        verdicts[(m, sync, a)] = DayVerdict(m, sync, EPOCH_DAY + timedelta(days=a // DAY_US), len(stored),
+                                            _digest({u: d for u, (d, _) in stored.items()}))  # fmt: skip
     async with ScanClient(scan) as client:
         pages = Pipeline(client)
 
@@ -247,6 +294,8 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
             missing = [u for u in theirs if u not in stored]
             extra = [u for u in stored if u not in theirs]
             changed = [u for u, i in theirs.items() if u in stored and _canonical(i, stored[u][1]) != stored[u][0]]
+            verdict = verdicts[(m, sync, a)]
+            (verdict.differing if missing or extra or changed else verdict.agreeing).append(redact_url(url))
             if missing or extra or changed:
                 diffs.append(WindowDiff(m, sync, a, b, len(stored), len(theirs), window_us, redact_url(url),
                                         len(missing), len(extra), len(changed),
@@ -254,8 +303,15 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
 
         await asyncio.gather(*(one(u, *w) for u in client.urls for w in windows))
     diffs.sort(key=lambda d: (d.migration_id, d.synchronizer_id, d.start_us, d.url))
+    found = sorted(verdicts.values(), key=lambda v: (v.day, v.migration_id, v.synchronizer_id))
+    if days is not None:
+        store = Store(db)
+        with db.connect(autocommit=True, application="scanfill verify") as conn, store.transaction(conn):
+            for v in found:
+                store.day_verified(conn, v.migration_id, v.synchronizer_id, v.day, sorted(v.agreeing), v.digest,
+                                   v.stored)  # fmt: skip
     detail = f"{len(windows)} window(s) compared with {len(scan.urls)} scan(s), {len(diffs)} (window, scan) pair(s) differ"
     return Check("the stored copy equals each scan's, window by window", not diffs, detail,
                  [f"migration {d.migration_id} {d.synchronizer_id[:30]} {format_us(d.start_us)}/{format_us(d.end_us)}: "
                   f"{d.url}: {d.missing} missing, {d.extra} extra, {d.changed} with other content (database "
-                  f"{d.db_count:,}, scan {d.scan_count:,}; e.g. {', '.join(d.examples)})" for d in diffs]), diffs  # fmt: skip
+                  f"{d.db_count:,}, scan {d.scan_count:,}; e.g. {', '.join(d.examples)})" for d in diffs]), diffs, found  # fmt: skip

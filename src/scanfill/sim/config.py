@@ -62,6 +62,9 @@ class InstanceConfig:
     alter_digit: str = "7"  # prefixed to the first numeric of an altered update (faulty scans differ by it)
     omit_every: int = 0
     reuse_id_every: int = 0  # update i (i % N == 0, i > 0) carries the id of update i - 1: an id reused
+    # record times [from, to) this scan cannot serve: an updates-before request reaching into them is
+    # answered 400 (a window a scan lost; a load that cannot get past it must say so, not skip it)
+    unservable: tuple[str, str] | None = None
     stale_updates: int = 0  # a scan that is behind: the newest N updates of every range are not there yet
     listed_after_s: float = 0.0  # /v0/scans lists this scan only after this long (an SV that joins later)
 

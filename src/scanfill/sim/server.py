@@ -308,6 +308,9 @@ class ScanInstance:
         count = _count(body, "count")
         if self.faults.max_page:
             count = min(count, self.faults.max_page)
+        lost = self.config.unservable
+        if lost and before > parse_us(lost[0]) and (after is None or after < parse_us(lost[1])):
+            raise BadRequest(f"history between {lost[0]} and {lost[1]} is not available on this scan")
         ledger = self.sim.ledger
         s = ledger.sync_index(m, sync)
         items: list[bytes] = []

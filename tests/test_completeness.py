@@ -1,0 +1,111 @@
+"""The completeness ledger: what is provably whole per (migration, synchronizer, UTC day), the
+watermark, the reports that show it, and `verify --against-scan --days` (real PostgreSQL, the
+simulator over HTTP, `scanfill` as processes)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date, datetime
+from typing import Any
+
+import psycopg
+
+from dbcheck import assert_db_matches
+from procs import finish, scanfill
+from scanfill.sim import InstanceConfig, Ledger, SimConfig, Simulator
+from scanfill.timeutil import parse_us, us_to_dt
+from shared import DAYS
+
+LOST = ("2024-06-22T10:00:00Z", "2024-06-22T10:30:00Z")  # a window the first scan cannot serve
+ARGS = ("--no-progress", "--slices", "40", "--concurrency", "3")
+
+
+def report_json(db: str, urls: list[str]) -> dict[str, Any]:
+    p = scanfill("report", "--completeness", "--format", "json", dsn=db, urls=urls)
+    out = finish(p, 60, db)
+    assert p.returncode == 0, out
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def independent_counts(db: str) -> dict[tuple[int, str, str], tuple[int, int]]:
+    """Updates and events per (migration, synchronizer, UTC day), counted here from the ledger tables."""
+    with psycopg.connect(db) as conn:
+        u = conn.execute("SELECT migration_id, synchronizer_id, to_char(record_time AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
+                         "count(*) FROM ledger_updates WHERE kind <> 'import' GROUP BY 1, 2, 3").fetchall()
+        e = conn.execute("SELECT e.migration_id, e.synchronizer_id, to_char(e.record_time AT TIME ZONE 'UTC', "
+                         "'YYYY-MM-DD'), count(*) FROM ledger_events e JOIN ledger_updates u USING (update_id, "
+                         "migration_id) WHERE u.kind <> 'import' GROUP BY 1, 2, 3").fetchall()
+    events = {(m, s, d): n for m, s, d, n in e}
+    return {(m, s, d): (n, events.get((m, s, d), 0)) for m, s, d, n in u}
+
+
+def expected_days(ledger: Ledger) -> set[tuple[int, str, str]]:
+    return {(h.migration_id, h.synchronizer_id, us_to_dt(h.record_us).date().isoformat())
+            for h in ledger.expected_all() if h.kind != "import"}
+
+
+def test_a_window_no_scan_serves_is_a_gap_until_refetched(db: str, tmp_path: Any) -> None:
+    ledger = Ledger(DAYS)
+    lossy = SimConfig(ledger=DAYS, instances=(InstanceConfig(unservable=LOST),))
+    with Simulator(lossy) as sim:
+        p = scanfill("run", *ARGS, dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        assert p.returncode == 1 and "not available on this scan" in out, out
+        rep = report_json(db, sim.urls)
+        csv_text = finish(scanfill("report", "--completeness", "--format", "csv", dsn=db, urls=sim.urls), 60, db)
+        html_path = tmp_path / "gap.html"
+        assert scanfill("report", "-o", str(html_path), dsn=db, urls=sim.urls).wait(timeout=60) == 0
+        status = json.loads(finish(scanfill("status", "--json", dsn=db, urls=sim.urls), 60, db))
+    days = rep["days"]
+    # every day of every range is listed (quiet days too), and exactly the lost window's day is a gap
+    assert {(d["migration_id"], d["synchronizer_id"], d["day"]) for d in days} >= expected_days(ledger)
+    gaps = [d for d in days if d["status"] == "gap"]
+    assert [(g["migration_id"], g["day"]) for g in gaps] == [(0, "2024-06-22")], gaps
+    assert "not available on this scan" in gaps[0]["detail"]
+    newest = max(d["day"] for d in days if d["migration_id"] == 1)
+    for d in days:
+        if d["status"] != "gap":
+            want = "in progress" if (d["migration_id"], d["day"]) == (1, newest) else "complete"
+            assert d["status"] == want, d
+    assert rep["summary"]["gap"] == 1
+    # the figures equal an independent count from the ledger tables; sources and agreement kept
+    counted = independent_counts(db)
+    for d in days:
+        assert (d["updates"], d["events"]) == counted.get((d["migration_id"], d["synchronizer_id"], d["day"]),
+                                                          (0, 0)), d  # fmt: skip
+        if d["updates"]:
+            assert d["sources"] == ["backfill"] and d["agreed_by"] == 1, d
+    # the watermark stops before the gap: inside migration 0, before the lost window
+    mark = rep["complete_through"]
+    assert mark["migration_id"] == 0 and datetime.fromisoformat(mark["record_time"]) < us_to_dt(parse_us(LOST[0]))
+    assert datetime.fromisoformat(mark["record_time"]).date() >= date(2024, 6, 22)  # the days before are whole
+    assert status["complete_through"] == mark and status["days"]["gap"] == 1
+    # the CSV and the HTML say the same
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert [(r["migration_id"], r["day"]) for r in rows if r["status"] == "gap"] == [("0", "2024-06-22")]
+    page = html_path.read_text()
+    assert page.count('data-status="gap"') == 1 and 'data-day="2024-06-22" data-status="gap"' in page
+    assert "not available on this scan" in page
+
+    # a scan that serves the window: refetching the day loads it, and the watermark moves past it
+    with Simulator(SimConfig(ledger=DAYS)) as sim:
+        p = scanfill("run", *ARGS, "--refetch", "2024-06-22T00:00:00Z/2024-06-23T00:00:00Z", dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        assert p.returncode == 0, out
+        rep = report_json(db, sim.urls)
+        v = scanfill("verify", dsn=db, urls=sim.urls)
+        vout = finish(v, 120, db)
+        assert v.returncode == 0, vout
+    assert_db_matches(db, ledger)  # nothing lost, nothing twice
+    assert not [d for d in rep["days"] if d["status"] == "gap"]
+    day = next(d for d in rep["days"] if d["day"] == "2024-06-22")
+    assert day["status"] == "complete" and "refetch" in day["sources"]
+    counted = independent_counts(db)
+    assert all((d["updates"], d["events"]) == counted.get((d["migration_id"], d["synchronizer_id"], d["day"]),
+                                                          (0, 0)) for d in rep["days"])  # fmt: skip
+    top = min(max(h.record_us for h in ledger.expected_all() if h.migration_id == 1 and h.synchronizer_id == s)
+              for s in {h.synchronizer_id for h in ledger.expected_all() if h.migration_id == 1})
+    mark = rep["complete_through"]
+    assert mark["migration_id"] == 1 and datetime.fromisoformat(mark["record_time"]) == us_to_dt(top)
