@@ -79,10 +79,14 @@ def database_findings(db: Database, workers: int, db_connections: int) -> list[F
     return out
 
 
+def one_try(scan: ScanConfig) -> ScanConfig:
+    """Doctor asks each scan once: an unreachable one is a finding, not something to wait out."""
+    return ScanConfig(**{**scan.__dict__, "max_attempts": 1, "timeout_s": min(scan.timeout_s, 15.0)})
+
+
 async def scan_findings(scan: ScanConfig) -> list[Finding]:
     out: list[Finding] = []
-    one_try = ScanConfig(**{**scan.__dict__, "max_attempts": 1, "timeout_s": min(scan.timeout_s, 15.0)})
-    async with ScanClient(one_try) as client:
+    async with ScanClient(one_try(scan)) as client:
         for url in scan.urls:
             t0 = time.monotonic()
             try:
@@ -111,7 +115,7 @@ def run_all(db: Database | None, scan: ScanConfig | None, workers: int, db_conne
         from scanfill.ops.cursors import cursor_findings
 
         try:
-            ok, finding, fix = cursor_findings(db, scan)
+            ok, finding, fix = cursor_findings(db, one_try(scan))
             found.append(Finding("cursors the scans can serve", ok, finding, fix))
         except psycopg.errors.UndefinedTable:
             pass  # nothing loaded yet: no cursor to check
