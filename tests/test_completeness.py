@@ -11,10 +11,11 @@ from datetime import date, datetime
 from typing import Any
 
 import psycopg
+import pytest
 
 from dbcheck import assert_db_matches
 from procs import finish, scanfill
-from scanfill.sim import InstanceConfig, Ledger, SimConfig, Simulator
+from scanfill.sim import FaultConfig, InstanceConfig, Ledger, SimConfig, Simulator
 from scanfill.timeutil import parse_us, us_to_dt
 from shared import DAYS
 
@@ -109,3 +110,64 @@ def test_a_window_no_scan_serves_is_a_gap_until_refetched(db: str, tmp_path: Any
               for s in {h.synchronizer_id for h in ledger.expected_all() if h.migration_id == 1})
     mark = rep["complete_through"]
     assert mark["migration_id"] == 1 and datetime.fromisoformat(mark["record_time"]) == us_to_dt(top)
+
+
+def screenshot(page: Any, png: Any, profile: Any) -> Any:
+    """A headless Chromium screenshot of a report; the image, after checking nothing complained."""
+    import os
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is needed for this test: apt-get install chromium (.ci/run does)"
+    res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                          f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", f"--screenshot={png}",
+                          "--window-size=1000,1700", page.as_uri()], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert png.exists() and png.stat().st_size > 10_000, res.stderr[-2000:]
+    assert not [ln for ln in res.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    if os.environ.get("SCANFILL_SCREENSHOTS"):  # to look at them: SCANFILL_SCREENSHOTS=dir pytest ...
+        shutil.copy(png, os.path.join(os.environ["SCANFILL_SCREENSHOTS"], png.name))
+    return Image.open(png).convert("RGB")
+
+
+def pixels(img: Any, rgb: tuple[int, int, int]) -> int:
+    return sum(n for n, c in img.getcolors(maxcolors=1 << 22) if c == rgb)
+
+
+RED, SKY, GREEN = (220, 38, 38), (56, 189, 248), (22, 163, 74)  # gap, in progress, complete
+
+
+@pytest.mark.needs("chromium")
+def test_report_screenshots_of_a_live_a_gapped_and_a_finished_load(db: str, tmp_path: Any) -> None:
+    from procs import lines_of, wait_for
+
+    def report(name: str, urls: list[str]) -> tuple[str, Any]:
+        page = tmp_path / f"{name}.html"
+        assert scanfill("report", "-o", str(page), dsn=db, urls=urls).wait(timeout=60) == 0
+        text = page.read_text()
+        assert "<script" not in text and "http://" not in text.replace("http://127.0.0.1", "")
+        return text, screenshot(page, tmp_path / f"{name}.png", tmp_path / "profile")
+
+    slow = FaultConfig(latency_ms=120)  # slow enough for the live report to have seconds of samples
+    lossy = SimConfig(ledger=DAYS, faults=slow, instances=(InstanceConfig(unservable=LOST),))
+    with Simulator(lossy) as sim:
+        assert scanfill("init", dsn=db, urls=sim.urls).wait(timeout=60) == 0
+        p = scanfill("run", *ARGS, "--page-size", "5", "--batch-rows", "5", dsn=db, urls=sim.urls)
+        out = lines_of(p)
+        wait_for(lambda: sum(1 for d in report_json(db, sim.urls)["days"] if d["status"] == "complete") >= 3,
+                 timeout=120, what="three complete days while loading")  # fmt: skip
+        live, img = report("live", sim.urls)
+        assert p.poll() is None, out  # taken while loading
+        assert 'data-status="in progress"' in live and pixels(img, SKY) > 200 and pixels(img, GREEN) > 200
+        assert p.wait(timeout=240) == 1, out
+        gapped, img = report("gap", sim.urls)
+    assert gapped.count('data-status="gap"') == 1 and pixels(img, RED) > 500  # a day's cell, not only the legend
+    with Simulator(SimConfig(ledger=DAYS)) as sim:
+        p = scanfill("run", *ARGS, "--refetch", "2024-06-22T00:00:00Z/2024-06-23T00:00:00Z", dsn=db, urls=sim.urls)
+        assert p.wait(timeout=240) == 0
+        done, img = report("finished", sim.urls)
+    assert 'data-status="gap"' not in done and pixels(img, RED) < 200 and pixels(img, GREEN) > 1000  # legend only
+    assert done.count("<polyline") >= 4  # rate, rows, coverage, ETA

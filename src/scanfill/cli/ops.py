@@ -67,6 +67,11 @@ def abort(dsn: str | None, schema: str, truncate: bool, yes: bool, wait_s: float
 
     db = get_db(dsn, schema)
     sch.require(db)
+    # asked before anything is stopped: a "no" (or no terminal to answer) leaves everything as it was
+    if truncate and not yes and not click.confirm("Stop every loader and empty the ledger tables, contract state "
+                                                  "and every cursor?", default=False):  # fmt: skip
+        click.echo("nothing done")
+        return
     maintenance.request_stop(db)
     click.echo("stop requested through the database; waiting for workers and the follower ...")
     deadline = time.monotonic() + wait_s
@@ -75,20 +80,19 @@ def abort(dsn: str | None, schema: str, truncate: bool, yes: bool, wait_s: float
         follower = maintenance.active_follower(db)
         return maintenance.running_workers(db) + ([f"follower {follower}"] if follower else [])
 
-    while (left := running()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if left:
-        click.secho(f"{len(left)} loader(s) still running after {wait_s:.0f} s: {', '.join(left)}; their leases "
-                    "expire and their commits are fenced, so restoring is still safe", fg="yellow", err=True)  # fmt: skip
-    if maintenance.phase(db) in ("prepared", "restoring"):
-        maintenance.restore(db, echo=click.echo, progress=index_progress)
-    if truncate:
-        if not yes and not click.confirm("Empty ledger_updates, ledger_events and every cursor?", default=False):
-            click.echo("not truncated")
-        else:
+    try:
+        while (left := running()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if left:
+            click.secho(f"{len(left)} loader(s) still running after {wait_s:.0f} s: {', '.join(left)}; their leases "
+                        "expire and their commits are fenced, so restoring is still safe", fg="yellow", err=True)  # fmt: skip
+        if maintenance.phase(db) in ("prepared", "restoring"):
+            maintenance.restore(db, echo=click.echo, progress=index_progress)
+        if truncate:
             maintenance.truncate_all(db)
-            click.echo("ledger tables and cursors emptied")
-    maintenance.clear_stop(db)
+            click.echo("ledger tables, contract state and cursors emptied")
+    finally:
+        maintenance.clear_stop(db)  # whatever happened above, a later `run` must not stop at once
     click.echo("aborted cleanly; `scanfill run` starts again from the cursors")
 
 

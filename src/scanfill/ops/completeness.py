@@ -66,25 +66,37 @@ def to_csv(rows: list[DayStatus]) -> str:
 STYLE = {"complete": "green", "in progress": "cyan", "gap": "bold red", "not yet loaded": "dim"}
 
 
+def how(d: DayStatus) -> str:
+    """How a day's rows came, in a few characters: sources, agreement above one scan, verification."""
+    out = "+".join(d.sources) or "-"
+    if d.agreed_by and d.agreed_by > 1:
+        out += f" agreed:{d.agreed_by}"
+    if d.verified_by:
+        out += f" verified:{len(d.verified_by)}"
+    return out
+
+
 def render(rows: list[DayStatus], w: Watermark | None) -> Any:
-    """A rich table narrow enough for 80 columns: one line per day and range."""
+    """A rich table that reads at 80 columns: one line per (day, migration, synchronizer)."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table
 
-    t = Table(title="completeness per UTC day", title_justify="left", pad_edge=False)
-    for col, kw in (("day", {}), ("mig", {"justify": "right"}), ("synchronizer", {"max_width": 18}),
-                    ("status", {}), ("updates", {"justify": "right"}), ("agreed", {"justify": "right"}),
-                    ("how", {"max_width": 16})):  # fmt: skip
-        t.add_column(col, no_wrap=col != "how", overflow="ellipsis", **kw)
+    from scanfill.ops.monitor import short_sync
+
+    t = Table(title="completeness per UTC day", title_justify="left", box=box.SIMPLE_HEAD, padding=0,
+              pad_edge=False, show_edge=False)  # fmt: skip
+    for col in ("day", "mig", "synchronizer", "status", "updates", "how"):
+        t.add_column(col, justify="right" if col in ("mig", "updates") else "left", no_wrap=True,
+                     overflow="ellipsis")  # fmt: skip
     for d in rows:
-        t.add_row(d.day.isoformat(), str(d.migration_id), d.synchronizer_id, f"[{STYLE[d.status]}]{d.status}[/]",
-                  f"{d.updates:,}", "-" if d.agreed_by is None else str(d.agreed_by),
-                  ",".join(d.sources) + (" verified" if d.verified_by else ""))  # fmt: skip
+        t.add_row(d.day.isoformat(), str(d.migration_id), short_sync(d.synchronizer_id),
+                  f"[{STYLE[d.status]}]{d.status}[/]", f"{d.updates:,}", how(d))  # fmt: skip
     counts = Counter(d.status for d in rows)
-    head = "complete through: " + (f"migration {w.migration_id}, {w.record_time.isoformat()}" if w else "nothing yet")
-    lines: list[Any] = [head, t, "  ".join(f"{s}: {counts.get(s, 0)}" for s in STATUSES)]
+    head = "complete through: " + (f"migration {w.migration_id}, {w.record_time:%Y-%m-%d %H:%M:%S.%f} UTC" if w
+                                   else "nothing yet")  # fmt: skip
+    lines: list[Any] = [head, t, ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)]
     for d in rows:
         if d.status == "gap" and d.detail:
-            lines.append(f"[red]gap[/] {d.day} migration {d.migration_id} {d.synchronizer_id[:24]}: {d.detail}")
+            lines.append(f"[red]gap[/] {d.day} migration {d.migration_id} {short_sync(d.synchronizer_id)}: {d.detail}")
     return Group(*lines)
-

@@ -108,55 +108,86 @@ def _follower(f: FollowState | None, now: Any) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
+def short_sync(sync: str) -> str:
+    """`global-domain::1220ccc9`: the name and enough of the fingerprint to tell two apart."""
+    name, _, fp = sync.partition("::")
+    return f"{name}::{fp[:8]}" if fp else name
+
+
+def _when(text: str | None) -> str:
+    return "-" if not text else f"{text[:10]} {text[11:16]}"
+
+
 def render(st: dict[str, Any]) -> Any:
-    """A rich renderable of `status`."""
+    """A rich renderable of `status` that reads at 80 columns (a log, a pipe): no vertical rules,
+    short ids, one line per range."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table
 
+    def table(title: str, *cols: str, right: tuple[str, ...] = ()) -> Table:
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False,
+                  show_edge=False)
+        for c in cols:
+            t.add_column(c, justify="right" if c in right else "left", no_wrap=True, overflow="ellipsis")
+        return t
+
     tt = st["totals"]
-    rate = st["rate_rows_per_s"]
-    eta = st["eta_s"]
-    head = Table.grid(padding=(0, 2))
-    head.add_row(
+    rate, eta = st["rate_rows_per_s"], st["eta_s"]
+    loading = bool(st["workers"]) or bool((st.get("follower") or {}).get("active"))
+    done = ("[green]complete[/]" if tt["complete"] else f"ETA {_dur(eta)}" if eta and loading
+            else "ETA -" if loading else "[yellow]nothing loading[/]")  # fmt: skip
+    rate = rate if loading else None
+    parts: list[Any] = [
         f"[bold]{tt['rows']:,}[/] rows ({tt['updates']:,} updates, {tt['events']:,} events)",
-        f"{100 * tt['fraction']:.1f}% of the time range",
-        f"{rate:,.0f} rows/s" if rate else "rate: not measured yet",
-        f"ETA {_dur(eta)}" if eta else ("[green]complete[/]" if tt["complete"] else "ETA: -"),
-    )
-    ranges = Table(title="ranges (migration, synchronizer)")
-    for col in ("mig", "synchronizer", "min", "max", "slices done/active/waiting", "covered", "updates", "events",
-                "scan complete"):  # fmt: skip
-        ranges.add_column(col)
+        f"{100 * tt['fraction']:.1f}% of the time range, {tt['slices_done']:,}/{tt['slices']:,} slices, "
+        + (f"{rate:,.0f} rows/s, " if rate else "") + done,
+    ]
+    mark, days = st.get("complete_through"), st.get("days") or {}
+    if days:
+        parts.append("complete through: " + (f"migration {mark['migration_id']}, {mark['record_time'][:19]} UTC"
+                                             if mark else "nothing yet"))  # fmt: skip
+        parts.append(f"days: {days.get('complete', 0)} complete, {days.get('in progress', 0)} in progress, "
+                     f"[{'bold red' if days.get('gap') else 'default'}]{days.get('gap', 0)} gap[/], "
+                     f"{days.get('not yet loaded', 0)} not yet loaded")  # fmt: skip
+        if days.get("gap"):
+            parts.append("[red]gaps[/]: `scanfill report --completeness` lists them and why")
+    ranges = table(f"ranges ({st['ranges'][0]['min'][:4] if st['ranges'] else '-'}, UTC)", "mig", "synchronizer", "record times", "slices", "covered", "updates",
+                   right=("mig", "covered", "updates"))  # fmt: skip
     for r in st["ranges"]:
-        ranges.add_row(str(r["migration_id"]), r["synchronizer_id"][:40], r["min"], r["max"],
-                       f"{r['slices_done']}/{r['slices_active']}/{r['slices_waiting']}", f"{100 * r['covered']:.1f}%",
-                       f"{r['updates']:,}", f"{r['events']:,}", "yes" if r["source_complete"] else "[red]no[/]")  # fmt: skip
-    workers = Table(title=f"live workers ({len(st['workers'])})")
-    for col in ("worker", "host", "pid", "leases", "rows", "heartbeat"):
-        workers.add_column(col)
-    for w in st["workers"]:
-        workers.add_row(w["worker_id"], w["host"], str(w["pid"]), str(w["leases"]), f"{w['rows_loaded']:,}",
-                        w["heartbeat"][11:19])  # fmt: skip
-    tables = Table(title="tables" + (f" (phase: {st['phase']})" if st["phase"] else ""))
-    for col in ("table", "persistence", "indexes", "autovacuum", "estimated rows"):
-        tables.add_column(col)
+        cov = f"{100 * r['covered']:.1f}%" + ("" if r["source_complete"] else " [red]![/]")
+        ranges.add_row(str(r["migration_id"]), short_sync(r["synchronizer_id"]),
+                       f"{_when(r['min'])[5:]}..{_when(r['max'])[5:]}",
+                       f"{r['slices_done']}/{r['slices_active']}/{r['slices_waiting']}", cov, f"{r['updates']:,}")  # fmt: skip
+    parts.append(ranges)
+    if any(not r["source_complete"] for r in st["ranges"]):
+        parts.append("[red]![/] no scan reporting a complete history serves this range")
+    parts.append("[dim]slices: done/active/waiting[/]")
+    if st["workers"]:
+        workers = table(f"live workers ({len(st['workers'])})", "worker", "leases", "rows", "heartbeat",
+                        right=("leases", "rows"))  # fmt: skip
+        for w in st["workers"]:
+            workers.add_row(w["worker_id"], str(w["leases"]), f"{w['rows_loaded']:,}", w["heartbeat"][11:19])
+        parts.append(workers)
+    else:
+        parts.append("live workers: none")
+    tables = table("tables" + (f" (phase: {st['phase']})" if st["phase"] else ""), "table", "persistence", "indexes",
+                   "autovacuum", "estimated rows", right=("indexes", "estimated rows"))  # fmt: skip
     for name, info in st["tables"].items():
-        tables.add_row(name, info["persistence"], ", ".join(info["indexes"]) or "[yellow]none (dropped)[/]",
-                       info["autovacuum"], f"{info['estimated_rows']:,}")  # fmt: skip
-    parts: list[Any] = [head, ranges, workers, tables]
+        tables.add_row(name, info["persistence"], str(len(info["indexes"])) if info["indexes"] else "[yellow]dropped[/]",
+                       info["autovacuum"], f"{max(0, info['estimated_rows']):,}")  # fmt: skip
+    parts.append(tables)
     if st.get("disagreeing_scans"):
-        bad = Table(title="[red]scans that served pages others did not agree with[/]")
-        for col in ("scan", "pages", "updates differing", "last"):
-            bad.add_column(col)
+        bad = table("[red]scans that served pages others did not agree with[/]", "scan", "pages", "updates", "last",
+                    right=("pages", "updates"))  # fmt: skip
         for d in st["disagreeing_scans"]:
             bad.add_row(d["url"], str(d["pages"]), f"{d['updates']:,}", d["last"][:19])
         parts.append(bad)
     f = st.get("follower")
     if f:
-        fol = Table(title="follower" + ("" if f["active"] else " ([yellow]none active[/])"))
-        for col in ("follower", "host", "cursor (migration, record time)", "lag", "updates/s", "verdicts kept"):
-            fol.add_column(col)
-        fol.add_row(f["follower"] or "-", f["host"] or "-", f"{f['cursor_migration']}, {f['cursor']}",
+        fol = table("follower" + ("" if f["active"] else " ([yellow]none active[/])"), "follower", "cursor", "lag",
+                    "updates/s", "verdicts", right=("lag", "updates/s", "verdicts"))  # fmt: skip
+        fol.add_row(f["follower"] or "-", f"m{f['cursor_migration']} {_when(f['cursor'])}",
                     _dur(f["lag_s"]) if f["lag_s"] is not None else "-",
                     f"{f['updates_per_s']:,.1f}" if f["updates_per_s"] else "-", f"{f['scan_events']:,}")  # fmt: skip
         parts.append(fol)
@@ -164,9 +195,7 @@ def render(st: dict[str, Any]) -> Any:
             parts.append(f"[yellow]the follower asked again {f['problems']:,} time(s) after the scans could not serve "
                          f"a page; last ({(f['last_problem_at'] or '')[:19]}): {f['last_problem']}[/]")  # fmt: skip
     if st["index_builds"]:
-        builds = Table(title="index builds in progress")
-        for col in ("index", "phase", "percent"):
-            builds.add_column(col)
+        builds = table("index builds in progress", "index", "phase", "percent", right=("percent",))
         for b in st["index_builds"]:
             builds.add_row(b["index"], b["phase"], f"{b['percent']:.0f}%")
         parts.append(builds)

@@ -15,7 +15,7 @@ from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.ops.monitor import status
 
-COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"]
+COLORS = ["#2563eb", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4f46e5", "#65a30d"]  # no status color
 STATUS_COLORS = {"complete": "#16a34a", "in progress": "#38bdf8", "gap": "#dc2626", "not yet loaded": "#cbd5e1"}
 WORST = ("gap", "in progress", "not yet loaded", "complete")  # a day's cell shows the worst of its ranges
 MAX_POINTS = 600  # per series: enough to see a stall, small enough to open anywhere
@@ -39,7 +39,7 @@ def short(v: float) -> str:
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if a >= div:
             return f"{v / div:.{0 if (v / div) == int(v / div) else 1}f}{suffix}"
-    return f"{v:.0f}" if v == int(v) else f"{v:.2g}"
+    return f"{v:.0f}" if v == int(v) or a >= 10 else f"{v:.2g}"
 
 
 def duration(s: float) -> str:
@@ -92,7 +92,7 @@ def chart(title: str, series: dict[str, list[tuple[float, float]]], unit: str, t
     xstep = nice_step(x1 - x0, 6) if not time_axis else _time_step(x1 - x0)
     x = math.ceil(x0 / xstep) * xstep
     while x <= x1:
-        label = duration(x - x0) if time_axis else short(x)
+        label = duration(x) if time_axis else short(x)  # x: seconds since the report's first sample
         parts.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top}" y2="{h - bottom}" class="grid"/>'
                      f'<text x="{sx(x):.1f}" y="{h - 8}" text-anchor="middle">{label}</text>')  # fmt: skip
         x += xstep
@@ -127,13 +127,14 @@ def calendar(days: list[DayStatus]) -> str:
     first, last = min(by_day), max(by_day)
     start = first - timedelta(days=first.weekday())
     weeks = (last - start).days // 7 + 1
-    cell, gap, left, top = 16, 3, 34, 22
+    cell = 24 if weeks <= 26 else 14 if weeks <= 60 else 10  # a long history still fits the page
+    gap, left, top = 3, 34, 22
     w, h = left + weeks * (cell + gap) + 10, top + 7 * (cell + gap) + 6
     parts = [f'<svg class="calendar" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
              'aria-label="days by status">']  # fmt: skip
     for i, name in enumerate(("Mon", "", "Wed", "", "Fri", "", "Sun")):
         if name:
-            parts.append(f'<text x="0" y="{top + i * (cell + gap) + 12}">{name}</text>')
+            parts.append(f'<text x="0" y="{top + i * (cell + gap) + cell / 2 + 4}">{name}</text>')
     month = None
     for k in range(weeks * 7):
         day = start + timedelta(days=k)
@@ -152,6 +153,9 @@ def calendar(days: list[DayStatus]) -> str:
             + (f" ({r.detail})" if r.detail else "") for r in rows)  # fmt: skip
         parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" rx="3" fill="{STATUS_COLORS[worst]}" '
                      f'data-day="{day}" data-status="{worst}"><title>{html.escape(tip)}</title></rect>')  # fmt: skip
+        if cell >= 20:
+            parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" class="dom">'
+                         f"{day.day}</text>")
     parts.append("</svg>")
     legend = " &nbsp; ".join(f'<span class="key" style="background:{c}"></span>{s}' for s, c in STATUS_COLORS.items())
     return "".join(parts) + f'<div class="legend">{legend}</div>'
@@ -188,7 +192,7 @@ def build(db: Database) -> str:
 body{{font-family:system-ui,-apple-system,sans-serif;margin:0 auto;padding:1.5em;max-width:960px;color:#0f172a}}
 h1{{font-size:22px;margin:0 0 .2em}} h2{{font-size:17px;margin:1.6em 0 .4em;border-bottom:1px solid #e2e8f0}}
 h3{{font-size:14px;margin:1.2em 0 .2em}} small{{color:#64748b;font-weight:normal}}
-svg{{width:100%;height:auto;font-size:11px;fill:#334155}} svg.calendar{{width:auto;max-width:100%}}
+svg{{width:100%;height:auto;font-size:11px;fill:#334155}} svg.calendar{{width:auto;max-width:100%}} .dom{{fill:#fff;font-size:10px;pointer-events:none}}
 .plot{{fill:#f8fafc;stroke:#cbd5e1}} .grid{{stroke:#e2e8f0}} rect.none{{fill:#f1f5f9}}
 table{{border-collapse:collapse;width:100%;table-layout:fixed;font-size:12.5px}}
 td,th{{border-bottom:1px solid #e2e8f0;padding:3px 6px;text-align:left;overflow-wrap:anywhere}}
@@ -206,8 +210,8 @@ border-radius:2px;margin-right:4px;vertical-align:-1px}}
 {len(per_worker)} loader(s), {duration(duration_s)} sampled, {short(avg)} rows/s on average.</p>
 <h2>What is provably whole</h2>
 <p class="summary">Complete through: <b>{_mark(mark)}</b></p>
-<div class="grid2">{"".join(f'<div class="tile"><b style="color:{STATUS_COLORS[s]}">{n:,}</b>{s}</div>'
-                            for s, n in counts.items())}</div>
+<div class="grid2">{"".join(f'<div class="tile"><b style="color:{STATUS_COLORS[s] if n else "#94a3b8"}">{n:,}</b>'
+                            f'{s}</div>' for s, n in counts.items())}</div>
 {calendar(days)}
 {_gaps(days)}
 <h2>How the load went</h2>
@@ -232,19 +236,28 @@ def _mark(w: Watermark | None) -> str:
 
 def _rates(samples: list[Any], t0: datetime | None) -> tuple[dict[str, list[tuple[float, float]]],
                                                              list[tuple[float, float]], dict[str, int]]:  # fmt: skip
-    rate: dict[str, list[tuple[float, float]]] = {}
-    last: dict[str, tuple[float, int]] = {}
+    """Rows/s per loader over a short trailing window (so two samples a moment apart make no spike),
+    cumulative rows over all loaders, and each loader's last count."""
+    points: dict[str, list[tuple[float, int]]] = {}
     per_worker: dict[str, int] = {}
     cumulative: list[tuple[float, float]] = []
     for wid, at, rows in samples:
         assert t0 is not None
         x = (at - t0).total_seconds()
-        if wid in last and x > last[wid][0]:
-            rate.setdefault(wid, []).append((x, max(0.0, (rows - last[wid][1]) / (x - last[wid][0]))))
-        if wid not in last or rows >= last[wid][1]:
-            last[wid] = (x, rows)
+        points.setdefault(wid, []).append((x, rows))
         per_worker[wid] = rows
         cumulative.append((x, float(sum(per_worker.values()))))
+    span = cumulative[-1][0] - cumulative[0][0] if cumulative else 0.0
+    window = max(1.0, span / 150)
+    rate: dict[str, list[tuple[float, float]]] = {}
+    for wid, pts in points.items():
+        j = 0
+        for x, rows in pts:
+            while j + 1 < len(pts) and pts[j + 1][0] <= x - window:
+                j += 1
+            x0, r0 = pts[j]
+            if x - x0 >= window * 0.5:
+                rate.setdefault(wid, []).append((x, max(0.0, (rows - r0) / (x - x0))))
     return rate, cumulative, per_worker
 
 
@@ -271,13 +284,15 @@ def _gaps(days: list[DayStatus]) -> str:
     gaps = [d for d in days if d.status == "gap"]
     if not gaps:
         return '<p class="ok">No gaps.</p>'
+    day = gaps[0].day
     rows = "".join(f"<tr><td>{d.day}</td><td class=n>{d.migration_id}</td><td>{_sync(d.synchronizer_id)}</td>"
                    f"<td class=n>{d.updates:,}</td><td>{html.escape(d.detail or '')}</td></tr>" for d in gaps)  # fmt: skip
     return (f'<h3 class="bad">{len(gaps)} gap(s)</h3><table><colgroup><col style="width:12%"><col style="width:6%">'
             '<col style="width:24%"><col style="width:10%"><col></colgroup><tr><th>day</th><th>mig</th>'
             f"<th>synchronizer</th><th>updates</th><th>why</th></tr>{rows}</table>"
-            "<p>Repair: <code>scanfill run --refetch DAYT00:00:00Z/NEXTDAYT00:00:00Z</code>, then "
-            "<code>scanfill verify --against-scan --days DAY</code>.</p>")  # fmt: skip
+            f"<p>Repair, once a scan serves it again: <code>scanfill run --refetch {day}T00:00:00Z/"
+            f"{day + timedelta(days=1)}T00:00:00Z</code>, then <code>scanfill verify --against-scan --days {day}"
+            "</code> (each gap alike).</p>")  # fmt: skip
 
 
 def _sync(sync: str) -> str:
