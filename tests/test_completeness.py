@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 from datetime import date, datetime
 from typing import Any
 
@@ -171,3 +172,52 @@ def test_report_screenshots_of_a_live_a_gapped_and_a_finished_load(db: str, tmp_
         done, img = report("finished", sim.urls)
     assert 'data-status="gap"' not in done and pixels(img, RED) < 200 and pixels(img, GREEN) > 1000  # legend only
     assert done.count("<polyline") >= 4  # rate, rows, coverage, ETA
+
+
+def test_a_followed_day_turns_complete(db: str, tmp_path: Any) -> None:
+    """A backfill that ends inside the newest migration's last day leaves it in progress; the
+    follower carries the copy past midnight, and that day turns complete (and the watermark with it)."""
+    from procs import lines_of, stored, wait_for
+
+    ledger = Ledger(DAYS)
+    total = ledger.total_updates()
+    # the first scan shows migration 1 up to about 23:00 on 2024-06-25 (its last 15 updates per
+    # synchronizer, up to 04:00 the next day, appear at a rate too slow to matter)
+    frozen = SimConfig(ledger=DAYS, grow=0.001, grow_updates=30)
+    with Simulator(frozen) as sim:
+        p = scanfill("run", *ARGS, dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        assert p.returncode == 0, out
+        before = {(d["migration_id"], d["synchronizer_id"], d["day"]): d for d in report_json(db, sim.urls)["days"]}
+    last = {k: d for k, d in before.items() if k[0] == 1 and k[2] == "2024-06-25"}
+    assert len(last) == 2 and all(d["status"] == "in progress" for d in last.values()), last
+    assert not [k for k in before if k[2] == "2024-06-26"]
+    # the same ledger, its tail now appearing (4 updates/s): the follower, not a backfill, stores it
+    with Simulator(SimConfig(ledger=DAYS, grow=4, grow_updates=30)) as sim:
+        f = scanfill("follow", "--poll", "0.2", "--lease", "4", dsn=db, urls=sim.urls)
+        said = lines_of(f)
+        try:
+            wait_for(lambda: stored(db) == total, timeout=120, what="the follower to catch up")
+            rep = report_json(db, sim.urls)
+            page = tmp_path / "followed.html"
+            assert scanfill("report", "-o", str(page), dsn=db, urls=sim.urls).wait(timeout=60) == 0
+        finally:
+            f.terminate()
+            try:
+                f.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                f.kill()
+                raise AssertionError("the follower did not stop:\n" + "\n".join(said[-200:])) from None
+        assert f.returncode == 0, said
+    assert_db_matches(db, ledger)
+    after = {(d["migration_id"], d["synchronizer_id"], d["day"]): d for d in rep["days"]}
+    for k in last:
+        assert after[k]["status"] == "complete" and after[k]["sources"][0] == "backfill", after[k]
+    newest = [d for k, d in after.items() if k[2] == "2024-06-26"]
+    assert len(newest) == 2 and all(d["status"] == "in progress" and d["sources"] == ["follow"] for d in newest), newest
+    counted = independent_counts(db)
+    assert all((d["updates"], d["events"]) == counted.get(k, (0, 0)) for k, d in after.items())
+    mark = rep["complete_through"]
+    newest_t = max(h.record_us for h in ledger.expected_all() if h.migration_id == 1)
+    assert mark["migration_id"] == 1 and datetime.fromisoformat(mark["record_time"]) == us_to_dt(newest_t)
+    assert "follower lag" in page.read_text()

@@ -138,3 +138,18 @@ def test_a_scan_that_is_not_complete_is_not_used_for_following(db: str) -> None:
         assert p.returncode == 0, out
         assert sim.stats(0)["faults"] == {} and sim.stats(0)["by_path"].get("/v2/updates", 0) >= 1
     assert_db_matches(db, Ledger(BASE))
+
+
+def test_run_follow_stopped_during_its_backfill_does_not_go_on_to_follow(db: str) -> None:
+    """SIGTERM during `run --follow`'s backfill stops the command: before, the backfill took the
+    signal and the follower then started with nothing left to stop it."""
+    from scanfill.sim import FaultConfig
+
+    slow = SimConfig(ledger=BASE, faults=FaultConfig(latency_ms=50))
+    with Simulator(slow) as sim:
+        p = scanfill("run", "--follow", "--no-progress", "--page-size", "10", "--batch-rows", "20", dsn=db,
+                     urls=sim.urls)  # fmt: skip
+        wait_for(lambda: stored(db) > 0, what="the backfill's first commit")
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=120)[0].decode()
+    assert p.returncode == 0 and "stopped before following" in out and "following into" not in out, out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
@@ -22,3 +23,24 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     root.setLevel(level)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+
+def dump_tasks_on_sigusr2(loop: Any) -> None:
+    """`kill -USR2 <pid>`: every asyncio task's stack on stderr (SIGUSR1 dumps the threads), for a
+    loader that hangs; what each task awaits is what a thread dump cannot show."""
+    import asyncio
+    import contextlib
+    import io
+    import signal
+
+    def dump() -> None:
+        out = io.StringIO()
+        for task in asyncio.all_tasks(loop):
+            out.write(f"--- {task.get_name()}: {task!r}\n")
+            task.print_stack(file=out)
+        sys.stderr.write(out.getvalue())
+        sys.stderr.flush()
+
+    if hasattr(signal, "SIGUSR2"):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGUSR2, dump)

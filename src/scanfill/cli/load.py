@@ -152,6 +152,9 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
     )  # fmt: skip
     summary = _lifecycle(opts, db, do_prepare, do_restore)
     if then_follow:
+        if summary.stopped:  # Ctrl+C / SIGTERM during the backfill meant the whole command
+            click.echo("stopped before following")
+            return
         if not summary.complete:
             click.secho("not following: the history is not complete (see above); run again to finish it first",
                         fg="red", err=True)  # fmt: skip

@@ -39,6 +39,7 @@ from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanErro
 from scanfill.load.decode import Batch
 from scanfill.load.pipeline import Pipeline, PipelineReport
 from scanfill.load.sink import Sink
+from scanfill.logs import dump_tasks_on_sigusr2
 from scanfill.scan.client import ScanClient, ScanConfig
 
 log = logging.getLogger("scanfill.follow")
@@ -332,6 +333,7 @@ def follow(settings: FollowSettings, hooks: Any = None) -> FollowReport:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal)
+        dump_tasks_on_sigusr2(loop)
         return await follower.run()
 
     return asyncio.run(main())

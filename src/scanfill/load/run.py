@@ -24,6 +24,7 @@ from scanfill.db import Database
 from scanfill.errors import ConfigError
 from scanfill.load.agree import quorum, require_scans
 from scanfill.load.worker import Worker, WorkerReport, WorkerSettings
+from scanfill.logs import dump_tasks_on_sigusr2
 from scanfill.scan.client import ScanClient
 
 log = logging.getLogger("scanfill.run")
@@ -169,6 +170,7 @@ async def _run_worker(settings: WorkerSettings, hooks: Any = None) -> WorkerRepo
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
+    dump_tasks_on_sigusr2(loop)
     return await worker.run()
 
 

@@ -52,14 +52,17 @@ def duration(s: float) -> str:
 
 
 def thin(points: list[tuple[float, float]], n: int = MAX_POINTS) -> list[tuple[float, float]]:
-    """At most n points, keeping each bucket's extreme so a stall or a spike stays visible."""
-    if len(points) <= n:
+    """At most about 2n points: each of n buckets keeps its lowest and highest point, in order, so a
+    stall or a spike stays visible however long the load."""
+    if len(points) <= 2 * n:
         return points
     size = len(points) / n
-    out = []
+    out: list[tuple[float, float]] = []
     for k in range(n):
-        bucket = points[int(k * size) : int((k + 1) * size)] or [points[-1]]
-        out.append(max(bucket, key=lambda p: abs(p[1])))
+        bucket = points[int(k * size) : int((k + 1) * size)]
+        if bucket:
+            lo, hi = min(bucket, key=lambda p: p[1]), max(bucket, key=lambda p: p[1])
+            out.extend(sorted({lo, hi}))
     return out
 
 
