@@ -60,6 +60,13 @@ def test_a_window_no_scan_serves_is_a_gap_until_refetched(db: str, tmp_path: Any
         html_path = tmp_path / "gap.html"
         assert scanfill("report", "-o", str(html_path), dsn=db, urls=sim.urls).wait(timeout=60) == 0
         status = json.loads(finish(scanfill("status", "--json", dsn=db, urls=sim.urls), 60, db))
+        piped = finish(scanfill("status", dsn=db, urls=sim.urls), 60, db)  # as a log or a pipe shows it
+        table = finish(scanfill("report", "--completeness", dsn=db, urls=sim.urls), 60, db)
+    for text in (piped, table):  # readable at 80 columns: nothing wider, no id cut to nothing
+        assert max(len(ln) for ln in text.splitlines()) <= 80, text
+        assert "global-domain::1220" in text and "…" not in text, text
+    assert "complete through: migration 0, 2024-06-22" in piped and "1 gap" in piped and "ETA" not in piped
+    assert "2024-06-22   0 global-domain::" in table and " gap " in table
     days = rep["days"]
     # every day of every range is listed (quiet days too), and exactly the lost window's day is a gap
     assert {(d["migration_id"], d["synchronizer_id"], d["day"]) for d in days} >= expected_days(ledger)
@@ -221,3 +228,33 @@ def test_a_followed_day_turns_complete(db: str, tmp_path: Any) -> None:
     newest_t = max(h.record_us for h in ledger.expected_all() if h.migration_id == 1)
     assert mark["migration_id"] == 1 and datetime.fromisoformat(mark["record_time"]) == us_to_dt(newest_t)
     assert "follower lag" in page.read_text()
+
+
+def test_days_reconciled_against_the_scans_say_who_vouches_for_them(db: str, tmp_path: Any) -> None:
+    """`run --agree 2` with one faulty scan among three: the days record agreement and the
+    disagreements; `verify --against-scan --days` names, per day, the scans that serve exactly the
+    stored copy and the one that does not, and the ledger keeps it."""
+    honest, faulty = InstanceConfig("sv-1"), InstanceConfig("sv-bad", alter_every=29)
+    with Simulator(SimConfig(ledger=DAYS, instances=(honest, faulty, InstanceConfig("sv-3")))) as sim:
+        p = scanfill("run", *ARGS, "--agree", "2", dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        assert p.returncode == 0, out
+        v = scanfill("verify", "--against-scan", "--days", "2024-06-21..2024-06-22", dsn=db, urls=sim.urls)
+        said = finish(v, 240, db)
+        rep = report_json(db, sim.urls)
+        page = tmp_path / "agreed.html"
+        assert scanfill("report", "-o", str(page), dsn=db, urls=sim.urls).wait(timeout=60) == 0
+        good, bad = sorted([sim.urls[0], sim.urls[2]]), sim.urls[1]
+    assert v.returncode == 1, said  # the faulty scan differs: verify says so
+    lines = [ln for ln in said.splitlines() if ln.startswith(("2024-06-21 ", "2024-06-22 "))]
+    assert len(lines) == 2, said
+    for ln in lines:
+        assert f"the same at {', '.join(good)}" in ln and f"differs at {bad}" in ln, ln
+    days = {d["day"]: d for d in rep["days"] if d["migration_id"] == 0}
+    for day in ("2024-06-21", "2024-06-22"):
+        assert days[day]["verified_by"] == good and days[day]["verified_at"], days[day]
+    assert days["2024-06-20"]["verified_by"] is None  # only the days asked for
+    assert all(d["agreed_by"] == 2 for d in rep["days"] if d["updates"])
+    assert sum(d["disagreements"] for d in rep["days"]) > 0
+    text = page.read_text()
+    assert "Scans that disagreed" in text and bad.split("//")[1] in text and "None recorded" not in text

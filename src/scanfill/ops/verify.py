@@ -304,12 +304,14 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
         await asyncio.gather(*(one(u, *w) for u in client.urls for w in windows))
     diffs.sort(key=lambda d: (d.migration_id, d.synchronizer_id, d.start_us, d.url))
     found = sorted(verdicts.values(), key=lambda v: (v.day, v.migration_id, v.synchronizer_id))
+    for v in found:
+        v.agreeing.sort()
+        v.differing.sort()
     if days is not None:
         store = Store(db)
         with db.connect(autocommit=True, application="scanfill verify") as conn, store.transaction(conn):
             for v in found:
-                store.day_verified(conn, v.migration_id, v.synchronizer_id, v.day, sorted(v.agreeing), v.digest,
-                                   v.stored)  # fmt: skip
+                store.day_verified(conn, v.migration_id, v.synchronizer_id, v.day, v.agreeing, v.digest, v.stored)
     detail = f"{len(windows)} window(s) compared with {len(scan.urls)} scan(s), {len(diffs)} (window, scan) pair(s) differ"
     return Check("the stored copy equals each scan's, window by window", not diffs, detail,
                  [f"migration {d.migration_id} {d.synchronizer_id[:30]} {format_us(d.start_us)}/{format_us(d.end_us)}: "
