@@ -15,6 +15,8 @@ CREATE OR REPLACE FUNCTION {s}.coverage_segments()
 RETURNS TABLE (migration_id bigint, synchronizer_id text, seg_from timestamptz, seg_to timestamptz, state text,
                detail text)
 LANGUAGE sql STABLE AS $$
+-- one sweep over the slices' boundaries (running sums of "loaded here" and "pending here", by
+-- kind), so the cost grows as n log n in the slices, never with the ledger's rows
 WITH r AS (
     SELECT r.migration_id AS m, r.synchronizer_id AS sync, r.min_time AS lo,
            r.max_time + interval '1 microsecond' AS hi, r.source_complete AS proven,
@@ -24,35 +26,41 @@ sl AS (
     SELECT c.migration_id AS m, c.synchronizer_id AS sync, c.min_time AS lo, c.max_time AS hi, c.complete,
            CASE WHEN c.complete THEN c.min_time
                 ELSE greatest(c.min_time, least(c.max_time, c.last_before::timestamptz)) END AS done_from,
-           coalesce(c.lease_until > now(), false) AS leased, c.failure, c.cursor_name
+           coalesce(c.lease_until > now(), false) AS leased, c.failure
     FROM {s}.backfill_cursors c),
-b AS (
-    SELECT r.m, r.sync, r.lo AS t FROM r UNION SELECT r.m, r.sync, r.hi FROM r
-    UNION SELECT r.m, r.sync, r.f FROM r WHERE r.f IS NOT NULL
-    UNION SELECT sl.m, sl.sync, sl.lo FROM sl UNION SELECT sl.m, sl.sync, sl.hi FROM sl
-    UNION SELECT sl.m, sl.sync, sl.done_from FROM sl),
-seg AS (
-    SELECT b.m, b.sync, b.t AS a, lead(b.t) OVER (PARTITION BY b.m, b.sync ORDER BY b.t) AS z FROM b),
+ev AS (
+    SELECT sl.m, sl.sync, sl.done_from AS t, 1 AS dl, 0 AS dp, 0 AS dpl, 0 AS dpf FROM sl WHERE sl.done_from < sl.hi
+    UNION ALL SELECT sl.m, sl.sync, sl.hi, -1, 0, 0, 0 FROM sl WHERE sl.done_from < sl.hi
+    UNION ALL SELECT sl.m, sl.sync, sl.lo, 0, 1, sl.leased::int, (sl.failure IS NOT NULL)::int
+              FROM sl WHERE NOT sl.complete AND sl.lo < sl.done_from
+    UNION ALL SELECT sl.m, sl.sync, sl.done_from, 0, -1, -sl.leased::int, -(sl.failure IS NOT NULL)::int
+              FROM sl WHERE NOT sl.complete AND sl.lo < sl.done_from
+    UNION ALL SELECT r.m, r.sync, r.lo, 0, 0, 0, 0 FROM r
+    UNION ALL SELECT r.m, r.sync, r.hi, 0, 0, 0, 0 FROM r
+    UNION ALL SELECT r.m, r.sync, r.f, 0, 0, 0, 0 FROM r WHERE r.f IS NOT NULL),
+pts AS (SELECT ev.m, ev.sync, ev.t, sum(ev.dl) AS dl, sum(ev.dp) AS dp, sum(ev.dpl) AS dpl, sum(ev.dpf) AS dpf
+        FROM ev GROUP BY 1, 2, 3),
+swept AS (
+    SELECT pts.m, pts.sync, pts.t AS a, lead(pts.t) OVER w AS z, sum(pts.dl) OVER w AS loaded,
+           sum(pts.dp) OVER w AS pending, sum(pts.dpl) OVER w AS leased, sum(pts.dpf) OVER w AS failed
+    FROM pts WINDOW w AS (PARTITION BY pts.m, pts.sync ORDER BY pts.t)),
 judged AS (
-    SELECT seg.m, seg.sync, seg.a, seg.z,
+    SELECT sw.m, sw.sync, sw.a, sw.z,
            CASE WHEN NOT r.proven THEN 'unproven'
-                WHEN pending.cursor_name IS NOT NULL THEN
-                     CASE WHEN pending.leased THEN 'loading' WHEN pending.failure IS NOT NULL THEN 'failed'
-                          ELSE 'waiting' END
-                WHEN r.f IS NOT NULL AND seg.a >= r.f THEN 'stored'
-                WHEN EXISTS (SELECT 1 FROM sl WHERE sl.m = seg.m AND sl.sync = seg.sync AND seg.a >= sl.done_from
-                             AND seg.a < sl.hi) THEN 'stored'
+                WHEN sw.pending > 0 THEN CASE WHEN sw.leased > 0 THEN 'loading' WHEN sw.failed > 0 THEN 'failed'
+                                              ELSE 'waiting' END
+                WHEN r.f IS NOT NULL AND sw.a >= r.f THEN 'stored'
+                WHEN sw.loaded > 0 THEN 'stored'
                 ELSE 'missing' END AS state,
            CASE WHEN NOT r.proven THEN 'no scan reporting a complete history serves this range'
-                WHEN pending.failure IS NOT NULL AND NOT pending.leased THEN pending.failure
-                ELSE pending.cursor_name END AS detail
-    FROM seg
-    JOIN r ON r.m = seg.m AND r.sync = seg.sync
-    LEFT JOIN LATERAL (
-        SELECT sl.cursor_name, sl.leased, sl.failure FROM sl
-        WHERE sl.m = seg.m AND sl.sync = seg.sync AND NOT sl.complete AND seg.a >= sl.lo AND seg.a < sl.done_from
-        ORDER BY sl.leased DESC, (sl.failure IS NOT NULL) DESC, sl.cursor_name LIMIT 1) pending ON true
-    WHERE seg.z IS NOT NULL AND seg.a >= r.lo AND seg.z <= r.hi),
+                WHEN sw.pending > 0 AND sw.leased = 0 AND sw.failed > 0 THEN
+                     (SELECT x.failure FROM sl x WHERE x.m = sw.m AND x.sync = sw.sync AND NOT x.complete
+                        AND x.failure IS NOT NULL AND sw.a >= x.lo AND sw.a < x.done_from LIMIT 1)
+                WHEN sw.pending = 0 AND NOT (r.f IS NOT NULL AND sw.a >= r.f) AND sw.loaded = 0 THEN
+                     'no slice covers this part of the range'
+           END AS detail
+    FROM swept sw JOIN r ON r.m = sw.m AND r.sync = sw.sync
+    WHERE sw.z IS NOT NULL AND sw.a >= r.lo AND sw.z <= r.hi),
 marked AS (
     SELECT j.*, CASE WHEN lag(j.state) OVER w IS NOT DISTINCT FROM j.state
                       AND lag(j.detail) OVER w IS NOT DISTINCT FROM j.detail AND lag(j.z) OVER w = j.a
@@ -111,23 +119,19 @@ newest AS (
                           AND c.migration_id = n.m)) AS top
     FROM (SELECT max(r.migration_id) AS m FROM {s}.backfill_ranges r) n),
 running AS (SELECT EXISTS (SELECT 1 FROM {s}.backfill_cursors c WHERE c.lease_until > now()) AS yes),
-d AS (
-    SELECT r.migration_id AS m, r.synchronizer_id AS sync, g::date AS day
-    FROM {s}.backfill_ranges r,
-         generate_series((r.min_time AT TIME ZONE 'UTC')::date, (r.max_time AT TIME ZONE 'UTC')::date,
-                         interval '1 day') g
+seg_days AS (  -- each segment on each UTC day it touches (the segments tile every range: every day is here)
+    SELECT seg.migration_id AS m, seg.synchronizer_id AS sync, g::date AS day, seg.state, seg.detail
+    FROM seg, generate_series((seg.seg_from AT TIME ZONE 'UTC')::date,
+                              ((seg.seg_to - interval '1 microsecond') AT TIME ZONE 'UTC')::date, interval '1 day') g
     WHERE (from_day IS NULL OR g::date >= from_day) AND (to_day IS NULL OR g::date <= to_day)),
 judged AS (
-    SELECT d.m, d.sync, d.day,
-           bool_or(seg.state = 'loading') AS loading,
-           bool_or(seg.state IN ('failed', 'unproven', 'missing')) AS broken,
-           bool_or(seg.state = 'waiting') AS waiting,
-           bool_or(seg.state = 'stored') AS some_stored,
-           string_agg(DISTINCT seg.detail, '; ') FILTER (WHERE seg.state IN ('failed', 'unproven', 'missing'))
-               AS why
-    FROM d JOIN seg ON seg.migration_id = d.m AND seg.synchronizer_id = d.sync
-     AND seg.seg_from < (d.day + 1)::timestamp AT TIME ZONE 'UTC' AND seg.seg_to > d.day::timestamp AT TIME ZONE 'UTC'
-    GROUP BY d.m, d.sync, d.day),
+    SELECT sd.m, sd.sync, sd.day,
+           bool_or(sd.state = 'loading') AS loading,
+           bool_or(sd.state IN ('failed', 'unproven', 'missing')) AS broken,
+           bool_or(sd.state = 'waiting') AS waiting,
+           bool_or(sd.state = 'stored') AS some_stored,
+           string_agg(DISTINCT sd.detail, '; ') FILTER (WHERE sd.state IN ('failed', 'unproven', 'missing')) AS why
+    FROM seg_days sd GROUP BY sd.m, sd.sync, sd.day),
 disagreed AS (
     SELECT u.migration_id AS m, u.synchronizer_id AS sync, (u.record_time AT TIME ZONE 'UTC')::date AS day,
            count(DISTINCT x.n) AS n
