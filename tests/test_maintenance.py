@@ -197,3 +197,24 @@ def test_json_columns_use_lz4_where_the_server_has_it(db: str, tmp_path: Path) -
     schema.init(Database(db))  # the embedded server has no lz4: pglz (the default), and no error
     with psycopg.connect(db) as conn:
         assert conn.execute(query).fetchone() == ("update_json", "")
+
+
+def test_abort_truncate_declined_does_nothing_and_leaves_no_stop_behind(db: str) -> None:
+    """The confirmation comes before anything is stopped; a "no" (or no terminal to answer) changes
+    nothing, and a later run is not stopped by a leftover request (it was)."""
+    import os
+    import sys
+
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        env = {**os.environ, "DATABASE_URL": db, "SCAN_URL": ",".join(sim.urls)}
+        assert subprocess.run([sys.executable, "-m", "scanfill.cli", "init"], env=env).returncode == 0
+        for answer in ("n\n", ""):  # declined, and stdin at its end (a cron job, a pipe)
+            res = subprocess.run([sys.executable, "-m", "scanfill.cli", "abort", "--truncate"], env=env, input=answer,
+                                 capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert "nothing done" in res.stdout or "Aborted" in res.stderr, res
+            assert "stop requested" not in res.stdout
+            with psycopg.connect(db) as conn:
+                assert conn.execute("SELECT count(*) FROM backfill_control WHERE key = 'stop'").fetchone() == (0,)
+        res = subprocess.run([sys.executable, "-m", "scanfill.cli", "run", "--no-progress"], env=env,
+                             capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert res.returncode == 0 and "history complete" in res.stdout, res
