@@ -62,6 +62,9 @@ def test_a_window_no_scan_serves_is_a_gap_until_refetched(db: str, tmp_path: Any
         status = json.loads(finish(scanfill("status", "--json", dsn=db, urls=sim.urls), 60, db))
         piped = finish(scanfill("status", dsn=db, urls=sim.urls), 60, db)  # as a log or a pipe shows it
         table = finish(scanfill("report", "--completeness", dsn=db, urls=sim.urls), 60, db)
+        one = json.loads(finish(scanfill("report", "--completeness", "--format", "json", "--from", "2024-06-22",
+                                         "--to", "2024-06-22", dsn=db, urls=sim.urls), 60, db))  # fmt: skip
+    assert [(d["day"], d["status"]) for d in one["days"]] == [("2024-06-22", "gap")]
     for text in (piped, table):  # readable at 80 columns: nothing wider, no id cut to nothing
         assert max(len(ln) for ln in text.splitlines()) <= 80, text
         assert "global-domain::1220" in text and "…" not in text, text
