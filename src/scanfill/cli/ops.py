@@ -190,6 +190,9 @@ def status(dsn: str | None, schema: str, watch: bool, interval: float, as_json: 
               help="With --against-scan: only these UTC days (2026-02-05, a list, or a range 2026-02-01..2026-02-07), "
                    "each reconciled by count and digest with every scan and recorded in the completeness ledger "
                    "(which scans serve exactly the stored copy).")
+@click.option("--lake", "lake", metavar="DIR_OR_URL",
+              help="Check a lake written by `scanfill export` instead of the database: every partition holds exactly "
+                   "the rows the database stores for it, no id twice, every manifest's files with their sha256.")
 @click.option("--acs-at", "acs_at", metavar="TIME",
               help="Also compare contract state with the scans' ACS snapshot at or before TIME: active() at the "
                    "snapshot's exact position against every contract (id, template, payload) and holdings summary.")
@@ -199,8 +202,8 @@ def status(dsn: str | None, schema: str, watch: bool, interval: float, as_json: 
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @friendly
 def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
-           against_scan: bool, window_hours: float, days_: str | None, acs_at: str | None, migration: int | None,
-           agree: int, as_json: bool) -> None:  # fmt: skip
+           against_scan: bool, window_hours: float, days_: str | None, lake: str | None, acs_at: str | None,
+           migration: int | None, agree: int, as_json: bool) -> None:  # fmt: skip
     """Integrity checks of the loaded history; exits non-zero if any fails."""
     import asyncio
     import dataclasses
@@ -217,7 +220,7 @@ def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     days = parse_days(days_) if days_ else None
     if days is not None and not against_scan:
         raise click.UsageError("--days reconciles days against the scans: add --against-scan")
-    results = vf.checks(db)
+    results = vf.lake_checks(db, lake) if lake else vf.checks(db)
     diffs: list[Any] = []
     verdicts: list[Any] = []
     if against_scan:

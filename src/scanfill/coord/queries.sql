@@ -675,3 +675,58 @@ SELECT migration_id, record_time, ledger_position FROM {s}.complete_through();
 -- A worker gave up on a slice (what it could not get past): the slice's days are a gap, with why,
 -- until a commit on it clears this.
 UPDATE {s}.backfill_cursors SET failed_at = now(), failure = %(why)s WHERE cursor_name = %(key)s;
+
+-- ----- exports to a lake (lake.export) ----------------------------------------------------------
+
+-- name: export_lock
+-- One exporter per target at a time (a session lock, released when the exporter's connection ends).
+SELECT pg_try_advisory_lock(%(key)s);
+
+-- name: export_partitions
+-- The (migration, UTC day) partitions whose stored rows changed since they were last exported to
+-- this target: the completeness ledger's counts and last change per day (over synchronizers), and
+-- each migration's import updates (day 0001-01-01) by count.
+WITH src AS (
+    SELECT migration_id, day, sum(updates)::bigint AS u, sum(events)::bigint AS e, max(updated_at)::text AS at
+    FROM {s}.completeness GROUP BY 1, 2
+    UNION ALL
+    SELECT migration_id, DATE '0001-01-01', count(*), coalesce(sum(event_count), 0)::bigint, NULL
+    FROM {s}.ledger_updates WHERE kind = 'import' GROUP BY 1)
+SELECT s.migration_id, s.day, s.u, s.e, concat_ws(':', s.u, s.e, s.at)
+FROM src s LEFT JOIN {s}.lake_exports x ON x.target = %(target)s AND x.migration_id = s.migration_id AND x.day = s.day
+WHERE x.source_mark IS DISTINCT FROM concat_ws(':', s.u, s.e, s.at) AND (s.u > 0 OR s.e > 0 OR x.day IS NOT NULL)
+ORDER BY 1, 2;
+
+-- name: export_source
+-- Rows stored per (migration, UTC day) partition, as exports count them (verify --lake).
+SELECT migration_id, day, sum(updates), sum(events) FROM {s}.completeness GROUP BY 1, 2 HAVING sum(updates) + sum(events) > 0
+UNION ALL
+SELECT migration_id, DATE '0001-01-01', count(*), coalesce(sum(event_count), 0)
+FROM {s}.ledger_updates WHERE kind = 'import' GROUP BY 1;
+
+-- name: export_gone
+-- Partitions exported to this target whose rows are no longer stored at all (a truncated copy).
+SELECT x.migration_id, x.day FROM {s}.lake_exports x
+WHERE x.target = %(target)s AND x.day <> DATE '0001-01-01'
+  AND NOT EXISTS (SELECT 1 FROM {s}.completeness c WHERE c.migration_id = x.migration_id AND c.day = x.day)
+UNION ALL
+SELECT x.migration_id, x.day FROM {s}.lake_exports x
+WHERE x.target = %(target)s AND x.day = DATE '0001-01-01'
+  AND NOT EXISTS (SELECT 1 FROM {s}.ledger_updates u WHERE u.migration_id = x.migration_id AND u.kind = 'import');
+
+-- name: export_done
+-- A partition written to the lake (after its Delta commit).
+INSERT INTO {s}.lake_exports (target, migration_id, day, source_mark, updates, events, delta_version)
+VALUES (%(target)s, %(m)s, %(day)s, %(mark)s, %(u)s, %(e)s, %(version)s)
+ON CONFLICT (target, migration_id, day) DO UPDATE SET source_mark = EXCLUDED.source_mark,
+       updates = EXCLUDED.updates, events = EXCLUDED.events, delta_version = EXCLUDED.delta_version,
+       exported_at = now();
+
+-- name: export_forget
+-- A partition removed from the lake.
+DELETE FROM {s}.lake_exports WHERE target = %(target)s AND migration_id = %(m)s AND day = %(day)s;
+
+-- name: export_state
+-- What was exported to this target (verify --lake).
+SELECT migration_id, day, updates, events, delta_version, exported_at FROM {s}.lake_exports
+WHERE target = %(target)s ORDER BY 1, 2;

@@ -155,3 +155,22 @@ class Watermark(NamedTuple):
     migration_id: int
     record_time: datetime
     ledger_position: int
+
+
+class ExportPartition(NamedTuple):
+    """A (migration, UTC day) partition whose stored rows changed since the last export."""
+
+    migration_id: int
+    day: date
+    updates: int
+    events: int
+    mark: str  # the source's counts and last change, recorded once exported
+
+
+class Exported(NamedTuple):
+    migration_id: int
+    day: date
+    updates: int
+    events: int
+    delta_version: int | None
+    exported_at: datetime

@@ -21,7 +21,7 @@ from scanfill.db import Conn, Database
 from scanfill.errors import SchemaError
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 # how long a transaction holding LOCK_KEY may sit idle: a process frozen while holding it (SIGSTOP, a
 # hung host) would otherwise stop every other process's start and planning until its TCP connection died
@@ -326,7 +326,24 @@ def _v9(conn: Conn, s: str) -> None:
 
 
 
-MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8, _v9]
+# Version 10: what `scanfill export` wrote to each lake, per (migration, UTC day) partition: the
+# source's mark (counts and last change of the completeness ledger) it exported, so a second export
+# writes only what changed since.
+V10 = """
+CREATE TABLE IF NOT EXISTS {s}.lake_exports (
+    target        text NOT NULL,
+    migration_id  bigint NOT NULL,
+    day           date NOT NULL,
+    source_mark   text NOT NULL,
+    updates       bigint NOT NULL,
+    events        bigint NOT NULL,
+    delta_version bigint,
+    exported_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (target, migration_id, day)
+);
+"""
+
+MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8, _v9, V10]
 
 
 def meta_table(db: Database) -> sql.Composed:

@@ -27,6 +27,8 @@ from scanfill.coord.records import (
     CommittedVsStored,
     DayCount,
     DayStatus,
+    Exported,
+    ExportPartition,
     FollowState,
     LiveWorker,
     OpenSlice,
@@ -278,6 +280,34 @@ class Store:
 
     def slice_failed(self, conn: Conn, key: str, why: str) -> None:
         self.run(conn, "slice_failed", key=key, why=why[:2000])
+
+    # ----- exports to a lake ----------------------------------------------------------------------
+
+    def export_lock(self, conn: Conn, target: str) -> bool:
+        """One exporter per target (a session lock on the caller's connection)."""
+        import hashlib
+
+        key = int.from_bytes(hashlib.sha256(f"scanfill export {target}".encode()).digest()[:8], "big", signed=True)
+        return bool(self.one(conn, "export_lock", key=key)[0])
+
+    def export_partitions(self, conn: Conn, target: str) -> list[ExportPartition]:
+        return self._rows(conn, "export_partitions", ExportPartition, target=target)
+
+    def export_source(self, conn: Conn) -> dict[tuple[int, date], tuple[int, int]]:
+        return {(int(m), d): (int(u), int(e)) for m, d, u, e in self.all(conn, "export_source")}
+
+    def export_gone(self, conn: Conn, target: str) -> list[tuple[int, date]]:
+        return [(int(m), d) for m, d in self.all(conn, "export_gone", target=target)]
+
+    def export_done(self, conn: Conn, target: str, p: ExportPartition, version: int | None) -> None:
+        self.run(conn, "export_done", target=target, m=p.migration_id, day=p.day, mark=p.mark, u=p.updates,
+                 e=p.events, version=version)  # fmt: skip
+
+    def export_forget(self, conn: Conn, target: str, m: int, day: date) -> None:
+        self.run(conn, "export_forget", target=target, m=m, day=day)
+
+    def export_state(self, conn: Conn, target: str) -> list[Exported]:
+        return self._rows(conn, "export_state", Exported, target=target)
 
     # ----- the cursor moves of a commit (inside the sink's transaction) -------------------------
 

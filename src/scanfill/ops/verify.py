@@ -317,3 +317,60 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
                  [f"migration {d.migration_id} {d.synchronizer_id[:30]} {format_us(d.start_us)}/{format_us(d.end_us)}: "
                   f"{d.url}: {d.missing} missing, {d.extra} extra, {d.changed} with other content (database "
                   f"{d.db_count:,}, scan {d.scan_count:,}; e.g. {', '.join(d.examples)})" for d in diffs]), diffs, found  # fmt: skip
+
+
+# ----- a lake ------------------------------------------------------------------------------------
+
+
+def lake_checks(db: Database, target: str) -> list[Check]:
+    """A lake written by `scanfill export`: every partition holds exactly what the database stores
+    for it (counted from the Delta log's file statistics, i.e. only committed files), no id twice,
+    every manifest's files present with their sha256, and whether partitions changed since."""
+    import json
+
+    from scanfill.lake import read
+    from scanfill.lake.layout import TABLES, Lake
+
+    lake = Lake(target)
+    if not read.exists(lake, "updates"):
+        return [Check(f"a scanfill lake at {lake.shown}", False,
+                      f"no Delta table there: run `scanfill export --to {lake.shown}` first")]  # fmt: skip
+    store = Store(db)
+    with db.connect(autocommit=True, application="scanfill verify") as conn:
+        stored = store.export_source(conn)
+        changed = {(p.migration_id, p.day) for p in store.export_partitions(conn, target)}
+        exported = store.export_state(conn, target)
+    rows = {t: read.partition_rows(lake, t) for t in TABLES}
+    keys = (set(stored) | set(rows["updates"]) | set(rows["events"])) - changed
+    bad = [f"migration {m} {d}: lake {rows['updates'].get((m, d), 0):,} updates / {rows['events'].get((m, d), 0):,} "
+           f"events, database {stored.get((m, d), (0, 0))[0]:,} / {stored.get((m, d), (0, 0))[1]:,}"
+           for m, d in sorted(keys)
+           if (rows["updates"].get((m, d), 0), rows["events"].get((m, d), 0)) != stored.get((m, d), (0, 0))]  # fmt: skip
+    out = [Check("every lake partition holds exactly the rows the database stores for it", not bad,
+                 f"{len(keys)} partition(s) compared, {len(bad)} differ", bad[:20]),
+           Check("the lake is current with the database", not changed,
+                 f"{len(changed)} partition(s) changed since the last export"
+                 + (f": `scanfill export --to {lake.shown}`" if changed else ""),
+                 [f"migration {m} {d}" for m, d in sorted(changed)][:20])]  # fmt: skip
+    dups = {t: read.duplicate_ids(lake, t, "update_id" if t == "updates" else "event_id") for t in TABLES}
+    out.append(Check("no update or event twice in the lake", not any(dups.values()),
+                     f"updates {dups['updates']:,}, events {dups['events']:,} duplicate rows"))  # fmt: skip
+    fs, root = lake.filesystem()
+    broken = []
+    for e in exported:
+        for t in TABLES:
+            try:
+                with fs.open_input_stream(lake.manifest_path(t, e.migration_id, e.day.isoformat())) as f:
+                    doc = json.loads(f.read())
+                for item in doc["files"]:
+                    h = hashlib.sha256()
+                    with fs.open_input_stream(f"{root.rstrip('/')}/{item['path']}") as f:
+                        while chunk := f.read(1 << 20):
+                            h.update(chunk)
+                    if h.hexdigest() != item["sha256"]:
+                        broken.append(f"{item['path']}: sha256 differs from its manifest")
+            except (OSError, KeyError, ValueError) as exc:
+                broken.append(f"{t} migration {e.migration_id} {e.day}: manifest unreadable ({exc})")
+    out.append(Check("every manifest's files are there, with their sha256", not broken,
+                     f"{len(exported)} partition(s), {len(broken)} problem(s)", broken[:20]))  # fmt: skip
+    return out

@@ -1,0 +1,1 @@
+"""The lake tier: the ledger as Delta Lake tables on a filesystem or object store."""

@@ -1,0 +1,104 @@
+"""The lake's layout: two Delta tables (`updates`, `events`) under one root, Hive-partitioned by
+`migration_id` and `record_date` (the UTC day of the record time; import updates, at 0001-01-01,
+have their own partition per migration), typed columns (timestamps in microseconds UTC, lists of
+text, JSON payloads as text), zstd Parquet. A JSON manifest per partition lists its files with
+their sha256, for a check that needs no engine.
+
+Why Delta Lake (delta-rs) and not Iceberg: the table is a directory and its `_delta_log`, nothing
+else, so any filesystem or bucket holds all of it and every engine that reads Delta or Parquet can
+open it; delta-rs replaces a partition atomically (`predicate` overwrite) and ships as one wheel.
+Iceberg would need a catalog service or pyiceberg's SQL catalog living in a database beside the
+files; scanfill's exactly-once bookkeeping is already in PostgreSQL, the catalog would add a
+second source of truth."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+TABLES = ("updates", "events")
+PARTITIONS = ["migration_id", "record_date"]
+TARGET_FILE_BYTES = 128 * 1024 * 1024  # what engines read best
+
+
+def schema(table: str) -> Any:
+    """The Arrow schema of a lake table (the ledger table's columns, typed, plus `record_date`)."""
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    text_list = pa.list_(pa.string())
+    cols = {
+        "updates": [("update_id", pa.string()), ("migration_id", pa.int64()), ("synchronizer_id", pa.string()),
+                    ("record_time", ts), ("effective_at", ts), ("offset", pa.string()), ("workflow_id", pa.string()),
+                    ("kind", pa.string()), ("round", pa.int64()), ("event_count", pa.int32()),
+                    ("update_json", pa.string())],
+        "events": [("event_id", pa.string()), ("update_id", pa.string()), ("migration_id", pa.int64()),
+                   ("synchronizer_id", pa.string()), ("record_time", ts), ("event_type", pa.string()),
+                   ("contract_id", pa.string()), ("template_id", pa.string()), ("package_name", pa.string()),
+                   ("choice", pa.string()), ("consuming", pa.bool_()), ("payload", pa.string()),
+                   ("exercise_result", pa.string()), ("signatories", text_list), ("observers", text_list),
+                   ("acting_parties", text_list), ("child_event_ids", text_list), ("created_at_ts", ts),
+                   ("round", pa.int64()), ("interface_id", pa.string())],
+    }[table]  # fmt: skip
+    return pa.schema([*(pa.field(n, t) for n, t in cols), pa.field("record_date", pa.date32())])
+
+
+def columns(table: str) -> list[str]:
+    """The stored columns read from PostgreSQL, in schema order (JSON columns read as text)."""
+    return [f.name for f in schema(table) if f.name != "record_date"]
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where the lake is: a local directory or an object-store URL (`s3://bucket/prefix`,
+    `gs://...`). Credentials come from the usual environment variables and are never shown."""
+
+    root: str
+
+    @property
+    def shown(self) -> str:
+        from scanfill.scan.client import redact_url
+
+        return redact_url(self.root)
+
+    def uri(self, table: str) -> str:
+        root = self.root if "://" in self.root else os.path.abspath(self.root)
+        return f"{root.rstrip('/')}/{table}"
+
+    def manifest_path(self, table: str, migration_id: int, day: str) -> str:
+        """A partition's manifest, as a path inside `filesystem()`."""
+        _, root = self.filesystem()
+        return f"{root.rstrip('/')}/_manifests/{table}/migration_id={migration_id}/record_date={day}.json"
+
+    def storage_options(self) -> dict[str, str]:
+        """delta-rs options: for S3-compatible stores a custom endpoint (AWS_ENDPOINT_URL) and, as
+        scanfill serialises its own writers (one exporter per target, by a database lock), no
+        external lock table is needed."""
+        if not self.root.startswith("s3://"):
+            return {}
+        opts = {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        if endpoint:
+            opts["AWS_ENDPOINT_URL"] = endpoint
+            if endpoint.startswith("http://"):
+                opts["AWS_ALLOW_HTTP"] = "true"
+        return opts
+
+    def filesystem(self) -> tuple[Any, str]:
+        """A pyarrow filesystem and the root path inside it (manifests, file digests)."""
+        from pyarrow import fs
+
+        if "://" not in self.root:
+            return fs.LocalFileSystem(), os.path.abspath(self.root)
+        if self.root.startswith("s3://"):
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            kw: dict[str, Any] = {}
+            if endpoint:
+                scheme, _, host = endpoint.partition("://")
+                kw = {"endpoint_override": host, "scheme": scheme}
+            s3 = fs.S3FileSystem(region=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+                                 **kw)  # fmt: skip
+            return s3, self.root.removeprefix("s3://")
+        filesystem, path = fs.FileSystem.from_uri(self.root)
+        return filesystem, path
