@@ -115,6 +115,10 @@ def init(dsn: str | None, schema: str) -> None:
 @click.option("--no-contract-state", "no_state", is_flag=True,
               help="Do not keep `contracts` (only to measure what it costs): verify then fails until "
                    "`scanfill rebuild-state` derives it from the stored ledger.")
+@click.option("--lake", metavar="DIR_OR_URL",
+              help="Store the ledger's rows as Delta Lake tables there (a directory or s3://bucket/prefix) instead of "
+                   "the PostgreSQL ledger tables; coordination, contract state and the completeness ledger stay in "
+                   "PostgreSQL. Exactly once: a commit's files become visible in the Delta log after its cursor moved.")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @friendly
 def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool,
@@ -123,7 +127,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         plan_only: bool, no_progress: bool, do_prepare: bool, do_restore: bool, then_follow: bool, follow_poll: float,
         refetch: tuple[str, ...], metrics_port: int, metrics_addr: str, page_mb: float, imports: bool,
         update_json: str, agree: str, discover_scans: bool, rescan_s: float, memory_mb: int,
-        no_state: bool) -> None:  # fmt: skip
+        no_state: bool, lake: str | None) -> None:  # fmt: skip
     """Load the ledger history: every update exactly once, resumable at any instant.
 
     Run it again (here or on other machines against the same database) to resume or to add workers.
@@ -139,8 +143,11 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         db=db, scan=scan, concurrency=concurrency, page_size=page_size, batch_rows=batch_rows,
         db_connections=db_connections, lease_s=lease_s, partition=partition, migrations=migrations,
         metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, db_retry_s=db_retry_s, imports=imports,
-        update_json=update_json, memory_mb=memory_mb, contract_state=not no_state,
+        update_json=update_json, memory_mb=memory_mb, contract_state=not no_state, lake=lake,
     )  # fmt: skip
+    if lake and (refetch or do_prepare or do_restore):
+        raise click.UsageError("--lake does not go with --refetch, --prepare or --restore yet: the lake's rows are "
+                               "not in the ledger tables those act on")  # fmt: skip
     if no_state:
         _without_state(db)
     _check_agree(agree)
@@ -163,7 +170,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         from scanfill.load.agree import quorum
 
         _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json, db_retry_s=db_retry_s,
-                agree=quorum(agree, len(scan.urls)), contract_state=not no_state)  # fmt: skip
+                agree=quorum(agree, len(scan.urls)), contract_state=not no_state, lake=lake)  # fmt: skip
 
 
 def _without_state(db: Any) -> None:
@@ -235,13 +242,17 @@ def _follow(db: Any, scan: Any, **kw: Any) -> None:
               help="Store updates only when K scans served them identically (up to the lowest head of those K).")
 @click.option("--no-contract-state", "no_state", is_flag=True,
               help="Do not keep `contracts` (only to measure what it costs); `scanfill rebuild-state` derives it later.")
+@click.option("--lake", metavar="DIR_OR_URL",
+              help="Store the ledger's rows as Delta Lake tables there (a directory or s3://bucket/prefix) instead of "
+                   "the PostgreSQL ledger tables; coordination, contract state and the completeness ledger stay in "
+                   "PostgreSQL. Exactly once: a commit's files become visible in the Delta log after its cursor moved.")
 @click.option("--rewind", is_flag=True,
               help="Repair a cursor no scan can serve (`scanfill doctor` names one): remove what lies past what the "
                    "scans announce, move the cursors back onto stored positions, then follow.")
 @friendly
 def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float, insecure: bool, once: bool,
            events: bool, page_size: int, poll_s: float, lease_s: float, start: str, update_json: str,
-           metrics_port: int, metrics_addr: str, db_retry_s: float, agree: str, no_state: bool,
+           metrics_port: int, metrics_addr: str, db_retry_s: float, agree: str, no_state: bool, lake: str | None,
            rewind: bool) -> None:  # fmt: skip
     """Keep the copy current: tail new updates (and verdicts) into the same tables, exactly once.
 
@@ -255,6 +266,8 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     db = get_db(dsn, schema)
     sch.init(db)
     scan = get_scan(scan_urls, timeout, insecure)
+    if rewind and lake:
+        raise click.UsageError("--rewind acts on the ledger tables, not on a lake: it does not go with --lake yet")
     if rewind:
         from scanfill.ops.cursors import rewind as do_rewind
 
@@ -268,7 +281,7 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
         _without_state(db)
     _follow(db, scan, agree=quorum(agree, len(scan.urls)), once=once, events=events, page_size=page_size,
             poll_s=poll_s, lease_s=lease_s, start=start, update_json=update_json, metrics_port=metrics_port,
-            metrics_addr=metrics_addr, db_retry_s=db_retry_s, contract_state=not no_state)  # fmt: skip
+            metrics_addr=metrics_addr, db_retry_s=db_retry_s, contract_state=not no_state, lake=lake)  # fmt: skip
 
 
 def _lifecycle(opts: Any, db: Any, do_prepare: bool, do_restore: bool) -> Any:

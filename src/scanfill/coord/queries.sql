@@ -682,6 +682,10 @@ UPDATE {s}.backfill_cursors SET failed_at = now(), failure = %(why)s WHERE curso
 -- One exporter per target at a time (a session lock, released when the exporter's connection ends).
 SELECT pg_try_advisory_lock(%(key)s);
 
+-- name: export_unlock
+-- The exporter's (or publisher's) lock given back (its connection lives on in a pool).
+SELECT pg_advisory_unlock(%(key)s);
+
 -- name: export_partitions
 -- The (migration, UTC day) partitions whose stored rows changed since they were last exported to
 -- this target: the completeness ledger's counts and last change per day (over synchronizers), and
@@ -701,8 +705,8 @@ ORDER BY 1, 2;
 -- Rows stored per (migration, UTC day) partition, as exports count them (verify --lake).
 SELECT migration_id, day, sum(updates), sum(events) FROM {s}.completeness GROUP BY 1, 2 HAVING sum(updates) + sum(events) > 0
 UNION ALL
-SELECT migration_id, DATE '0001-01-01', count(*), coalesce(sum(event_count), 0)
-FROM {s}.ledger_updates WHERE kind = 'import' GROUP BY 1;
+SELECT migration_id, DATE '0001-01-01', updates_loaded, events_loaded FROM {s}.backfill_import_cursors
+WHERE updates_loaded > 0;
 
 -- name: export_gone
 -- Partitions exported to this target whose rows are no longer stored at all (a truncated copy).
@@ -730,3 +734,49 @@ DELETE FROM {s}.lake_exports WHERE target = %(target)s AND migration_id = %(m)s 
 -- What was exported to this target (verify --lake).
 SELECT migration_id, day, updates, events, delta_version, exported_at FROM {s}.lake_exports
 WHERE target = %(target)s ORDER BY 1, 2;
+
+-- ----- run --lake: files staged by commits, published to the Delta log (lake.sink) -----------------
+
+-- name: lake_file_add
+-- In a commit's transaction: a Parquet file it wrote (invisible until published).
+INSERT INTO {s}.lake_files (target, lake_table, path, migration_id, day, rows, bytes, first_time, last_time)
+VALUES (%(target)s, %(table)s, %(path)s, %(m)s, %(day)s, %(rows)s, %(bytes)s, %(first)s, %(last)s);
+
+-- name: lake_publish_next
+-- A publish number for every committed file not yet part of a publish.
+WITH n AS (SELECT nextval('{s}.lake_publish_seq') AS id)
+UPDATE {s}.lake_files f SET publish_id = n.id FROM n
+WHERE f.target = %(target)s AND f.lake_table = %(table)s AND NOT f.published AND f.publish_id IS NULL
+RETURNING n.id;
+
+-- name: lake_published_upto
+-- The Delta log holds every publish up to this app-transaction version: those files are visible.
+UPDATE {s}.lake_files SET published = true
+WHERE target = %(target)s AND lake_table = %(table)s AND NOT published AND publish_id <= %(upto)s;
+
+-- name: lake_unpublished
+-- Files in a publish the Delta log does not hold yet (this one, or one a crash interrupted).
+SELECT path, migration_id, day, rows, bytes, publish_id FROM {s}.lake_files
+WHERE target = %(target)s AND lake_table = %(table)s AND NOT published AND publish_id IS NOT NULL ORDER BY seq;
+
+-- name: lake_partition_span
+-- First and last record time of a partition's published files (manifests).
+SELECT min(first_time), max(last_time) FROM {s}.lake_files
+WHERE target = %(target)s AND lake_table = %(table)s AND migration_id = %(m)s AND day = %(day)s AND published;
+
+-- name: lake_partitions_touched
+-- Partitions with files published since they were last compacted and described (by any process:
+-- a killed run's partitions are described by the next one to finish).
+SELECT DISTINCT migration_id, day FROM {s}.lake_files
+WHERE target = %(target)s AND lake_table = %(table)s AND published AND NOT described ORDER BY 1, 2;
+
+-- name: lake_described
+-- A partition compacted and its manifest written.
+UPDATE {s}.lake_files SET described = true
+WHERE target = %(target)s AND lake_table = %(table)s AND migration_id = %(m)s AND day = %(day)s AND published;
+
+-- name: lake_partitions
+-- The partitions `run --lake` / `follow --lake` wrote to this lake, and files committed but not yet
+-- published (verify --lake).
+SELECT migration_id, day, count(*) FILTER (WHERE NOT published) FROM {s}.lake_files WHERE target = %(target)s
+GROUP BY 1, 2 ORDER BY 1, 2;

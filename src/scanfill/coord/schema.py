@@ -341,6 +341,27 @@ CREATE TABLE IF NOT EXISTS {s}.lake_exports (
     exported_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (target, migration_id, day)
 );
+-- `run --lake`: every Parquet file a commit wrote, recorded in that commit's transaction; files are
+-- invisible to readers until a publisher adds them to the Delta log (as publish `publish_id`, the
+-- log's app-transaction version), so a rolled-back commit's files are never seen.
+CREATE SEQUENCE IF NOT EXISTS {s}.lake_publish_seq;
+CREATE TABLE IF NOT EXISTS {s}.lake_files (
+    seq          bigserial PRIMARY KEY,
+    target       text NOT NULL,
+    lake_table   text NOT NULL,
+    path         text NOT NULL,
+    migration_id bigint NOT NULL,
+    day          date NOT NULL,
+    rows         bigint NOT NULL,
+    bytes        bigint NOT NULL,
+    first_time   timestamptz,
+    last_time    timestamptz,
+    publish_id   bigint,
+    published    boolean NOT NULL DEFAULT false,
+    described    boolean NOT NULL DEFAULT false,  -- its partition compacted and its manifest written since
+    staged_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS lake_files_pending_idx ON {s}.lake_files (target, lake_table) WHERE NOT published;
 """
 
 MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8, _v9, V10]

@@ -143,6 +143,12 @@ def guard_timeout(lease_s: float) -> str:
     return f"{int(max(4 * lease_s, 10.0) * 1000)}ms"
 
 
+def _lock_key(name: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"scanfill export {name}".encode()).digest()[:8], "big", signed=True)
+
+
 class Store:
     """Runs the named statements of queries.sql against one schema; a connection is passed in
     (the worker keeps a pool of them), and a method never commits more than its own work."""
@@ -284,11 +290,11 @@ class Store:
     # ----- exports to a lake ----------------------------------------------------------------------
 
     def export_lock(self, conn: Conn, target: str) -> bool:
-        """One exporter per target (a session lock on the caller's connection)."""
-        import hashlib
+        """One exporter (or lake publisher) per target: a session lock on the caller's connection."""
+        return bool(self.one(conn, "export_lock", key=_lock_key(target))[0])
 
-        key = int.from_bytes(hashlib.sha256(f"scanfill export {target}".encode()).digest()[:8], "big", signed=True)
-        return bool(self.one(conn, "export_lock", key=key)[0])
+    def export_unlock(self, conn: Conn, target: str) -> None:
+        self.run(conn, "export_unlock", key=_lock_key(target))
 
     def export_partitions(self, conn: Conn, target: str) -> list[ExportPartition]:
         return self._rows(conn, "export_partitions", ExportPartition, target=target)
@@ -308,6 +314,37 @@ class Store:
 
     def export_state(self, conn: Conn, target: str) -> list[Exported]:
         return self._rows(conn, "export_state", Exported, target=target)
+
+    # ----- run --lake ------------------------------------------------------------------------------
+
+    def lake_file_add(self, conn: Conn, target: str, table: str, path: str, m: int, day: date, rows: int,
+                      nbytes: int, first: datetime | None, last: datetime | None) -> None:  # fmt: skip
+        self.run(conn, "lake_file_add", target=target, table=table, path=path, m=m, day=day, rows=rows, bytes=nbytes,
+                 first=first, last=last)  # fmt: skip
+
+    def lake_publish_next(self, conn: Conn, target: str, table: str) -> int | None:
+        row = self.one(conn, "lake_publish_next", target=target, table=table)
+        return None if row is None else int(row[0])
+
+    def lake_published_upto(self, conn: Conn, target: str, table: str, upto: int) -> None:
+        self.run(conn, "lake_published_upto", target=target, table=table, upto=upto)
+
+    def lake_unpublished(self, conn: Conn, target: str, table: str) -> list[tuple[str, int, date, int, int, int]]:
+        return [tuple(r) for r in self.all(conn, "lake_unpublished", target=target, table=table)]  # type: ignore[misc]
+
+    def lake_partitions(self, conn: Conn, target: str) -> dict[tuple[int, date], int]:
+        """(migration, day) -> files committed there but not yet published."""
+        return {(int(m), d): int(n) for m, d, n in self.all(conn, "lake_partitions", target=target)}
+
+    def lake_partition_span(self, conn: Conn, target: str, table: str, m: int, day: date) -> list[Any]:
+        row = self.one(conn, "lake_partition_span", target=target, table=table, m=m, day=day)
+        return [] if row is None or row[0] is None else [row[0], row[1]]
+
+    def lake_partitions_touched(self, conn: Conn, target: str, table: str) -> list[tuple[int, date]]:
+        return [(int(m), d) for m, d in self.all(conn, "lake_partitions_touched", target=target, table=table)]
+
+    def lake_described(self, conn: Conn, target: str, table: str, m: int, day: date) -> None:
+        self.run(conn, "lake_described", target=target, table=table, m=m, day=day)
 
     # ----- the cursor moves of a commit (inside the sink's transaction) -------------------------
 

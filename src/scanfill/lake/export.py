@@ -100,7 +100,7 @@ def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, r
                         writer_properties=WriterProperties(compression="ZSTD"),
                         commit_properties=CommitProperties(custom_metadata=meta))  # fmt: skip
         dt = DeltaTable(uri, storage_options=lake.storage_options())
-        files = _manifest(lake, dt, table, p.migration_id, p.day, span)
+        files = write_manifest(lake, dt, table, p.migration_id, p.day, span)
         report.files += len(files)
         report.bytes += sum(f["bytes"] for f in files)
         if table == "updates":
@@ -108,7 +108,7 @@ def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, r
     return version
 
 
-def _manifest(lake: Lake, dt: Any, table: str, m: int, day: date, span: list[Any]) -> list[dict[str, Any]]:
+def write_manifest(lake: Lake, dt: Any, table: str, m: int, day: date, span: list[Any]) -> list[dict[str, Any]]:
     """Write the partition's manifest: its files (path, bytes, rows, sha256), rows, first and last
     record time, the table version it describes. Checkable with nothing but sha256sum."""
     fs, root = lake.filesystem()

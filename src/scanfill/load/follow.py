@@ -38,7 +38,7 @@ from scanfill.db import Database, DbPool
 from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError, UnloggedLost
 from scanfill.load.decode import Batch
 from scanfill.load.pipeline import Pipeline, PipelineReport
-from scanfill.load.sink import Sink
+from scanfill.load.sink import Sink, finish_lake
 from scanfill.logs import dump_tasks_on_sigusr2
 from scanfill.scan.client import ScanClient, ScanConfig
 
@@ -63,6 +63,7 @@ class FollowSettings:
     db_retry_s: float = 300.0  # ride out a database restart or failover this long
     agree: int = 1  # store a run of updates only when this many scans served it (below their lowest head)
     contract_state: bool = True
+    lake: str | None = None  # follow --lake: rows as Parquet files in this lake instead of the ledger tables
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Follower:
         self.id = settings.worker_id or f"{host.hostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.report = FollowReport(self.id)
         self.hooks = hooks
-        self.sink = Sink(settings.db, settings.contract_state, settings.agree)
+        self.sink = Sink(settings.db, settings.contract_state, settings.agree, settings.lake)
         self.store: Store = self.sink.store
         self.stop = asyncio.Event()
         self.caught_up = {name: False for name in STREAMS}
@@ -133,6 +134,7 @@ class Follower:
                         with contextlib.suppress(psycopg.Error, DatabaseUnavailable):
                             await self.db(self.store.follow_release, self.lease)
         finally:
+            await finish_lake(self.sink)
             self.report.stopped = self.stop.is_set()
             self.report.malformed = self.pages.malformed
             self.pool.close()

@@ -8,8 +8,11 @@ nothing depends on unique indexes, so this holds with every index dropped.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from psycopg import sql
 
@@ -56,9 +59,14 @@ class CommitResult:
 class Sink:
     """Prepared SQL for one database; `commit` is called from worker threads, one connection each."""
 
-    def __init__(self, db: Database, contract_state: bool = True, agree: int = 1) -> None:
+    def __init__(self, db: Database, contract_state: bool = True, agree: int = 1, lake: str | None = None) -> None:
         self.db = db
         self.agree = agree  # how many scans agreed on every page this process stores
+        self.lake: Any = None  # run --lake: the rows go to the lake's Parquet files, not the ledger tables
+        if lake:
+            from scanfill.lake.sink import LakeWriter
+
+            self.lake = LakeWriter(db, lake)
         self.state = StateSink(db, contract_state)
         cols = sql.SQL(", ").join(map(sql.Identifier, UPDATE_COLUMNS))
         self.copy_updates = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(db.t("ledger_updates"), cols)
@@ -67,7 +75,12 @@ class Sink:
         self.store = Store(db)
 
     def copy_rows(self, conn: Conn, batch: Batch) -> None:
-        """Binary COPY of a batch's rows (framed by the decoder), inside the caller's transaction."""
+        """Binary COPY of a batch's rows (framed by the decoder), inside the caller's transaction;
+        with a lake, the same rows as Parquet files recorded in the transaction instead."""
+        if self.lake is not None:
+            self.lake.stage(conn, batch)
+            self.state.write(conn, (f for u in batch.updates for f in u.facts))
+            return
         for stmt, rows in ((self.copy_updates, [u.row for u in batch.updates]),
                            (self.copy_events, [u.event_rows for u in batch.updates if u.event_count])):  # fmt: skip
             if rows:
@@ -95,7 +108,18 @@ class Sink:
                                      batch.nbytes, lease_s)  # fmt: skip
             source = "refetch" if str(lease.key).startswith("refetch/") else "backfill"
             self.store.days_add(conn, day_counts(batch), source, self.agree)
+        self.published(conn)
         return CommitResult(new_last, lo_us, done, batch.rows)
+
+    def published(self, conn: Conn) -> None:
+        """With a lake: the files just committed added to its Delta log (or by whoever publishes
+        next, if this fails: they are recorded)."""
+        if self.lake is not None:
+            try:
+                self.lake.publish(conn)
+            except Exception as exc:  # the files stay recorded; the next publish adds them
+                logging.getLogger("scanfill.lake").warning("publishing to %s failed (the next commit retries): %s",
+                                                           self.lake.lake.shown, exc)  # fmt: skip
 
     def commit_followed(self, conn: Conn, lease: FollowLease, lease_s: float, batch: Batch) -> Batch:
         """A followed page and the updates cursor in one transaction. Each update is stored only if
@@ -122,6 +146,7 @@ class Sink:
             assert batch.last_position is not None
             self.store.set_follow_position(conn, "updates", batch.last_position, kept.items, kept.events)
             self.store.days_add(conn, day_counts(kept), "follow", self.agree)
+        self.published(conn)
         return kept
 
     def commit_imports(self, conn: Conn, lease: Lease, expected_after: str, batch: Batch, done: bool,
@@ -132,4 +157,15 @@ class Sink:
             self.copy_rows(conn, batch)
             last = batch.updates[-1].update_id if batch.updates else expected_after
             self.store.import_advance(conn, lease, last, done, len(batch.updates), batch.events, lease_s)
+        self.published(conn)
         return last
+
+
+async def finish_lake(sink: Sink) -> None:
+    """With a lake: publish what is left, compact the partitions this process wrote, describe them."""
+    if sink.lake is None:
+        return
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, sink.lake.finish)
+    except Exception as exc:  # the data is published or recorded either way; compaction can wait
+        logging.getLogger("scanfill.lake").warning("finishing the lake at %s (compaction, manifests) failed: %s", sink.lake.lake.shown, exc)

@@ -29,7 +29,7 @@ from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanErro
 from scanfill.load.budget import DEFAULT_MB, ByteBudget
 from scanfill.load.decode import Batch
 from scanfill.load.pipeline import Pipeline, PipelineReport
-from scanfill.load.sink import Sink
+from scanfill.load.sink import Sink, finish_lake
 from scanfill.scan import endpoints as ep
 from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 
@@ -66,6 +66,7 @@ class WorkerSettings:
     update_json: str = "full"  # "envelope": store updates without events_by_id (events are in ledger_events)
     memory_mb: int = DEFAULT_MB  # bytes of pages in flight (fetching, decoded, waiting to commit) stay under this
     contract_state: bool = True  # keep `contracts` with each commit (off only to measure what it costs)
+    lake: str | None = None  # run --lake: rows as Parquet files in this lake instead of the ledger tables
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Worker:
         self.leases = Leases(settings.db, self.id, settings.lease_s, settings.partition, settings.min_split_us,
                              settings.migrations)  # fmt: skip
         self.complete_urls = {m: set(u) for m, u in settings.complete_urls.items()}  # grows when scans join
-        self.sink = Sink(settings.db, settings.contract_state, settings.agree)
+        self.sink = Sink(settings.db, settings.contract_state, settings.agree, settings.lake)
         self.store = self.sink.store
         self.stop = asyncio.Event()
         self.pool = DbPool(settings.db, settings.db_connections, f"scanfill worker {self.id}", settings.db_retry_s,
@@ -155,6 +156,7 @@ class Worker:
         finally:
             for task in bg:
                 task.cancel()
+            await finish_lake(self.sink)
             self.report.seconds = time.monotonic() - t0
             self.report.stopped = self.stop.is_set()
             try:

@@ -1,0 +1,171 @@
+"""`run --lake` / `follow --lake`: a commit's rows as Parquet files in the lake instead of rows in
+the PostgreSQL ledger tables; coordination (slices, leases, cursors, the completeness ledger,
+contract state) stays in PostgreSQL, which decides what is committed.
+
+Exactly once, in three steps:
+
+1. Inside the commit's transaction, each (table, migration, UTC day) of the batch is written as one
+   zstd Parquet file in its Hive partition directory, and recorded in `lake_files`. Files are
+   invisible to readers: only the Delta log makes a file part of the table. If the transaction
+   rolls back (a fenced worker, a crash), its files stay unreferenced forever (`vacuum` removes
+   them), and its rows are fetched again by whoever resumes the slice.
+2. After the commit, a publisher (one per lake at a time, by a database lock) numbers every
+   committed, unpublished file with a publish id, then adds them to the Delta log in one commit
+   whose app transaction (`scanfill`) carries that id as its version.
+3. It marks them published. A crash between 2 and 3 is recognised by the next publisher: the log's
+   app-transaction version says which publishes landed, so none is added twice and none is lost.
+
+A reader following Delta's protocol sees a page's rows all at once, with its cursor's move
+already committed; `finish` compacts the small files of the partitions a run touched (one Delta
+commit each, readers unaffected) and writes their manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import date, timedelta
+from typing import Any
+
+from scanfill import framing
+from scanfill.coord.store import Store
+from scanfill.db import Conn, Database
+from scanfill.lake.layout import PARTITIONS, TABLES, TARGET_FILE_BYTES, Lake, schema
+from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
+from scanfill.timeutil import DAY_US, MIN_US
+
+log = logging.getLogger("scanfill.lake")
+APP_ID = "scanfill"
+UPDATE_TYPES, EVENT_TYPES = COPY_TYPES[UpdateRow], COPY_TYPES[EventRow]
+_JSON_COLS = {"updates": {10}, "events": {11, 12}}  # framed as raw JSON bytes: stored as text
+EPOCH_DAY = date(1970, 1, 1)
+
+
+def _day(t_us: int) -> date:
+    return date(1, 1, 1) if t_us < MIN_US + DAY_US else EPOCH_DAY + timedelta(days=t_us // DAY_US)
+
+
+class LakeWriter:
+    """The lake half of a commit, and the publisher. One per process; its methods are called from
+    the worker threads (stage: inside a commit's transaction; publish: after it)."""
+
+    def __init__(self, db: Database, target: str) -> None:
+        self.db = db
+        self.lake = Lake(target)
+        self.target = target
+        self.store = Store(db)
+        self._ready = False
+        self._lock = threading.Lock()  # the worker threads' first commits race to create the tables
+
+    def ensure(self) -> None:
+        """Create the Delta tables if they do not exist (idempotent; before the first commit)."""
+        if self._ready:
+            return
+        from deltalake import DeltaTable
+
+        with self._lock:
+            for table in TABLES:
+                uri = self.lake.uri(table)
+                if not DeltaTable.is_deltatable(uri, storage_options=self.lake.storage_options()):
+                    DeltaTable.create(uri, schema(table), partition_by=PARTITIONS, mode="ignore",
+                                      storage_options=self.lake.storage_options())  # fmt: skip
+            self._ready = True
+
+    # ----- 1. inside the commit ---------------------------------------------------------------------
+
+    def stage(self, conn: Conn, batch: Any) -> None:
+        """Write the batch's rows as one Parquet file per (table, migration, day) and record them."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.ensure()
+        groups: dict[tuple[str, int, date], list[tuple[Any, ...]]] = defaultdict(list)
+        for u in batch.updates:
+            key = (u.migration_id, _day(u.t_us))
+            groups[("updates", *key)].extend(framing.parse(u.row, UPDATE_TYPES))
+            if u.event_count:
+                groups[("events", *key)].extend(framing.parse(u.event_rows, EVENT_TYPES))
+        fs, root = self.lake.filesystem()
+        for (table, m, day), rows in sorted(groups.items()):
+            sch = schema(table).remove(schema(table).get_field_index("record_date"))
+            cols = list(zip(*rows, strict=True))
+            arrays = [pa.array([v.decode() if isinstance(v, bytes) else v for v in col] if i in _JSON_COLS[table]
+                               else col, type=sch.field(i).type) for i, col in enumerate(cols)]  # fmt: skip
+            data = pa.Table.from_arrays(arrays, schema=sch)
+            rel = f"migration_id={m}/record_date={day.isoformat()}/part-{uuid.uuid4().hex}.zstd.parquet"
+            full = f"{root.rstrip('/')}/{table}/{rel}"
+            fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
+            with fs.open_output_stream(full) as out:
+                pq.write_table(data, out, compression="zstd")
+            size = fs.get_file_info(full).size
+            times = cols[4] if table == "events" else cols[3]
+            self.store.lake_file_add(conn, self.target, table, rel, m, day, len(rows), int(size), min(times),
+                                     max(times))  # fmt: skip
+
+    # ----- 2 and 3. after it --------------------------------------------------------------------------
+
+    def publish(self, conn: Conn | None = None) -> int:
+        """Add every committed, unpublished file to the Delta log; returns the files added. Another
+        process publishing meanwhile: nothing to do here (it takes them). `conn`: an autocommit
+        connection to use (a worker's, after its commit), else one of its own."""
+        if conn is None:
+            with self.db.connect(autocommit=True, application="scanfill lake publish") as own:
+                return self.publish(own)
+        from deltalake import CommitProperties, DeltaTable
+        from deltalake.transaction import AddAction, Transaction
+
+        self.ensure()
+        key = f"publish {self.target}"
+        if not self.store.export_lock(conn, key):
+            return 0
+        try:
+            # events first: an update a reader sees has all its events visible already
+            return sum(self._publish_table(conn, table, CommitProperties, DeltaTable, AddAction, Transaction)
+                       for table in ("events", "updates"))  # fmt: skip
+        finally:
+            self.store.export_unlock(conn, key)
+
+    def _publish_table(self, conn: Conn, table: str, props: Any, delta: Any, add: Any, txn: Any) -> int:
+        dt = delta(self.lake.uri(table), storage_options=self.lake.storage_options())
+        landed = dt.transaction_version(APP_ID) or 0
+        self.store.lake_published_upto(conn, self.target, table, landed)  # a crash between steps 2 and 3
+        pid = self.store.lake_publish_next(conn, self.target, table)
+        files = self.store.lake_unpublished(conn, self.target, table)
+        if not files:
+            return 0
+        version = max(pid or 0, *(f[5] for f in files))
+        now_ms = int(time.time() * 1000)
+        actions = [add(path, size, {"migration_id": str(m), "record_date": day.isoformat()}, now_ms, True,
+                       json.dumps({"numRecords": rows})) for path, m, day, rows, size, _ in files]  # fmt: skip
+        dt.create_write_transaction(actions, mode="append", schema=schema(table), partition_by=PARTITIONS,
+                                    commit_properties=props(app_transactions=[txn(APP_ID, version)],
+                                                            custom_metadata={"scanfill": json.dumps({"publish": version})}))  # fmt: skip
+        self.store.lake_published_upto(conn, self.target, table, version)
+        return len(files)
+
+    def finish(self) -> None:
+        """Publish what is left, compact the partitions this process touched into files of about
+        128 MB (one Delta commit each: readers see the same rows), and write their manifests."""
+        from deltalake import DeltaTable
+
+        from scanfill.lake.export import write_manifest
+
+        self.publish()
+        with self.db.connect(autocommit=True, application="scanfill lake publish") as conn:
+            for table in TABLES:
+                touched = self.store.lake_partitions_touched(conn, self.target, table)
+                dt = DeltaTable(self.lake.uri(table), storage_options=self.lake.storage_options())
+                for m, day in touched:
+                    dt.optimize.compact(partition_filters=[("migration_id", "=", str(m)),
+                                                           ("record_date", "=", day.isoformat())],
+                                        target_size=TARGET_FILE_BYTES)  # fmt: skip
+                dt = DeltaTable(self.lake.uri(table), storage_options=self.lake.storage_options())
+                for m, day in touched:
+                    write_manifest(self.lake, dt, table, m, day,
+                                   self.store.lake_partition_span(conn, self.target, table, m, day))
+                    self.store.lake_described(conn, self.target, table, m, day)
+
