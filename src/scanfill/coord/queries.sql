@@ -743,10 +743,11 @@ INSERT INTO {s}.lake_files (target, lake_table, path, migration_id, day, rows, b
 VALUES (%(target)s, %(table)s, %(path)s, %(m)s, %(day)s, %(rows)s, %(bytes)s, %(first)s, %(last)s);
 
 -- name: lake_publish_next
--- A publish number for every committed file not yet part of a publish.
+-- A publish number for every committed file not yet part of a publish, of both tables in one
+-- statement (one snapshot): a commit's files are in the same publish whatever its tables.
 WITH n AS (SELECT nextval('{s}.lake_publish_seq') AS id)
 UPDATE {s}.lake_files f SET publish_id = n.id FROM n
-WHERE f.target = %(target)s AND f.lake_table = %(table)s AND NOT f.published AND f.publish_id IS NULL
+WHERE f.target = %(target)s AND NOT f.published AND f.publish_id IS NULL
 RETURNING n.id;
 
 -- name: lake_published_upto

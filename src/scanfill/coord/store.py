@@ -322,8 +322,8 @@ class Store:
         self.run(conn, "lake_file_add", target=target, table=table, path=path, m=m, day=day, rows=rows, bytes=nbytes,
                  first=first, last=last)  # fmt: skip
 
-    def lake_publish_next(self, conn: Conn, target: str, table: str) -> int | None:
-        row = self.one(conn, "lake_publish_next", target=target, table=table)
+    def lake_publish_next(self, conn: Conn, target: str) -> int | None:
+        row = self.one(conn, "lake_publish_next", target=target)
         return None if row is None else int(row[0])
 
     def lake_published_upto(self, conn: Conn, target: str, table: str, upto: int) -> None:

@@ -123,17 +123,18 @@ class LakeWriter:
         if not self.store.export_lock(conn, key):
             return 0
         try:
+            pid = self.store.lake_publish_next(conn, self.target)  # every committed file, both tables at once
             # events first: an update a reader sees has all its events visible already
-            return sum(self._publish_table(conn, table, CommitProperties, DeltaTable, AddAction, Transaction)
+            return sum(self._publish_table(conn, table, pid, CommitProperties, DeltaTable, AddAction, Transaction)
                        for table in ("events", "updates"))  # fmt: skip
         finally:
             self.store.export_unlock(conn, key)
 
-    def _publish_table(self, conn: Conn, table: str, props: Any, delta: Any, add: Any, txn: Any) -> int:
+    def _publish_table(self, conn: Conn, table: str, pid: int | None, props: Any, delta: Any, add: Any,
+                       txn: Any) -> int:  # fmt: skip
         dt = delta(self.lake.uri(table), storage_options=self.lake.storage_options())
         landed = dt.transaction_version(APP_ID) or 0
         self.store.lake_published_upto(conn, self.target, table, landed)  # a crash between steps 2 and 3
-        pid = self.store.lake_publish_next(conn, self.target, table)
         files = self.store.lake_unpublished(conn, self.target, table)
         if not files:
             return 0
