@@ -111,18 +111,13 @@ def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, r
 def write_manifest(lake: Lake, dt: Any, table: str, m: int, day: date, span: list[Any]) -> list[dict[str, Any]]:
     """Write the partition's manifest: its files (path, bytes, rows, sha256), rows, first and last
     record time, the table version it describes. Checkable with nothing but sha256sum."""
-    fs, root = lake.filesystem()
     actions = add_actions(dt)
     files = []
     rows = 0
     for i, path in enumerate(actions["path"]):
         if actions["partition.migration_id"][i] != m or str(actions["partition.record_date"][i]) != day.isoformat():
             continue
-        full = f"{root.rstrip('/')}/{table}/{path}"
-        h = hashlib.sha256()
-        with fs.open_input_stream(full) as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+        h = hashlib.sha256(lake.read(f"{table}/{path}"))
         n = int(actions["num_records"][i])
         rows += n
         files.append({"path": f"{table}/{path}", "bytes": int(actions["size_bytes"][i]), "rows": n,
@@ -130,10 +125,7 @@ def write_manifest(lake: Lake, dt: Any, table: str, m: int, day: date, span: lis
     doc = {"table": table, "migration_id": m, "record_date": day.isoformat(), "delta_version": dt.version(),
            "rows": rows, "first_record_time": span[0].isoformat() if span else None,
            "last_record_time": span[1].isoformat() if span else None, "files": files}  # fmt: skip
-    path = lake.manifest_path(table, m, day.isoformat())
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(json.dumps(doc, indent=2).encode())
+    lake.write(lake.manifest(table, m, day.isoformat()), json.dumps(doc, indent=2).encode())
     return files
 
 

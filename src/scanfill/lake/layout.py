@@ -66,15 +66,14 @@ class Lake:
         root = self.root if "://" in self.root else os.path.abspath(self.root)
         return f"{root.rstrip('/')}/{table}"
 
-    def manifest_path(self, table: str, migration_id: int, day: str) -> str:
-        """A partition's manifest, as a path inside `filesystem()`."""
-        _, root = self.filesystem()
-        return f"{root.rstrip('/')}/_manifests/{table}/migration_id={migration_id}/record_date={day}.json"
+    def manifest(self, table: str, migration_id: int, day: str) -> str:
+        """A partition's manifest, relative to the root."""
+        return f"_manifests/{table}/migration_id={migration_id}/record_date={day}.json"
 
     def storage_options(self) -> dict[str, str]:
         """delta-rs options: for S3-compatible stores a custom endpoint (AWS_ENDPOINT_URL) and, as
-        scanfill serialises its own writers (one exporter per target, by a database lock), no
-        external lock table is needed."""
+        scanfill serialises its own writers (one exporter or publisher per lake, by a database
+        lock), no external lock table is needed."""
         if not self.root.startswith("s3://"):
             return {}
         opts = {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
@@ -85,20 +84,50 @@ class Lake:
                 opts["AWS_ALLOW_HTTP"] = "true"
         return opts
 
-    def filesystem(self) -> tuple[Any, str]:
-        """A pyarrow filesystem and the root path inside it (manifests, file digests)."""
+    # ----- files beside the Delta log (staged Parquet files, manifests): one PUT, one GET -------------
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Write a whole object at `rel` (relative to the root) in one request."""
+        if self.root.startswith("s3://"):
+            bucket, key = self._s3_key(rel)
+            _s3().put_object(Bucket=bucket, Key=key, Body=data)
+            return
+        if "://" not in self.root:
+            path = os.path.join(os.path.abspath(self.root), rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # a reader sees the whole file or none
+            return
+        fs, root = self._pyarrow_fs()
+        with fs.open_output_stream(f"{root.rstrip('/')}/{rel}") as out:
+            out.write(data)
+
+    def read(self, rel: str) -> bytes:
+        if self.root.startswith("s3://"):
+            bucket, key = self._s3_key(rel)
+            return bytes(_s3().get_object(Bucket=bucket, Key=key)["Body"].read())
+        if "://" not in self.root:
+            with open(os.path.join(os.path.abspath(self.root), rel), "rb") as f:
+                return f.read()
+        fs, root = self._pyarrow_fs()
+        with fs.open_input_stream(f"{root.rstrip('/')}/{rel}") as f:
+            return bytes(f.read())
+
+    def _s3_key(self, rel: str) -> tuple[str, str]:
+        bucket, _, prefix = self.root.removeprefix("s3://").partition("/")
+        return bucket, f"{prefix.strip('/')}/{rel}" if prefix.strip("/") else rel
+
+    def _pyarrow_fs(self) -> tuple[Any, str]:
         from pyarrow import fs
 
-        if "://" not in self.root:
-            return fs.LocalFileSystem(), os.path.abspath(self.root)
-        if self.root.startswith("s3://"):
-            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-            kw: dict[str, Any] = {}
-            if endpoint:
-                scheme, _, host = endpoint.partition("://")
-                kw = {"endpoint_override": host, "scheme": scheme}
-            s3 = fs.S3FileSystem(region=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
-                                 **kw)  # fmt: skip
-            return s3, self.root.removeprefix("s3://")
         filesystem, path = fs.FileSystem.from_uri(self.root)
         return filesystem, path
+
+
+def _s3() -> Any:
+    """A boto3 S3 client: credentials, region and endpoint (AWS_ENDPOINT_URL) from the environment."""
+    import boto3
+
+    return boto3.client("s3")

@@ -89,7 +89,6 @@ class LakeWriter:
             groups[("updates", *key)].extend(framing.parse(u.row, UPDATE_TYPES))
             if u.event_count:
                 groups[("events", *key)].extend(framing.parse(u.event_rows, EVENT_TYPES))
-        fs, root = self.lake.filesystem()
         for (table, m, day), rows in sorted(groups.items()):
             sch = schema(table).remove(schema(table).get_field_index("record_date"))
             cols = list(zip(*rows, strict=True))
@@ -97,11 +96,11 @@ class LakeWriter:
                                else col, type=sch.field(i).type) for i, col in enumerate(cols)]  # fmt: skip
             data = pa.Table.from_arrays(arrays, schema=sch)
             rel = f"migration_id={m}/record_date={day.isoformat()}/part-{uuid.uuid4().hex}.zstd.parquet"
-            full = f"{root.rstrip('/')}/{table}/{rel}"
-            fs.create_dir(full.rsplit("/", 1)[0], recursive=True)
-            with fs.open_output_stream(full) as out:
-                pq.write_table(data, out, compression="zstd")
-            size = fs.get_file_info(full).size
+            buf = pa.BufferOutputStream()
+            pq.write_table(data, buf, compression="zstd")
+            body = buf.getvalue().to_pybytes()
+            self.lake.write(f"{table}/{rel}", body)  # one PUT on object stores
+            size = len(body)
             times = cols[4] if table == "events" else cols[3]
             self.store.lake_file_add(conn, self.target, table, rel, m, day, len(rows), int(size), min(times),
                                      max(times))  # fmt: skip
