@@ -275,3 +275,40 @@ def test_a_run_into_an_s3_bucket_on_a_real_s3_compatible_server(db: str, tmp_pat
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_following_into_the_lake_keeps_it_exact_and_compacts_on_stop(db: str, tmp_path: Path) -> None:
+    """`run --lake` then `follow --lake` on a ledger that grows: every update exactly once in the
+    lake, the small files of following compacted when the follower stops."""
+    from procs import lines_of
+
+    root = str(tmp_path / "lake")
+    ledger = Ledger(SMALL)
+    total = ledger.total_updates()
+    with Simulator(SimConfig(ledger=SMALL, grow=50, grow_updates=60)) as sim:
+        assert finish(p := scanfill("run", *RUN, "--lake", root, dsn=db, urls=sim.urls), 240, db) is not None
+        assert p.returncode == 0
+        f = scanfill("follow", "--lake", root, "--poll", "0.2", "--lease", "4", dsn=db, urls=sim.urls)
+        said = lines_of(f)
+
+        def caught_up() -> bool:
+            with psycopg.connect(db) as conn:
+                row = conn.execute("SELECT coalesce(sum(updates), 0) FROM completeness").fetchone()
+            return bool(sim.stats()["grown"]) and row is not None and int(row[0]) == total
+
+        wait_for(caught_up, timeout=120, what="the follower to store the grown ledger")
+        f.terminate()
+        assert f.wait(timeout=120) == 0, said
+        v = scanfill("verify", "--lake", root, "--json", dsn=db, urls=sim.urls)
+        checks = json.loads(finish(v, 120, db))
+    assert v.returncode == 0 and all(c["ok"] for c in checks), checks
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("u", table(Lake(root), "updates").to_pyarrow_dataset())
+    got = con.execute("SELECT update_id, migration_id, epoch_us(record_time), event_count FROM u").fetchall()
+    want = [(h.update_id, h.migration_id, h.record_us, h.event_count) for h in ledger.expected_all()]
+    assert len(got) == len(want) and set(got) == set(want)
+    files = add_actions(table(Lake(root), "updates"))["path"]
+    partitions = {p.rsplit("/", 1)[0] for p in files}
+    assert len(files) == len(partitions), files  # compacted: one file per partition at this size
