@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from dbcheck import assert_db_matches
 from procs import finish, scanfill, wait_for
@@ -312,3 +313,33 @@ def test_following_into_the_lake_keeps_it_exact_and_compacts_on_stop(db: str, tm
     files = add_actions(table(Lake(root), "updates"))["path"]
     partitions = {p.rsplit("/", 1)[0] for p in files}
     assert len(files) == len(partitions), files  # compacted: one file per partition at this size
+
+
+@pytest.mark.slow
+def test_a_local_spark_session_reads_the_lake_exactly(db: str, tmp_path: Path) -> None:
+    """Spark (pyspark, local[2], Java 17) over the committed files the Delta log lists, partition
+    columns from the Hive paths: the same rows as the simulator's ledger."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        pytest.fail("this test needs pyspark: pip install 'scanfill[spark]' (and a Java 17 runtime)")
+    root = str(tmp_path / "lake")
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        assert finish(p := scanfill("run", *RUN, "--lake", root, dsn=db, urls=sim.urls), 240, db) is not None
+        assert p.returncode == 0
+    spark = SparkSession.builder.master("local[2]").appName("scanfill-lake-test").getOrCreate()
+    try:
+        rows = {}
+        for t in ("updates", "events"):
+            files = table(Lake(root), t).file_uris()
+            rows[t] = spark.read.option("basePath", f"{root}/{t}").parquet(*files)
+        got = {(r.update_id, r.migration_id, r.event_count) for r in
+               rows["updates"].select("update_id", "migration_id", "event_count").collect()}  # fmt: skip
+        days = {str(r.record_date) for r in rows["updates"].select("record_date").distinct().collect()}
+        n_events = rows["events"].count()
+    finally:
+        spark.stop()
+    want = {(h.update_id, h.migration_id, h.event_count) for h in Ledger(SMALL).expected_all()}
+    assert got == want and len(got) == Ledger(SMALL).total_updates()
+    assert days == {"2024-06-24", "2024-06-25"}
+    assert n_events == sum(h.event_count for h in Ledger(SMALL).expected_all())
