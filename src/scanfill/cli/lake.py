@@ -14,7 +14,7 @@ from scanfill.cli import db_options, friendly, get_db, main
                    "environment, never shown).")
 @friendly
 def export(dsn: str | None, schema: str, target: str) -> None:
-    """Export the stored ledger as Delta Lake tables (`updates`, `events`), partitioned by migration and
+    """Export the stored ledger as Delta Lake tables (`updates`, `events`, and `contracts`), the first two partitioned by migration and
     UTC day, with a sha256 manifest per partition. Incremental: only partitions whose rows changed
     since the last export to this target are written, each replaced whole in one Delta commit, so it
     can be stopped and run again at any moment."""
@@ -26,9 +26,10 @@ def export(dsn: str | None, schema: str, target: str) -> None:
     sch.require(db)
     report = run_export(db, target, echo=click.echo)
     shown = Lake(target).shown
-    if not report.partitions and not report.removed:
+    if not report.partitions and not report.removed and report.contracts is None:
         click.echo(f"nothing changed since the last export to {shown}")
         return
     click.echo(f"exported {report.partitions:,} partition(s) ({report.updates:,} updates, {report.events:,} events; "
                f"{report.files:,} files, {report.bytes / 1e6:,.1f} MB) to {shown}"
-               + (f"; removed {report.removed:,} partition(s) no longer stored" if report.removed else ""))  # fmt: skip
+               + (f"; removed {report.removed:,} partition(s) no longer stored" if report.removed else "")
+               + (f"; contract state: {report.contracts:,} contracts" if report.contracts is not None else ""))  # fmt: skip

@@ -781,3 +781,16 @@ WHERE target = %(target)s AND lake_table = %(table)s AND migration_id = %(m)s AN
 -- published (verify --lake).
 SELECT migration_id, day, count(*) FILTER (WHERE NOT published) FROM {s}.lake_files WHERE target = %(target)s
 GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- name: contracts_mark
+-- What contract state looks like now, cheaply (an export rewrites it when this changed).
+SELECT concat_ws(':', count(*), count(archived_pos), max(created_pos), max(archived_pos), max(synchronizer_pos))
+FROM {s}.contracts;
+
+-- name: export_contracts_mark
+-- The contract-state mark last exported to a target.
+SELECT value FROM {s}.scanfill_meta WHERE key = 'lake_export_contracts ' || %(target)s;
+
+-- name: export_contracts_done
+INSERT INTO {s}.scanfill_meta VALUES ('lake_export_contracts ' || %(target)s, %(mark)s)
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;

@@ -312,6 +312,15 @@ class Store:
     def export_forget(self, conn: Conn, target: str, m: int, day: date) -> None:
         self.run(conn, "export_forget", target=target, m=m, day=day)
 
+    def contracts_changed(self, conn: Conn, target: str) -> str | None:
+        """The contract-state mark when it differs from what was last exported to `target`."""
+        now = str(self.one(conn, "contracts_mark")[0])
+        was = self.one(conn, "export_contracts_mark", target=target)
+        return None if was is not None and was[0] == now else now
+
+    def export_contracts_done(self, conn: Conn, target: str, mark: str) -> None:
+        self.run(conn, "export_contracts_done", target=target, mark=mark)
+
     def export_state(self, conn: Conn, target: str) -> list[Exported]:
         return self._rows(conn, "export_state", Exported, target=target)
 

@@ -25,7 +25,7 @@ from scanfill.coord.records import ExportPartition
 from scanfill.coord.store import Store
 from scanfill.db import Conn, Database
 from scanfill.errors import ConfigError
-from scanfill.lake.layout import PARTITIONS, TABLES, TARGET_FILE_BYTES, Lake, columns, schema
+from scanfill.lake.layout import PARTITIONS, TABLES, TARGET_FILE_BYTES, Lake, columns, contracts_schema, schema
 from scanfill.lake.read import add_actions
 
 log = logging.getLogger("scanfill.lake")
@@ -41,6 +41,7 @@ class ExportReport:
     files: int = 0
     bytes: int = 0
     written: list[str] = field(default_factory=list)  # "migration/day" of each partition written
+    contracts: int | None = None  # contracts written (None: contract state unchanged since the last export)
 
 
 def _batches(db: Database, conn: Conn, table: str, m: int, day: date, span: list[Any]) -> Iterator[Any]:
@@ -152,6 +153,19 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info) ->
         if not store.export_lock(conn, target):
             raise ConfigError(f"another `scanfill export` to {lake.shown} is running; wait for it to finish")
         _ensure_tables(lake)
+        if store.lake_partitions(conn, target):
+            # written by `run --lake` / `follow --lake`: its rows are not in the ledger tables (an
+            # export of those would empty it); publish what a killed loader left, add contract state
+            from scanfill.lake.sink import LakeWriter
+
+            LakeWriter(db, target).publish()
+            echo(f"{lake.shown} is loaded by `run --lake`: exporting contract state only")
+            mark = store.contracts_changed(conn, target)
+            if mark is not None:
+                with db.connect(application="scanfill export (read)") as reader, reader.transaction():
+                    report.contracts = _write_contracts(db, reader, lake)
+                store.export_contracts_done(conn, target, mark)
+            return report
         for m, day in store.export_gone(conn, target):
             _remove_partition(lake, m, day)
             store.export_forget(conn, target, m, day)
@@ -168,4 +182,37 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info) ->
                 report.updates += p.updates
                 report.events += p.events
                 report.written.append(f"{p.migration_id}/{p.day.isoformat()}")
+            mark = store.contracts_changed(conn, target)
+            if mark is not None:
+                with reader.transaction():
+                    report.contracts = _write_contracts(db, reader, lake)
+                store.export_contracts_done(conn, target, mark)
     return report
+
+
+def _write_contracts(db: Database, conn: Conn, lake: Lake) -> int:
+    """Contract state as one Delta table (`contracts`), replaced whole in one commit: lifespans end
+    anywhere in the history, so there is no partition that only grows."""
+    import pyarrow as pa
+    from deltalake import WriterProperties, write_deltalake
+
+    sch = contracts_schema()
+    cols = [f.name for f in sch]
+    select = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) if c == "payload" else sql.Identifier(c)
+                                for c in cols)  # fmt: skip
+    n = [0]
+
+    def batches() -> Iterator[Any]:
+        with conn.cursor(name="scanfill_export_contracts") as cur:
+            cur.itersize = BATCH_ROWS
+            cur.execute(sql.SQL("SELECT {} FROM {}").format(select, db.t("contracts")))
+            while rows := cur.fetchmany(BATCH_ROWS):
+                n[0] += len(rows)
+                data = list(zip(*rows, strict=True))
+                yield pa.RecordBatch.from_arrays([pa.array(data[i], type=sch.field(c).type) for i, c in enumerate(cols)],
+                                                 schema=sch)  # fmt: skip
+
+    write_deltalake(lake.uri("contracts"), pa.RecordBatchReader.from_batches(sch, batches()), mode="overwrite",
+                    schema_mode="overwrite", storage_options=lake.storage_options(),
+                    target_file_size=TARGET_FILE_BYTES, writer_properties=WriterProperties(compression="ZSTD"))  # fmt: skip
+    return n[0]

@@ -44,6 +44,21 @@ def schema(table: str) -> Any:
     return pa.schema([*(pa.field(n, t) for n, t in cols), pa.field("record_date", pa.date32())])
 
 
+def contracts_schema() -> Any:
+    """`contracts` (contract state) as exported: one row per contract, its lifespan and payload."""
+    import pyarrow as pa
+
+    ts, text_list = pa.timestamp("us", tz="UTC"), pa.list_(pa.string())
+    cols = [("contract_id", pa.string()), ("template_id", pa.string()), ("package_name", pa.string()),
+            ("template_name", pa.string()), ("created_update_id", pa.string()), ("created_migration_id", pa.int64()),
+            ("created_synchronizer_id", pa.string()), ("created_record_time", ts), ("created_at", ts),
+            ("created_pos", pa.int64()), ("payload", pa.string()), ("signatories", text_list),
+            ("observers", text_list), ("archived_update_id", pa.string()), ("archived_migration_id", pa.int64()),
+            ("archived_synchronizer_id", pa.string()), ("archived_record_time", ts), ("archived_choice", pa.string()),
+            ("archived_pos", pa.int64()), ("synchronizer_id", pa.string()), ("synchronizer_pos", pa.int64())]  # fmt: skip
+    return pa.schema([pa.field(n, t) for n, t in cols])
+
+
 def columns(table: str) -> list[str]:
     """The stored columns read from PostgreSQL, in schema order (JSON columns read as text)."""
     return [f.name for f in schema(table) if f.name != "record_date"]

@@ -84,6 +84,9 @@ class FollowReport:
     malformed: int = 0  # pages refused as malformed and asked again
 
 
+LAKE_COMPACT_S = 600.0
+
+
 class Follower:
     """The follower driver: it only decides which window to ask for next (after its cursor) and
     commits what the pipeline returns; asking, checking, retrying, agreeing are the pipeline's."""
@@ -123,6 +126,7 @@ class Follower:
                 if not await self._become_leader():
                     return self.report
                 beat = asyncio.create_task(self._heartbeat())
+                compact = asyncio.create_task(self._compact()) if self.sink.lake is not None else None
                 try:
                     tasks = [self._guarded(self._updates, "updates")]
                     if self.s.events:
@@ -130,6 +134,8 @@ class Follower:
                     await asyncio.gather(*tasks)
                 finally:
                     beat.cancel()
+                    if compact is not None:
+                        compact.cancel()
                     if self.lease is not None:
                         with contextlib.suppress(psycopg.Error, DatabaseUnavailable):
                             await self.db(self.store.follow_release, self.lease)
@@ -203,6 +209,13 @@ class Follower:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=min(1.0, self.s.lease_s / 5))
         return False
+
+    async def _compact(self) -> None:
+        """A follower left running for months writes a small file per commit: every LAKE_COMPACT_S
+        its partitions are compacted into ~128 MB files and described (readers see the same rows)."""
+        while True:
+            await asyncio.sleep(LAKE_COMPACT_S)
+            await finish_lake(self.sink)
 
     async def _heartbeat(self) -> None:
         """Renew the lease and obey `scanfill abort`, on a connection of its own."""
