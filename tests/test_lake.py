@@ -318,6 +318,17 @@ def test_following_into_the_lake_keeps_it_exact_and_compacts_on_stop(db: str, tm
         v = scanfill("verify", "--lake", root, "--json", dsn=db, urls=sim.urls)
         checks = json.loads(finish(v, 120, db))
     assert v.returncode == 0 and all(c["ok"] for c in checks), checks
+    # the lake's copy against the scans, window by window: equal to an honest scan, not to a faulty one
+    from scanfill.sim import InstanceConfig
+
+    with Simulator(SimConfig(ledger=SMALL)) as honest:
+        a = scanfill("verify", "--lake", root, "--against-scan", dsn=db, urls=honest.urls)
+        honest_out = finish(a, 240, db)
+    with Simulator(SimConfig(ledger=SMALL, instances=(InstanceConfig("sv-bad", alter_every=53),))) as faulty:
+        b = scanfill("verify", "--lake", root, "--against-scan", dsn=db, urls=faulty.urls)
+        faulty_out = finish(b, 240, db)
+    assert a.returncode == 0, honest_out
+    assert b.returncode == 1 and "with other content" in faulty_out, faulty_out
     import duckdb
 
     con = duckdb.connect()

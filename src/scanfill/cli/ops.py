@@ -225,7 +225,8 @@ def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     verdicts: list[Any] = []
     if against_scan:
         check, diffs, verdicts = asyncio.run(vf.against_scan(db, get_scan(scan_urls, timeout, insecure),
-                                                             int(window_hours * 3_600_000_000), days=days))  # fmt: skip
+                                                             int(window_hours * 3_600_000_000), days=days,
+                                                             lake=lake))  # fmt: skip
         results.append(check)
     if acs_at:
         from scanfill.cli.state import _at

@@ -224,11 +224,19 @@ async def _scan_items(pages: Pipeline, m: int, sync: str, lo: int, hi: int, url:
         before = parse_us(page[-1]["record_time"])
 
 
-def _stored(db: Database, conn: Any, m: int, sync: str, a: int, b: int) -> dict[str, tuple[bytes, bool]]:
-    """update id -> (content digest, stored without its events) of the database's copy of a window."""
-    rows = conn.execute(sql.SQL("SELECT update_id, update_json::text, event_count FROM {} WHERE migration_id = %s "
-                                "AND synchronizer_id = %s AND record_time >= %s AND record_time < %s AND kind <> 'import'")
-                        .format(db.t("ledger_updates")), (m, sync, us_to_dt(a), us_to_dt(b))).fetchall()  # fmt: skip
+def _stored(db: Database, conn: Any, m: int, sync: str, a: int, b: int, lake: Any = None
+            ) -> dict[str, tuple[bytes, bool]]:  # fmt: skip
+    """update id -> (content digest, stored without its events) of the stored copy of a window: the
+    database's, or with `lake` (a DuckDB connection over its updates table) the lake's."""
+    if lake is not None:
+        rows = lake.execute("SELECT update_id, update_json, event_count FROM u WHERE migration_id = ? AND "
+                            "synchronizer_id = ? AND record_time >= ? AND record_time < ? AND kind <> 'import'",
+                            [m, sync, us_to_dt(a), us_to_dt(b)]).fetchall()  # fmt: skip
+    else:
+        rows = conn.execute(sql.SQL("SELECT update_id, update_json::text, event_count FROM {} WHERE migration_id = %s "
+                                    "AND synchronizer_id = %s AND record_time >= %s AND record_time < %s "
+                                    "AND kind <> 'import'").format(db.t("ledger_updates")),
+                            (m, sync, us_to_dt(a), us_to_dt(b))).fetchall()  # fmt: skip
     out = {}
     for uid, text, n in rows:
         item = orjson.loads(text)
@@ -258,7 +266,8 @@ def _digest(items: dict[str, bytes]) -> str:
 
 
 async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, concurrency: int = 8,
-                       days: list[date] | None = None) -> tuple[Check, list[WindowDiff], list[DayVerdict]]:  # fmt: skip
+                       days: list[date] | None = None, lake: str | None = None,
+                       ) -> tuple[Check, list[WindowDiff], list[DayVerdict]]:  # fmt: skip
     """Compare the stored copy, window by window, with every given scan: which updates each scan
     has that the database lacks, lacks that it has, or serves with other content (a digest of the
     content with keys sorted, so field order does not count; rows stored in `envelope` mode are
@@ -268,6 +277,15 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
     if days is not None:
         window_us = DAY_US
     wanted = None if days is None else {(d - EPOCH_DAY).days for d in days}
+    reader = None
+    if lake is not None:  # the lake's copy, as its readers see it (the Delta log's committed files)
+        import duckdb
+
+        from scanfill.lake import read
+        from scanfill.lake.layout import Lake
+
+        reader = duckdb.connect()
+        reader.register("u", read.table(Lake(lake), "updates").to_pyarrow_dataset())
     with db.connect(autocommit=True, application="scanfill verify") as conn:
         windows = []
         for m, sync, lo_t, hi_t in Store(db).ranges(conn):
@@ -276,7 +294,7 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
             while start < hi:
                 a, b = max(start, lo), min(start + window_us, hi)
                 if wanted is None or start // DAY_US in wanted:
-                    windows.append((m, sync, a, b, _stored(db, conn, m, sync, a, b)))
+                    windows.append((m, sync, a, b, _stored(db, conn, m, sync, a, b, reader)))
                 start += window_us
     sem = asyncio.Semaphore(concurrency)
     diffs: list[WindowDiff] = []
