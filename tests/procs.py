@@ -82,13 +82,18 @@ def lines_of(p: subprocess.Popen[bytes]) -> list[str]:
     return lines
 
 
+def count_of(dsn: str, table: str, where: str = "true") -> int:
+    """Rows of a table (0 before scanfill has created it)."""
+    with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,):
+            return 0
+        row = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()
+    return int(row[0]) if row else 0
+
+
 def stored(dsn: str) -> int:
     """Updates stored (import updates aside), 0 before the tables exist."""
-    with psycopg.connect(dsn) as conn:
-        if conn.execute("SELECT to_regclass('ledger_updates')").fetchone() == (None,):
-            return 0
-        row = conn.execute("SELECT count(*) FROM ledger_updates WHERE kind <> 'import'").fetchone()
-    return int(row[0]) if row else 0
+    return count_of(dsn, "ledger_updates", "kind <> 'import'")
 
 
 def follow_until_caught_up(dsn: str, sim: Any, total: int, page_size: int, timeout: float = 60) -> subprocess.Popen[bytes]:

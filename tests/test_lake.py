@@ -132,11 +132,9 @@ def test_an_export_killed_midway_and_run_again_is_exact_and_only_changed_days_ar
 
 
 def _exported(db: str) -> int:
-    with psycopg.connect(db) as conn:
-        if conn.execute("SELECT to_regclass('lake_exports')").fetchone() == (None,):
-            return 0
-        row = conn.execute("SELECT count(*) FROM lake_exports").fetchone()
-    return int(row[0]) if row else 0
+    from procs import count_of
+
+    return count_of(db, "lake_exports")
 
 
 def lake_snapshot(root: str) -> tuple[list[tuple[str, int, int]], dict[tuple[str, int], int]]:
