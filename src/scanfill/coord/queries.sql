@@ -737,10 +737,12 @@ WHERE target = %(target)s ORDER BY 1, 2;
 
 -- ----- run --lake: files staged by commits, published to the Delta log (lake.sink) -----------------
 
--- name: lake_file_add
--- In a commit's transaction: a Parquet file it wrote (invisible until published).
+-- name: lake_files_add
+-- In a commit's transaction: the Parquet files it wrote (invisible until published), in one statement.
 INSERT INTO {s}.lake_files (target, lake_table, path, migration_id, day, rows, bytes, first_time, last_time)
-VALUES (%(target)s, %(table)s, %(path)s, %(m)s, %(day)s, %(rows)s, %(bytes)s, %(first)s, %(last)s);
+SELECT %(target)s, f.t, f.p, f.m, f.d, f.r, f.b, f.first, f.last
+FROM unnest(%(tables)s::text[], %(paths)s::text[], %(ms)s::bigint[], %(days)s::date[], %(rows)s::bigint[],
+            %(bytes)s::bigint[], %(firsts)s::timestamptz[], %(lasts)s::timestamptz[]) AS f(t, p, m, d, r, b, first, last);
 
 -- name: lake_publish_next
 -- A publish number for every committed file not yet part of a publish, of both tables in one

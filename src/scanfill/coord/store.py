@@ -326,10 +326,12 @@ class Store:
 
     # ----- run --lake ------------------------------------------------------------------------------
 
-    def lake_file_add(self, conn: Conn, target: str, table: str, path: str, m: int, day: date, rows: int,
-                      nbytes: int, first: datetime | None, last: datetime | None) -> None:  # fmt: skip
-        self.run(conn, "lake_file_add", target=target, table=table, path=path, m=m, day=day, rows=rows, bytes=nbytes,
-                 first=first, last=last)  # fmt: skip
+    def lake_files_add(self, conn: Conn, target: str, files: list[tuple[Any, ...]]) -> None:
+        """(table, path, migration, day, rows, bytes, first time, last time) of each file a commit wrote."""
+        if files:
+            c = list(zip(*files, strict=True))
+            self.run(conn, "lake_files_add", target=target, tables=list(c[0]), paths=list(c[1]), ms=list(c[2]),
+                     days=list(c[3]), rows=list(c[4]), bytes=list(c[5]), firsts=list(c[6]), lasts=list(c[7]))  # fmt: skip
 
     def lake_publish_next(self, conn: Conn, target: str) -> int | None:
         row = self.one(conn, "lake_publish_next", target=target)

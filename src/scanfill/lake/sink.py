@@ -31,6 +31,9 @@ from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from scanfill import framing
 from scanfill.coord.store import Store
 from scanfill.db import Conn, Database
@@ -42,6 +45,7 @@ log = logging.getLogger("scanfill.lake")
 APP_ID = "scanfill"
 UPDATE_TYPES, EVENT_TYPES = COPY_TYPES[UpdateRow], COPY_TYPES[EventRow]
 _JSON_COLS = {"updates": {10}, "events": {11, 12}}  # framed as raw JSON bytes: stored as text
+_FILE_SCHEMAS = {t: schema(t).remove(schema(t).get_field_index("record_date")) for t in TABLES}  # partition: path
 EPOCH_DAY = date(1970, 1, 1)
 
 
@@ -79,9 +83,6 @@ class LakeWriter:
 
     def stage(self, conn: Conn, batch: Any) -> None:
         """Write the batch's rows as one Parquet file per (table, migration, day) and record them."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         self.ensure()
         groups: dict[tuple[str, int, date], list[tuple[Any, ...]]] = defaultdict(list)
         for u in batch.updates:
@@ -89,21 +90,21 @@ class LakeWriter:
             groups[("updates", *key)].extend(framing.parse(u.row, UPDATE_TYPES))
             if u.event_count:
                 groups[("events", *key)].extend(framing.parse(u.event_rows, EVENT_TYPES))
+        files = []
         for (table, m, day), rows in sorted(groups.items()):
-            sch = schema(table).remove(schema(table).get_field_index("record_date"))
+            sch = _FILE_SCHEMAS[table]
             cols = list(zip(*rows, strict=True))
-            arrays = [pa.array([v.decode() if isinstance(v, bytes) else v for v in col] if i in _JSON_COLS[table]
-                               else col, type=sch.field(i).type) for i, col in enumerate(cols)]  # fmt: skip
-            data = pa.Table.from_arrays(arrays, schema=sch)
-            rel = f"migration_id={m}/record_date={day.isoformat()}/part-{uuid.uuid4().hex}.zstd.parquet"
+            # JSON columns arrive as the served bytes: cast to text in Arrow (no Python loop)
+            arrays = [pa.array(col, type=pa.binary()).cast(pa.string()) if i in _JSON_COLS[table]
+                      else pa.array(col, type=sch.field(i).type) for i, col in enumerate(cols)]  # fmt: skip
             buf = pa.BufferOutputStream()
-            pq.write_table(data, buf, compression="zstd")
+            pq.write_table(pa.Table.from_arrays(arrays, schema=sch), buf, compression="zstd")
             body = buf.getvalue().to_pybytes()
+            rel = f"migration_id={m}/record_date={day.isoformat()}/part-{uuid.uuid4().hex}.zstd.parquet"
             self.lake.write(f"{table}/{rel}", body)  # one PUT on object stores
-            size = len(body)
             times = cols[4] if table == "events" else cols[3]
-            self.store.lake_file_add(conn, self.target, table, rel, m, day, len(rows), int(size), min(times),
-                                     max(times))  # fmt: skip
+            files.append((table, rel, m, day, len(rows), len(body), min(times), max(times)))
+        self.store.lake_files_add(conn, self.target, files)
 
     # ----- 2 and 3. after it --------------------------------------------------------------------------
 
