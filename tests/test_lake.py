@@ -229,6 +229,18 @@ def test_a_run_into_the_lake_with_kills_is_exact_and_readers_never_see_a_partial
         out = export(db, sim.urls, root)
     assert "contract state only" in out and table(Lake(root), "updates").version() == before
     assert contracts is not None and table(Lake(root), "contracts").to_pyarrow_table().num_rows == contracts[0] > 0
+    # the killed commits' files and the small files compaction replaced: on disk, in no version; vacuum
+    on_disk = {str(p.relative_to(tmp_path / "lake" / "updates")) for p in (tmp_path / "lake" / "updates").rglob("*.parquet")}
+    live = set(add_actions(table(Lake(root), "updates"))["path"])
+    assert on_disk > live
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        p = scanfill("export", "--to", root, "--vacuum", "0", dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+    assert p.returncode == 0 and "vacuum:" in out, out
+    on_disk = {str(p.relative_to(tmp_path / "lake" / "updates")) for p in (tmp_path / "lake" / "updates").rglob("*.parquet")}
+    assert on_disk == live
+    ups, evs = lake_snapshot(root)
+    assert len(ups) == len(want) + imports[0] and all(evs.get((u, m), 0) == n for u, m, n in ups)
 
 
 def test_a_run_into_an_s3_bucket_on_a_real_s3_compatible_server(db: str, tmp_path: Path) -> None:

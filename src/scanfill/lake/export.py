@@ -138,6 +138,21 @@ def _remove_partition(lake: Lake, m: int, day: date) -> None:
             f"migration_id = {int(m)} AND record_date = '{day.isoformat()}'")
 
 
+def vacuum(lake: Lake, retention_hours: int) -> int:
+    """Delete files no table version younger than `retention_hours` references: files compaction
+    replaced, and files of commits that rolled back (never referenced). Readers of a version older
+    than that may then miss files; 168 h (Delta's default) keeps a week of versions readable."""
+    from deltalake import DeltaTable
+
+    removed = 0
+    for table in (*TABLES, "contracts"):
+        uri = lake.uri(table)
+        if DeltaTable.is_deltatable(uri, storage_options=lake.storage_options()):
+            removed += len(DeltaTable(uri, storage_options=lake.storage_options()).vacuum(
+                retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True))
+    return removed
+
+
 def export(db: Database, target: str, echo: Callable[[str], None] = log.info) -> ExportReport:
     """Export every partition that changed since the last export to `target`; safe to stop and
     run again at any moment, and a no-op when nothing changed."""
