@@ -65,6 +65,9 @@ def test_an_export_reads_back_exactly_in_duckdb_and_clickhouse_and_twice_writes_
         again = export(db, sim.urls, root)
         v = scanfill("verify", "--lake", root, "--json", dsn=db, urls=sim.urls)
         checks = json.loads(finish(v, 120, db))
+        nowhere = scanfill("verify", "--lake", str(tmp_path / "no-lake-here"), "--json", dsn=db, urls=sim.urls)
+        said = json.loads(finish(nowhere, 120, db))
+    assert nowhere.returncode == 1 and "no Delta table there: run `scanfill export --to" in said[0]["detail"], said
     assert_db_matches(db, Ledger(SMALL), imports=True)  # the copy the lake must equal
     assert "nothing changed" in again and "contract state" in out
     with psycopg.connect(db) as conn:

@@ -145,6 +145,10 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
         metrics_port=metrics_port, metrics_addr=metrics_addr, page_mb=page_mb, db_retry_s=db_retry_s, imports=imports,
         update_json=update_json, memory_mb=memory_mb, contract_state=not no_state, lake=lake,
     )  # fmt: skip
+    if lake:
+        from scanfill.lake.layout import require_libraries
+
+        require_libraries(lake)
     if lake and (refetch or do_prepare or do_restore):
         raise click.UsageError("--lake does not go with --refetch, --prepare or --restore yet: the lake's rows are "
                                "not in the ledger tables those act on")  # fmt: skip
@@ -268,6 +272,10 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     scan = get_scan(scan_urls, timeout, insecure)
     if rewind and lake:
         raise click.UsageError("--rewind acts on the ledger tables, not on a lake: it does not go with --lake yet")
+    if lake:
+        from scanfill.lake.layout import require_libraries
+
+        require_libraries(lake)
     if rewind:
         from scanfill.ops.cursors import rewind as do_rewind
 

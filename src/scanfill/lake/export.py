@@ -25,7 +25,16 @@ from scanfill.coord.records import ExportPartition
 from scanfill.coord.store import Store
 from scanfill.db import Conn, Database
 from scanfill.errors import ConfigError
-from scanfill.lake.layout import PARTITIONS, TABLES, TARGET_FILE_BYTES, Lake, columns, contracts_schema, schema
+from scanfill.lake.layout import (
+    PARTITIONS,
+    TABLES,
+    TARGET_FILE_BYTES,
+    Lake,
+    columns,
+    contracts_schema,
+    require_libraries,
+    schema,
+)
 from scanfill.lake.read import add_actions
 
 log = logging.getLogger("scanfill.lake")
@@ -156,11 +165,7 @@ def vacuum(lake: Lake, retention_hours: int) -> int:
 def export(db: Database, target: str, echo: Callable[[str], None] = log.info) -> ExportReport:
     """Export every partition that changed since the last export to `target`; safe to stop and
     run again at any moment, and a no-op when nothing changed."""
-    try:
-        import deltalake  # noqa: F401
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise ConfigError("the lake needs deltalake and pyarrow: pip install 'scanfill[lake]'") from None
+    require_libraries(target)
     lake = Lake(target)
     store = Store(db)
     report = ExportReport()

@@ -22,6 +22,21 @@ PARTITIONS = ["migration_id", "record_date"]
 TARGET_FILE_BYTES = 128 * 1024 * 1024  # what engines read best
 
 
+def require_libraries(root: str) -> None:
+    """The lake's libraries are an extra: say so in one line before anything starts."""
+    from scanfill.errors import ConfigError
+
+    needed = ["deltalake", "pyarrow", *(["boto3"] if root.startswith("s3://") else [])]
+    missing = []
+    for name in needed:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ConfigError(f"the lake needs {', '.join(missing)}: pip install 'scanfill[lake]'")
+
+
 def schema(table: str) -> Any:
     """The Arrow schema of a lake table (the ledger table's columns, typed, plus `record_date`)."""
     import pyarrow as pa

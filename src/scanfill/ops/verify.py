@@ -347,8 +347,9 @@ def lake_checks(db: Database, target: str) -> list[Check]:
     import json
 
     from scanfill.lake import read
-    from scanfill.lake.layout import TABLES, Lake
+    from scanfill.lake.layout import TABLES, Lake, require_libraries
 
+    require_libraries(target)
     lake = Lake(target)
     if not read.exists(lake, "updates"):
         return [Check(f"a scanfill lake at {lake.shown}", False,
