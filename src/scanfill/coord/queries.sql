@@ -682,6 +682,11 @@ UPDATE {s}.backfill_cursors SET failed_at = now(), failure = %(why)s WHERE curso
 -- One exporter per target at a time (a session lock, released when the exporter's connection ends).
 SELECT pg_try_advisory_lock(%(key)s);
 
+-- name: publish_lock
+-- A lake's publisher lock, waited for: a commit whose files another publisher did not take publishes
+-- them itself right after, so nothing committed stays invisible until the next commit.
+SELECT pg_advisory_lock(%(key)s);
+
 -- name: export_unlock
 -- The exporter's (or publisher's) lock given back (its connection lives on in a pool).
 SELECT pg_advisory_unlock(%(key)s);

@@ -293,6 +293,10 @@ class Store:
         """One exporter (or lake publisher) per target: a session lock on the caller's connection."""
         return bool(self.one(conn, "export_lock", key=_lock_key(target))[0])
 
+    def publish_lock(self, conn: Conn, target: str) -> None:
+        """The lake publisher's lock, waited for (publishes take tens of milliseconds)."""
+        self.run(conn, "publish_lock", key=_lock_key(target))
+
     def export_unlock(self, conn: Conn, target: str) -> None:
         self.run(conn, "export_unlock", key=_lock_key(target))
 

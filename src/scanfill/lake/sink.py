@@ -109,9 +109,9 @@ class LakeWriter:
     # ----- 2 and 3. after it --------------------------------------------------------------------------
 
     def publish(self, conn: Conn | None = None) -> int:
-        """Add every committed, unpublished file to the Delta log; returns the files added. Another
-        process publishing meanwhile: nothing to do here (it takes them). `conn`: an autocommit
-        connection to use (a worker's, after its commit), else one of its own."""
+        """Add every committed, unpublished file to the Delta log; returns the files added (0 when a
+        publisher it waited for took them). `conn`: an autocommit connection to use (a worker's,
+        after its commit), else one of its own."""
         if conn is None:
             with self.db.connect(autocommit=True, application="scanfill lake publish") as own:
                 return self.publish(own)
@@ -120,8 +120,7 @@ class LakeWriter:
 
         self.ensure()
         key = f"publish {self.target}"
-        if not self.store.export_lock(conn, key):
-            return 0
+        self.store.publish_lock(conn, key)  # waited for: this commit's files are published when it returns
         try:
             pid = self.store.lake_publish_next(conn, self.target)  # every committed file, both tables at once
             # events first: an update a reader sees has all its events visible already
