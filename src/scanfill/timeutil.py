@@ -8,13 +8,19 @@ field-lessons.md, lesson 1).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$")
 _DAYS_TO_EPOCH = (datetime(1970, 1, 1) - datetime(1, 1, 1)).days
 DAY_US = 86_400_000_000
 MIN_US = -_DAYS_TO_EPOCH * 86_400_000_000  # 0001-01-01T00:00:00Z, Scan's import-update time
+EPOCH_DAY = date(1970, 1, 1)
+
+
+def utc_day(t_us: int) -> date:
+    """The UTC day of a record time (import updates, at MIN_US, fall on 0001-01-01)."""
+    return EPOCH_DAY + timedelta(days=t_us // DAY_US)
 
 
 class TimestampError(ValueError):

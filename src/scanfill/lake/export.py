@@ -35,7 +35,7 @@ from scanfill.lake.layout import (
     require_libraries,
     schema,
 )
-from scanfill.lake.read import add_actions
+from scanfill.lake.read import add_actions, ensure_tables, partition_predicate
 
 log = logging.getLogger("scanfill.lake")
 BATCH_ROWS = 20_000  # rows per Arrow batch read from PostgreSQL (memory stays flat for any day)
@@ -53,42 +53,45 @@ class ExportReport:
     contracts: int | None = None  # contracts written (None: contract state unchanged since the last export)
 
 
-def _batches(db: Database, conn: Conn, table: str, m: int, day: date, span: list[Any]) -> Iterator[Any]:
-    """The partition's rows as Arrow record batches, streamed from a server-side cursor; `span`
-    gets the exact first and last record time (file statistics keep milliseconds only)."""
+def _stream(conn: Conn, name: str, query: sql.Composed, params: tuple[Any, ...], sch: Any,
+            also: Callable[[list[tuple[Any, ...]]], list[Any]] | None = None) -> Iterator[Any]:
+    """Rows of a query as Arrow record batches of `sch`, streamed from a server-side cursor (memory
+    stays flat for any size); `also` returns further columns for each batch's rows."""
     import pyarrow as pa
 
-    sch = schema(table)
-    cols = columns(table)
-    select = sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier(c)) if c in ("update_json", "payload", "exercise_result")
-        else sql.Identifier(c) for c in cols)  # fmt: skip
-    q = sql.SQL("SELECT {} FROM {} WHERE migration_id = %s AND record_time >= %s AND record_time < %s").format(
-        select, db.t(f"ledger_{table}"))
-    lo = f"{day.isoformat()}T00:00:00Z" if day.year > 1 else "0001-01-01T00:00:00Z"
-    hi = f"{(day + timedelta(days=1)).isoformat()}T00:00:00Z"
-    with conn.cursor(name=f"scanfill_export_{table}") as cur:
+    with conn.cursor(name=name) as cur:
         cur.itersize = BATCH_ROWS
-        cur.execute(q, (m, lo, hi))
-        t = cols.index("record_time")
+        cur.execute(query, params)
         while rows := cur.fetchmany(BATCH_ROWS):
             data = list(zip(*rows, strict=True))
-            lo, hi = min(data[t]), max(data[t])
-            span[:] = [lo, hi] if not span else [min(span[0], lo), max(span[1], hi)]
-            arrays = [pa.array(data[i], type=sch.field(c).type) for i, c in enumerate(cols)]
-            arrays.append(pa.array([day] * len(rows), type=pa.date32()))
-            yield pa.RecordBatch.from_arrays(arrays, schema=sch)
+            arrays = [pa.array(col, type=sch.field(i).type) for i, col in enumerate(data)]
+            yield pa.RecordBatch.from_arrays(arrays + (also(rows) if also else []), schema=sch)
 
 
-def _ensure_tables(lake: Lake) -> None:
-    from deltalake import DeltaTable
+def _select(cols: list[str], json_cols: tuple[str, ...]) -> sql.Composable:
+    """The column list, JSON columns read as their text."""
+    return sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) if c in json_cols
+                              else sql.Identifier(c) for c in cols)  # fmt: skip
 
-    for table in TABLES:
-        uri = lake.uri(table)
-        if not DeltaTable.is_deltatable(uri, storage_options=lake.storage_options()):
-            DeltaTable.create(uri, schema(table), partition_by=PARTITIONS, mode="ignore",
-                              storage_options=lake.storage_options(),
-                              configuration={"delta.appendOnly": "false"})  # fmt: skip
+
+def _batches(db: Database, conn: Conn, table: str, m: int, day: date, span: list[Any]) -> Iterator[Any]:
+    """The partition's rows as Arrow record batches; `span` gets the exact first and last record
+    time (file statistics keep milliseconds only)."""
+    import pyarrow as pa
+
+    cols = columns(table)
+    q = sql.SQL("SELECT {} FROM {} WHERE migration_id = %s AND record_time >= %s AND record_time < %s").format(
+        _select(cols, ("update_json", "payload", "exercise_result")), db.t(f"ledger_{table}"))
+    lo = f"{day.isoformat()}T00:00:00Z"
+    hi = f"{(day + timedelta(days=1)).isoformat()}T00:00:00Z"
+    t = cols.index("record_time")
+
+    def record_date(rows: list[tuple[Any, ...]]) -> list[Any]:
+        first, last = min(r[t] for r in rows), max(r[t] for r in rows)
+        span[:] = [first, last] if not span else [min(span[0], first), max(span[1], last)]
+        return [pa.array([day] * len(rows), type=pa.date32())]
+
+    yield from _stream(conn, f"scanfill_export_{table}", q, (m, lo, hi), schema(table), record_date)
 
 
 def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, report: ExportReport) -> int:
@@ -96,7 +99,7 @@ def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, r
     import pyarrow as pa
     from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 
-    predicate = f"migration_id = {int(p.migration_id)} AND record_date = '{p.day.isoformat()}'"
+    predicate = partition_predicate(p.migration_id, p.day)
     version = -1
     for table in TABLES:
         uri = lake.uri(table)
@@ -143,8 +146,7 @@ def _remove_partition(lake: Lake, m: int, day: date) -> None:
     from deltalake import DeltaTable
 
     for table in TABLES:
-        DeltaTable(lake.uri(table), storage_options=lake.storage_options()).delete(
-            f"migration_id = {int(m)} AND record_date = '{day.isoformat()}'")
+        DeltaTable(lake.uri(table), storage_options=lake.storage_options()).delete(partition_predicate(m, day))
 
 
 def vacuum(lake: Lake, retention_hours: int) -> int:
@@ -172,7 +174,7 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info) ->
     with db.connect(autocommit=True, application="scanfill export") as conn:
         if not store.export_lock(conn, target):
             raise ConfigError(f"another `scanfill export` to {lake.shown} is running; wait for it to finish")
-        _ensure_tables(lake)
+        ensure_tables(lake)
         if store.lake_partitions(conn, target):
             # written by `run --lake` / `follow --lake`: its rows are not in the ledger tables (an
             # export of those would empty it); publish what a killed loader left, add contract state
@@ -180,11 +182,8 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info) ->
 
             LakeWriter(db, target).publish()
             echo(f"{lake.shown} is loaded by `run --lake`: exporting contract state only")
-            mark = store.contracts_changed(conn, target)
-            if mark is not None:
-                with db.connect(application="scanfill export (read)") as reader, reader.transaction():
-                    report.contracts = _write_contracts(db, reader, lake)
-                store.export_contracts_done(conn, target, mark)
+            with db.connect(application="scanfill export (read)") as reader:
+                _export_contracts(db, conn, reader, store, lake, target, report)
             return report
         for m, day in store.export_gone(conn, target):
             _remove_partition(lake, m, day)
@@ -202,12 +201,18 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info) ->
                 report.updates += p.updates
                 report.events += p.events
                 report.written.append(f"{p.migration_id}/{p.day.isoformat()}")
-            mark = store.contracts_changed(conn, target)
-            if mark is not None:
-                with reader.transaction():
-                    report.contracts = _write_contracts(db, reader, lake)
-                store.export_contracts_done(conn, target, mark)
+            _export_contracts(db, conn, reader, store, lake, target, report)
     return report
+
+
+def _export_contracts(db: Database, conn: Conn, reader: Conn, store: Store, lake: Lake, target: str,
+                      report: ExportReport) -> None:  # fmt: skip
+    """Contract state, when it changed since the last export to `target`."""
+    mark = store.contracts_changed(conn, target)
+    if mark is not None:
+        with reader.transaction():
+            report.contracts = _write_contracts(db, reader, lake)
+        store.export_contracts_done(conn, target, mark)
 
 
 def _write_contracts(db: Database, conn: Conn, lake: Lake) -> int:
@@ -217,22 +222,15 @@ def _write_contracts(db: Database, conn: Conn, lake: Lake) -> int:
     from deltalake import WriterProperties, write_deltalake
 
     sch = contracts_schema()
-    cols = [f.name for f in sch]
-    select = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) if c == "payload" else sql.Identifier(c)
-                                for c in cols)  # fmt: skip
     n = [0]
 
-    def batches() -> Iterator[Any]:
-        with conn.cursor(name="scanfill_export_contracts") as cur:
-            cur.itersize = BATCH_ROWS
-            cur.execute(sql.SQL("SELECT {} FROM {}").format(select, db.t("contracts")))
-            while rows := cur.fetchmany(BATCH_ROWS):
-                n[0] += len(rows)
-                data = list(zip(*rows, strict=True))
-                yield pa.RecordBatch.from_arrays([pa.array(data[i], type=sch.field(c).type) for i, c in enumerate(cols)],
-                                                 schema=sch)  # fmt: skip
+    def counted(rows: list[tuple[Any, ...]]) -> list[Any]:
+        n[0] += len(rows)
+        return []
 
-    write_deltalake(lake.uri("contracts"), pa.RecordBatchReader.from_batches(sch, batches()), mode="overwrite",
+    q = sql.SQL("SELECT {} FROM {}").format(_select([f.name for f in sch], ("payload",)), db.t("contracts"))
+    batches = _stream(conn, "scanfill_export_contracts", q, (), sch, counted)
+    write_deltalake(lake.uri("contracts"), pa.RecordBatchReader.from_batches(sch, batches), mode="overwrite",
                     schema_mode="overwrite", storage_options=lake.storage_options(),
                     target_file_size=TARGET_FILE_BYTES, writer_properties=WriterProperties(compression="ZSTD"))  # fmt: skip
     return n[0]

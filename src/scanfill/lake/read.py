@@ -28,6 +28,23 @@ def add_actions(dt: Any) -> dict[str, list[Any]]:
     return pa.table(dt.get_add_actions(flatten=True)).to_pydict()  # type: ignore[no-any-return]
 
 
+def ensure_tables(lake: Lake) -> None:
+    """Create the ledger's Delta tables where they do not exist yet (idempotent)."""
+    from deltalake import DeltaTable
+
+    from scanfill.lake.layout import PARTITIONS, TABLES, schema
+
+    for name in TABLES:
+        if not exists(lake, name):
+            DeltaTable.create(lake.uri(name), schema(name), partition_by=PARTITIONS, mode="ignore",
+                              storage_options=lake.storage_options())  # fmt: skip
+
+
+def partition_predicate(m: int, day: date) -> str:
+    """The Delta predicate selecting one (migration, day) partition."""
+    return f"migration_id = {int(m)} AND record_date = '{day.isoformat()}'"
+
+
 def partition_rows(lake: Lake, name: str) -> Counter[tuple[int, date]]:
     """Rows per (migration, record_date) from the log's file statistics (no data file is read)."""
     actions = add_actions(table(lake, name))

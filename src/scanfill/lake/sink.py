@@ -28,29 +28,28 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import CommitProperties
+from deltalake.transaction import AddAction, RemoveAction, Transaction
 
 from scanfill import framing
 from scanfill.coord.store import Store
 from scanfill.db import Conn, Database
 from scanfill.lake.layout import PARTITIONS, TABLES, TARGET_FILE_BYTES, Lake, schema
+from scanfill.lake.read import ensure_tables
+from scanfill.lake.read import table as lake_table
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
-from scanfill.timeutil import DAY_US, MIN_US
+from scanfill.timeutil import utc_day
 
 log = logging.getLogger("scanfill.lake")
 APP_ID = "scanfill"
 UPDATE_TYPES, EVENT_TYPES = COPY_TYPES[UpdateRow], COPY_TYPES[EventRow]
 _JSON_COLS = {"updates": {10}, "events": {11, 12}}  # framed as raw JSON bytes: stored as text
 _FILE_SCHEMAS = {t: schema(t).remove(schema(t).get_field_index("record_date")) for t in TABLES}  # partition: path
-EPOCH_DAY = date(1970, 1, 1)
-
-
-def _day(t_us: int) -> date:
-    return date(1, 1, 1) if t_us < MIN_US + DAY_US else EPOCH_DAY + timedelta(days=t_us // DAY_US)
 
 
 class LakeWriter:
@@ -69,14 +68,8 @@ class LakeWriter:
         """Create the Delta tables if they do not exist (idempotent; before the first commit)."""
         if self._ready:
             return
-        from deltalake import DeltaTable
-
         with self._lock:
-            for table in TABLES:
-                uri = self.lake.uri(table)
-                if not DeltaTable.is_deltatable(uri, storage_options=self.lake.storage_options()):
-                    DeltaTable.create(uri, schema(table), partition_by=PARTITIONS, mode="ignore",
-                                      storage_options=self.lake.storage_options())  # fmt: skip
+            ensure_tables(self.lake)
             self._ready = True
 
     # ----- 1. inside the commit ---------------------------------------------------------------------
@@ -86,7 +79,7 @@ class LakeWriter:
         self.ensure()
         groups: dict[tuple[str, int, date], list[tuple[Any, ...]]] = defaultdict(list)
         for u in batch.updates:
-            key = (u.migration_id, _day(u.t_us))
+            key = (u.migration_id, utc_day(u.t_us))
             groups[("updates", *key)].extend(framing.parse(u.row, UPDATE_TYPES))
             if u.event_count:
                 groups[("events", *key)].extend(framing.parse(u.event_rows, EVENT_TYPES))
@@ -115,23 +108,18 @@ class LakeWriter:
         if conn is None:
             with self.db.connect(autocommit=True, application="scanfill lake publish") as own:
                 return self.publish(own)
-        from deltalake import CommitProperties, DeltaTable
-        from deltalake.transaction import AddAction, Transaction
-
         self.ensure()
         key = f"publish {self.target}"
         self.store.publish_lock(conn, key)  # waited for: this commit's files are published when it returns
         try:
             pid = self.store.lake_publish_next(conn, self.target)  # every committed file, both tables at once
             # events first: an update a reader sees has all its events visible already
-            return sum(self._publish_table(conn, table, pid, CommitProperties, DeltaTable, AddAction, Transaction)
-                       for table in ("events", "updates"))  # fmt: skip
+            return sum(self._publish_table(conn, table, pid) for table in ("events", "updates"))
         finally:
             self.store.export_unlock(conn, key)
 
-    def _publish_table(self, conn: Conn, table: str, pid: int | None, props: Any, delta: Any, add: Any,
-                       txn: Any) -> int:  # fmt: skip
-        dt = delta(self.lake.uri(table), storage_options=self.lake.storage_options())
+    def _publish_table(self, conn: Conn, table: str, pid: int | None) -> int:
+        dt = lake_table(self.lake, table)
         landed = dt.transaction_version(APP_ID) or 0
         self.store.lake_published_upto(conn, self.target, table, landed)  # a crash between steps 2 and 3
         files = self.store.lake_unpublished(conn, self.target, table)
@@ -139,31 +127,32 @@ class LakeWriter:
             return 0
         version = max(pid or 0, *(f[5] for f in files))
         now_ms = int(time.time() * 1000)
-        actions = [add(path, size, {"migration_id": str(m), "record_date": day.isoformat()}, now_ms, True,
-                       json.dumps({"numRecords": rows})) for path, m, day, rows, size, _ in files]  # fmt: skip
+        actions: list[AddAction | RemoveAction] = [
+            AddAction(path, size, {"migration_id": str(m), "record_date": day.isoformat()}, now_ms, True,
+                      json.dumps({"numRecords": rows}))
+            for path, m, day, rows, size, _ in files]  # fmt: skip
+        props = CommitProperties(app_transactions=[Transaction(APP_ID, version)],
+                                 custom_metadata={"scanfill": json.dumps({"publish": version})})
         dt.create_write_transaction(actions, mode="append", schema=schema(table), partition_by=PARTITIONS,
-                                    commit_properties=props(app_transactions=[txn(APP_ID, version)],
-                                                            custom_metadata={"scanfill": json.dumps({"publish": version})}))  # fmt: skip
+                                    commit_properties=props)
         self.store.lake_published_upto(conn, self.target, table, version)
         return len(files)
 
     def finish(self) -> None:
         """Publish what is left, compact the partitions this process touched into files of about
         128 MB (one Delta commit each: readers see the same rows), and write their manifests."""
-        from deltalake import DeltaTable
-
         from scanfill.lake.export import write_manifest
 
         self.publish()
         with self.db.connect(autocommit=True, application="scanfill lake publish") as conn:
             for table in TABLES:
                 touched = self.store.lake_partitions_touched(conn, self.target, table)
-                dt = DeltaTable(self.lake.uri(table), storage_options=self.lake.storage_options())
+                dt = lake_table(self.lake, table)
                 for m, day in touched:
                     dt.optimize.compact(partition_filters=[("migration_id", "=", str(m)),
                                                            ("record_date", "=", day.isoformat())],
                                         target_size=TARGET_FILE_BYTES)  # fmt: skip
-                dt = DeltaTable(self.lake.uri(table), storage_options=self.lake.storage_options())
+                dt = lake_table(self.lake, table)
                 for m, day in touched:
                     write_manifest(self.lake, dt, table, m, day,
                                    self.store.lake_partition_span(conn, self.target, table, m, day))

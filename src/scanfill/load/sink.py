@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from psycopg import sql
@@ -23,19 +23,18 @@ from scanfill.coord.store import FollowLease, Lease, Store
 from scanfill.db import Conn, Database
 from scanfill.load.decode import Batch
 from scanfill.state.sink import StateSink
-from scanfill.timeutil import DAY_US, MIN_US, us_to_dt
+from scanfill.timeutil import DAY_US, MIN_US, us_to_dt, utc_day
 
-EPOCH = date(1970, 1, 1)
 FIRST_DAY_US = MIN_US + DAY_US  # an import update's record time is 0001-01-01
 
 
 def day_counts(batch: Batch) -> list[DayCount]:
     """A batch's updates per (migration, synchronizer, UTC day), sorted (import updates belong to no day)."""
-    acc: dict[tuple[int, str, int], list[int]] = {}
+    acc: dict[tuple[int, str, date], list[int]] = {}
     for u in batch.updates:
         if u.t_us < FIRST_DAY_US:
             continue
-        key = (u.migration_id, u.synchronizer_id, u.t_us // DAY_US)
+        key = (u.migration_id, u.synchronizer_id, utc_day(u.t_us))
         a = acc.get(key)
         if a is None:
             acc[key] = [1, u.event_count, u.t_us, u.t_us]
@@ -44,7 +43,7 @@ def day_counts(batch: Batch) -> list[DayCount]:
             a[1] += u.event_count
             a[2] = min(a[2], u.t_us)
             a[3] = max(a[3], u.t_us)
-    return [DayCount(m, sync, EPOCH + timedelta(days=d), n, ev, us_to_dt(first), us_to_dt(last))
+    return [DayCount(m, sync, d, n, ev, us_to_dt(first), us_to_dt(last))
             for (m, sync, d), (n, ev, first, last) in sorted(acc.items())]  # fmt: skip
 
 

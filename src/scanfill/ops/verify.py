@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import orjson
@@ -16,9 +16,7 @@ from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.load.pipeline import Pipeline
 from scanfill.scan.client import ScanClient, ScanConfig, redact_url
-from scanfill.timeutil import DAY_US, dt_to_us, format_us, parse_us, us_to_dt
-
-EPOCH_DAY = date(1970, 1, 1)
+from scanfill.timeutil import DAY_US, dt_to_us, format_us, parse_us, us_to_dt, utc_day
 
 
 @dataclass
@@ -276,7 +274,7 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
     scans serve exactly the stored copy, and its digest."""
     if days is not None:
         window_us = DAY_US
-    wanted = None if days is None else {(d - EPOCH_DAY).days for d in days}
+    wanted = None if days is None else set(days)
     reader = None
     if lake is not None:  # the lake's copy, as its readers see it (the Delta log's committed files)
         import duckdb
@@ -293,14 +291,14 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
             start = lo - lo % window_us
             while start < hi:
                 a, b = max(start, lo), min(start + window_us, hi)
-                if wanted is None or start // DAY_US in wanted:
+                if wanted is None or utc_day(start) in wanted:
                     windows.append((m, sync, a, b, _stored(db, conn, m, sync, a, b, reader)))
                 start += window_us
     sem = asyncio.Semaphore(concurrency)
     diffs: list[WindowDiff] = []
     verdicts: dict[tuple[int, str, int], DayVerdict] = {}
     for m, sync, a, _, stored in windows:
-        verdicts[(m, sync, a)] = DayVerdict(m, sync, EPOCH_DAY + timedelta(days=a // DAY_US), len(stored),
+        verdicts[(m, sync, a)] = DayVerdict(m, sync, utc_day(a), len(stored),
                                             _digest({u: d for u, (d, _) in stored.items()}))  # fmt: skip
     async with ScanClient(scan) as client:
         pages = Pipeline(client)
