@@ -78,17 +78,12 @@ def how(d: DayStatus) -> str:
 
 def render(rows: list[DayStatus], w: Watermark | None) -> Any:
     """A rich table that reads at 80 columns: one line per (day, migration, synchronizer)."""
-    from rich import box
     from rich.console import Group
-    from rich.table import Table
 
-    from scanfill.ops.monitor import short_sync
+    from scanfill.ops.monitor import narrow_table, short_sync
 
-    t = Table(title="completeness per UTC day", title_justify="left", box=box.SIMPLE_HEAD, padding=0,
-              pad_edge=False, show_edge=False)  # fmt: skip
-    for col in ("day", "mig", "synchronizer", "status", "updates", "how"):
-        t.add_column(col, justify="right" if col in ("mig", "updates") else "left", no_wrap=True,
-                     overflow="ellipsis")  # fmt: skip
+    t = narrow_table("completeness per UTC day", "day", "mig", "synchronizer", "status", "updates", "how",
+                     right=("mig", "updates"))
     for d in rows:
         t.add_row(d.day.isoformat(), str(d.migration_id), short_sync(d.synchronizer_id),
                   f"[{STYLE[d.status]}]{d.status}[/]", f"{d.updates:,}", how(d))  # fmt: skip

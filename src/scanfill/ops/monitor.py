@@ -108,6 +108,17 @@ def _follower(f: FollowState | None, now: Any) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
+def narrow_table(title: str, *cols: str, right: tuple[str, ...] = ()) -> Any:
+    """A rich table that reads at 80 columns: no rules between columns, no padding, a line a row."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False, show_edge=False)
+    for c in cols:
+        t.add_column(c, justify="right" if c in right else "left", no_wrap=True, overflow="ellipsis")
+    return t
+
+
 def short_sync(sync: str) -> str:
     """`global-domain::1220ccc9`: the name and enough of the fingerprint to tell two apart."""
     name, _, fp = sync.partition("::")
@@ -121,16 +132,9 @@ def _when(text: str | None) -> str:
 def render(st: dict[str, Any]) -> Any:
     """A rich renderable of `status` that reads at 80 columns (a log, a pipe): no vertical rules,
     short ids, one line per range."""
-    from rich import box
     from rich.console import Group
-    from rich.table import Table
 
-    def table(title: str, *cols: str, right: tuple[str, ...] = ()) -> Table:
-        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False,
-                  show_edge=False)
-        for c in cols:
-            t.add_column(c, justify="right" if c in right else "left", no_wrap=True, overflow="ellipsis")
-        return t
+    table = narrow_table
 
     tt = st["totals"]
     rate, eta = st["rate_rows_per_s"], st["eta_s"]
