@@ -51,3 +51,25 @@ def assert_db_matches(
     want_events = {eid for h in expected for eid in h.event_ids()} | {f"{cid}:0" for cid in import_ids}
     assert set(ev_ids) == want_events, (len(set(ev_ids)), len(want_events))
     return len(rows) + len(events)
+
+
+def independent_day_counts(dsn: str) -> dict[tuple[int, str, str], tuple[int, int]]:
+    """Updates and events per (migration, synchronizer, UTC day), counted here from the ledger tables."""
+    with psycopg.connect(dsn) as conn:
+        u = conn.execute("SELECT migration_id, synchronizer_id, to_char(record_time AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
+                         "count(*) FROM ledger_updates WHERE kind <> 'import' GROUP BY 1, 2, 3").fetchall()
+        e = conn.execute("SELECT e.migration_id, e.synchronizer_id, to_char(e.record_time AT TIME ZONE 'UTC', "
+                         "'YYYY-MM-DD'), count(*) FROM ledger_events e JOIN ledger_updates u USING (update_id, "
+                         "migration_id) WHERE u.kind <> 'import' GROUP BY 1, 2, 3").fetchall()
+    events = {(m, s, d): n for m, s, d, n in e}
+    return {(m, s, d): (n, events.get((m, s, d), 0)) for m, s, d, n in u}
+
+
+def assert_days_match(dsn: str) -> None:
+    """The completeness ledger the loaders kept equals a count of the tables, day by day."""
+    with psycopg.connect(dsn) as conn:
+        kept = {(m, s, d.isoformat()): (int(u), int(e)) for m, s, d, u, e in conn.execute(
+            "SELECT migration_id, synchronizer_id, day, updates, events FROM completeness "
+            "WHERE updates > 0 OR events > 0").fetchall()}  # fmt: skip
+    counted = independent_day_counts(dsn)
+    assert kept == counted, sorted(set(kept.items()) ^ set(counted.items()))[:4]

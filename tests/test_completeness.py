@@ -11,10 +11,9 @@ import subprocess
 from datetime import date, datetime
 from typing import Any
 
-import psycopg
 import pytest
 
-from dbcheck import assert_db_matches
+from dbcheck import assert_db_matches, independent_day_counts
 from procs import finish, scanfill
 from scanfill.sim import FaultConfig, InstanceConfig, Ledger, SimConfig, Simulator
 from scanfill.timeutil import parse_us, us_to_dt
@@ -29,18 +28,6 @@ def report_json(db: str, urls: list[str]) -> dict[str, Any]:
     out = finish(p, 60, db)
     assert p.returncode == 0, out
     return json.loads(out)  # type: ignore[no-any-return]
-
-
-def independent_counts(db: str) -> dict[tuple[int, str, str], tuple[int, int]]:
-    """Updates and events per (migration, synchronizer, UTC day), counted here from the ledger tables."""
-    with psycopg.connect(db) as conn:
-        u = conn.execute("SELECT migration_id, synchronizer_id, to_char(record_time AT TIME ZONE 'UTC', 'YYYY-MM-DD'), "
-                         "count(*) FROM ledger_updates WHERE kind <> 'import' GROUP BY 1, 2, 3").fetchall()
-        e = conn.execute("SELECT e.migration_id, e.synchronizer_id, to_char(e.record_time AT TIME ZONE 'UTC', "
-                         "'YYYY-MM-DD'), count(*) FROM ledger_events e JOIN ledger_updates u USING (update_id, "
-                         "migration_id) WHERE u.kind <> 'import' GROUP BY 1, 2, 3").fetchall()
-    events = {(m, s, d): n for m, s, d, n in e}
-    return {(m, s, d): (n, events.get((m, s, d), 0)) for m, s, d, n in u}
 
 
 def expected_days(ledger: Ledger) -> set[tuple[int, str, str]]:
@@ -83,7 +70,7 @@ def test_a_window_no_scan_serves_is_a_gap_until_refetched(db: str, tmp_path: Any
             assert d["status"] == want, d
     assert rep["summary"]["gap"] == 1
     # the figures equal an independent count from the ledger tables; sources and agreement kept
-    counted = independent_counts(db)
+    counted = independent_day_counts(db)
     for d in days:
         assert (d["updates"], d["events"]) == counted.get((d["migration_id"], d["synchronizer_id"], d["day"]),
                                                           (0, 0)), d  # fmt: skip
@@ -114,7 +101,7 @@ def test_a_window_no_scan_serves_is_a_gap_until_refetched(db: str, tmp_path: Any
     assert not [d for d in rep["days"] if d["status"] == "gap"]
     day = next(d for d in rep["days"] if d["day"] == "2024-06-22")
     assert day["status"] == "complete" and "refetch" in day["sources"]
-    counted = independent_counts(db)
+    counted = independent_day_counts(db)
     assert all((d["updates"], d["events"]) == counted.get((d["migration_id"], d["synchronizer_id"], d["day"]),
                                                           (0, 0)) for d in rep["days"])  # fmt: skip
     top = min(max(h.record_us for h in ledger.expected_all() if h.migration_id == 1 and h.synchronizer_id == s)
@@ -225,7 +212,7 @@ def test_a_followed_day_turns_complete(db: str, tmp_path: Any) -> None:
         assert after[k]["status"] == "complete" and after[k]["sources"][0] == "backfill", after[k]
     newest = [d for k, d in after.items() if k[2] == "2024-06-26"]
     assert len(newest) == 2 and all(d["status"] == "in progress" and d["sources"] == ["follow"] for d in newest), newest
-    counted = independent_counts(db)
+    counted = independent_day_counts(db)
     assert all((d["updates"], d["events"]) == counted.get(k, (0, 0)) for k, d in after.items())
     mark = rep["complete_through"]
     newest_t = max(h.record_us for h in ledger.expected_all() if h.migration_id == 1)

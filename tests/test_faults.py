@@ -8,7 +8,7 @@ import threading
 import psycopg
 import pytest
 
-from dbcheck import assert_db_matches
+from dbcheck import assert_days_match, assert_db_matches
 from procs import lines_of, loaded, scanfill, wait_for
 from scanfill.sim import FaultConfig, Ledger, SimConfig, Simulator
 from servers import pg15_cluster
@@ -37,6 +37,7 @@ def test_a_database_restart_during_a_run_is_ridden_out(mode: str) -> None:
         assert "history complete" in out and "Traceback" not in out
         assert_db_matches(db, Ledger(SMALL))
         assert_state_matches(db, Ledger(SMALL))
+        assert_days_match(db)  # and the day ledger kept exact through it
 
 
 @pytest.mark.needs("postgresql-15")
@@ -53,6 +54,7 @@ def test_a_database_restart_while_following_is_ridden_out() -> None:
         assert "database unavailable" in out
         assert_db_matches(db, Ledger(SMALL))
         assert_state_matches(db, Ledger(SMALL))
+        assert_days_match(db)  # and the day ledger kept exact through it
 
 
 def _count(dsn: str) -> int:
@@ -198,6 +200,7 @@ def test_two_runs_and_an_init_started_at_the_same_instant_on_an_empty_database(d
     assert sum("history complete" in o for o in outs) == 2  # both runs end with the whole history
     assert_db_matches(db, Ledger(SMALL))
     assert_state_matches(db, Ledger(SMALL))
+    assert_days_match(db)  # and the day ledger kept exact through it
 
 
 def test_two_restores_at_once_and_an_abort_during_a_restore_leave_the_tables_restored(db: str) -> None:

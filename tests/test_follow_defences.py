@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbcheck import assert_db_matches
+from dbcheck import assert_days_match, assert_db_matches
 from helpers import call
 from procs import lines_of, scanfill, wait_for
 from scanfill.db import Database
@@ -229,6 +229,7 @@ def test_run_and_follow_started_at_the_same_instant_on_an_empty_database(db: str
         run_ok("follow", "--once", dsn=db, urls=sim.urls)
     assert_db_matches(db, Ledger(BASE))
     assert_state_matches(db, Ledger(BASE))
+    assert_days_match(db)  # and the day ledger kept exact through it
 
 
 def test_verify_passes_after_a_refetch_over_a_followed_range(db: str) -> None:

@@ -11,7 +11,7 @@ import signal
 import psycopg
 import pytest
 
-from dbcheck import assert_db_matches
+from dbcheck import assert_days_match, assert_db_matches
 from procs import scanfill, wait_for
 from scanfill.sim import FaultConfig, InstanceConfig, Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
 from scanfill.sim.corrupt import KINDS
@@ -71,6 +71,7 @@ def test_a_corrupting_proxy_in_both_directions_leaves_the_copy_exact_and_the_fol
     assert "malformed page" in out or agree > 1, out
     assert_db_matches(db, full)
     assert_state_matches(db, full)  # spoiled pages left nothing in contract state either
+    assert_days_match(db)  # and the day ledger kept exact through it
     assert stored(db, "migration_id = 99 OR synchronizer_id LIKE 'bogus%'") == 0
     with psycopg.connect(db) as conn:
         cursor = conn.execute("SELECT migration_id FROM follow_cursors WHERE stream = 'updates'").fetchone()
