@@ -16,7 +16,7 @@ from scanfill.timeutil import MIN_US, parse_us
 
 
 def update(uid: str, m: int, sync: str, t: str, events: int) -> Update:
-    return Update(uid, m, sync, parse_us(t) if t else MIN_US, t, events, b"", b"", [])
+    return Update(uid, m, sync, parse_us(t) if t else MIN_US, t, events, b"", b"", [], [])
 
 
 def test_day_counts_group_a_commit_by_migration_synchronizer_and_utc_day_sorted() -> None:

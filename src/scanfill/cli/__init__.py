@@ -98,6 +98,6 @@ def index_progress(rows: list[dict[str, Any]]) -> None:
         click.echo(f"  building {r['index']}: {r['phase']} {r['percent']:.0f}% ({r['elapsed_s']:.0f} s{eta})", err=True)
 
 
-from scanfill.cli import demo, lake, load, ops, sim, state  # noqa: E402  (importing them registers their commands)
+from scanfill.cli import demo, lake, load, ops, rounds, sim, state  # noqa: E402  (importing them registers their commands)
 
-__all__ = ["demo", "lake", "load", "main", "ops", "sim", "state"]
+__all__ = ["demo", "lake", "load", "main", "ops", "rounds", "sim", "state"]

@@ -130,6 +130,7 @@ def rebuild_state(dsn: str | None, schema: str) -> None:
     from psycopg import sql
 
     from scanfill.coord import schema as sch
+    from scanfill.economy.rebuild import rebuild as rebuild_economy
     from scanfill.state.rebuild import rebuild
 
     db = get_db(dsn, schema)
@@ -140,5 +141,8 @@ def rebuild_state(dsn: str | None, schema: str) -> None:
             n = rebuild(db, conn, None, progress=lambda k: click.echo(f"  {k:,} ledger rows read", err=True)
                         if k % 500_000 < 5_000 else None)  # fmt: skip
             conn.execute(sql.SQL("DELETE FROM {} WHERE key = 'contracts_stale'").format(db.t("scanfill_meta")))
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(db.t("amulet_transfers")))
+            summaries = rebuild_economy(db, conn)
         got = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(db.t("contracts"))).fetchone()
-    click.echo(f"contract state rebuilt: {n:,} ledger rows read, {got[0] if got else 0:,} contracts")
+    click.echo(f"contract state rebuilt: {n:,} ledger rows read, {got[0] if got else 0:,} contracts, "
+               f"{summaries:,} transfer summaries")

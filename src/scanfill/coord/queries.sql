@@ -355,7 +355,7 @@ LOCK TABLE {s}.backfill_cursors, {s}.backfill_import_cursors IN EXCLUSIVE MODE;
 
 -- name: truncate_all
 -- `abort --truncate`: the ledger and every cursor of every kind, so the next run starts from nothing.
-TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.contracts, {s}.completeness, {s}.backfill_cursors, {s}.backfill_ranges, {s}.backfill_progress,
+TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.contracts, {s}.amulet_transfers, {s}.completeness, {s}.backfill_cursors, {s}.backfill_ranges, {s}.backfill_progress,
          {s}.backfill_import_cursors;
 
 -- name: samples_all
@@ -511,7 +511,7 @@ SELECT (EXISTS (SELECT 1 FROM {s}.ledger_updates) OR EXISTS (SELECT 1 FROM {s}.l
 
 -- name: ledger_truncate
 -- After a crash emptied the UNLOGGED tables: whatever was written since goes too (the cursors start over).
-TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.contracts, {s}.completeness;
+TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.contracts, {s}.amulet_transfers, {s}.completeness;
 
 -- name: canary_arm
 -- The canary row that crash recovery empties together with the UNLOGGED ledger tables.

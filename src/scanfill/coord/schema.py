@@ -21,7 +21,7 @@ from scanfill.db import Conn, Database
 from scanfill.errors import SchemaError
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 # how long a transaction holding LOCK_KEY may sit idle: a process frozen while holding it (SIGSTOP, a
 # hung host) would otherwise stop every other process's start and planning until its TCP connection died
@@ -364,7 +364,47 @@ CREATE TABLE IF NOT EXISTS {s}.lake_files (
 CREATE INDEX IF NOT EXISTS lake_files_pending_idx ON {s}.lake_files (target, lake_table) WHERE NOT published;
 """
 
-MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8, _v9, V10]
+# v11: round economics. One row per TransferSummary-bearing exercise (outermost in its subtree) and
+# per DevNet tap, written by the loaders in each commit (`economy/`); the figures are computed from
+# it and from contract state by the functions of `economy/economy.sql`. Amounts are the served
+# Decimals, exactly (Daml's Numeric 10 fits numeric(38,10)). A copy loaded before v11 gets its rows
+# from `scanfill state rebuild`.
+V11 = """
+CREATE TABLE IF NOT EXISTS {s}.amulet_transfers (
+    event_id                   text COLLATE "C" PRIMARY KEY,
+    update_id                  text COLLATE "C" NOT NULL,
+    migration_id               bigint NOT NULL,
+    record_time                timestamptz NOT NULL,
+    pos                        bigint NOT NULL,
+    choice                     text NOT NULL,
+    package_id                 text,
+    amulet_version             text,
+    round                      bigint,
+    party                      text,
+    provider                   text,
+    input_amulets              numeric(38,10),
+    app_rewards                numeric(38,10),
+    validator_rewards          numeric(38,10),
+    faucet_rewards             numeric(38,10),
+    sv_rewards                 numeric(38,10),
+    unclaimed_activity_rewards numeric(38,10),
+    dev_fund_rewards           numeric(38,10),
+    holding_fees               numeric(38,10),
+    output_fees                numeric(38,10),
+    sender_change_fee          numeric(38,10),
+    sender_change_amount       numeric(38,10),
+    amulet_price               numeric(38,10),
+    amulet_paid                numeric(38,10),
+    tapped                     numeric(38,10),
+    traffic_bytes              bigint,
+    readable                   boolean NOT NULL DEFAULT true
+);
+CREATE INDEX IF NOT EXISTS amulet_transfers_round_idx ON {s}.amulet_transfers (round);
+CREATE INDEX IF NOT EXISTS amulet_transfers_pos_idx ON {s}.amulet_transfers (pos);
+CREATE INDEX IF NOT EXISTS amulet_transfers_update_idx ON {s}.amulet_transfers (update_id);
+"""
+
+MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8, _v9, V10, V11]
 
 
 def meta_table(db: Database) -> sql.Composed:
@@ -419,8 +459,13 @@ def init(db: Database) -> tuple[int, int]:
 
 
 def functions_sql(s: str) -> str:
-    """The SQL functions that hold no data (completeness.sql): replaced whenever their text changes."""
-    return files("scanfill.coord").joinpath("completeness.sql").read_text().replace("{s}", s)
+    """The SQL functions and views that hold no data (completeness.sql, economy.sql): replaced
+    whenever their text changes."""
+    from scanfill.economy.packages import AMULET_PACKAGES
+
+    known = ", ".join(f"('{k}', '{v}')" for k, v in AMULET_PACKAGES.items())
+    economy = files("scanfill.economy").joinpath("economy.sql").read_text().replace("{packages}", known)
+    return (files("scanfill.coord").joinpath("completeness.sql").read_text() + economy).replace("{s}", s)
 
 
 def _functions(db: Database, conn: Conn, s: str) -> None:

@@ -16,6 +16,8 @@ import msgspec
 import orjson
 
 from scanfill import framing
+from scanfill.economy import transfers as economy
+from scanfill.economy.transfers import TransferRow
 from scanfill.errors import MalformedPage
 from scanfill.load.rounds import derive_round
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
@@ -112,6 +114,7 @@ class Update(NamedTuple):
     row: bytes  # its ledger_updates row
     event_rows: bytes  # its ledger_events rows, in tree pre-order
     facts: list[Fact]  # what it says about contracts (empty when contract state is off)
+    transfers: list[TransferRow]  # what it minted and burnt (empty when contract state is off)
 
 
 @dataclass
@@ -330,8 +333,10 @@ def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool, facts: bool 
         *framing.json_parts(_lean(bytes(raw), item.events_by_id) if cut else raw),
     ))  # fmt: skip
     told = of_update(kind, uid, item_mig, eff_sync, t_us, events, shared, _instant) if facts else []
+    minted = (economy.of_update(uid, item_mig, us_to_dt(t_us), t_us, events)
+              if facts and kind == "transaction" and economy.wanted(events) else [])  # fmt: skip
     return Update(uid, item_mig, eff_sync, t_us, item.record_time, len(events), row, _event_rows(events, shared, rnd),
-                  told)
+                  told, minted)
 
 
 def _decode(

@@ -21,6 +21,7 @@ from scanfill.coord.records import DayCount
 from scanfill.coord.schema import EVENT_COLUMNS, UPDATE_COLUMNS
 from scanfill.coord.store import FollowLease, Lease, Store
 from scanfill.db import Conn, Database
+from scanfill.economy.sink import EconomySink
 from scanfill.load.decode import Batch
 from scanfill.state.sink import StateSink
 from scanfill.timeutil import DAY_US, MIN_US, us_to_dt, utc_day
@@ -67,6 +68,7 @@ class Sink:
 
             self.lake = LakeWriter(db, lake)
         self.state = StateSink(db, contract_state)
+        self.economy = EconomySink(db, contract_state)
         cols = sql.SQL(", ").join(map(sql.Identifier, UPDATE_COLUMNS))
         self.copy_updates = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(db.t("ledger_updates"), cols)
         cols = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
@@ -78,14 +80,19 @@ class Sink:
         with a lake, the same rows as Parquet files recorded in the transaction instead."""
         if self.lake is not None:
             self.lake.stage(conn, batch)
-            self.state.write(conn, (f for u in batch.updates for f in u.facts))
+            self.derived(conn, batch)
             return
         for stmt, rows in ((self.copy_updates, [u.row for u in batch.updates]),
                            (self.copy_events, [u.event_rows for u in batch.updates if u.event_count])):  # fmt: skip
             if rows:
                 with conn.cursor().copy(stmt) as cp:
                     cp.write(memoryview(framing.frame(rows)))  # psycopg sends it in slices: views, not copies
+        self.derived(conn, batch)
+
+    def derived(self, conn: Conn, batch: Batch) -> None:
+        """What the batch says about contracts and about what was minted and burnt."""
         self.state.write(conn, (f for u in batch.updates for f in u.facts))
+        self.economy.write(conn, (r for u in batch.updates for r in u.transfers))
 
     def commit(self, conn: Conn, lease: Lease, expected_before: str, batch: Batch, pages: int, reached_end: bool,
                lease_s: float) -> CommitResult:  # fmt: skip

@@ -47,6 +47,17 @@ class MigrationSpec:
 
 
 @dataclass(frozen=True)
+class EconomyConfig:
+    """A ledger with real round economics (`sim.economy`): a round advances every `per_round`
+    updates; rounds from `round_zero + upgrade_after` run `splice-amulet` `versions[1]`."""
+
+    per_round: int = 24
+    upgrade_after: int = 8
+    versions: tuple[str, str] = ("0.1.13", "0.1.14")
+    claim_rate: float = 0.6  # share of transfers whose sender also collects its claimable coupons
+
+
+@dataclass(frozen=True)
 class LedgerConfig:
     """Everything that defines a ledger; equal configs serve byte-identical responses."""
 
@@ -61,6 +72,7 @@ class LedgerConfig:
     interface_rate: float = 0.25  # share of transfers exercised through the token standard's interface
     external_hash_rate: float = 0.02  # share of transactions carrying `external_transaction_hash` (newer scans)
     shared_microseconds: bool = False  # break Scan's promise: synchronizers of a migration share record times
+    economy: EconomyConfig | None = None  # play a real economy forward instead (one synchronizer per migration)
 
     @staticmethod
     def for_rows(rows: int, seed: int = 1, **kwargs: Any) -> LedgerConfig:

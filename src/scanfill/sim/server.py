@@ -19,6 +19,7 @@ from aiohttp import web
 from scanfill.sim import corrupt
 from scanfill.sim.acs import Invalid, NotFound, Snapshots
 from scanfill.sim.config import FaultConfig, InstanceConfig, SimConfig
+from scanfill.sim.economy import make_ledger
 from scanfill.sim.ledger import Ledger, to_v2
 from scanfill.timeutil import MIN_US, TimestampError, format_trimmed, format_us, parse_us
 
@@ -547,7 +548,7 @@ class Simulation:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.ledger = Ledger(config.ledger)
+        self.ledger = make_ledger(config.ledger)
         self.renderer = Renderer(self.ledger, config.cache_mb * 1024 * 1024)
         self.snapshots = Snapshots(self.ledger)
         if config.prerender:

@@ -1,0 +1,48 @@
+"""`scanfill rounds`: the totals Scan stopped serving, from the copy."""
+
+from __future__ import annotations
+
+import click
+
+from scanfill.cli import db_options, friendly, get_db, main
+from scanfill.cli.state import _emit
+
+
+@main.command("rounds")
+@db_options
+@click.option("--from", "lo", type=int, default=None, help="First round (inclusive).")
+@click.option("--to", "hi", type=int, default=None, help="Last round (inclusive).")
+@click.option("--party", default=None, help="One party's totals per round (Scan's round-party-totals).")
+@click.option("--coupons", "view", flag_value="coupons", help="Coupons by their own round: created, claimed, expired, unclaimed.")
+@click.option("--burn", "view", flag_value="burn", help="Minted against burnt, per round.")
+@click.option("--top", type=click.Choice(["app", "validator", "sv", "faucet", "traffic", "traffic-cc"]), default=None,
+              help="A leaderboard over the rounds chosen.")
+@click.option("--check", "view", flag_value="check", help="List what contradicts the rules (exit 1 if anything does).")
+@click.option("--limit", type=int, default=10, show_default=True, help="Rows of a leaderboard.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@friendly
+def rounds(dsn: str | None, schema: str, lo: int | None, hi: int | None, party: str | None, view: str | None,
+           top: str | None, limit: int, fmt: str) -> None:  # fmt: skip
+    """Rewards minted, traffic bought and CC burnt per closed mining round, as Scan's removed
+    /v0/round-totals served them (by the transfer's round, attributed to the sender), plus SV
+    rewards, faucets, burns and supply. `final` rounds lie below the completeness watermark."""
+    from scanfill.coord import schema as sch
+    from scanfill.ops import rounds as ops
+
+    db = get_db(dsn, schema)
+    sch.require(db)
+    chosen = "top" if top else view or ("parties" if party else "totals")
+    rows = ops.query(db, chosen, lo, hi, party, top or "app", limit)
+    s = ops.summary(db)
+    title = (f"{chosen}: {len(rows):,} rows; {s.get('closed', 0):,} closed rounds ({s.get('whole', 0):,} final), "
+             f"supply {s.get('supply', 0)} CC")  # fmt: skip
+    columns = ops.SHOWN[chosen] if fmt == "table" else (list(rows[0]) if rows else ops.SHOWN[chosen])
+    _emit(rows, fmt, columns, title)
+    if fmt == "table":
+        if s.get("unreadable"):
+            click.echo(f"note: {s['unreadable']:,} transfer summaries had no field labels and count as zero", err=True)
+        if s.get("unknown_versions"):
+            click.echo(f"note: {s['unknown_versions']:,} transfers are of splice-amulet packages scanfill does not know "
+                       "(read with the newest rules)", err=True)  # fmt: skip
+    if chosen == "check" and rows:
+        raise SystemExit(1)

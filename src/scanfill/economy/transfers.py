@@ -1,0 +1,194 @@
+"""What one update minted and burnt: a row per `TransferSummary` (and per DevNet tap), read from
+the exercise's argument and result as the loader decodes the page.
+
+Splice's own rules, from `docs/round-economics.md`:
+- the summary-bearing choices are listed in SUMMARY_CHOICES; a wrapper such as
+  `TransferPreapproval_Send` holds an `AmuletRules_Transfer` child, and a summary-bearing choice may
+  hold another (`AmuletRules_BuyMemberTraffic` pays by a transfer): only the outermost summary of a
+  subtree counts, as Scan's parser stopped descending there;
+- the party a summary is attributed to is the transfer's sender (`provider` for traffic purchases
+  and preapprovals, `validator` for external-party setups, else the acting party), as Scan did;
+- every amount is kept as served text, so sums in `numeric` are exact.
+
+A row is keyed by its event id, so a page stored twice (a retry, a refetch) writes it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+import msgspec
+import orjson
+
+from scanfill.economy.packages import version_of
+from scanfill.state.compact import ValueError_, arguments
+from scanfill.state.facts import position
+
+SUMMARY_CHOICES = frozenset({
+    "AmuletRules_Transfer", "AmuletRules_BuyMemberTraffic", "AmuletRules_CreateTransferPreapproval",
+    "AmuletRules_CreateExternalPartySetupProposal", "TransferPreapproval_Renew", "TransferPreapproval_SendV2",
+})  # fmt: skip
+TAP_CHOICES = frozenset({"AmuletRules_DevNet_Tap", "AmuletRules_Mint"})
+CHOICES = SUMMARY_CHOICES | TAP_CHOICES
+# where a choice's TransferSummary-bearing result sits inside its exercise result
+_RESULT_PATH = {"TransferPreapproval_Renew": ("transferResult",), "TransferPreapproval_SendV2": ("result",)}
+_PARTY_FIELD = {"AmuletRules_BuyMemberTraffic": "provider", "AmuletRules_CreateTransferPreapproval": "provider",
+                "AmuletRules_CreateExternalPartySetupProposal": "validator"}  # fmt: skip
+
+COLUMNS = ("event_id", "update_id", "migration_id", "record_time", "pos", "choice", "package_id", "amulet_version",
+           "round", "party", "provider", "input_amulets", "app_rewards", "validator_rewards", "faucet_rewards",
+           "sv_rewards", "unclaimed_activity_rewards", "dev_fund_rewards", "holding_fees", "output_fees",
+           "sender_change_fee", "sender_change_amount", "amulet_price", "amulet_paid", "tapped", "traffic_bytes",
+           "readable")  # fmt: skip
+
+
+class TransferRow(NamedTuple):
+    """One row of `amulet_transfers` (numerics as their exact decimal text)."""
+
+    event_id: str
+    update_id: str
+    migration_id: int
+    record_time: datetime
+    pos: int
+    choice: str
+    package_id: str | None
+    amulet_version: str | None
+    round: int | None
+    party: str | None
+    provider: str | None
+    input_amulets: str | None
+    app_rewards: str | None
+    validator_rewards: str | None
+    faucet_rewards: str | None
+    sv_rewards: str | None
+    unclaimed_activity_rewards: str | None
+    dev_fund_rewards: str | None
+    holding_fees: str | None
+    output_fees: str | None
+    sender_change_fee: str | None
+    sender_change_amount: str | None
+    amulet_price: str | None
+    amulet_paid: str | None
+    tapped: str | None
+    traffic_bytes: int | None
+    readable: bool  # False: the payloads could not be read by field name (positional records)
+
+
+class Exercise(Protocol):
+    """What the rules read of an event (`load.decode.Event` is one)."""
+
+    event_type: str
+    event_id: str
+    template_id: str | None
+    choice: str | None
+    child_event_ids: tuple[str, ...] | None
+    acting_parties: tuple[str, ...] | None
+
+
+def _get(v: Any, *path: str) -> Any:
+    for k in path:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(k)
+    return v
+
+
+def _num(v: Any) -> str | None:
+    """A Decimal as served (text), or None; `Some x` of an optional arrives as x."""
+    if isinstance(v, list):  # Some (Some x) in the compact encoding
+        v = v[0] if v else None
+    if isinstance(v, (str, int)) and not isinstance(v, bool):
+        return str(v)
+    return None
+
+
+def _sum(vs: Any) -> str | None:
+    """Σ of a list of Decimals, exact (as text; PostgreSQL adds them again exactly)."""
+    if not isinstance(vs, list):
+        return None
+    from decimal import Decimal
+
+    try:
+        return str(sum((Decimal(str(x)) for x in vs), Decimal(0)))
+    except ArithmeticError:
+        return None
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v) if v is not None and not isinstance(v, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, t: datetime, t_us: int) -> TransferRow:
+    """The row of one summary-bearing (or tap) exercise, from its compact argument and result."""
+    choice = ev.choice or ""
+    pkg = ev.template_id.split(":", 1)[0] if ev.template_id else None
+    version = version_of(ev.template_id)
+    acting = (ev.acting_parties or (None,))[0]
+    where = (ev.event_id, uid, m, t, position(m, t_us), choice, pkg, version)
+    readable = isinstance(result, dict) and isinstance(arg, dict)
+    if choice in TAP_CHOICES:
+        rnd = _int(_get(result, "amuletSum", "round", "number"))
+        owner = _get(arg, "receiver") or acting
+        return TransferRow._make((*where, rnd, owner, None, *([None] * 13), _num(_get(arg, "amount")), None, readable))
+    res = _get(result, *_RESULT_PATH.get(choice, ()))
+    s = _get(res, "summary")
+    transfer = _get(arg, "transfer")
+    field = _PARTY_FIELD.get(choice)
+    who = (_get(arg, field) if field else _get(transfer, "sender") or _get(arg, "sender")) or acting
+    provider = _get(transfer, "provider") if transfer is not None else _get(arg, "provider")
+    if not isinstance(s, dict):
+        readable = False
+        s = {}
+    return TransferRow(
+        *where, _int(_get(res, "round", "number")), who, provider,
+        _num(s.get("inputAmuletAmount")), _num(s.get("inputAppRewardAmount")), _num(s.get("inputValidatorRewardAmount")),
+        _num(s.get("inputValidatorFaucetAmount")), _num(s.get("inputSvRewardAmount")),
+        _num(s.get("inputUnclaimedActivityRecordAmount")), _num(s.get("inputDevelopmentFundAmount")),
+        _num(s.get("holdingFees")), _sum(s.get("outputFees")), _num(s.get("senderChangeFee")),
+        _num(s.get("senderChangeAmount")), _num(s.get("amuletPrice")), _num(_get(res, "amuletPaid")), None,
+        _int(_get(arg, "trafficAmount")) if choice == "AmuletRules_BuyMemberTraffic" else None, readable,
+    )  # fmt: skip
+
+
+def _load(raw: Any) -> Any:
+    """A served payload (raw bytes, text or parsed JSON) in the compact encoding."""
+    if isinstance(raw, (bytes, bytearray, memoryview, msgspec.Raw)):
+        b = bytes(raw)
+        if not b:
+            return None
+        raw = orjson.loads(b)
+    elif isinstance(raw, str):
+        raw = orjson.loads(raw)
+    try:
+        return arguments(raw)
+    except ValueError_:
+        return None
+
+
+def of_update(uid: str, m: int, t: datetime, t_us: int, events: Sequence[Any],
+              arg: Callable[[Any], Any] | None = None, result: Callable[[Any], Any] | None = None) -> list[TransferRow]:  # fmt: skip
+    """The rows of one transaction's events (in tree pre-order): outermost summaries and taps only.
+    `arg`/`result` read an event's payloads (default: its `choice_argument`/`exercise_result`)."""
+    out: list[TransferRow] = []
+    inside: set[str] = set()
+    for ev in events:
+        if ev.event_id in inside:
+            inside.update(ev.child_event_ids or ())
+            continue
+        if ev.event_type != "exercised_event" or ev.choice not in CHOICES:
+            continue
+        a = arg(ev) if arg else _load(ev.choice_argument)
+        r = result(ev) if result else _load(ev.exercise_result)
+        out.append(row_of(ev, a, r, uid, m, t, t_us))
+        inside.update(ev.child_event_ids or ())
+    return out
+
+
+def wanted(events: Sequence[Any]) -> bool:
+    """Whether any event is one the rules read (most updates hold none: nothing is parsed)."""
+    return any(ev.choice in CHOICES for ev in events if ev.event_type == "exercised_event")

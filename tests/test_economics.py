@@ -1,0 +1,291 @@
+"""Round economics against the simulator's books: a ledger played forward with real rounds,
+coupons, transfers, traffic purchases, expiries and two `splice-amulet` versions, loaded over HTTP
+into a real PostgreSQL, whose derived figures must equal what the generator meant, satisfy the
+invariants of docs/round-economics.md, and not depend on the order pages were loaded in."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from procs import finish, loaded, scanfill, wait_for
+from scanfill.load.run import run
+from scanfill.sim import LedgerConfig, MigrationSpec, SimConfig, Simulator
+from scanfill.sim.economy import EconomyLedger, UNIT
+from scanfill.sim.ledger import EconomyConfig
+from shared import options
+
+ECONOMY = LedgerConfig(
+    seed=41,
+    migrations=(
+        MigrationSpec(0, "2024-06-24T21:08:00Z", 900),
+        MigrationSpec(1, "2024-06-25T01:30:00Z", 700, import_updates=1),
+    ),
+    economy=EconomyConfig(per_round=24, upgrade_after=20),
+    acs_snapshot_hours=0.25,
+)
+FIGURES = ("round_totals", "round_party_totals", "round_coupon_totals", "burn_mint_daily", "rounds")
+
+
+def cc(units: int) -> Decimal:
+    return Decimal(units) / UNIT
+
+
+CREATED: list[str] = []
+
+
+def new_db(admin: str) -> str:
+    name = f"t_econ_{uuid.uuid4().hex[:8]}"
+    CREATED.append(name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(admin)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+
+def rows(dsn: str, text: str, *args: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.cursor(row_factory=dict_row).execute(text, args or None).fetchall()
+
+
+def figures(dsn: str) -> dict[str, list[dict[str, Any]]]:
+    return {v: rows(dsn, f"SELECT * FROM {v} ORDER BY 1, 2") for v in FIGURES}
+
+
+@pytest.fixture(scope="module")
+def econ() -> EconomyLedger:
+    from scanfill.sim.economy import make_ledger
+
+    lg = make_ledger(ECONOMY)
+    assert isinstance(lg, EconomyLedger)
+    return lg
+
+
+@pytest.fixture(scope="module")
+def loaded_db(pg_admin_dsn: str, econ: EconomyLedger) -> Iterator[tuple[str, list[str]]]:
+    """The economy loaded by four workers in small pages (newest first, slices in parallel)."""
+    dsn = new_db(pg_admin_dsn)
+    with Simulator(SimConfig(ledger=ECONOMY)) as sim:
+        summary = run(options(dsn, sim.urls, workers=4, concurrency=4, page_size=25, imports=True))
+        assert summary.complete and not summary.failures
+        yield dsn, sim.urls
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        for name in CREATED:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_books_balance(econ: EconomyLedger) -> None:
+    """The generator's own accounts close: supply = taps + minted - burnt, and every coupon is
+    claimed, expired or still pending, and both package versions were used."""
+    b = econ.economy.books
+    minted = sum(v["app"] + v["validator"] + v["sv"] for v in b.by_round.values())
+    burnt = sum(v["burnt"] for v in b.by_round.values()) + b.dust_burnt
+    assert b.supply == b.tapped + minted - burnt
+    assert b.versions_used == {"0.1.13", "0.1.14"}
+    assert len(b.closed) > 50 and b.dust_burnt > 0
+    for (_, kind), c in b.coupons.items():
+        assert c["claimed_n"] + c["expired_n"] <= c["created_n"], kind
+    assert sum(c["expired_n"] for c in b.coupons.values()) > 0
+
+
+def test_round_totals_equal_the_books(loaded_db: tuple[str, list[str]], econ: EconomyLedger) -> None:
+    dsn, _ = loaded_db
+    b = econ.economy.books
+    got = {r["closed_round"]: r for r in rows(dsn, "SELECT * FROM round_totals")}
+    assert set(got) == set(b.closed), "exactly the rounds the generator closed (and none still active)"
+    assert all(r["whole"] for r in got.values()), "a complete load: every closed round is final"
+    cumulative = Decimal(0)
+    for rnd in sorted(got):
+        r, want = got[rnd], b.by_round.get(rnd, {})
+        assert r["app_rewards"] == cc(want.get("app", 0)), rnd
+        assert r["validator_rewards"] == cc(want.get("validator", 0)), rnd
+        assert r["sv_rewards"] == cc(want.get("sv", 0)), rnd
+        assert r["faucet_rewards"] == cc(want.get("faucet", 0)), rnd
+        assert r["holding_fees"] == cc(want.get("holding", 0)), rnd
+        assert r["burnt"] == cc(want.get("burnt", 0)), rnd
+        assert r["traffic_purchased"] == want.get("traffic_bytes", 0), rnd
+        assert r["traffic_purchased_cc_spent"] == cc(want.get("traffic_cc", 0)), rnd
+        assert r["traffic_num_purchases"] == want.get("traffic_n", 0), rnd
+        assert r["transfers"] == want.get("transfers", 0), rnd
+        cumulative += r["app_rewards"]
+        assert r["cumulative_app_rewards"] == cumulative
+        assert r["change_to_initial_amount_as_of_round_zero"] == 0 and r["total_amulet_balance"] == 0  # Scan since 0.5.3
+    assert any(r["sv_rewards"] > 0 for r in got.values()) and any(r["faucet_rewards"] > 0 for r in got.values())
+
+
+def test_party_totals_equal_the_books_and_add_up(loaded_db: tuple[str, list[str]], econ: EconomyLedger) -> None:
+    dsn, _ = loaded_db
+    b = econ.economy.books
+    closed = set(b.closed)
+    want = {k: v for k, v in b.by_party.items() if k[0] in closed and (v["app"] or v["validator"] or v["sv"]
+                                                                        or v["traffic_n"])}  # fmt: skip
+    got = {(r["closed_round"], r["party"]): r for r in rows(dsn, "SELECT * FROM round_party_totals")}
+    assert set(got) == set(want)
+    for k, r in got.items():
+        assert (r["app_rewards"], r["validator_rewards"], r["sv_rewards"]) == (
+            cc(want[k]["app"]), cc(want[k]["validator"]), cc(want[k]["sv"])), k  # fmt: skip
+        assert (r["traffic_purchased"], r["traffic_purchased_cc_spent"], r["traffic_num_purchases"]) == (
+            want[k]["traffic_bytes"], cc(want[k]["traffic_cc"]), want[k]["traffic_n"]), k  # fmt: skip
+    # per-party totals add up to the round totals; cumulative columns are each party's running sums
+    sums = rows(dsn, "SELECT t.closed_round, t.app_rewards, t.validator_rewards, t.traffic_purchased, "
+                     "coalesce(sum(p.app_rewards), 0) AS pa, coalesce(sum(p.validator_rewards), 0) AS pv, "
+                     "coalesce(sum(p.traffic_purchased), 0) AS pt FROM round_totals t "
+                     "LEFT JOIN round_party_totals p USING (closed_round) GROUP BY 1, 2, 3, 4")  # fmt: skip
+    for s in sums:
+        assert (s["app_rewards"], s["validator_rewards"], s["traffic_purchased"]) == (s["pa"], s["pv"], s["pt"])
+    last = rows(dsn, "SELECT DISTINCT ON (party) party, cumulative_app_rewards AS c FROM round_party_totals "
+                     "ORDER BY party, closed_round DESC")  # fmt: skip
+    for r in last:
+        total = sum((v["app"] for (rnd, p), v in want.items() if p == r["party"]), 0)
+        assert r["c"] == cc(total)
+
+
+def test_coupons_by_their_own_round(loaded_db: tuple[str, list[str]], econ: EconomyLedger) -> None:
+    """Claimed + expired + unclaimed = created per coupon round and kind, with the CC each was worth
+    at its own round's rates (half-even), equal to what the generator minted and expired."""
+    dsn, _ = loaded_db
+    b = econ.economy.books
+    got = {(r["round"], r["kind"]): r for r in rows(dsn, "SELECT * FROM round_coupon_totals")}
+    assert set(got) == set(b.coupons)
+    for k, r in got.items():
+        w = b.coupons[k]
+        assert r["created"] == w["created_n"] and r["created_weight"] == (
+            cc(w["created_weight"]) if k[1] not in ("liveness",) else w["created_n"]), k  # fmt: skip
+        assert (r["claimed"], r["claimed_cc"]) == (w["claimed_n"], cc(w["claimed_cc"])), k
+        assert (r["expired"], r["expired_cc"]) == (w["expired_n"], cc(w["expired_cc"])), k
+        assert r["claimed"] + r["expired"] + r["unclaimed"] == r["created"], k
+        if k[0] in b.closed and econ.economy.rounds[k[0]].get("expired"):
+            assert r["unclaimed"] == 0, k  # the DSO expired what was left when the round closed
+    # minted by coupon round (what Scan never served) sums to minted by transfer round
+    total = rows(dsn, "SELECT (SELECT sum(claimed_cc) FROM round_coupon_totals) AS by_coupon, "
+                      "(SELECT sum(coalesce(app_rewards,0) + coalesce(validator_rewards,0) + coalesce(sv_rewards,0)) "
+                      "FROM amulet_transfers) AS by_transfer")[0]  # fmt: skip
+    assert total["by_coupon"] == total["by_transfer"]
+
+
+def test_supply_and_its_identity(loaded_db: tuple[str, list[str]], econ: EconomyLedger) -> None:
+    """supply_at equals the generator's supply at several positions, and the copy's own figures
+    close: supply = taps + minted - burnt - expired dust."""
+    dsn, _ = loaded_db
+    b = econ.economy.books
+    for k in (30, len(b.supply_after) // 3, len(b.supply_after) // 2, len(b.supply_after) - 1):
+        m, t_us, want = b.supply_after[k]
+        from scanfill.timeutil import us_to_dt
+
+        got = rows(dsn, "SELECT * FROM supply_at(%s, %s)", m, us_to_dt(t_us))[0]
+        assert got["supply"] == cc(want), k
+    now = rows(dsn, "SELECT * FROM supply_at()")[0]
+    assert now["supply"] == cc(b.supply) and now["locked"] > 0
+    f = rows(dsn, "SELECT sum(minted) AS minted, sum(tapped) AS tapped, sum(total_burnt) AS burnt, "
+                  "sum(dust_burnt) AS dust FROM burn_mint_daily")[0]  # fmt: skip
+    assert f["tapped"] + f["minted"] - f["burnt"] == now["supply"]
+    assert f["dust"] == cc(b.dust_burnt) and f["tapped"] == cc(b.tapped)
+
+
+def test_versions_read_with_their_rules(loaded_db: tuple[str, list[str]], econ: EconomyLedger) -> None:
+    """0.1.13 charged holding fees on inputs and transfer fees; 0.1.14 charges neither. Each
+    summary carries its package's version; each round its version and rates."""
+    dsn, _ = loaded_db
+    got = {r["amulet_version"]: r for r in rows(dsn, (
+        "SELECT amulet_version, count(*) AS n, sum(holding_fees) AS hf, sum(output_fees) AS fees "
+        "FROM amulet_transfers WHERE tapped IS NULL GROUP BY 1"))}  # fmt: skip
+    assert set(got) == {"0.1.13", "0.1.14"}
+    assert got["0.1.13"]["hf"] > 0 and got["0.1.13"]["fees"] > 0
+    assert got["0.1.14"]["hf"] == 0 and got["0.1.14"]["fees"] == 0
+    r = rows(dsn, "SELECT round, amulet_version, validator_rate, featured_app_rate, phase FROM rounds "
+                  "WHERE closed ORDER BY round")  # fmt: skip
+    first_new = ECONOMY.round_zero + 20
+    assert all(x["amulet_version"] == ("0.1.14" if x["round"] >= first_new else "0.1.13") for x in r)
+    for x in r:
+        assert x["validator_rate"] == cc(econ.economy.rounds[x["round"]]["rates"]["validator"])
+
+
+def test_rounds_check_is_clean_and_catches_tampering(loaded_db: tuple[str, list[str]], pg_admin_dsn: str) -> None:
+    dsn, _ = loaded_db
+    assert rows(dsn, "SELECT * FROM rounds_check()") == []
+    p = scanfill("rounds", "--check", dsn=dsn, urls=[])
+    out = finish(p, 60, dsn)
+    assert p.returncode == 0, out
+    with psycopg.connect(dsn) as conn:  # one summary off by one unit of the tenth decimal, then put back
+        with conn.transaction(force_rollback=True):
+            conn.execute("UPDATE amulet_transfers SET app_rewards = app_rewards + 0.0000000001 "
+                         "WHERE event_id = (SELECT min(event_id) FROM amulet_transfers WHERE app_rewards > 0)")  # fmt: skip
+            bad = conn.execute("SELECT rule, subject FROM rounds_check()").fetchall()
+            assert [b[0] for b in bad] == ["coupon value", "supply delta"]
+    assert rows(dsn, "SELECT * FROM rounds_check()") == []
+
+
+def test_half_even(loaded_db: tuple[str, list[str]]) -> None:
+    dsn, _ = loaded_db
+    got = rows(dsn, "SELECT half_even(0.00000000005) a, half_even(0.00000000015) b, "
+                    "half_even(-0.00000000025) c, half_even(1.23456789014999) d, "
+                    "round(0.00000000005, 10) pg")[0]  # fmt: skip
+    assert (got["a"], got["b"], got["c"], got["d"]) == (0, Decimal("0.0000000002"), Decimal("-0.0000000002"),
+                                                        Decimal("1.2345678901"))  # fmt: skip
+    assert got["pg"] == Decimal("0.0000000001"), "PostgreSQL's round() breaks ties away from zero"
+
+
+def test_cli_and_leaderboards(loaded_db: tuple[str, list[str]], econ: EconomyLedger) -> None:
+    import csv
+    import io
+    import json
+
+    dsn, _ = loaded_db
+    b = econ.economy.books
+    closed = sorted(b.closed)
+    lo, hi = closed[5], closed[25]
+    p = scanfill("rounds", "--from", str(lo), "--to", str(hi), "--format", "json", dsn=dsn, urls=[])
+    out = finish(p, 60, dsn)
+    assert p.returncode == 0, out
+    data = json.loads(out[out.index("[") :])
+    assert [d["closed_round"] for d in data] == list(range(lo, hi + 1))
+    assert Decimal(data[0]["app_rewards"]) == cc(b.by_round[lo]["app"])
+    want: dict[str, int] = {}
+    for (rnd, party), v in b.by_party.items():
+        if lo <= rnd <= hi and rnd in b.closed:
+            want[party] = want.get(party, 0) + v["validator"]
+    p = scanfill("rounds", "--top", "validator", "--from", str(lo), "--to", str(hi), "--limit", "3", "--format",
+                 "csv", dsn=dsn, urls=[])  # fmt: skip
+    out = finish(p, 60, dsn)
+    got = list(csv.DictReader(io.StringIO(out[out.index("rank,") :])))
+    best = sorted(((v, k) for k, v in want.items() if v > 0), reverse=True)[:3]
+    assert [(g["party"], Decimal(g["amount"])) for g in got] == [(k, cc(v)) for v, k in best]
+    party = best[0][1]
+    p = scanfill("rounds", "--party", party, dsn=dsn, urls=[])
+    out = finish(p, 60, dsn)
+    assert p.returncode == 0 and "final" in out.lower() or "whole" in out, out
+    for flag in ("--coupons", "--burn"):
+        p = scanfill("rounds", flag, "--format", "csv", dsn=dsn, urls=[])
+        out = finish(p, 60, dsn)
+        assert p.returncode == 0 and out.count("\n") > 50, out
+
+
+def test_load_order_does_not_matter(loaded_db: tuple[str, list[str]], pg_admin_dsn: str, econ: EconomyLedger) -> None:
+    """A run killed mid-way and finished by one worker with big pages, and a rebuild from the stored
+    ledger, give exactly the same figures as four workers with small pages."""
+    dsn, urls = loaded_db
+    other = new_db(pg_admin_dsn)
+    p = scanfill("run", "--no-progress", "--concurrency", "2", "--page-size", "7", "--import-updates", dsn=other,
+                 urls=urls)  # fmt: skip
+    wait_for(lambda: loaded(other) > econ.total_updates() // 3, timeout=120, what="a third of the economy")
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    summary = run(options(other, urls, workers=1, concurrency=2, page_size=100, imports=True))
+    assert summary.complete and not summary.failures
+    want = figures(dsn)
+    assert figures(other) == want
+    p = scanfill("rebuild-state", dsn=other, urls=[])
+    out = finish(p, 120, other)
+    assert p.returncode == 0 and "transfer summaries" in out, out
+    assert figures(other) == want
+    cols = "event_id, round, party, app_rewards, validator_rewards, sv_rewards, holding_fees, output_fees, amulet_version"
+    assert rows(other, f"SELECT {cols} FROM amulet_transfers ORDER BY 1") == rows(
+        dsn, f"SELECT {cols} FROM amulet_transfers ORDER BY 1")  # fmt: skip
