@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from procs import finish, loaded, scanfill, wait_for
 from scanfill.load.run import run
 from scanfill.sim import LedgerConfig, MigrationSpec, SimConfig, Simulator
-from scanfill.sim.economy import EconomyLedger, UNIT
+from scanfill.sim.economy import UNIT, EconomyLedger
 from scanfill.sim.ledger import EconomyConfig
 from shared import options
 
@@ -117,7 +117,9 @@ def test_round_totals_equal_the_books(loaded_db: tuple[str, list[str]], econ: Ec
         assert r["transfers"] == want.get("transfers", 0), rnd
         cumulative += r["app_rewards"]
         assert r["cumulative_app_rewards"] == cumulative
-        assert r["change_to_initial_amount_as_of_round_zero"] == 0 and r["total_amulet_balance"] == 0  # Scan since 0.5.3
+        assert (
+            r["change_to_initial_amount_as_of_round_zero"] == 0 and r["total_amulet_balance"] == 0
+        )  # Scan since 0.5.3
     assert any(r["sv_rewards"] > 0 for r in got.values()) and any(r["faucet_rewards"] > 0 for r in got.values())
 
 
@@ -214,12 +216,12 @@ def test_rounds_check_is_clean_and_catches_tampering(loaded_db: tuple[str, list[
     p = scanfill("rounds", "--check", dsn=dsn, urls=[])
     out = finish(p, 60, dsn)
     assert p.returncode == 0, out
-    with psycopg.connect(dsn) as conn:  # one summary off by one unit of the tenth decimal, then put back
-        with conn.transaction(force_rollback=True):
-            conn.execute("UPDATE amulet_transfers SET app_rewards = app_rewards + 0.0000000001 "
+    # one summary off by one unit of the tenth decimal, then put back
+    with psycopg.connect(dsn) as conn, conn.transaction(force_rollback=True):
+        conn.execute("UPDATE amulet_transfers SET app_rewards = app_rewards + 0.0000000001 "
                          "WHERE event_id = (SELECT min(event_id) FROM amulet_transfers WHERE app_rewards > 0)")  # fmt: skip
-            bad = conn.execute("SELECT rule, subject FROM rounds_check()").fetchall()
-            assert [b[0] for b in bad] == ["coupon value", "supply delta"]
+        bad = conn.execute("SELECT rule, subject FROM rounds_check()").fetchall()
+        assert [b[0] for b in bad] == ["coupon value", "supply delta"]
     assert rows(dsn, "SELECT * FROM rounds_check()") == []
 
 
@@ -259,9 +261,18 @@ def test_cli_and_leaderboards(loaded_db: tuple[str, list[str]], econ: EconomyLed
     best = sorted(((v, k) for k, v in want.items() if v > 0), reverse=True)[:3]
     assert [(g["party"], Decimal(g["amount"])) for g in got] == [(k, cc(v)) for v, k in best]
     party = best[0][1]
-    p = scanfill("rounds", "--party", party, dsn=dsn, urls=[])
+    p = scanfill("rounds", "--party", party, "--format", "json", dsn=dsn, urls=[])
     out = finish(p, 60, dsn)
-    assert p.returncode == 0 and "final" in out.lower() or "whole" in out, out
+    assert p.returncode == 0, out
+    mine = {d["closed_round"]: Decimal(d["validator_rewards"]) for d in json.loads(out[out.index("[") :])}
+    assert {r for r, v in mine.items() if v} == {r for (r, q), v in b.by_party.items()
+                                                  if q == party and v["validator"] and r in b.closed}  # fmt: skip
+    assert sum(mine.values()) == sum(
+        cc(v["validator"]) for (r, q), v in b.by_party.items() if q == party and r in b.closed
+    )
+    p = scanfill("rounds", dsn=dsn, urls=[])  # the table a person reads
+    out = finish(p, 60, dsn)
+    assert p.returncode == 0 and f"{len(b.closed)} closed rounds ({len(b.closed)} final)" in out, out
     for flag in ("--coupons", "--burn"):
         p = scanfill("rounds", flag, "--format", "csv", dsn=dsn, urls=[])
         out = finish(p, 60, dsn)
@@ -286,6 +297,8 @@ def test_load_order_does_not_matter(loaded_db: tuple[str, list[str]], pg_admin_d
     out = finish(p, 120, other)
     assert p.returncode == 0 and "transfer summaries" in out, out
     assert figures(other) == want
-    cols = "event_id, round, party, app_rewards, validator_rewards, sv_rewards, holding_fees, output_fees, amulet_version"
+    cols = (
+        "event_id, round, party, app_rewards, validator_rewards, sv_rewards, holding_fees, output_fees, amulet_version"
+    )
     assert rows(other, f"SELECT {cols} FROM amulet_transfers ORDER BY 1") == rows(
         dsn, f"SELECT {cols} FROM amulet_transfers ORDER BY 1")  # fmt: skip
