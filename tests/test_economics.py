@@ -302,3 +302,55 @@ def test_load_order_does_not_matter(loaded_db: tuple[str, list[str]], pg_admin_d
     )
     assert rows(other, f"SELECT {cols} FROM amulet_transfers ORDER BY 1") == rows(
         dsn, f"SELECT {cols} FROM amulet_transfers ORDER BY 1")  # fmt: skip
+
+
+# the same figures from the lake, read in place by DuckDB: the README's query
+LAKE_ROUND_TOTALS = """
+WITH r AS (
+    SELECT CAST(json_extract_string(payload, '$.round.number') AS BIGINT) AS round, template_name, archived_pos
+    FROM contracts WHERE template_name LIKE 'Splice.Round:%MiningRound' AND created_pos IS NOT NULL),
+closed AS (
+    SELECT round FROM r GROUP BY round
+    HAVING count(*) FILTER (WHERE template_name = 'Splice.Round:ClosedMiningRound') > 0
+       AND count(*) FILTER (WHERE archived_pos IS NULL AND template_name <> 'Splice.Round:ClosedMiningRound') = 0)
+SELECT c.round AS closed_round, coalesce(sum(t.app_rewards), 0) AS app_rewards,
+       coalesce(sum(t.validator_rewards), 0) AS validator_rewards, coalesce(sum(t.sv_rewards), 0) AS sv_rewards,
+       coalesce(sum(t.traffic_bytes), 0) AS traffic_purchased,
+       coalesce(sum(t.output_fees) + sum(t.holding_fees) + sum(t.sender_change_fee) + coalesce(sum(t.amulet_paid), 0), 0)
+           AS burnt
+FROM closed c LEFT JOIN amulet_transfers t ON t.round = c.round AND t.tapped IS NULL
+GROUP BY c.round ORDER BY c.round
+"""
+LAKE_SUPPLY = """
+SELECT sum(CAST(coalesce(json_extract_string(payload, '$.amulet.amount.initialAmount'),
+                         json_extract_string(payload, '$.amount.initialAmount')) AS DECIMAL(38, 10))) AS supply
+FROM contracts
+WHERE template_name IN ('Splice.Amulet:Amulet', 'Splice.Amulet:LockedAmulet')
+  AND created_pos IS NOT NULL AND archived_pos IS NULL
+"""
+
+
+def test_the_same_figures_from_the_lake(loaded_db: tuple[str, list[str]], tmp_path: Any) -> None:
+    """`export` writes the transfer facts (exact decimals) beside contract state; DuckDB over the
+    lake gives the round totals and the supply PostgreSQL gives."""
+    import duckdb
+    from deltalake import DeltaTable
+
+    dsn, _ = loaded_db
+    lake = tmp_path / "lake"
+    p = scanfill("export", "--to", str(lake), dsn=dsn, urls=[])
+    out = finish(p, 180, dsn)
+    assert p.returncode == 0, out
+    con = duckdb.connect()
+    for table in ("contracts", "amulet_transfers"):
+        con.register(table, DeltaTable(str(lake / table)).to_pyarrow_table())
+    got = [dict(zip(("closed_round", "app_rewards", "validator_rewards", "sv_rewards", "traffic_purchased", "burnt"), r,
+                    strict=True)) for r in con.sql(LAKE_ROUND_TOTALS).fetchall()]  # fmt: skip
+    want = rows(dsn, "SELECT closed_round, app_rewards, validator_rewards, sv_rewards, traffic_purchased, burnt "
+                     "FROM round_totals ORDER BY closed_round")  # fmt: skip
+    assert len(got) > 50 and got == want
+    ((supply,),) = con.sql(LAKE_SUPPLY).fetchall()
+    assert supply == rows(dsn, "SELECT supply FROM supply_at()")[0]["supply"]
+    p = scanfill("export", "--to", str(lake), dsn=dsn, urls=[])  # nothing changed: nothing rewritten
+    out = finish(p, 120, dsn)
+    assert p.returncode == 0 and DeltaTable(str(lake / "amulet_transfers")).version() == 0, out

@@ -790,8 +790,10 @@ SELECT migration_id, day, count(*) FILTER (WHERE NOT published) FROM {s}.lake_fi
 GROUP BY 1, 2 ORDER BY 1, 2;
 
 -- name: contracts_mark
--- What contract state looks like now, cheaply (an export rewrites it when this changed).
-SELECT concat_ws(':', count(*), count(archived_pos), max(created_pos), max(archived_pos), max(synchronizer_pos))
+-- What contract state and the transfer facts look like now, cheaply (an export rewrites them when
+-- this changed).
+SELECT concat_ws(':', count(*), count(archived_pos), max(created_pos), max(archived_pos), max(synchronizer_pos),
+                 (SELECT concat_ws('/', count(*), max(pos)) FROM {s}.amulet_transfers))
 FROM {s}.contracts;
 
 -- name: export_contracts_mark

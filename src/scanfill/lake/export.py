@@ -32,6 +32,7 @@ from scanfill.lake.layout import (
     Lake,
     columns,
     contracts_schema,
+    transfers_schema,
     require_libraries,
     schema,
 )
@@ -149,6 +150,9 @@ def _remove_partition(lake: Lake, m: int, day: date) -> None:
         DeltaTable(lake.uri(table), storage_options=lake.storage_options()).delete(partition_predicate(m, day))
 
 
+DERIVED = ("contracts", "amulet_transfers")  # whole tables derived from the ledger, rewritten when they change
+
+
 def vacuum(lake: Lake, retention_hours: int) -> int:
     """Delete files no table version younger than `retention_hours` references: files compaction
     replaced, and files of commits that rolled back (never referenced). Readers of a version older
@@ -156,7 +160,7 @@ def vacuum(lake: Lake, retention_hours: int) -> int:
     from deltalake import DeltaTable
 
     removed = 0
-    for table in (*TABLES, "contracts"):
+    for table in (*TABLES, *DERIVED):
         uri = lake.uri(table)
         if DeltaTable.is_deltatable(uri, storage_options=lake.storage_options()):
             removed += len(DeltaTable(uri, storage_options=lake.storage_options()).vacuum(
@@ -216,21 +220,29 @@ def _export_contracts(db: Database, conn: Conn, reader: Conn, store: Store, lake
 
 
 def _write_contracts(db: Database, conn: Conn, lake: Lake) -> int:
-    """Contract state as one Delta table (`contracts`), replaced whole in one commit: lifespans end
-    anywhere in the history, so there is no partition that only grows."""
+    """Contract state (`contracts`) and what each transfer minted and burnt (`amulet_transfers`),
+    each one Delta table replaced whole in one commit: lifespans end anywhere in the history, so
+    there is no partition that only grows. Returns the contracts written."""
+    written = 0
+    for table, sch in (("contracts", contracts_schema()), ("amulet_transfers", transfers_schema())):
+        n = _write_whole(db, conn, lake, table, sch)
+        written = n if table == "contracts" else written
+    return written
+
+
+def _write_whole(db: Database, conn: Conn, lake: Lake, table: str, sch: Any) -> int:
     import pyarrow as pa
     from deltalake import WriterProperties, write_deltalake
 
-    sch = contracts_schema()
     n = [0]
 
     def counted(rows: list[tuple[Any, ...]]) -> list[Any]:
         n[0] += len(rows)
         return []
 
-    q = sql.SQL("SELECT {} FROM {}").format(_select([f.name for f in sch], ("payload",)), db.t("contracts"))
-    batches = _stream(conn, "scanfill_export_contracts", q, (), sch, counted)
-    write_deltalake(lake.uri("contracts"), pa.RecordBatchReader.from_batches(sch, batches), mode="overwrite",
+    q = sql.SQL("SELECT {} FROM {}").format(_select([f.name for f in sch], ("payload",)), db.t(table))
+    batches = _stream(conn, f"scanfill_export_{table}", q, (), sch, counted)
+    write_deltalake(lake.uri(table), pa.RecordBatchReader.from_batches(sch, batches), mode="overwrite",
                     schema_mode="overwrite", storage_options=lake.storage_options(),
                     target_file_size=TARGET_FILE_BYTES, writer_properties=WriterProperties(compression="ZSTD"))  # fmt: skip
     return n[0]

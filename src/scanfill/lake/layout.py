@@ -74,6 +74,20 @@ def contracts_schema() -> Any:
     return pa.schema([pa.field(n, t) for n, t in cols])
 
 
+def transfers_schema() -> Any:
+    """`amulet_transfers` (what each transfer minted and burnt) as exported: amounts as exact
+    decimal(38, 10), so a lake reader sums them as exactly as PostgreSQL does."""
+    import pyarrow as pa
+
+    from scanfill.economy.transfers import COLUMNS
+
+    ts, dec = pa.timestamp("us", tz="UTC"), pa.decimal128(38, 10)
+    types = {"migration_id": pa.int64(), "pos": pa.int64(), "round": pa.int64(), "traffic_bytes": pa.int64(),
+             "record_time": ts, "readable": pa.bool_()}  # fmt: skip
+    text = {"event_id", "update_id", "choice", "package_id", "amulet_version", "party", "provider"}
+    return pa.schema([pa.field(c, types.get(c, pa.string() if c in text else dec)) for c in COLUMNS])
+
+
 def columns(table: str) -> list[str]:
     """The stored columns read from PostgreSQL, in schema order (JSON columns read as text)."""
     return [f.name for f in schema(table) if f.name != "record_date"]
