@@ -119,6 +119,10 @@ from scanfill.cli import main
                    "one answering 403, one hanging (other fault options are ignored).")  # fmt: skip
 @click.option("--faults-everywhere", is_flag=True, help="Apply faults to discovery endpoints too, not only paging.")
 @click.option("--fault-seed", default=0, type=int, help="Seed of the fault decisions.")
+@click.option("--economy", is_flag=True,
+              help="Play a real Amulet economy forward instead (rounds, coupons minted at their rounds' rates, "
+                   "traffic purchases, expiries, splice-amulet 0.1.13 then 0.1.14): what `scanfill rounds` reads. "
+                   "One synchronizer per migration.")  # fmt: skip
 @click.option("--tls-cert", default="", help="Serve HTTPS with this PEM certificate (with --tls-key).")
 @click.option("--tls-key", default="", help="PEM private key of --tls-cert.")
 def sim(**o: Any) -> None:
@@ -146,6 +150,10 @@ def sim(**o: Any) -> None:
         external_hash_rate=float(str(o["external_hash_rate"])),
         shared_microseconds=bool(o["shared_microseconds"]),
     )
+    if o["economy"]:
+        from scanfill.sim.ledger import EconomyConfig
+
+        ledger = replace(ledger, economy=EconomyConfig())
     grow = float(str(o["grow"]))
     grow_updates = (int(str(o["grow_updates"])) or int(grow * 600)) if grow > 0 else 0
     if grow_updates:
@@ -203,9 +211,9 @@ def sim(**o: Any) -> None:
         config = replace(config, instances=shaped.instances, network_rps=shaped.network_rps)
 
     def announce(urls: list[str]) -> None:
-        from scanfill.sim import Ledger
+        from scanfill.sim.economy import make_ledger
 
-        lg = Ledger(ledger)
+        lg = make_ledger(ledger)
         click.echo(
             f"scanfill sim: {lg.total_updates():,} updates in migrations {lg.migration_ids()}, seed {ledger.seed}"
         )

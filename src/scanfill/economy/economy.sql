@@ -235,19 +235,28 @@ CREATE OR REPLACE FUNCTION {s}.leaderboard(metric text, from_round bigint DEFAUL
                                            lim int DEFAULT 10)
 RETURNS TABLE (rank bigint, party text, amount numeric, rounds bigint, first_round bigint, last_round bigint)
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    -- the same sums round_party_totals makes, straight from the facts (no running sums to compute)
+    expr text := CASE metric
+        WHEN 'app_rewards' THEN 'x.app_rewards' WHEN 'validator_rewards' THEN 'x.validator_rewards'
+        WHEN 'sv_rewards' THEN 'x.sv_rewards' WHEN 'faucet_rewards' THEN 'x.faucet_rewards'
+        WHEN 'traffic_purchased' THEN 'x.traffic_bytes'
+        WHEN 'traffic_purchased_cc_spent' THEN 'CASE WHEN x.traffic_bytes IS NOT NULL THEN x.amulet_paid END'
+        WHEN 'traffic_num_purchases' THEN 'CASE WHEN x.traffic_bytes IS NOT NULL THEN 1 END' END;
 BEGIN
-    IF metric NOT IN ('app_rewards', 'validator_rewards', 'sv_rewards', 'faucet_rewards', 'traffic_purchased',
-                      'traffic_purchased_cc_spent', 'traffic_num_purchases') THEN
+    IF expr IS NULL THEN
         RAISE EXCEPTION 'unknown leaderboard metric %', metric;
     END IF;
     RETURN QUERY EXECUTE format(
-        'SELECT row_number() OVER (ORDER BY sum(%1$I) DESC, t.party DESC), t.party, sum(%1$I)::numeric,
-                count(*) FILTER (WHERE %1$I > 0), min(t.closed_round) FILTER (WHERE %1$I > 0),
-                max(t.closed_round) FILTER (WHERE %1$I > 0)
-         FROM {s}.round_party_totals t
-         WHERE ($1 IS NULL OR t.closed_round >= $1) AND ($2 IS NULL OR t.closed_round <= $2)
-         GROUP BY t.party HAVING sum(%1$I) > 0
-         ORDER BY sum(%1$I) DESC, t.party DESC LIMIT $3', metric) USING from_round, to_round, lim;
+        'SELECT row_number() OVER (ORDER BY sum(%1$s) DESC, x.party DESC), x.party, sum(%1$s)::numeric,
+                count(DISTINCT x.round) FILTER (WHERE %1$s > 0), min(x.round) FILTER (WHERE %1$s > 0),
+                max(x.round) FILTER (WHERE %1$s > 0)
+         FROM {s}.amulet_transfers x
+         WHERE x.tapped IS NULL AND x.party IS NOT NULL
+           AND ($1 IS NULL OR x.round >= $1) AND ($2 IS NULL OR x.round <= $2)
+           AND x.round IN (SELECT r.round FROM {s}.rounds r WHERE r.closed)
+         GROUP BY x.party HAVING sum(%1$s) > 0
+         ORDER BY sum(%1$s) DESC, x.party DESC LIMIT $3', expr) USING from_round, to_round, lim;
 END $$;
 
 CREATE OR REPLACE FUNCTION {s}.top_app_providers(from_round bigint DEFAULT NULL, to_round bigint DEFAULT NULL, lim int DEFAULT 10)
@@ -332,4 +341,15 @@ LANGUAGE sql STABLE AS $$
     UNION ALL
     SELECT 'readable summary', event_id, 'a TransferSummary whose fields have no labels (positional records)'
     FROM {s}.amulet_transfers WHERE NOT readable
+    UNION ALL
+    -- each package version's rules: from 0.1.14 (CIP-0078) no holding fees are charged on transfer
+    -- inputs; from 0.1.17 (CIP-0107) a transfer's fees are zero
+    SELECT 'version rules', event_id,
+           format('splice-amulet %s charged holding fees %s and fees %s', amulet_version, holding_fees,
+                  coalesce(output_fees, 0) + coalesce(sender_change_fee, 0))
+    FROM {s}.amulet_transfers
+    WHERE amulet_version IS NOT NULL AND readable AND tapped IS NULL
+      AND ((split_part(amulet_version, '.', 3)::int >= 14 AND coalesce(holding_fees, 0) <> 0)
+           OR (split_part(amulet_version, '.', 3)::int >= 17
+               AND coalesce(output_fees, 0) + coalesce(sender_change_fee, 0) <> 0))
 $$;

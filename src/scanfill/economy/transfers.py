@@ -23,7 +23,6 @@ import msgspec
 import orjson
 
 from scanfill.economy.packages import version_of
-from scanfill.state.compact import ValueError_, arguments
 from scanfill.state.facts import position
 
 SUMMARY_CHOICES = frozenset({
@@ -87,12 +86,42 @@ class Exercise(Protocol):
     acting_parties: tuple[str, ...] | None
 
 
-def _get(v: Any, *path: str) -> Any:
-    for k in path:
-        if not isinstance(v, dict):
-            return None
-        v = v.get(k)
+_SCALARS = frozenset({"numeric", "int64", "text", "party", "contractId", "bool", "timestamp", "date", "enum"})
+
+
+def _value(v: Any) -> Any:
+    """A protobuf_json value's content (a scalar's text, an optional's value, a list's elements);
+    records stay as they are. Compact values pass through unchanged."""
+    while type(v) is dict and len(v) == 1:
+        ((tag, x),) = v.items()
+        if tag in _SCALARS:
+            return x
+        if tag == "optional":
+            v = x.get("value") if type(x) is dict else None
+            continue
+        if tag == "list":
+            return [_value(e) for e in (x.get("elements") or ())] if type(x) is dict else []
+        break
     return v
+
+
+def _rec(v: Any) -> dict[str, Any]:
+    """A record's fields by label, in either encoding (an unlabelled protobuf_json record has none)."""
+    v = _value(v)
+    if type(v) is not dict:
+        return {}
+    rec = v.get("record")
+    if type(rec) is dict and len(v) == 1:
+        return {f["label"]: f.get("value") for f in rec.get("fields") or () if f.get("label")}
+    return v
+
+
+def _get(v: Any, *path: str) -> Any:
+    """The field at `path` of a payload in either encoding, read lazily: only the records on the
+    path are looked at, so a large result (balance changes, created amulets) costs nothing."""
+    for k in path:
+        v = _rec(v).get(k)
+    return _value(v)
 
 
 def _num(v: Any) -> str | None:
@@ -124,50 +153,44 @@ def _int(v: Any) -> int | None:
 
 
 def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, t: datetime, t_us: int) -> TransferRow:
-    """The row of one summary-bearing (or tap) exercise, from its compact argument and result."""
+    """The row of one summary-bearing (or tap) exercise, from its parsed argument and result."""
     choice = ev.choice or ""
     pkg = ev.template_id.split(":", 1)[0] if ev.template_id else None
     version = version_of(ev.template_id)
     acting = (ev.acting_parties or (None,))[0]
     where = (ev.event_id, uid, m, t, position(m, t_us), choice, pkg, version)
-    readable = isinstance(result, dict) and isinstance(arg, dict)
+    readable = type(result) is dict and type(arg) is dict
     if choice in TAP_CHOICES:
         rnd = _int(_get(result, "amuletSum", "round", "number"))
         owner = _get(arg, "receiver") or acting
         return TransferRow._make((*where, rnd, owner, None, *([None] * 13), _num(_get(arg, "amount")), None, readable))
-    res = _get(result, *_RESULT_PATH.get(choice, ()))
-    s = _get(res, "summary")
+    res = _rec(_get(result, *_RESULT_PATH.get(choice, ())))
+    s = _rec(res.get("summary"))
     transfer = _get(arg, "transfer")
     field = _PARTY_FIELD.get(choice)
     who = (_get(arg, field) if field else _get(transfer, "sender") or _get(arg, "sender")) or acting
     provider = _get(transfer, "provider") if transfer is not None else _get(arg, "provider")
-    if not isinstance(s, dict):
+    if "inputAmuletAmount" not in s:
         readable = False
-        s = {}
+    f = {k: _value(v) for k, v in s.items()}
     return TransferRow(
         *where, _int(_get(res, "round", "number")), who, provider,
-        _num(s.get("inputAmuletAmount")), _num(s.get("inputAppRewardAmount")), _num(s.get("inputValidatorRewardAmount")),
-        _num(s.get("inputValidatorFaucetAmount")), _num(s.get("inputSvRewardAmount")),
-        _num(s.get("inputUnclaimedActivityRecordAmount")), _num(s.get("inputDevelopmentFundAmount")),
-        _num(s.get("holdingFees")), _sum(s.get("outputFees")), _num(s.get("senderChangeFee")),
-        _num(s.get("senderChangeAmount")), _num(s.get("amuletPrice")), _num(_get(res, "amuletPaid")), None,
+        _num(f.get("inputAmuletAmount")), _num(f.get("inputAppRewardAmount")),
+        _num(f.get("inputValidatorRewardAmount")), _num(f.get("inputValidatorFaucetAmount")),
+        _num(f.get("inputSvRewardAmount")), _num(f.get("inputUnclaimedActivityRecordAmount")),
+        _num(f.get("inputDevelopmentFundAmount")), _num(f.get("holdingFees")), _sum(f.get("outputFees")),
+        _num(f.get("senderChangeFee")), _num(f.get("senderChangeAmount")), _num(f.get("amuletPrice")),
+        _num(_get(res, "amuletPaid")), None,
         _int(_get(arg, "trafficAmount")) if choice == "AmuletRules_BuyMemberTraffic" else None, readable,
     )  # fmt: skip
 
 
 def _load(raw: Any) -> Any:
-    """A served payload (raw bytes, text or parsed JSON) in the compact encoding."""
+    """A served payload (raw bytes or text) parsed, in whichever encoding it was served."""
     if isinstance(raw, (bytes, bytearray, memoryview, msgspec.Raw)):
         b = bytes(raw)
-        if not b:
-            return None
-        raw = orjson.loads(b)
-    elif isinstance(raw, str):
-        raw = orjson.loads(raw)
-    try:
-        return arguments(raw)
-    except ValueError_:
-        return None
+        return orjson.loads(b) if b else None
+    return orjson.loads(raw) if isinstance(raw, str) else raw
 
 
 def of_update(uid: str, m: int, t: datetime, t_us: int, events: Sequence[Any],
