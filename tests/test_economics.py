@@ -354,3 +354,30 @@ def test_the_same_figures_from_the_lake(loaded_db: tuple[str, list[str]], tmp_pa
     p = scanfill("export", "--to", str(lake), dsn=dsn, urls=[])  # nothing changed: nothing rewritten
     out = finish(p, 120, dsn)
     assert p.returncode == 0 and DeltaTable(str(lake / "amulet_transfers")).version() == 0, out
+
+
+def test_a_summary_stored_again_is_replaced_not_doubled(db: str, econ: EconomyLedger) -> None:
+    """The sink's fast path (COPY) meets a row already stored: the batch is upserted instead, one row
+    per event, the newer copy winning, and the commit goes through."""
+    from scanfill.coord import schema
+    from scanfill.db import Database
+    from scanfill.economy.sink import EconomySink
+    from scanfill.load.decode import decode_page
+    from scanfill.timeutil import us_to_dt
+
+    d = Database(db)
+    schema.init(d)
+    body = __import__("orjson").dumps({"transactions": [econ.update(0, 0, i) for i in range(200, 100, -1)]})
+    batch = decode_page(body, 0, econ.synchronizer_id(0))
+    got = [r for u in batch.updates for r in u.transfers]
+    assert len(got) > 20
+    sink = EconomySink(d)
+    with psycopg.connect(db) as conn:
+        with conn.transaction():
+            sink.write(conn, got[:10])
+        changed = [got[3]._replace(app_rewards="1.0000000001", record_time=us_to_dt(1)), *got[10:]]
+        with conn.transaction():
+            sink.write(conn, changed)  # overlaps the first write in one row
+        n, distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM amulet_transfers").fetchone() or (0, 0)
+        (app,) = conn.execute("SELECT app_rewards FROM amulet_transfers WHERE event_id = %s", (got[3].event_id,)).fetchone() or (None,)
+    assert n == distinct == len(got) and app == Decimal("1.0000000001")

@@ -803,3 +803,9 @@ SELECT value FROM {s}.scanfill_meta WHERE key = 'lake_export_contracts ' || %(ta
 -- name: export_contracts_done
 INSERT INTO {s}.scanfill_meta VALUES ('lake_export_contracts ' || %(target)s, %(mark)s)
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+
+-- name: transfers_forget
+-- The transfer facts of positions [lo, hi) (of one synchronizer, or all), whose ledger rows a repair
+-- removes (`--refetch`, `follow --rewind`): the reload writes them again.
+DELETE FROM {s}.amulet_transfers
+WHERE pos >= %(lo)s AND pos < %(hi)s AND (%(sync)s::text IS NULL OR synchronizer_id = %(sync)s);

@@ -374,6 +374,7 @@ CREATE TABLE IF NOT EXISTS {s}.amulet_transfers (
     event_id                   text COLLATE "C" PRIMARY KEY,
     update_id                  text COLLATE "C" NOT NULL,
     migration_id               bigint NOT NULL,
+    synchronizer_id            text NOT NULL,
     record_time                timestamptz NOT NULL,
     pos                        bigint NOT NULL,
     choice                     text NOT NULL,

@@ -209,6 +209,7 @@ def refetch(db: Database, conn: Conn, window: str, migrations: tuple[int, ...] =
             with rederived(db, conn, position(m, a), position(m, b), sync):  # the reload adds the window's facts
                 ev = store.run(conn, "window_delete_events", **window_key).rowcount
                 up = store.run(conn, "window_delete_updates", **window_key).rowcount
+                store.run(conn, "transfers_forget", lo=position(m, a), hi=position(m, b), sync=sync)
             store.days_recount(conn, m, sync, a, b)  # the reload counts the window again as it commits
             held = store.one(conn, "range_held", m=m, sync=sync)
             name = f"refetch/{_cursor_name(m, sync, a, b)}/{uuid.uuid4().hex[:8]}"

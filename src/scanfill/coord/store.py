@@ -622,6 +622,7 @@ class Store:
                 with rederived(self.db, conn, lo, position(m + 1, 0)):
                     self.run(conn, "rewind_events", m=m, after=after)
                     self.run(conn, "rewind_updates", m=m, after=after)
+                    self.run(conn, "transfers_forget", lo=lo, hi=position(m + 1, 0), sync=None)
                 self.days_recount(conn, m, lo_us=None if head is None else head + 1)
                 self.run(conn, "rewind_scan_events", m=m, after=after)
                 if head is None:

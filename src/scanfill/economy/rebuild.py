@@ -32,7 +32,7 @@ def rebuild(db: Database, conn: Conn, progress: Callable[[int], None] | None = N
     sink = EconomySink(db)
     conn.execute(sql.SQL("TRUNCATE {}").format(db.t("amulet_transfers")))
     query = sql.SQL(
-        "SELECT e.update_id, e.migration_id, e.record_time, e.event_id, e.template_id, e.choice, e.child_event_ids, "
+        "SELECT e.update_id, e.migration_id, e.synchronizer_id, e.record_time, e.event_id, e.template_id, e.choice, e.child_event_ids, "
         "e.acting_parties, e.payload::text, e.exercise_result::text FROM {e} e "
         "WHERE e.event_type = 'exercised_event' AND (e.update_id, e.migration_id) IN ("
         "  SELECT x.update_id, x.migration_id FROM {e} x JOIN {u} u ON u.update_id = x.update_id "
@@ -47,20 +47,19 @@ def rebuild(db: Database, conn: Conn, progress: Callable[[int], None] | None = N
     def flush_group() -> None:
         if not group:
             return
-        uid, m, t = group[0].update_id, group[0].migration_id, group[0].record_time
+        g = group[0]
         evs = sorted(group, key=lambda e: _preorder(e.event_id))
-        pending.extend(
-            of_update(uid, m, t, dt_to_us(t), evs, arg=lambda e: _load(e.arg), result=lambda e: _load(e.res))
-        )
+        pending.extend(of_update(g.update_id, g.migration_id, g.synchronizer_id, g.record_time, dt_to_us(g.record_time),
+                                 evs, arg=lambda e: _load(e.arg), result=lambda e: _load(e.res)))  # fmt: skip
         group.clear()
 
     with conn.cursor(name="scanfill_rebuild_economy") as cur:
         cur.itersize = CHUNK
         cur.execute(query, (sorted(CHOICES),))
         for r in cur:
-            ev = SimpleNamespace(update_id=r[0], migration_id=r[1], record_time=r[2], event_id=r[3], template_id=r[4],
-                                 choice=r[5], child_event_ids=r[6], acting_parties=r[7], arg=r[8], res=r[9],
-                                 event_type="exercised_event")  # fmt: skip
+            ev = SimpleNamespace(update_id=r[0], migration_id=r[1], synchronizer_id=r[2], record_time=r[3],
+                                 event_id=r[4], template_id=r[5], choice=r[6], child_event_ids=r[7],
+                                 acting_parties=r[8], arg=r[9], res=r[10], event_type="exercised_event")  # fmt: skip
             if group and (group[0].update_id, group[0].migration_id) != (ev.update_id, ev.migration_id):
                 flush_group()
             group.append(ev)

@@ -36,7 +36,7 @@ _RESULT_PATH = {"TransferPreapproval_Renew": ("transferResult",), "TransferPreap
 _PARTY_FIELD = {"AmuletRules_BuyMemberTraffic": "provider", "AmuletRules_CreateTransferPreapproval": "provider",
                 "AmuletRules_CreateExternalPartySetupProposal": "validator"}  # fmt: skip
 
-COLUMNS = ("event_id", "update_id", "migration_id", "record_time", "pos", "choice", "package_id", "amulet_version",
+COLUMNS = ("event_id", "update_id", "migration_id", "synchronizer_id", "record_time", "pos", "choice", "package_id", "amulet_version",
            "round", "party", "provider", "input_amulets", "app_rewards", "validator_rewards", "faucet_rewards",
            "sv_rewards", "unclaimed_activity_rewards", "dev_fund_rewards", "holding_fees", "output_fees",
            "sender_change_fee", "sender_change_amount", "amulet_price", "amulet_paid", "tapped", "traffic_bytes",
@@ -49,6 +49,7 @@ class TransferRow(NamedTuple):
     event_id: str
     update_id: str
     migration_id: int
+    synchronizer_id: str
     record_time: datetime
     pos: int
     choice: str
@@ -152,13 +153,13 @@ def _int(v: Any) -> int | None:
         return None
 
 
-def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, t: datetime, t_us: int) -> TransferRow:
+def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, sync: str, t: datetime, t_us: int) -> TransferRow:
     """The row of one summary-bearing (or tap) exercise, from its parsed argument and result."""
     choice = ev.choice or ""
     pkg = ev.template_id.split(":", 1)[0] if ev.template_id else None
     version = version_of(ev.template_id)
     acting = (ev.acting_parties or (None,))[0]
-    where = (ev.event_id, uid, m, t, position(m, t_us), choice, pkg, version)
+    where = (ev.event_id, uid, m, sync, t, position(m, t_us), choice, pkg, version)
     readable = type(result) is dict and type(arg) is dict
     if choice in TAP_CHOICES:
         rnd = _int(_get(result, "amuletSum", "round", "number"))
@@ -193,7 +194,7 @@ def _load(raw: Any) -> Any:
     return orjson.loads(raw) if isinstance(raw, str) else raw
 
 
-def of_update(uid: str, m: int, t: datetime, t_us: int, events: Sequence[Any],
+def of_update(uid: str, m: int, sync: str, t: datetime, t_us: int, events: Sequence[Any],
               arg: Callable[[Any], Any] | None = None, result: Callable[[Any], Any] | None = None) -> list[TransferRow]:  # fmt: skip
     """The rows of one transaction's events (in tree pre-order): outermost summaries and taps only.
     `arg`/`result` read an event's payloads (default: its `choice_argument`/`exercise_result`)."""
@@ -207,7 +208,7 @@ def of_update(uid: str, m: int, t: datetime, t_us: int, events: Sequence[Any],
             continue
         a = arg(ev) if arg else _load(ev.choice_argument)
         r = result(ev) if result else _load(ev.exercise_result)
-        out.append(row_of(ev, a, r, uid, m, t, t_us))
+        out.append(row_of(ev, a, r, uid, m, sync, t, t_us))
         inside.update(ev.child_event_ids or ())
     return out
 

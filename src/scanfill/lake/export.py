@@ -32,9 +32,9 @@ from scanfill.lake.layout import (
     Lake,
     columns,
     contracts_schema,
-    transfers_schema,
     require_libraries,
     schema,
+    transfers_schema,
 )
 from scanfill.lake.read import add_actions, ensure_tables, partition_predicate
 

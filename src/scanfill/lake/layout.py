@@ -84,7 +84,7 @@ def transfers_schema() -> Any:
     ts, dec = pa.timestamp("us", tz="UTC"), pa.decimal128(38, 10)
     types = {"migration_id": pa.int64(), "pos": pa.int64(), "round": pa.int64(), "traffic_bytes": pa.int64(),
              "record_time": ts, "readable": pa.bool_()}  # fmt: skip
-    text = {"event_id", "update_id", "choice", "package_id", "amulet_version", "party", "provider"}
+    text = {"event_id", "update_id", "synchronizer_id", "choice", "package_id", "amulet_version", "party", "provider"}
     return pa.schema([pa.field(c, types.get(c, pa.string() if c in text else dec)) for c in COLUMNS])
 
 

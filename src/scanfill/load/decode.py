@@ -333,7 +333,7 @@ def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool, facts: bool 
         *framing.json_parts(_lean(bytes(raw), item.events_by_id) if cut else raw),
     ))  # fmt: skip
     told = of_update(kind, uid, item_mig, eff_sync, t_us, events, shared, _instant) if facts else []
-    minted = (economy.of_update(uid, item_mig, us_to_dt(t_us), t_us, events)
+    minted = (economy.of_update(uid, item_mig, eff_sync, us_to_dt(t_us), t_us, events)
               if facts and kind == "transaction" and economy.wanted(events) else [])  # fmt: skip
     return Update(uid, item_mig, eff_sync, t_us, item.record_time, len(events), row, _event_rows(events, shared, rnd),
                   told, minted)
