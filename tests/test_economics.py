@@ -222,6 +222,21 @@ def test_rounds_check_is_clean_and_catches_tampering(loaded_db: tuple[str, list[
                          "WHERE event_id = (SELECT min(event_id) FROM amulet_transfers WHERE app_rewards > 0)")  # fmt: skip
         bad = conn.execute("SELECT rule, subject FROM rounds_check()").fetchall()
         assert [b[0] for b in bad] == ["coupon value", "supply delta"]
+    # a 0.1.14 transfer that charged holding fees on its inputs (CIP-0078 forbids it)
+    with psycopg.connect(dsn) as conn, conn.transaction(force_rollback=True):
+        conn.execute("UPDATE amulet_transfers SET holding_fees = 0.5, sender_change_amount = sender_change_amount - 0.5 "
+                     "WHERE event_id = (SELECT min(event_id) FROM amulet_transfers WHERE amulet_version = '0.1.14' "
+                     "AND choice = 'AmuletRules_Transfer')")  # fmt: skip
+        bad = conn.execute("SELECT rule, detail FROM rounds_check()").fetchall()
+        assert "version rules" in [b[0] for b in bad], bad
+        assert any("splice-amulet 0.1.14 charged holding fees 0.5" in b[1] for b in bad), bad
+    # a round with two ClosedMiningRound contracts
+    with psycopg.connect(dsn) as conn, conn.transaction(force_rollback=True):
+        conn.execute("INSERT INTO contracts (contract_id, template_name, template_id, created_pos, payload) "
+                     "SELECT contract_id || 'x', template_name, template_id, created_pos + 1, payload FROM contracts "
+                     "WHERE template_name = 'Splice.Round:ClosedMiningRound' LIMIT 1")  # fmt: skip
+        bad = conn.execute("SELECT rule FROM rounds_check()").fetchall()
+        assert ("one contract per phase",) in bad
     assert rows(dsn, "SELECT * FROM rounds_check()") == []
 
 
@@ -381,3 +396,19 @@ def test_a_summary_stored_again_is_replaced_not_doubled(db: str, econ: EconomyLe
         n, distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM amulet_transfers").fetchone() or (0, 0)
         (app,) = conn.execute("SELECT app_rewards FROM amulet_transfers WHERE event_id = %s", (got[3].event_id,)).fetchone() or (None,)
     assert n == distinct == len(got) and app == Decimal("1.0000000001")
+
+
+def test_following_from_the_beginning_gives_the_same_figures(loaded_db: tuple[str, list[str]], pg_admin_dsn: str,
+                                                             econ: EconomyLedger) -> None:  # fmt: skip
+    """The other direction: the follower reads the whole history forwards (/v2/updates and
+    /v0/events) and keeps the same facts; its app activity records join their rounds."""
+    dsn, urls = loaded_db
+    other = new_db(pg_admin_dsn)
+    p = scanfill("follow", "--once", "--start", "beginning", "--page-size", "50", dsn=other, urls=urls)
+    out = finish(p, 300, other)
+    assert p.returncode == 0, out
+    assert figures(other) == figures(dsn)
+    act = rows(other, "SELECT a.round, a.updates, r.round IS NOT NULL AS known FROM round_activity a "
+                      "LEFT JOIN rounds r USING (round) ORDER BY 1")  # fmt: skip
+    assert sum(a["updates"] for a in act) == econ.total_updates()
+    assert all(a["known"] for a in act) and len(act) > 50

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -127,6 +128,7 @@ def _get(v: Any, *path: str) -> Any:
 
 def _num(v: Any) -> str | None:
     """A Decimal as served (text), or None; `Some x` of an optional arrives as x."""
+    v = _value(v)
     if isinstance(v, list):  # Some (Some x) in the compact encoding
         v = v[0] if v else None
     if isinstance(v, (str, int)) and not isinstance(v, bool):
@@ -136,10 +138,11 @@ def _num(v: Any) -> str | None:
 
 def _sum(vs: Any) -> str | None:
     """Σ of a list of Decimals, exact (as text; PostgreSQL adds them again exactly)."""
+    vs = _value(vs)
     if not isinstance(vs, list):
         return None
-    from decimal import Decimal
-
+    if len(vs) == 1 and isinstance(vs[0], str):
+        return vs[0]  # one output, the usual transfer: nothing to add
     try:
         return str(sum((Decimal(str(x)) for x in vs), Decimal(0)))
     except ArithmeticError:
@@ -167,13 +170,12 @@ def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, sync: str, t: 
         return TransferRow._make((*where, rnd, owner, None, *([None] * 13), _num(_get(arg, "amount")), None, readable))
     res = _rec(_get(result, *_RESULT_PATH.get(choice, ())))
     s = _rec(res.get("summary"))
-    transfer = _get(arg, "transfer")
+    a = _rec(arg)
+    transfer = _rec(a.get("transfer"))
     field = _PARTY_FIELD.get(choice)
-    who = (_get(arg, field) if field else _get(transfer, "sender") or _get(arg, "sender")) or acting
-    provider = _get(transfer, "provider") if transfer is not None else _get(arg, "provider")
-    if "inputAmuletAmount" not in s:
-        readable = False
-    f = {k: _value(v) for k, v in s.items()}
+    who = (_value(a.get(field)) if field else _value(transfer.get("sender")) or _value(a.get("sender"))) or acting
+    provider = _value(transfer.get("provider") if transfer else a.get("provider"))
+    f = s
     return TransferRow(
         *where, _int(_get(res, "round", "number")), who, provider,
         _num(f.get("inputAmuletAmount")), _num(f.get("inputAppRewardAmount")),
@@ -182,7 +184,8 @@ def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, sync: str, t: 
         _num(f.get("inputDevelopmentFundAmount")), _num(f.get("holdingFees")), _sum(f.get("outputFees")),
         _num(f.get("senderChangeFee")), _num(f.get("senderChangeAmount")), _num(f.get("amuletPrice")),
         _num(_get(res, "amuletPaid")), None,
-        _int(_get(arg, "trafficAmount")) if choice == "AmuletRules_BuyMemberTraffic" else None, readable,
+        _int(_value(a.get("trafficAmount"))) if choice == "AmuletRules_BuyMemberTraffic" else None,
+        readable and "inputAmuletAmount" in s,
     )  # fmt: skip
 
 
