@@ -7,9 +7,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psycopg
@@ -68,6 +69,26 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.t0
+
+
+def alternating(cfg: Any, load: Callable[[str, list[str], bool], tuple[float, int, str]], what: str,
+                shown: str) -> str:  # fmt: skip
+    """Six loads of `cfg` into fresh databases, alternating with (True) and without (False) what is
+    measured, side by side against one simulator: `load(dsn, urls, on)` returns (seconds, rows, the
+    `shown` column). The machine is shared and noisy, so the ratio is taken pairwise."""
+    from scanfill.sim import SimConfig, Simulator
+
+    lines, rates = [], {True: [], False: []}  # type: ignore[var-annotated]
+    with postgres() as admin, Simulator(SimConfig(ledger=cfg, prerender=True), mode="process") as sim:
+        for on in (True, False, True, False, True, False):
+            dsn = fresh_db(admin)
+            secs, n, extra = load(dsn, sim.urls, on)
+            drop_db(admin, dsn)
+            rates[on].append(n / secs)
+            lines.append(["kept" if on else "off", f"{n:,}", f"{secs:.1f}", f"{n / secs:,.0f}", extra])
+    ratio = [a / b for a, b in zip(rates[True], rates[False], strict=True)]
+    return (table([what, "rows", "s", "rows/s", shown], lines) + f"\n\nrows/s with the {what} / without, pairwise: "
+            + ", ".join(f"{r:.2f}" for r in ratio) + f" (mean {sum(ratio) / len(ratio):.2f})")  # fmt: skip
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

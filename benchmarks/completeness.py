@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from common import drop_db, fresh_db, postgres, table
+from common import alternating, drop_db, fresh_db, postgres, table
 from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.load.run import RunOptions, run
@@ -23,7 +23,7 @@ from scanfill.scan.client import ScanConfig
 from scanfill.sim import LedgerConfig, MigrationSpec, SimConfig, Simulator
 
 
-def _load(dsn: str, urls: list[str], upkeep: bool) -> tuple[float, int]:
+def _load(dsn: str, urls: list[str], upkeep: bool) -> tuple[float, int, str]:
     """One in-process backfill; without `upkeep` the day rows are not written (measuring only)."""
     original = Store.days_add
     if not upkeep:
@@ -34,26 +34,14 @@ def _load(dsn: str, urls: list[str], upkeep: bool) -> tuple[float, int]:
     finally:
         Store.days_add = original  # type: ignore[method-assign]
     assert s.complete and not s.failures, s.failures
-    return s.seconds, s.rows
+    with psycopg.connect(dsn) as conn:
+        days = conn.execute("SELECT count(*) FROM completeness").fetchone()
+    return s.seconds, s.rows, f"{days[0] if days else 0:,}"
 
 
 def bench_load(rows: int) -> str:
     # a history over many days (an update every 10 minutes), so commits touch several day rows
-    cfg = LedgerConfig.for_rows(rows, gap_us=600_000_000)
-    lines, rates = [], {True: [], False: []}  # type: ignore[var-annotated]
-    with postgres() as admin, Simulator(SimConfig(ledger=cfg, prerender=True), mode="process") as sim:
-        for on in (True, False, True, False, True, False):
-            dsn = fresh_db(admin)
-            secs, n = _load(dsn, sim.urls, on)
-            with psycopg.connect(dsn) as conn:
-                days = conn.execute("SELECT count(*) FROM completeness").fetchone()
-            assert days is not None
-            drop_db(admin, dsn)
-            rates[on].append(n / secs)
-            lines.append(["kept" if on else "off", f"{n:,}", f"{secs:.1f}", f"{n / secs:,.0f}", f"{days[0]:,}"])
-    ratio = [a / b for a, b in zip(rates[True], rates[False], strict=True)]
-    return (table(["day ledger", "rows", "s", "rows/s", "day rows"], lines)
-            + f"\n\nrows/s with the ledger / without, pairwise: {', '.join(f'{r:.2f}' for r in ratio)}")  # fmt: skip
+    return alternating(LedgerConfig.for_rows(rows, gap_us=600_000_000), _load, "day ledger", "day rows")
 
 
 def _timed(fn: Any, n: int = 7) -> tuple[float, float]:

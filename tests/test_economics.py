@@ -215,7 +215,7 @@ def test_rounds_check_is_clean_and_catches_tampering(loaded_db: tuple[str, list[
     assert rows(dsn, "SELECT * FROM rounds_check()") == []
     p = scanfill("rounds", "--check", dsn=dsn, urls=[])
     out = finish(p, 60, dsn)
-    assert p.returncode == 0, out
+    assert p.returncode == 0 and "no violations" in out, out
     # one summary off by one unit of the tenth decimal, then put back
     with psycopg.connect(dsn) as conn, conn.transaction(force_rollback=True):
         conn.execute("UPDATE amulet_transfers SET app_rewards = app_rewards + 0.0000000001 "
@@ -288,6 +288,8 @@ def test_cli_and_leaderboards(loaded_db: tuple[str, list[str]], econ: EconomyLed
     p = scanfill("rounds", dsn=dsn, urls=[])  # the table a person reads
     out = finish(p, 60, dsn)
     assert p.returncode == 0 and f"{len(b.closed)} closed rounds ({len(b.closed)} final)" in out, out
+    first = min(b.closed)
+    assert f"{first:,} " in out and f"{cc(b.by_round[first]['validator']):,.2f}" in out, out
     for flag in ("--coupons", "--burn"):
         p = scanfill("rounds", flag, "--format", "csv", dsn=dsn, urls=[])
         out = finish(p, 60, dsn)

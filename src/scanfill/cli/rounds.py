@@ -34,10 +34,26 @@ def rounds(dsn: str | None, schema: str, lo: int | None, hi: int | None, party: 
     chosen = "top" if top else view or ("parties" if party else "totals")
     rows = ops.query(db, chosen, lo, hi, party, top or "app", limit)
     s = ops.summary(db)
-    title = (f"{chosen}: {len(rows):,} rows; {s.get('closed', 0):,} closed rounds ({s.get('whole', 0):,} final), "
-             f"supply {s.get('supply', 0)} CC")  # fmt: skip
-    columns = ops.SHOWN[chosen] if fmt == "table" else (list(rows[0]) if rows else ops.SHOWN[chosen])
-    _emit(rows, fmt, columns, title)
+    title = (f"{chosen}: {len(rows):,} rows; {s.get('closed', 0):,} closed rounds ({s.get('whole', 0):,} final); "
+             f"supply {ops.cell(s.get('supply'))} CC")  # fmt: skip
+    if chosen == "check" and not rows and fmt == "table":
+        click.echo(f"round economics: no violations ({s.get('summaries', 0):,} transfer summaries, "
+                   f"{s.get('closed', 0):,} closed rounds checked)")  # fmt: skip
+        return
+    if fmt == "table":
+        from rich.console import Console
+
+        from scanfill.ops.monitor import narrow_table
+
+        cols = ops.SHOWN[chosen]
+        t = narrow_table(title, *(h for _, h in cols), right=tuple(h for c, h in cols if c not in
+                                                                   ("party", "kind", "rule", "subject", "detail")))  # fmt: skip
+        for r in rows:
+            t.add_row(*(ops.cell(r[c]) for c, _ in cols))
+        Console().print(t)
+        click.echo("CC to the cent; --format csv or json for the exact values", err=True)
+    else:
+        _emit(rows, fmt, list(rows[0]) if rows else [c for c, _ in ops.SHOWN[chosen]], "")
     if fmt == "table":
         if s.get("unreadable"):
             click.echo(f"note: {s['unreadable']:,} transfer summaries had no field labels and count as zero", err=True)

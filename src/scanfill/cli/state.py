@@ -35,14 +35,14 @@ def _position(db: Any, at: str | None, migration: int | None) -> Any:
 def _emit(rows: list[dict[str, Any]], fmt: str, columns: list[str], title: str) -> None:
     def plain(v: Any) -> Any:
         if isinstance(v, Decimal):
-            return str(v)
+            return f"{v:f}"  # never exponent notation (0E-10)
         if isinstance(v, list):
             return " ".join(map(str, v))
         return v if isinstance(v, str | int | float | bool) or v is None else str(v)
 
     if fmt == "json":
         out = [{c: (json.loads(r[c]) if c == "payload" and isinstance(r[c], str) else
-                    str(r[c]) if isinstance(r[c], Decimal) else r[c]) for c in columns} for r in rows]  # fmt: skip
+                    f"{r[c]:f}" if isinstance(r[c], Decimal) else r[c]) for c in columns} for r in rows]  # fmt: skip
         click.echo(json.dumps(out, indent=2, default=str))
     elif fmt == "csv":
         w = csv.writer(sys.stdout)

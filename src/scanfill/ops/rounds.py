@@ -13,17 +13,40 @@ from scanfill.db import Database
 VIEWS = ("totals", "parties", "coupons", "burn", "top", "check")
 METRICS = {"app": "app_rewards", "validator": "validator_rewards", "sv": "sv_rewards", "faucet": "faucet_rewards",
            "traffic": "traffic_purchased", "traffic-cc": "traffic_purchased_cc_spent"}  # fmt: skip
-# the columns a table shows (csv and json carry every column)
+# what a table shows, (column, heading) (csv and json carry every column, exactly)
 SHOWN = {
-    "totals": ["closed_round", "app_rewards", "validator_rewards", "sv_rewards", "minted", "burnt",
-               "traffic_purchased_cc_spent", "whole"],
-    "parties": ["closed_round", "party", "app_rewards", "validator_rewards", "sv_rewards", "traffic_purchased",
-                "cumulative_app_rewards", "cumulative_validator_rewards"],
-    "coupons": ["round", "kind", "created", "claimed", "expired", "unclaimed", "claimed_cc", "expired_cc"],
-    "burn": ["round", "minted", "tapped", "burnt", "burn_mint_ratio", "whole"],
-    "top": ["rank", "party", "amount", "rounds", "first_round", "last_round"],
-    "check": ["rule", "subject", "detail"],
+    "totals": [("closed_round", "round"), ("app_rewards", "app"), ("validator_rewards", "validator"),
+               ("sv_rewards", "sv"), ("minted", "minted"), ("burnt", "burnt"),
+               ("traffic_purchased_cc_spent", "traffic CC"), ("whole", "final")],
+    "parties": [("closed_round", "round"), ("party", "party"), ("app_rewards", "app"),
+                ("validator_rewards", "validator"), ("sv_rewards", "sv"), ("traffic_purchased", "traffic B"),
+                ("cumulative_validator_rewards", "validator cum.")],
+    "coupons": [("round", "round"), ("kind", "kind"), ("created", "made"), ("claimed", "claimed"),
+                ("expired", "expired"), ("unclaimed", "open"), ("claimed_cc", "claimed CC"),
+                ("expired_cc", "expired CC")],
+    "burn": [("round", "round"), ("minted", "minted"), ("tapped", "tapped"), ("burnt", "burnt"),
+             ("burn_mint_ratio", "burn/mint"), ("whole", "final")],
+    "top": [("rank", "#"), ("party", "party"), ("amount", "amount"), ("rounds", "rounds"),
+            ("first_round", "first"), ("last_round", "last")],
+    "check": [("rule", "rule"), ("subject", "subject"), ("detail", "detail")],
 }  # fmt: skip
+
+
+def cell(v: Any) -> str:
+    """A value as a table shows it: CC to the cent with thousands separators (the exact value is in
+    csv and json), a party by its name and the start of its fingerprint."""
+    from decimal import Decimal
+
+    if isinstance(v, Decimal):
+        return f"{v:,.2f}" if v == v.to_integral_value() or abs(v) >= Decimal("0.01") or v == 0 else f"{v:.2e}"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, str) and "::" in v:
+        name, _, fp = v.partition("::")
+        return f"{name}::{fp[:8]}"
+    return "-" if v is None else str(v)
 
 
 def _between(col: str) -> str:
@@ -63,7 +86,7 @@ def summary(db: Database) -> dict[str, Any]:
         got = cur.execute(sql.SQL("SELECT * FROM {}.supply_at()").format(s)).fetchone() or {}
         r = cur.execute(sql.SQL("SELECT count(*) FILTER (WHERE closed) AS closed, count(*) FILTER (WHERE whole) AS whole, "
                                 "count(*) AS rounds, max(round) AS newest FROM {}.rounds").format(s)).fetchone() or {}  # fmt: skip
-        u = cur.execute(sql.SQL("SELECT count(*) FILTER (WHERE NOT readable) AS unreadable, "
+        u = cur.execute(sql.SQL("SELECT count(*) AS summaries, count(*) FILTER (WHERE NOT readable) AS unreadable, "
                                 "count(*) FILTER (WHERE amulet_version IS NULL) AS unknown_versions "
                                 "FROM {}.amulet_transfers").format(s)).fetchone() or {}  # fmt: skip
     return {**got, **r, **u}
