@@ -1,5 +1,5 @@
 """Round economics against the simulator's books: a ledger played forward with real rounds,
-coupons, transfers, traffic purchases, expiries and two `splice-amulet` versions, loaded over HTTP
+coupons, transfers, traffic purchases, expiries and three `splice-amulet` versions, loaded over HTTP
 into a real PostgreSQL, whose derived figures must equal what the generator meant, satisfy the
 invariants of docs/round-economics.md, and not depend on the order pages were loaded in."""
 
@@ -28,7 +28,7 @@ ECONOMY = LedgerConfig(
         MigrationSpec(0, "2024-06-24T21:08:00Z", 900),
         MigrationSpec(1, "2024-06-25T01:30:00Z", 700, import_updates=1),
     ),
-    economy=EconomyConfig(per_round=24, upgrade_after=20),
+    economy=EconomyConfig(per_round=24, upgrades=(20, 40)),
     acs_snapshot_hours=0.25,
 )
 FIGURES = ("round_totals", "round_party_totals", "round_coupon_totals", "burn_mint_daily", "rounds")
@@ -89,7 +89,7 @@ def test_the_books_balance(econ: EconomyLedger) -> None:
     minted = sum(v["app"] + v["validator"] + v["sv"] for v in b.by_round.values())
     burnt = sum(v["burnt"] for v in b.by_round.values()) + b.dust_burnt
     assert b.supply == b.tapped + minted - burnt
-    assert b.versions_used == {"0.1.13", "0.1.14"}
+    assert b.versions_used == {"0.1.13", "0.1.14", "0.1.17"}
     assert len(b.closed) > 50 and b.dust_burnt > 0
     for (_, kind), c in b.coupons.items():
         assert c["claimed_n"] + c["expired_n"] <= c["created_n"], kind
@@ -193,21 +193,36 @@ def test_supply_and_its_identity(loaded_db: tuple[str, list[str]], econ: Economy
 
 
 def test_versions_read_with_their_rules(loaded_db: tuple[str, list[str]], econ: EconomyLedger) -> None:
-    """0.1.13 charged holding fees on inputs and transfer fees; 0.1.14 charges neither. Each
-    summary carries its package's version; each round its version and rates."""
+    """0.1.13 charged holding fees on inputs and transfer fees; 0.1.14 charges neither; from 0.1.17
+    token-standard transfers carry no summary (they mint and burn nothing) and featured transfers
+    earn markers the DSO converts into coupons. Each summary carries its package's version; each
+    round its version and rates."""
     dsn, _ = loaded_db
     got = {r["amulet_version"]: r for r in rows(dsn, (
         "SELECT amulet_version, count(*) AS n, sum(holding_fees) AS hf, sum(output_fees) AS fees "
         "FROM amulet_transfers WHERE tapped IS NULL GROUP BY 1"))}  # fmt: skip
-    assert set(got) == {"0.1.13", "0.1.14"}
+    assert set(got) == {"0.1.13", "0.1.14", "0.1.17"}
     assert got["0.1.13"]["hf"] > 0 and got["0.1.13"]["fees"] > 0
-    assert got["0.1.14"]["hf"] == 0 and got["0.1.14"]["fees"] == 0
+    assert got["0.1.14"]["hf"] == got["0.1.14"]["fees"] == got["0.1.17"]["hf"] == got["0.1.17"]["fees"] == 0
+    b = econ.economy.books
+    token = rows(dsn, "SELECT count(*) AS n, count(*) FILTER (WHERE interface_id IS NOT NULL) AS by_interface "
+                      "FROM ledger_events WHERE choice = 'TransferFactory_Transfer'")[0]  # fmt: skip
+    assert token["n"] == token["by_interface"] == sum(v.get("token_transfers", 0) for v in b.by_round.values()) > 20
+    assert rows(dsn, "SELECT count(*) AS n FROM amulet_transfers WHERE choice = 'TransferFactory_Transfer'")[0]["n"] == 0
+    converted = rows(dsn, "SELECT count(*) AS n FROM contracts WHERE template_name = 'Splice.Amulet:FeaturedAppActivityMarker' "
+                          "AND archived_choice IS NOT NULL")[0]["n"]  # fmt: skip
+    assert converted > 0
     r = rows(dsn, "SELECT round, amulet_version, validator_rate, featured_app_rate, phase FROM rounds "
                   "WHERE closed ORDER BY round")  # fmt: skip
-    first_new = ECONOMY.round_zero + 20
-    assert all(x["amulet_version"] == ("0.1.14" if x["round"] >= first_new else "0.1.13") for x in r)
+    first_new, first_newest = ECONOMY.round_zero + 20, ECONOMY.round_zero + 40
+    assert all(x["amulet_version"] == ("0.1.17" if x["round"] >= first_newest else "0.1.14" if x["round"] >= first_new
+                                       else "0.1.13") for x in r)  # fmt: skip
     for x in r:
         assert x["validator_rate"] == cc(econ.economy.rounds[x["round"]]["rates"]["validator"])
+    issued = {x["round"]: x["unclaimed_at_issuing"] for x in rows(dsn, "SELECT round, unclaimed_at_issuing FROM rounds "
+                                                                        "WHERE issuing_at IS NOT NULL")}  # fmt: skip
+    want = econ.economy.books.unclaimed_at_issuing
+    assert issued == {k: (cc(v) if v else None) for k, v in want.items()} and len(issued) > 50
 
 
 def test_rounds_check_is_clean_and_catches_tampering(loaded_db: tuple[str, list[str]], pg_admin_dsn: str) -> None:

@@ -41,6 +41,7 @@ g AS (
         min((payload->>'targetClosesAt')::timestamptz) FILTER (WHERE phase = 'OpenMiningRound') AS target_closes_at,
         min(created_record_time) FILTER (WHERE phase = 'SummarizingMiningRound') AS summarizing_at,
         min(created_record_time) FILTER (WHERE phase = 'IssuingMiningRound') AS issuing_at,
+        min(created_pos) FILTER (WHERE phase = 'IssuingMiningRound') AS issuing_pos,
         min(created_record_time) FILTER (WHERE phase = 'ClosedMiningRound') AS closed_at,
         min(created_at) FILTER (WHERE phase = 'ClosedMiningRound') AS closed_effective_at,
         min(created_pos) FILTER (WHERE phase = 'ClosedMiningRound') AS closed_pos,
@@ -61,6 +62,14 @@ SELECT g.round, g.opened_at, g.opens_at, g.target_closes_at, g.summarizing_at, g
        (g.rates->>'issuancePerSvRewardCoupon')::numeric AS sv_rate,
        coalesce((g.rates->>'optIssuancePerValidatorFaucetCoupon')::numeric, CASE WHEN g.rates IS NOT NULL THEN 0 END) AS faucet_rate,
        g.tick_us, p.version AS amulet_version,
+       -- what StartIssuing left unclaimed (the tranches' remainders: an UnclaimedReward) and set aside
+       -- for the development fund (an UnclaimedDevelopmentFundCoupon), both created with the round's
+       -- IssuingMiningRound, so at its position (found through the (template, position) index)
+       (SELECT sum((u.payload->>'amount')::numeric) FROM {s}.contracts u
+         WHERE u.template_name = 'Splice.Amulet:UnclaimedReward' AND u.created_pos = g.issuing_pos) AS unclaimed_at_issuing,
+       (SELECT sum((u.payload->>'amount')::numeric) FROM {s}.contracts u
+         WHERE u.template_name = 'Splice.Amulet:UnclaimedDevelopmentFundCoupon' AND u.created_pos = g.issuing_pos)
+           AS development_fund_issued,
        g.open_payload->'transferConfigUsd' AS transfer_config_usd, g.open_payload->'issuanceConfig' AS issuance_config,
        CASE WHEN g.archived_at IS NOT NULL THEN 'archived' WHEN g.closed_at IS NOT NULL THEN 'closed'
             WHEN g.issuing_at IS NOT NULL THEN 'issuing' WHEN g.summarizing_at IS NOT NULL THEN 'summarizing'

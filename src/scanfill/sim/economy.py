@@ -7,7 +7,9 @@ rounds, minting `amount x rate` of the coupon's own IssuingMiningRound (rounded 
 places, in input order); coupons nobody claims expire when their round closes; validators buy
 traffic (split and burn); dust amulets expire; the network moves from `splice-amulet` 0.1.13
 (transfer fees and holding fees charged on inputs) to 0.1.14 (CIP-0078: no holding fees on inputs,
-fees voted to zero, featured transfers still earn a coupon) at a round of its choice.
+fees voted to zero, featured transfers still earn a coupon) and then to 0.1.17 (CIP-0107:
+token-standard transfers without AmuletRules_Transfer, featured transfers earn activity markers that
+the DSO converts into coupons once a round) at rounds of its choice.
 
 Everything it intends is written into `Books` while it generates, in its own terms (per coupon,
 per purchase), so a derivation from the stored history is compared with what was meant, not with
@@ -117,11 +119,17 @@ class Economy:
     # ----- the contracts -----------------------------------------------------------------------
 
     def pkg(self, rnd: int) -> str:
-        v = self.cfg.versions[1] if rnd >= self.r0 + self.cfg.upgrade_after else self.cfg.versions[0]
-        return PACKAGE_OF[v]
+        return PACKAGE_OF[self.version(rnd)]
 
     def version(self, rnd: int) -> str:
-        return self.cfg.versions[1] if rnd >= self.r0 + self.cfg.upgrade_after else self.cfg.versions[0]
+        """The version the network runs in round `rnd` (upgrades take effect at round boundaries)."""
+        k = sum(1 for u in self.cfg.upgrades if rnd >= self.r0 + u)
+        return self.cfg.versions[min(k, len(self.cfg.versions) - 1)]
+
+    def _token_standard(self, rnd: int) -> bool:
+        """From 0.1.17 (CIP-0107) token-standard transfers move holdings without AmuletRules_Transfer
+        (no summary, no coupons minted), and featured transfers earn activity markers."""
+        return minor(self.version(rnd)) >= 17
 
     def _new_cid(self, *parts: Any) -> str:
         return self.lg.contract_id("econ", *parts)
@@ -256,6 +264,9 @@ class Economy:
         if phase in (10, 11):
             self._liveness(self.validators[(g // p + phase) % len(self.validators)])
             return "coupon"
+        if phase == 12 and self._markers():
+            self._convert_markers()
+            return "coupon"
         pick = self.rng.random()
         if pick < 0.12:
             self._traffic()
@@ -266,6 +277,9 @@ class Economy:
         if pick < 0.22 and self._locked():
             self._unlock()
             return "unlock"
+        if pick < 0.45 and self._token_standard(self.rnd):
+            self._token_transfer()
+            return "transfer"
         self._transfer()
         return "transfer"
 
@@ -678,7 +692,12 @@ class Economy:
         if era and fee > 0:
             coupon_kids.append(self._coupon("validator", sender, fee, rnd))
         app = (fee if era else 0) + (div(EXTRA_FEATURED_USD, price) if featured else 0)
-        if app > 0 and amount > 0:
+        if self._token_standard(rnd):
+            if featured and amount > 0:  # a marker, converted into a coupon once a round
+                coupon_kids.append(self.create(self.pkg(rnd), "Splice.Amulet", "FeaturedAppActivityMarker", rec(
+                    ("dso", party(self.lg.dso)), ("provider", party(provider)), ("beneficiary", party(provider)),
+                    ("weight", num(UNIT))), [self.lg.dso, provider], marker=provider)[0])  # fmt: skip
+        elif app > 0 and amount > 0:
             coupon_kids.append(
                 self._coupon("app_featured" if featured else "app_unfeatured", provider, app, rnd, featured)
             )
@@ -717,6 +736,58 @@ class Economy:
             self.children(outer, [root])
         self.roots = [outer or root]
         self._book(rnd, sender, s, burnt, fee, 0, 0)
+
+    def _markers(self) -> list[_C]:
+        return sorted((c for c in self.live.values() if c.entity == "FeaturedAppActivityMarker"), key=lambda c: c.cid)
+
+    def _convert_markers(self) -> None:
+        """AmuletRules_ConvertFeaturedAppActivityMarkers: the markers archived, one featured
+        AppRewardCoupon per provider of (1 USD / price) x the markers' weights, in the open round."""
+        rnd = self.rnd
+        price = self.rounds[rnd]["price"]
+        root = self._id()
+        kids: list[str] = []
+        weights: dict[str, int] = defaultdict(int)
+        for c in self._markers():
+            weights[c.info["marker"]] += UNIT
+            kids.append(self.consume(c, "FeaturedAppActivityMarker_DsoArchive", [self.lg.dso]))
+        for provider, w in sorted(weights.items()):
+            kids.append(self._coupon("app_featured", provider, mul(div(EXTRA_FEATURED_USD, price), w), rnd, True))
+        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules",
+                      "DsoRules_AmuletRules_ConvertFeaturedAppActivityMarkers",
+                      rec(("openMiningRoundCid", cid_v(self.rounds[rnd]["open"].cid))), {"unit": {}}, False,
+                      [self.lg.dso], root)  # fmt: skip
+        self.children(root, kids)
+        self.roots = [root]
+
+    def _token_transfer(self) -> None:
+        """TransferFactory_Transfer (0.1.17+): holdings in, holdings out, nothing minted or burnt,
+        and no TransferSummary anywhere in the tree."""
+        rnd = self.rnd
+        sender = self.rng.choice(self.users + self.validators)
+        amulets, _ = self._inputs(sender, 10 * UNIT, False)
+        if not amulets:
+            self._tap(sender, 500 * UNIT)
+            return
+        receiver = self.rng.choice([p for p in self.users + self.providers if p != sender])
+        self.books.versions_used.add(self.version(rnd))
+        self.books.by_round[rnd]["token_transfers"] += 1
+        root = self._id()
+        kids = [self.consume(c, "Archive", [sender]) for c in amulets]
+        total = sum(c.info["amount"] for c in amulets)
+        amount = self.rng.randrange(1, max(2, total // 2))
+        out = self._amulet(receiver, amount, rnd)
+        kids.append(out)
+        kids.append(self._amulet(sender, total - amount, rnd))
+        self.exercise(self._new_cid("external-party-amulet-rules"), self.pkg(rnd), "Splice.ExternalPartyAmuletRules",
+                      "ExternalPartyAmuletRules", "TransferFactory_Transfer",
+                      rec(("sender", party(sender)), ("receiver", party(receiver)), ("amount", num(amount))),
+                      rec(("output", cid_v(self.events[out]["contract_id"]))), False, [sender], root)  # fmt: skip
+        self.events[root]["interface_id"] = (
+            "55ba4deb0ad4662c4168b39859738a0e91388d252286480c7331b3f71a517281:"
+            "Splice.Api.Token.TransferInstructionV1:TransferFactory")  # splice-api-token-transfer-instruction-v1
+        self.children(root, kids)
+        self.roots = [root]
 
     def _book(self, rnd: int, who: str, s: dict[str, int], burnt: int, fees: int, traffic: int, paid: int) -> None:
         b, p = self.books.by_round[rnd], self.books.by_party[(rnd, who)]

@@ -49,11 +49,11 @@ class MigrationSpec:
 @dataclass(frozen=True)
 class EconomyConfig:
     """A ledger with real round economics (`sim.economy`): a round advances every `per_round`
-    updates; rounds from `round_zero + upgrade_after` run `splice-amulet` `versions[1]`."""
+    updates; rounds from `round_zero + upgrades[k]` run `splice-amulet` `versions[k + 1]`."""
 
     per_round: int = 24
-    upgrade_after: int = 8
-    versions: tuple[str, str] = ("0.1.13", "0.1.14")
+    upgrades: tuple[int, ...] = (8, 16)
+    versions: tuple[str, ...] = ("0.1.13", "0.1.14", "0.1.17")
     claim_rate: float = 0.6  # share of transfers whose sender also collects its claimable coupons
 
 
