@@ -91,9 +91,52 @@ class Exercise(Protocol):
 _SCALARS = frozenset({"numeric", "int64", "text", "party", "contractId", "bool", "timestamp", "date", "enum"})
 
 
+# protobuf_json (what Scan serves unless asked for compact JSON) decoded by msgspec in C into these
+# structs, the kinds the rules never read (variants, maps) skipped: 3x cheaper than parsing the
+# payload into dicts and walking them (measured 8.9 us against 29 us a summary).
+class _Field(msgspec.Struct):
+    value: _Val | None = None
+    label: str = ""
+
+
+class _Rec(msgspec.Struct):
+    fields: list[_Field] = []
+
+
+class _Opt(msgspec.Struct):
+    value: _Val | None = None
+
+
+class _List(msgspec.Struct):
+    elements: list[_Val] = []
+
+
+class _Val(msgspec.Struct):
+    record: _Rec | None = None
+    numeric: str | None = None
+    int64: str | None = None
+    party: str | None = None
+    text: str | None = None
+    contractId: str | None = None
+    optional: _Opt | None = None
+    list: _List | None = None
+
+
+_typed = msgspec.json.Decoder(_Val)
+
+
 def _value(v: Any) -> Any:
-    """A protobuf_json value's content (a scalar's text, an optional's value, a list's elements);
-    records stay as they are. Compact values pass through unchanged."""
+    """A value's content (a scalar's text, an optional's value, a list's elements); records stay
+    as they are. Compact values pass through unchanged."""
+    if type(v) is _Val:
+        while v is not None and v.record is None:
+            if v.optional is not None:
+                v = v.optional.value
+                continue
+            if v.list is not None:
+                return [_value(e) for e in v.list.elements]
+            return v.numeric or v.int64 or v.party or v.text or v.contractId
+        return v
     while type(v) is dict and len(v) == 1:
         ((tag, x),) = v.items()
         if tag in _SCALARS:
@@ -110,6 +153,8 @@ def _value(v: Any) -> Any:
 def _rec(v: Any) -> dict[str, Any]:
     """A record's fields by label, in either encoding (an unlabelled protobuf_json record has none)."""
     v = _value(v)
+    if type(v) is _Val:
+        return {f.label: f.value for f in v.record.fields if f.label} if v.record is not None else {}
     if type(v) is not dict:
         return {}
     rec = v.get("record")
@@ -128,6 +173,8 @@ def _get(v: Any, *path: str) -> Any:
 
 def _num(v: Any) -> str | None:
     """A Decimal as served (text), or None; `Some x` of an optional arrives as x."""
+    if type(v) is _Val and v.numeric is not None:
+        return v.numeric  # the usual case, first
     v = _value(v)
     if isinstance(v, list):  # Some (Some x) in the compact encoding
         v = v[0] if v else None
@@ -163,11 +210,11 @@ def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, sync: str, t: 
     version = version_of(ev.template_id)
     acting = (ev.acting_parties or (None,))[0]
     where = (ev.event_id, uid, m, sync, t, position(m, t_us), choice, pkg, version)
-    readable = type(result) is dict and type(arg) is dict
     if choice in TAP_CHOICES:
         rnd = _int(_get(result, "amuletSum", "round", "number"))
         owner = _get(arg, "receiver") or acting
-        return TransferRow._make((*where, rnd, owner, None, *([None] * 13), _num(_get(arg, "amount")), None, readable))
+        amount = _num(_get(arg, "amount"))
+        return TransferRow._make((*where, rnd, owner, None, *([None] * 13), amount, None, amount is not None))
     res = _rec(_get(result, *_RESULT_PATH.get(choice, ())))
     s = _rec(res.get("summary"))
     a = _rec(arg)
@@ -185,16 +232,25 @@ def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, sync: str, t: 
         _num(f.get("senderChangeFee")), _num(f.get("senderChangeAmount")), _num(f.get("amuletPrice")),
         _num(_get(res, "amuletPaid")), None,
         _int(_value(a.get("trafficAmount"))) if choice == "AmuletRules_BuyMemberTraffic" else None,
-        readable and "inputAmuletAmount" in s,
+        "inputAmuletAmount" in s,
     )  # fmt: skip
 
 
 def _load(raw: Any) -> Any:
-    """A served payload (raw bytes or text) parsed, in whichever encoding it was served."""
-    if isinstance(raw, (bytes, bytearray, memoryview, msgspec.Raw)):
-        b = bytes(raw)
-        return orjson.loads(b) if b else None
-    return orjson.loads(raw) if isinstance(raw, str) else raw
+    """A served payload (raw bytes or text) parsed: protobuf_json into `_Val`s, anything else
+    (compact JSON) into plain JSON values."""
+    if isinstance(raw, (bytes, bytearray, memoryview, msgspec.Raw, str)):
+        b = raw.encode() if isinstance(raw, str) else bytes(raw)
+        if not b:
+            return None
+        try:
+            got = _typed.decode(b)
+            if got.record is not None:
+                return got
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+        return orjson.loads(b)
+    return raw
 
 
 def of_update(uid: str, m: int, sync: str, t: datetime, t_us: int, events: Sequence[Any],
@@ -204,10 +260,12 @@ def of_update(uid: str, m: int, sync: str, t: datetime, t_us: int, events: Seque
     out: list[TransferRow] = []
     inside: set[str] = set()
     for ev in events:
-        if ev.event_id in inside:
+        if ev.event_type != "exercised_event":
+            continue  # a create has no children
+        if inside and ev.event_id in inside:
             inside.update(ev.child_event_ids or ())
             continue
-        if ev.event_type != "exercised_event" or ev.choice not in CHOICES:
+        if ev.choice not in CHOICES:
             continue
         a = arg(ev) if arg else _load(ev.choice_argument)
         r = result(ev) if result else _load(ev.exercise_result)
