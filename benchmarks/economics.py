@@ -78,11 +78,11 @@ SELECT md5('a' || i), 'x:Splice.Amulet:Amulet', 'splice-amulet', 'Splice.Amulet:
                           jsonb_build_object('rate', '0.0000190259')))
 FROM generate_series(1::bigint, %(holdings)s) i;
 -- one summary per transfer
-INSERT INTO amulet_transfers (event_id, update_id, migration_id, record_time, pos, choice, package_id, amulet_version,
+INSERT INTO amulet_transfers (event_id, update_id, migration_id, synchronizer_id, record_time, pos, choice, package_id, amulet_version,
                               round, party, provider, input_amulets, app_rewards, validator_rewards, faucet_rewards,
                               sv_rewards, unclaimed_activity_rewards, dev_fund_rewards, holding_fees, output_fees,
                               sender_change_fee, sender_change_amount, amulet_price, amulet_paid, traffic_bytes)
-SELECT 'e' || i, 'u' || i, 0, timestamptz '2025-01-01' + i * interval '1 second', i,
+SELECT 'e' || i, 'u' || i, 0, 'global-domain::1220', timestamptz '2025-01-01' + i * interval '1 second', i,
        CASE WHEN i %% 9 = 0 THEN 'AmuletRules_BuyMemberTraffic' ELSE 'AmuletRules_Transfer' END,
        '3ca1343ab26b453d38c8adb70dca5f1ead8440c42b59b68f070786955cbf9ec1', '0.1.14',
        1 + (i * %(rounds)s::bigint) / %(transfers)s, 'party-' || (i * 7919 %% 400), 'app-' || (i %% 20),
