@@ -302,6 +302,15 @@ FROM {s}.scan_events e
 WHERE e.app_activity_records IS NOT NULL
 GROUP BY 1;
 
+-- The same per (round, party) of the activity records: what CIP-104 rewards are computed from.
+DROP VIEW IF EXISTS {s}.round_party_activity CASCADE;
+CREATE VIEW {s}.round_party_activity AS
+SELECT (e.app_activity_records->>'round_number')::bigint AS round, x->>'party' AS party, count(*) AS records,
+       sum((x->>'weight')::numeric) AS activity_weight
+FROM {s}.scan_events e, json_array_elements(e.app_activity_records->'records') x
+WHERE e.app_activity_records IS NOT NULL
+GROUP BY 1, 2;
+
 -- What contradicts the rules of docs/round-economics.md ("How to check a derivation"): each row is
 -- one violation. Empty on a sound, whole copy.
 CREATE OR REPLACE FUNCTION {s}.rounds_check()
