@@ -434,3 +434,37 @@ def test_following_from_the_beginning_gives_the_same_figures(loaded_db: tuple[st
     per = rows(other, "SELECT round, sum(activity_weight) AS w FROM round_party_activity GROUP BY 1 ORDER BY 1")
     assert per == [{"round": a["round"], "w": a["activity_weight"]} for a in rows(
         other, "SELECT round, activity_weight FROM round_activity ORDER BY 1")]  # fmt: skip
+
+
+def test_parity_with_the_aggregates_scan_served(loaded_db: tuple[str, list[str]], econ: EconomyLedger) -> None:
+    """Against a scan that still serves /v0/round-totals and /v0/round-party-totals (Splice before
+    0.6.7: the simulator answers from its books as Scan's aggregator computed them): identical,
+    every round and party row; one altered summary is named by round and field; a current scan
+    (404) is said to lack the endpoint."""
+    dsn, urls = loaded_db
+    b = econ.economy.books
+    p = scanfill("rounds", "--against-scan", dsn=dsn, urls=urls)
+    out = finish(p, 120, dsn)
+    assert p.returncode == 0, out
+    parties = sum(1 for (r, _), v in b.by_party.items() if r in b.closed and (v["app"] or v["validator"] or v["traffic_n"]))
+    assert f"{len(b.closed)} rounds and {parties} party rows compared, identical" in out, out
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT event_id, round, party, app_rewards FROM amulet_transfers WHERE app_rewards > 0 "
+                           "AND round IN (SELECT closed_round FROM round_totals) ORDER BY event_id LIMIT 1").fetchone()  # fmt: skip
+        assert row is not None
+        eid, rnd, who, app = row
+        conn.execute("UPDATE amulet_transfers SET app_rewards = app_rewards + 1 WHERE event_id = %s", (eid,))
+        conn.commit()
+        try:
+            p = scanfill("rounds", "--against-scan", "--from", str(rnd), "--to", str(rnd + 3), dsn=dsn, urls=urls)
+            out = finish(p, 120, dsn)
+            assert p.returncode == 1, out
+            assert f"round {rnd} app_rewards: copy" in out and f"round {rnd} party {who} app_rewards" in out, out
+            assert "4 rounds" in out, out
+        finally:
+            conn.execute("UPDATE amulet_transfers SET app_rewards = %s WHERE event_id = %s", (app, eid))
+            conn.commit()
+    with Simulator(SimConfig(ledger=LedgerConfig.for_rows(2000))) as current:
+        p = scanfill("rounds", "--against-scan", dsn=dsn, urls=current.urls)
+        out = finish(p, 120, dsn)
+    assert p.returncode != 0 and "Splice removed it in 0.6.7" in out, out

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
@@ -90,3 +92,101 @@ def summary(db: Database) -> dict[str, Any]:
                                 "count(*) FILTER (WHERE amulet_version IS NULL) AS unknown_versions "
                                 "FROM {}.amulet_transfers").format(s)).fetchone() or {}  # fmt: skip
     return {**got, **r, **u}
+
+
+# ----- against a scan that still serves the aggregates (Splice < 0.6.7) -------------------------------
+
+TOTALS_FIELDS = ("app_rewards", "validator_rewards", "cumulative_app_rewards", "cumulative_validator_rewards")
+PARTY_FIELDS = ("app_rewards", "validator_rewards", "traffic_purchased", "traffic_purchased_cc_spent",
+                "traffic_num_purchases", "cumulative_app_rewards", "cumulative_validator_rewards",
+                "cumulative_traffic_purchased", "cumulative_traffic_purchased_cc_spent",
+                "cumulative_traffic_num_purchases")  # fmt: skip
+
+
+@dataclass
+class Parity:
+    """What comparing the copy's round figures with a scan's `/v0/round-totals` and
+    `/v0/round-party-totals` found."""
+
+    scan: str
+    rounds: int = 0  # compared, in both
+    party_rows: int = 0
+    differences: list[str] = field(default_factory=list)
+    only_in_copy: list[int] = field(default_factory=list)  # closed here, not aggregated by the scan (yet)
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return Decimal(str(a)) == Decimal(str(b))
+    except ArithmeticError:
+        return str(a) == str(b)
+
+
+async def _fetch(client: Any, path: str, lo: int, hi: int, step: int) -> list[dict[str, Any]]:
+    from scanfill.scan import endpoints as ep
+
+    out: list[dict[str, Any]] = []
+    for a in range(lo, hi + 1, step):
+        got = await client.post_json(path, ep.round_range(a, min(hi, a + step - 1)))
+        out.extend(got.get("entries") or [])
+    return out
+
+
+async def against_scan(db: Database, scan: Any, lo: int | None = None, hi: int | None = None) -> Parity:
+    """Every closed round of [lo, hi] (default: all the copy has) and its party rows, field by field."""
+    from scanfill.errors import ScanError, ScanHTTPError
+    from scanfill.scan import endpoints as ep
+    from scanfill.scan.client import ScanClient, redact_url
+    from scanfill.timeutil import dt_to_us, parse_us
+
+    mine = {r["closed_round"]: r for r in query(db, "totals", lo, hi)}
+    report = Parity(scan=", ".join(redact_url(u) for u in scan.urls))
+    if not mine:
+        return report
+    lo, hi = min(mine) if lo is None else lo, max(mine) if hi is None else hi
+    async with ScanClient(scan) as client:
+        try:
+            theirs = {e["closed_round"]: e for e in await _fetch(client, ep.ROUND_TOTALS, lo, hi, ep.ROUND_TOTALS_MAX)}
+            parties = await _fetch(client, ep.ROUND_PARTY_TOTALS, lo, hi, ep.ROUND_PARTY_TOTALS_MAX)
+        except ScanHTTPError as exc:
+            if exc.status == 404:
+                raise ScanError(f"{report.scan} does not serve {ep.ROUND_TOTALS} (Splice removed it in 0.6.7): compare "
+                                "against a scan of an older release, or an archive serving the same API") from None
+            raise
+    for r, e in sorted(theirs.items()):
+        m = mine.get(r)
+        if m is None:
+            report.differences.append(f"round {r}: the scan aggregated it; the copy has no closed round {r}")
+            continue
+        report.rounds += 1
+        for f in TOTALS_FIELDS:
+            if not _same(m[f], e.get(f)):
+                report.differences.append(f"round {r} {f}: copy {m[f]:f}, scan {e.get(f)}")
+        t = e.get("closed_round_effective_at")
+        if t and m["closed_round_effective_at"] is not None and dt_to_us(m["closed_round_effective_at"]) != parse_us(t):
+            report.differences.append(f"round {r} closed_round_effective_at: copy {m['closed_round_effective_at']}, scan {t}")
+    report.only_in_copy = sorted(set(mine) - set(theirs))
+    aggregated = set(theirs)
+    ours = {(p["closed_round"], p["party"]): p for p in query(db, "parties", lo, hi)
+            if p["closed_round"] in aggregated and (p["app_rewards"] or p["validator_rewards"] or p["traffic_num_purchases"])}  # fmt: skip
+    seen = set()
+    for e in parties:
+        key = (e["closed_round"], e["party"])
+        seen.add(key)
+        p = ours.get(key)
+        if p is None:
+            report.differences.append(f"round {key[0]} party {key[1]}: the scan has a row, the copy none")
+            continue
+        report.party_rows += 1
+        for f in PARTY_FIELDS:
+            if not _same(p[f], e.get(f)):
+                report.differences.append(f"round {key[0]} party {key[1]} {f}: copy {p[f]}, scan {e.get(f)}")
+    for key in sorted(set(ours) - seen):
+        report.differences.append(f"round {key[0]} party {key[1]}: the copy has a row, the scan none")
+    return report

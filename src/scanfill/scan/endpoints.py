@@ -73,3 +73,13 @@ def acs(migration_id: int, record_time: str, page_size: int, after: int | None) 
 def holdings_summary(migration_id: int, record_time: str, owners: list[str]) -> dict[str, Any]:
     return {"migration_id": migration_id, "record_time": record_time, "record_time_match": "exact",
             "owner_party_ids": owners}  # fmt: skip
+
+
+ROUND_TOTALS = "/v0/round-totals"  # removed in Splice 0.6.7; older scans (and archives) still answer
+ROUND_PARTY_TOTALS = "/v0/round-party-totals"
+ROUND_TOTALS_MAX = 200  # rounds a request may span
+ROUND_PARTY_TOTALS_MAX = 50
+
+
+def round_range(start_round: int, end_round: int) -> dict[str, Any]:
+    return {"start_round": start_round, "end_round": end_round}

@@ -70,6 +70,7 @@ class Books:
     dust_burnt: int = 0
     unclaimed_at_issuing: dict[int, int] = field(default_factory=dict)
     closed: dict[int, int] = field(default_factory=dict)  # round -> global index of its ClosedMiningRound
+    closed_at: dict[int, int] = field(default_factory=dict)  # round -> effective time (us) of its closing
     supply_after: list[tuple[int, int, int]] = field(default_factory=list)  # (migration, t_us, supply) per update
     versions_used: set[str] = field(default_factory=set)
 
@@ -431,6 +432,7 @@ class Economy:
             ("optIssuancePerValidatorFaucetCoupon", {"optional": {"value": num(r["liveness"])}})), [self.lg.dso])  # fmt: skip
         x.update(phase="closed", closed=closed)
         self.books.closed[rnd] = len(self.books.supply_after)
+        self.books.closed_at[rnd] = self.eff
         self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", "DsoRules_MiningRound_Close",
                       rec(("issuingRoundCid", cid_v(x["issuing"].cid))), {"unit": {}}, False, [self.lg.dso], root)  # fmt: skip
         self.children(root, [arch, c_eid])

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from scanfill.sim import corrupt
+from scanfill.sim import aggregates, corrupt
 from scanfill.sim.acs import Invalid, NotFound, Snapshots
 from scanfill.sim.config import FaultConfig, InstanceConfig, SimConfig
 from scanfill.sim.economy import make_ledger
@@ -485,6 +485,14 @@ class ScanInstance:
         except Invalid as exc:
             return _error(400, str(exc))
 
+    async def round_totals(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return self._acs(lambda: aggregates.round_totals(self.sim.ledger, body))
+
+    async def round_party_totals(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return self._acs(lambda: aggregates.round_party_totals(self.sim.ledger, body))
+
     async def dso(self, request: web.Request) -> web.Response:
         ledger = self.sim.ledger
         return _ok(
@@ -538,6 +546,8 @@ class ScanInstance:
         app.router.add_post(p + "/v1/state/acs", self.acs)
         app.router.add_post(p + "/v1/holdings/summary", self.holdings_summary)
         app.router.add_get(p + "/v0/dso", self.dso)
+        app.router.add_post(p + "/v0/round-totals", self.round_totals)  # Splice < 0.6.7, an economy only
+        app.router.add_post(p + "/v0/round-party-totals", self.round_party_totals)
         app.router.add_get("/sim/stats", self.sim_stats)
         app.router.add_post("/sim/faults", self.sim_faults)
         return app
