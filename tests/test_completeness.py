@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dbcheck import assert_db_matches, independent_day_counts
+from helpers import post_json
 from procs import finish, scanfill
 from scanfill.sim import FaultConfig, InstanceConfig, Ledger, SimConfig, Simulator
 from scanfill.timeutil import parse_us, us_to_dt
@@ -157,8 +158,13 @@ def test_report_screenshots_of_a_live_a_gapped_and_a_finished_load(db: str, tmp_
         out = lines_of(p)
         wait_for(lambda: sum(1 for d in report_json(db, sim.urls)["days"] if d["status"] == "complete") >= 3,
                  timeout=120, what="three complete days while loading")  # fmt: skip
+        # the scan slows to a crawl while the report is taken, so the load is still running then (on a
+        # fast machine it could otherwise finish while the browser starts); leases stay renewed
+        faults_url = sim.urls[0].rsplit("/api/scan", 1)[0] + "/sim/faults"
+        post_json(faults_url, {"latency_ms": 20_000})
         live, img = report("live", sim.urls)
         assert p.poll() is None, out  # taken while loading
+        post_json(faults_url, {"latency_ms": slow.latency_ms})
         assert 'data-status="in progress"' in live and pixels(img, SKY) > 200 and pixels(img, GREEN) > 200
         assert p.wait(timeout=240) == 1, out
         gapped, img = report("gap", sim.urls)
