@@ -114,7 +114,6 @@ class Economy:
         first = ledger.specs[ledger.migration_ids()[0]]
         self.tick = config.per_round * first.gap_us  # tickDuration: one round advance every per_round updates
         self.rounds: dict[int, dict[str, Any]] = {}
-        self._eid = 0
         self._run()
 
     # ----- the contracts -----------------------------------------------------------------------
@@ -199,7 +198,7 @@ class Economy:
         self.events[parent]["child_event_ids"] = kids
 
     def _finish(self, shape: str, rnd: int | None) -> None:
-        if not self.events:  # nothing happened: a plain marker-free update is not possible; make it a tap
+        if not self.events:  # a step that found nothing to do (no dust to expire...): a tap instead
             self._tap(self.users[self.i % len(self.users)], UNIT)
         order = sorted(self.events)
         key = (self.m, self.i)
