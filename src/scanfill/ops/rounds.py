@@ -128,6 +128,13 @@ def _same(a: Any, b: Any) -> bool:
         return str(a) == str(b)
 
 
+def _compare(report: Parity, what: str, mine: dict[str, Any], theirs: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """One row of the copy against the scan's, field by field, each difference named."""
+    for f in fields:
+        if not _same(mine[f], theirs.get(f)):
+            report.differences.append(f"{what} {f}: copy {mine[f]}, scan {theirs.get(f)}")
+
+
 async def _fetch(client: Any, path: str, lo: int, hi: int, step: int) -> list[dict[str, Any]]:
     from scanfill.scan import endpoints as ep
 
@@ -165,9 +172,7 @@ async def against_scan(db: Database, scan: Any, lo: int | None = None, hi: int |
             report.differences.append(f"round {r}: the scan aggregated it; the copy has no closed round {r}")
             continue
         report.rounds += 1
-        for f in TOTALS_FIELDS:
-            if not _same(m[f], e.get(f)):
-                report.differences.append(f"round {r} {f}: copy {m[f]:f}, scan {e.get(f)}")
+        _compare(report, f"round {r}", m, e, TOTALS_FIELDS)
         t = e.get("closed_round_effective_at")
         if t and m["closed_round_effective_at"] is not None and dt_to_us(m["closed_round_effective_at"]) != parse_us(t):
             report.differences.append(f"round {r} closed_round_effective_at: copy {m['closed_round_effective_at']}, scan {t}")
@@ -184,9 +189,7 @@ async def against_scan(db: Database, scan: Any, lo: int | None = None, hi: int |
             report.differences.append(f"round {key[0]} party {key[1]}: the scan has a row, the copy none")
             continue
         report.party_rows += 1
-        for f in PARTY_FIELDS:
-            if not _same(p[f], e.get(f)):
-                report.differences.append(f"round {key[0]} party {key[1]} {f}: copy {p[f]}, scan {e.get(f)}")
+        _compare(report, f"round {key[0]} party {key[1]}", p, e, PARTY_FIELDS)
     for key in sorted(set(ours) - seen):
         report.differences.append(f"round {key[0]} party {key[1]}: the copy has a row, the scan none")
     return report
