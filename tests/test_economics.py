@@ -316,8 +316,9 @@ def test_load_order_does_not_matter(loaded_db: tuple[str, list[str]], pg_admin_d
     ledger, give exactly the same figures as four workers with small pages."""
     dsn, urls = loaded_db
     other = new_db(pg_admin_dsn)
-    p = scanfill("run", "--no-progress", "--concurrency", "2", "--page-size", "7", "--import-updates", dsn=other,
-                 urls=urls)  # fmt: skip
+    # a short lease: the finishing run takes the killed run's slices over once it expires
+    p = scanfill("run", "--no-progress", "--concurrency", "2", "--page-size", "7", "--import-updates", "--lease", "4",
+                 dsn=other, urls=urls)  # fmt: skip
     wait_for(lambda: loaded(other) > econ.total_updates() // 3, timeout=120, what="a third of the economy")
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
