@@ -143,7 +143,6 @@ class Economy:
         self.eff = self.lg.effective_us(m, 0, i)
         self.uid = self.lg.update_id(m, 0, i)
         self.events: dict[str, Json] = {}
-        self.roots: list[str] = []
         self.n = 0
         self.made: list[str] = []
 
@@ -197,6 +196,12 @@ class Economy:
     def children(self, parent: str, kids: list[str]) -> None:
         self.events[parent]["child_event_ids"] = kids
 
+    def dso(self, root: str, choice: str, arg: Json, kids: list[str], acting: list[str] | None = None) -> None:
+        """The step's root: a DsoRules choice (non-consuming, unit result) over the events `kids`."""
+        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", choice, arg, {"unit": {}},
+                      False, acting or [self.lg.dso], root)  # fmt: skip
+        self.children(root, kids)
+
     def _finish(self, shape: str, rnd: int | None) -> None:
         if not self.events:  # a step that found nothing to do (no dust to expire...): a tap instead
             self._tap(self.users[self.i % len(self.users)], UNIT)
@@ -205,7 +210,7 @@ class Economy:
         self.updates[key] = {
             "update_id": self.uid, "migration_id": self.m, "workflow_id": "", "record_time": format_us(self.t),
             "synchronizer_id": self.lg.synchronizer_id(0), "effective_at": format_instant(self.eff),
-            "offset": V1_OFFSET, "root_event_ids": self.roots or [f"{self.uid}:0"],
+            "offset": V1_OFFSET, "root_event_ids": [f"{self.uid}:0"],  # every step makes its root first
             "events_by_id": {k: self.events[k] for k in order},
         }  # fmt: skip
         self.headers[key] = UpdateHeader(self.uid, self.m, self.lg.synchronizer_id(0), self.t, "transaction", shape,
@@ -323,7 +328,6 @@ class Economy:
         self.exercise(self._new_cid("amulet-rules"), PACKAGE_OF[self.cfg.versions[0]], "Splice.AmuletRules",
                       "AmuletRules", "AmuletRules_Bootstrap_Rounds", rec(), {"unit": {}}, False, [self.lg.dso], root)  # fmt: skip
         self.children(root, kids)
-        self.roots = [root]
 
     def _advance(self) -> None:
         opens = sorted(r for r, x in self.rounds.items() if x["phase"] == "open")
@@ -343,10 +347,8 @@ class Economy:
             pkg, "Splice.Round", "OpenMiningRound", self._open_args(newest + 1, opens_at), [self.lg.dso]
         )
         self.rounds[newest + 1]["open"] = o
-        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", "DsoRules_AdvanceOpenMiningRounds",
-                      rec(("roundToArchiveCid", cid_v(x["open"].cid))), {"unit": {}}, False, [self.lg.dso], root)  # fmt: skip
-        self.children(root, [arch, s_eid, o_eid])
-        self.roots = [root]
+        self.dso(root, "DsoRules_AdvanceOpenMiningRounds", rec(("roundToArchiveCid", cid_v(x["open"].cid))),
+                 [arch, s_eid, o_eid])
 
     def _summarizing(self) -> int | None:
         got = [r for r, x in self.rounds.items() if x["phase"] == "summarizing"]
@@ -398,14 +400,8 @@ class Economy:
                       ("totalUnfeaturedAppRewardCoupons", num(tot["app_unfeatured"])),
                       ("totalSvRewardWeight", i64(weight)),
                       ("optTotalValidatorFaucetCoupons", {"optional": {"value": i64(tot["liveness"] // UNIT)}}))  # fmt: skip
-        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", "DsoRules_ExecuteConfirmedAction",
-                      rec(("action", {"variant": {"constructor": "ARC_AmuletRules", "value": rec(("amuletRulesAction", {
-                          "variant": {"constructor": "CRARC_MiningRound_StartIssuing",
-                                      "value": rec(("miningRoundCid", cid_v(x["summarizing"].cid)),
-                                                   ("summary", summary))}}))}})),
-                      {"unit": {}}, False, [self.lg.dso], root)  # fmt: skip
-        self.children(root, kids)
-        self.roots = [root]
+        self.dso(root, "DsoRules_ExecuteConfirmedAction", confirmed("CRARC_MiningRound_StartIssuing", rec(
+            ("miningRoundCid", cid_v(x["summarizing"].cid)), ("summary", summary))), kids)  # fmt: skip
 
     def _to_close(self) -> int | None:
         got = [r for r, x in self.rounds.items() if x["phase"] == "issuing" and x["issuing_since"] + 2 <= self.ticks]
@@ -432,10 +428,7 @@ class Economy:
         x.update(phase="closed", closed=closed)
         self.books.closed[rnd] = len(self.books.supply_after)
         self.books.closed_at[rnd] = self.eff
-        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", "DsoRules_MiningRound_Close",
-                      rec(("issuingRoundCid", cid_v(x["issuing"].cid))), {"unit": {}}, False, [self.lg.dso], root)  # fmt: skip
-        self.children(root, [arch, c_eid])
-        self.roots = [root]
+        self.dso(root, "DsoRules_MiningRound_Close", rec(("issuingRoundCid", cid_v(x["issuing"].cid))), [arch, c_eid])
 
     def _to_expire(self) -> int | None:
         got = [r for r, x in self.rounds.items() if x["phase"] == "closed" and not x.get("expired")]
@@ -465,10 +458,7 @@ class Economy:
         if total > 0:
             kids.append(self.create(self.pkg(rnd), "Splice.Amulet", "UnclaimedReward",
                                     rec(("dso", party(self.lg.dso)), ("amount", num(total))), [self.lg.dso])[0])  # fmt: skip
-        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", "DsoRules_ClaimExpiredRewards",
-                      rec(("closedRoundCid", cid_v(x["closed"].cid))), {"unit": {}}, False, [self.lg.dso], root)  # fmt: skip
-        self.children(root, kids)
-        self.roots = [root]
+        self.dso(root, "DsoRules_ClaimExpiredRewards", rec(("closedRoundCid", cid_v(x["closed"].cid))), kids)
 
     def _to_archive(self) -> int | None:
         got = [r for r, x in self.rounds.items() if x["phase"] == "closed" and x.get("expired")
@@ -481,13 +471,8 @@ class Economy:
         arch = self.exercise(x["closed"].cid, self.pkg(rnd), "Splice.Round", "ClosedMiningRound", "Archive", rec(),
                              {"unit": {}}, True, [self.lg.dso])  # fmt: skip
         x["phase"] = "archived"
-        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", "DsoRules_ExecuteConfirmedAction",
-                      rec(("action", {"variant": {"constructor": "ARC_AmuletRules", "value": rec(("amuletRulesAction", {
-                          "variant": {"constructor": "CRARC_MiningRound_Archive",
-                                      "value": rec(("closedRoundCid", cid_v(x["closed"].cid)))}}))}})),
-                      {"unit": {}}, False, [self.lg.dso], root)  # fmt: skip
-        self.children(root, [arch])
-        self.roots = [root]
+        self.dso(root, "DsoRules_ExecuteConfirmedAction",
+                 confirmed("CRARC_MiningRound_Archive", rec(("closedRoundCid", cid_v(x["closed"].cid)))), [arch])
 
     # ----- coupons ---------------------------------------------------------------------------------
 
@@ -519,11 +504,8 @@ class Economy:
         rnd = self.rnd
         root = self._id()
         kid = self._coupon("sv", sv, (1 + self.svs.index(sv)) * 10 * UNIT, rnd)
-        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", "DsoRules_ReceiveSvRewardCoupon",
-                      rec(("sv", party(sv)), ("openRoundCid", cid_v(self.rounds[rnd]["open"].cid))), {"unit": {}}, False,
-                      [sv], root)  # fmt: skip
-        self.children(root, [kid])
-        self.roots = [root]
+        self.dso(root, "DsoRules_ReceiveSvRewardCoupon",
+                 rec(("sv", party(sv)), ("openRoundCid", cid_v(self.rounds[rnd]["open"].cid))), [kid], [sv])
 
     def _liveness(self, validator: str) -> None:
         rnd = self.rnd
@@ -533,7 +515,6 @@ class Economy:
                       "ValidatorLicense_RecordValidatorLivenessActivity",
                       rec(("openRoundCid", cid_v(self.rounds[rnd]["open"].cid))), {"unit": {}}, False, [validator], root)  # fmt: skip
         self.children(root, [kid])
-        self.roots = [root]
 
     # ----- holdings --------------------------------------------------------------------------------
 
@@ -559,7 +540,6 @@ class Economy:
                       "AmuletRules_DevNet_Tap", rec(("receiver", party(owner)), ("amount", num(amount))),
                       rec(("amuletSum", rec(("amulet", cid_v(made)), ("round", rnd_rec(rnd))))), False, [owner], root)  # fmt: skip
         self.children(root, [kid])
-        self.roots = [root]
         self.books.tapped += amount
 
     def _held(self, owner: str) -> list[_C]:
@@ -588,10 +568,7 @@ class Economy:
                             rec(("owner", party(c.info["owner"])), ("round", rnd_rec(created)),
                                 ("changeToInitialAmountAsOfRoundZero", num(-(amount + created * HOLDING_RATE))),
                                 ("changeToHoldingFeesRate", num(-HOLDING_RATE))), True, [self.lg.dso])  # fmt: skip
-        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", "DsoRules_Amulet_Expire",
-                      rec(("amuletCid", cid_v(c.cid))), {"unit": {}}, False, [self.lg.dso], root)  # fmt: skip
-        self.children(root, [kid])
-        self.roots = [root]
+        self.dso(root, "DsoRules_Amulet_Expire", rec(("amuletCid", cid_v(c.cid))), [kid])
         self.books.dust_burnt += amount
         self.books.by_round[rnd]["dust_burnt"] += amount
 
@@ -603,7 +580,6 @@ class Economy:
         self.exercise(c.cid, self.pkg(self.rnd), "Splice.Amulet", "LockedAmulet", "LockedAmulet_Unlock", rec(),
                       rec(("amuletSum", cid_v(self.events[kid]["contract_id"]))), True, [owner, self.lg.dso], root)  # fmt: skip
         self.children(root, [kid])
-        self.roots = [root]
 
     # ----- transfers -------------------------------------------------------------------------------
 
@@ -735,7 +711,6 @@ class Economy:
                           rec(("amount", num(amount)), ("description", {"optional": {}})),
                           rec(("result", result)), False, [sender], outer)  # fmt: skip
             self.children(outer, [root])
-        self.roots = [outer or root]
         self._book(rnd, sender, s, burnt, fee, 0, 0)
 
     def _markers(self) -> list[_C]:
@@ -754,12 +729,8 @@ class Economy:
             kids.append(self.consume(c, "FeaturedAppActivityMarker_DsoArchive", [self.lg.dso]))
         for provider, w in sorted(weights.items()):
             kids.append(self._coupon("app_featured", provider, mul(div(EXTRA_FEATURED_USD, price), w), rnd, True))
-        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules",
-                      "DsoRules_AmuletRules_ConvertFeaturedAppActivityMarkers",
-                      rec(("openMiningRoundCid", cid_v(self.rounds[rnd]["open"].cid))), {"unit": {}}, False,
-                      [self.lg.dso], root)  # fmt: skip
-        self.children(root, kids)
-        self.roots = [root]
+        self.dso(root, "DsoRules_AmuletRules_ConvertFeaturedAppActivityMarkers",
+                 rec(("openMiningRoundCid", cid_v(self.rounds[rnd]["open"].cid))), kids)
 
     def _token_transfer(self) -> None:
         """TransferFactory_Transfer (0.1.17+): holdings in, holdings out, nothing minted or burnt,
@@ -788,7 +759,6 @@ class Economy:
             "55ba4deb0ad4662c4168b39859738a0e91388d252286480c7331b3f71a517281:"
             "Splice.Api.Token.TransferInstructionV1:TransferFactory")  # splice-api-token-transfer-instruction-v1
         self.children(root, kids)
-        self.roots = [root]
 
     def _book(self, rnd: int, who: str, s: dict[str, int], burnt: int, fees: int, traffic: int, paid: int) -> None:
         b, p = self.books.by_round[rnd], self.books.by_party[(rnd, who)]
@@ -866,7 +836,6 @@ class Economy:
                           ("purchasedTraffic", cid_v(traffic_c.cid)), ("senderChangeAmulet", change_v),
                           ("meta", {"optional": {}})), False, [buyer], root)  # fmt: skip
         self.children(root, [inner, burn, coupon, t_eid])
-        self.roots = [root]
         self._book(rnd, buyer, s, fee + s["holding"] + change_fee, fee, traffic, cc)
 
     # ----- serving ---------------------------------------------------------------------------------
@@ -929,6 +898,12 @@ def ts(us: int) -> Json:
 
 def cid_v(cid: str) -> Json:
     return {"contractId": cid}
+
+
+def confirmed(action: str, value: Json) -> Json:
+    """The argument of DsoRules_ExecuteConfirmedAction for an AmuletRules action the SVs confirmed."""
+    return rec(("action", {"variant": {"constructor": "ARC_AmuletRules", "value": rec(
+        ("amuletRulesAction", {"variant": {"constructor": action, "value": value}}))}}))
 
 
 def rnd_rec(n: int) -> Json:
