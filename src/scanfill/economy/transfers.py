@@ -15,7 +15,7 @@ A row is keyed by its event id, so a page stored twice (a retry, a refetch) writ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
@@ -42,6 +42,12 @@ COLUMNS = ("event_id", "update_id", "migration_id", "synchronizer_id", "record_t
            "sv_rewards", "unclaimed_activity_rewards", "dev_fund_rewards", "holding_fees", "output_fees",
            "sender_change_fee", "sender_change_amount", "amulet_price", "amulet_paid", "tapped", "traffic_bytes",
            "readable")  # fmt: skip
+# each column's PostgreSQL type (the sink's upsert casts to them, the lake maps them to Arrow)
+_NOT_NUMERIC = {"event_id": "text", "update_id": "text", "migration_id": "bigint", "synchronizer_id": "text",
+                "record_time": "timestamptz", "pos": "bigint", "choice": "text", "package_id": "text",
+                "amulet_version": "text", "round": "bigint", "party": "text", "provider": "text",
+                "traffic_bytes": "bigint", "readable": "boolean"}  # fmt: skip
+TYPES = {c: _NOT_NUMERIC.get(c, "numeric") for c in COLUMNS}  # amounts: numeric(38,10)
 
 
 class TransferRow(NamedTuple):
@@ -222,14 +228,13 @@ def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, sync: str, t: 
     field = _PARTY_FIELD.get(choice)
     who = (_value(a.get(field)) if field else _value(transfer.get("sender")) or _value(a.get("sender"))) or acting
     provider = _value(transfer.get("provider") if transfer else a.get("provider"))
-    f = s
     return TransferRow(
         *where, _int(_get(res, "round", "number")), who, provider,
-        _num(f.get("inputAmuletAmount")), _num(f.get("inputAppRewardAmount")),
-        _num(f.get("inputValidatorRewardAmount")), _num(f.get("inputValidatorFaucetAmount")),
-        _num(f.get("inputSvRewardAmount")), _num(f.get("inputUnclaimedActivityRecordAmount")),
-        _num(f.get("inputDevelopmentFundAmount")), _num(f.get("holdingFees")), _sum(f.get("outputFees")),
-        _num(f.get("senderChangeFee")), _num(f.get("senderChangeAmount")), _num(f.get("amuletPrice")),
+        _num(s.get("inputAmuletAmount")), _num(s.get("inputAppRewardAmount")),
+        _num(s.get("inputValidatorRewardAmount")), _num(s.get("inputValidatorFaucetAmount")),
+        _num(s.get("inputSvRewardAmount")), _num(s.get("inputUnclaimedActivityRecordAmount")),
+        _num(s.get("inputDevelopmentFundAmount")), _num(s.get("holdingFees")), _sum(s.get("outputFees")),
+        _num(s.get("senderChangeFee")), _num(s.get("senderChangeAmount")), _num(s.get("amuletPrice")),
         _num(_get(res, "amuletPaid")), None,
         _int(_value(a.get("trafficAmount"))) if choice == "AmuletRules_BuyMemberTraffic" else None,
         "inputAmuletAmount" in s,
@@ -253,10 +258,9 @@ def _load(raw: Any) -> Any:
     return raw
 
 
-def of_update(uid: str, m: int, sync: str, t: datetime, t_us: int, events: Sequence[Any],
-              arg: Callable[[Any], Any] | None = None, result: Callable[[Any], Any] | None = None) -> list[TransferRow]:  # fmt: skip
+def of_update(uid: str, m: int, sync: str, t: datetime, t_us: int, events: Sequence[Any]) -> list[TransferRow]:
     """The rows of one transaction's events (in tree pre-order): outermost summaries and taps only.
-    `arg`/`result` read an event's payloads (default: its `choice_argument`/`exercise_result`)."""
+    An event's payloads may be served bytes or stored text."""
     out: list[TransferRow] = []
     inside: set[str] = set()
     for ev in events:
@@ -267,9 +271,7 @@ def of_update(uid: str, m: int, sync: str, t: datetime, t_us: int, events: Seque
             continue
         if ev.choice not in CHOICES:
             continue
-        a = arg(ev) if arg else _load(ev.choice_argument)
-        r = result(ev) if result else _load(ev.exercise_result)
-        out.append(row_of(ev, a, r, uid, m, sync, t, t_us))
+        out.append(row_of(ev, _load(ev.choice_argument), _load(ev.exercise_result), uid, m, sync, t, t_us))
         inside.update(ev.child_event_ids or ())
     return out
 
