@@ -3,8 +3,8 @@
 The commit protocol stores each update once (and the repairs that remove rows, `--refetch` and
 `follow --rewind`, forget their facts with them), so the rows go by COPY straight into the table,
 inside a savepoint. Should a row be there already (anything the protocol did not foresee), the
-unique key (a digest of the event id) refuses the COPY and the batch is written again as one `INSERT ... ON CONFLICT`, the
-stored copy replaced: never twice, never a stuck commit. Measured on 719 summaries: COPY 6.5 ms,
+unique key (a digest of the event id) refuses the COPY and the batch is written again as one
+`INSERT ... ON CONFLICT`, the stored copy replaced: never twice, never a stuck commit. Measured on 719 summaries: COPY 6.5 ms,
 the upsert (each column an array, `unnest`ed) 27 ms.
 """
 
@@ -16,11 +16,7 @@ import psycopg
 from psycopg import sql
 
 from scanfill.db import Conn, Database
-from scanfill.economy.transfers import COLUMNS, TransferRow
-
-_TYPES = {"migration_id": "bigint", "record_time": "timestamptz", "pos": "bigint", "round": "bigint",
-          "traffic_bytes": "bigint", "readable": "boolean"}
-_TEXT = {"event_id", "update_id", "synchronizer_id", "choice", "package_id", "amulet_version", "party", "provider"}
+from scanfill.economy.transfers import COLUMNS, TYPES, TransferRow
 
 
 class EconomySink:
@@ -29,7 +25,7 @@ class EconomySink:
     def __init__(self, db: Database, enabled: bool = True) -> None:
         self.enabled = enabled
         cols = ", ".join(COLUMNS)
-        arrays = ", ".join(f"%s::{_TYPES.get(c, 'text' if c in _TEXT else 'numeric')}[]" for c in COLUMNS)
+        arrays = ", ".join(f"%s::{TYPES[c]}[]" for c in COLUMNS)
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
         self.copy = sql.SQL(f"COPY {{t}} ({cols}) FROM STDIN").format(t=db.t("amulet_transfers"))
         self.statement = sql.SQL(

@@ -79,13 +79,11 @@ def transfers_schema() -> Any:
     decimal(38, 10), so a lake reader sums them as exactly as PostgreSQL does."""
     import pyarrow as pa
 
-    from scanfill.economy.transfers import COLUMNS
+    from scanfill.economy.transfers import TYPES
 
-    ts, dec = pa.timestamp("us", tz="UTC"), pa.decimal128(38, 10)
-    types = {"migration_id": pa.int64(), "pos": pa.int64(), "round": pa.int64(), "traffic_bytes": pa.int64(),
-             "record_time": ts, "readable": pa.bool_()}  # fmt: skip
-    text = {"event_id", "update_id", "synchronizer_id", "choice", "package_id", "amulet_version", "party", "provider"}
-    return pa.schema([pa.field(c, types.get(c, pa.string() if c in text else dec)) for c in COLUMNS])
+    arrow = {"text": pa.string(), "bigint": pa.int64(), "timestamptz": pa.timestamp("us", tz="UTC"),
+             "boolean": pa.bool_(), "numeric": pa.decimal128(38, 10)}  # fmt: skip
+    return pa.schema([pa.field(c, arrow[t]) for c, t in TYPES.items()])
 
 
 def columns(table: str) -> list[str]:
