@@ -8,16 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from scanfill.sim.acs import Invalid, NotFound
+from scanfill.sim.economy import num
 from scanfill.sim.ledger import Ledger
 from scanfill.timeutil import format_instant
 
-UNIT = 10**10
-ZERO = "0.0000000000"
-
 
 def _cc(units: int) -> str:
-    sign = "-" if units < 0 else ""
-    return f"{sign}{abs(units) // UNIT}.{abs(units) % UNIT:010d}"
+    """Units of 10^-10 as Scan sent amounts: Daml's Decimal text."""
+    return str(num(units)["numeric"])
+
+
+ZERO = _cc(0)
 
 
 def _range(body: dict[str, Any], most: int) -> tuple[int, int]:
