@@ -69,13 +69,12 @@ def rounds(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
             t.add_row(*(ops.cell(r[c]) for c, _ in cols))
         Console().print(t)
         click.echo("CC to the cent; --format csv or json for the exact values", err=True)
-    else:
-        _emit(rows, fmt, list(rows[0]) if rows else [c for c, _ in ops.SHOWN[chosen]], "")
-    if fmt == "table":
         if s.get("unreadable"):
             click.echo(f"note: {s['unreadable']:,} transfer summaries had no field labels and count as zero", err=True)
         if s.get("unknown_versions"):
             click.echo(f"note: {s['unknown_versions']:,} transfers are of splice-amulet packages scanfill does not know "
                        "(read with the newest rules)", err=True)  # fmt: skip
+    else:
+        _emit(rows, fmt, list(rows[0]) if rows else [c for c, _ in ops.SHOWN[chosen]], "")
     if chosen == "check" and rows:
         raise SystemExit(1)
