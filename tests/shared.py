@@ -3,6 +3,10 @@ starts from (fast retries, short timeouts). Test modules import this, never each
 
 from __future__ import annotations
 
+import uuid
+
+import psycopg
+
 from scanfill.db import Database
 from scanfill.load.run import RunOptions
 from scanfill.load.worker import WorkerSettings
@@ -35,3 +39,19 @@ def options(dsn: str, urls: list[str], **kw: object) -> RunOptions:
                                      "discover_scans", "rescan_s") if k in kw}
     ws = WorkerSettings(db=Database(dsn), scan=scan, **kw)  # type: ignore[arg-type]
     return RunOptions(worker=ws, progress=False, **run_kw)  # type: ignore[arg-type]
+
+
+def new_database(admin: str, prefix: str = "t") -> str:
+    """A new, empty database on the admin DSN's server; its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(admin)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+
+def drop_database(admin: str, dsn: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

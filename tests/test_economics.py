@@ -6,7 +6,6 @@ invariants of docs/round-economics.md, and not depend on the order pages were lo
 from __future__ import annotations
 
 import signal
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -20,7 +19,7 @@ from scanfill.load.run import run
 from scanfill.sim import LedgerConfig, MigrationSpec, SimConfig, Simulator
 from scanfill.sim.economy import UNIT, EconomyLedger
 from scanfill.sim.ledger import EconomyConfig
-from shared import options
+from shared import drop_database, new_database, options
 
 ECONOMY = LedgerConfig(
     seed=41,
@@ -42,13 +41,9 @@ CREATED: list[str] = []
 
 
 def new_db(admin: str) -> str:
-    name = f"t_econ_{uuid.uuid4().hex[:8]}"
-    CREATED.append(name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    info = psycopg.conninfo.conninfo_to_dict(admin)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    dsn = new_database(admin, "t_econ")
+    CREATED.append(dsn)
+    return dsn
 
 
 def rows(dsn: str, text: str, *args: Any) -> list[dict[str, Any]]:
@@ -77,9 +72,8 @@ def loaded_db(pg_admin_dsn: str, econ: EconomyLedger) -> Iterator[tuple[str, lis
         summary = run(options(dsn, sim.urls, workers=4, concurrency=4, page_size=25, imports=True))
         assert summary.complete and not summary.failures
         yield dsn, sim.urls
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        for name in CREATED:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for made in CREATED:
+        drop_database(pg_admin_dsn, made)
 
 
 def test_the_books_balance(econ: EconomyLedger) -> None:

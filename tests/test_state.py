@@ -20,7 +20,7 @@ from scanfill.ops import state, verify
 from scanfill.sim import Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
 from scanfill.sim.ledger import RATE_PER_ROUND, to_compact
 from scanfill.timeutil import format_us
-from shared import options
+from shared import drop_database, new_database, options
 from statecheck import Life, assert_state_matches, pos
 
 # three migrations whose record times overlap, one with two synchronizers and reassignments; the
@@ -40,14 +40,7 @@ STATE = LedgerConfig(
 @pytest.fixture(scope="module")
 def loaded_db(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """STATE loaded newest first by a run killed mid-way, then two workers, import updates included."""
-    import uuid
-
-    name = f"t_state_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    info = psycopg.conninfo.conninfo_to_dict(pg_admin_dsn)
-    info["dbname"] = name
-    dsn = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    dsn = new_database(pg_admin_dsn, "t_state")
     ledger = Ledger(STATE)
     with Simulator(SimConfig(ledger=STATE)) as sim:
         p = scanfill("run", "--no-progress", "--concurrency", "6", "--page-size", "20", "--import-updates",
@@ -59,8 +52,7 @@ def loaded_db(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> An
         summary = run(options(dsn, sim.urls, workers=2, concurrency=4, page_size=30, imports=True))
         assert summary.complete and not summary.failures
         yield dsn, sim, ledger
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(pg_admin_dsn, dsn)
 
 
 def _active(dsn: str, m: int | None, t_us: int | None, template: str | None = None) -> set[str]:
