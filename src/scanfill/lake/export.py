@@ -211,7 +211,7 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info) ->
 
 def _export_contracts(db: Database, conn: Conn, reader: Conn, store: Store, lake: Lake, target: str,
                       report: ExportReport) -> None:  # fmt: skip
-    """Contract state, when it changed since the last export to `target`."""
+    """Contract state and the transfer facts, when they changed since the last export to `target`."""
     mark = store.contracts_changed(conn, target)
     if mark is not None:
         with reader.transaction():
@@ -223,11 +223,9 @@ def _write_contracts(db: Database, conn: Conn, lake: Lake) -> int:
     """Contract state (`contracts`) and what each transfer minted and burnt (`amulet_transfers`),
     each one Delta table replaced whole in one commit: lifespans end anywhere in the history, so
     there is no partition that only grows. Returns the contracts written."""
-    written = 0
-    for table, sch in (("contracts", contracts_schema()), ("amulet_transfers", transfers_schema())):
-        n = _write_whole(db, conn, lake, table, sch)
-        written = n if table == "contracts" else written
-    return written
+    contracts = _write_whole(db, conn, lake, "contracts", contracts_schema())
+    _write_whole(db, conn, lake, "amulet_transfers", transfers_schema())
+    return contracts
 
 
 def _write_whole(db: Database, conn: Conn, lake: Lake, table: str, sch: Any) -> int:
