@@ -471,3 +471,32 @@ def test_parity_with_the_aggregates_scan_served(loaded_db: tuple[str, list[str]]
         p = scanfill("rounds", "--against-scan", dsn=dsn, urls=current.urls)
         out = finish(p, 120, dsn)
     assert p.returncode != 0 and "Splice removed it in 0.6.7" in out, out
+
+
+def test_a_corrupting_proxy_and_concurrent_runs_leave_the_figures_exact(loaded_db: tuple[str, list[str]],
+                                                                         pg_admin_dsn: str) -> None:  # fmt: skip
+    """One of two scans spoils every second answer (HTML, truncated JSON, a wrong migration or
+    synchronizer...): two backfills started at the same instant into one database, and a follower
+    from the beginning into another, end with exactly the figures of the clean load (each spoiled
+    page refused whole and asked again elsewhere)."""
+    from scanfill.sim import FaultConfig, InstanceConfig
+
+    dsn, _ = loaded_db
+    want = figures(dsn)
+    both, forwards = new_db(pg_admin_dsn), new_db(pg_admin_dsn)
+    spoiled = SimConfig(ledger=ECONOMY, instances=(InstanceConfig("sv-1"),
+                                                   InstanceConfig("sv-bad", faults=FaultConfig(every_corrupt=2))))  # fmt: skip
+    with Simulator(spoiled) as sim:
+        assert scanfill("init", dsn=both, urls=sim.urls).wait(timeout=60) == 0
+        runs = [scanfill("run", "--no-progress", "--page-size", "40", "--import-updates", dsn=both, urls=sim.urls)
+                for _ in range(2)]  # fmt: skip
+        follower = scanfill("follow", "--once", "--start", "beginning", "--page-size", "60", dsn=forwards,
+                            urls=sim.urls)  # fmt: skip
+        outs = [finish(p, 300, both) for p in runs] + [finish(follower, 300, forwards)]
+        assert [p.returncode for p in (*runs, follower)] == [0, 0, 0], outs
+    assert figures(both) == want and figures(forwards) == want
+    assert rows(both, "SELECT * FROM rounds_check()") == [] and rows(forwards, "SELECT * FROM rounds_check()") == []
+    import re
+
+    refused = [sum(int(n) for n in re.findall(r"(\d+) malformed page\(s\) refused", o)) for o in outs]
+    assert sum(refused) > 0, outs  # the proxy was met (the follower meets it; the backfills may not)
