@@ -676,6 +676,16 @@ SELECT migration_id, record_time, ledger_position FROM {s}.complete_through();
 -- until a commit on it clears this.
 UPDATE {s}.backfill_cursors SET failed_at = now(), failure = %(why)s WHERE cursor_name = %(key)s;
 
+-- name: failed_slices
+-- The slices workers gave up on and why (status shows them; a commit on one clears it).
+SELECT cursor_name, migration_id, synchronizer_id, failed_at, failure FROM {s}.backfill_cursors
+WHERE failure IS NOT NULL AND NOT complete ORDER BY failed_at, cursor_name;
+
+-- name: follow_failed
+-- The follower stopped on a page it cannot store and cannot skip: why, for status ("stopped: ...").
+UPDATE {s}.follow_leader SET last_problem = 'stopped: ' || %(why)s, last_problem_at = now()
+WHERE id = 1 AND owner = %(owner)s AND lease_epoch = %(epoch)s;
+
 -- ----- exports to a lake (lake.export) ----------------------------------------------------------
 
 -- name: export_lock

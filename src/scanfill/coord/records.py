@@ -55,6 +55,14 @@ class ScanDisagreements(NamedTuple):
     updates: int | None
 
 
+class FailedSlice(NamedTuple):
+    cursor_name: str
+    migration_id: int
+    synchronizer_id: str
+    failed_at: datetime
+    failure: str
+
+
 class Sample(NamedTuple):
     worker_id: str
     sampled_at: datetime

@@ -29,6 +29,7 @@ from scanfill.coord.records import (
     DayStatus,
     Exported,
     ExportPartition,
+    FailedSlice,
     FollowState,
     LiveWorker,
     OpenSlice,
@@ -287,6 +288,9 @@ class Store:
     def slice_failed(self, conn: Conn, key: str, why: str) -> None:
         self.run(conn, "slice_failed", key=key, why=why[:2000])
 
+    def failed_slices(self, conn: Conn) -> list[FailedSlice]:
+        return self._rows(conn, "failed_slices", FailedSlice)
+
     # ----- exports to a lake ----------------------------------------------------------------------
 
     def export_lock(self, conn: Conn, target: str) -> bool:
@@ -521,6 +525,11 @@ class Store:
             return self.run(conn, "follow_renew", owner=lease.owner, epoch=lease.epoch, lease_s=lease_s,
                             problems=problems, last_problem=last_problem,
                             updates=updates, events=events).rowcount == 1  # fmt: skip
+
+    def follow_failed(self, conn: Conn, lease: FollowLease, why: str) -> None:
+        """The follower stopped on a page it can neither store nor skip: recorded for status."""
+        with self.transaction(conn):
+            self.run(conn, "follow_failed", owner=lease.owner, epoch=lease.epoch, why=why[:2000])
 
     def follow_release(self, conn: Conn, lease: FollowLease) -> None:
         with self.transaction(conn):

@@ -35,10 +35,19 @@ from scanfill import host
 from scanfill.coord.discovery import current_migration
 from scanfill.coord.store import CRASH_RESET, FollowLease, Store
 from scanfill.db import Database, DbPool
-from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, ScanHTTPError, UnloggedLost
+from scanfill.errors import (
+    DatabaseUnavailable,
+    Fenced,
+    MalformedPage,
+    ScanError,
+    ScanHTTPError,
+    UnloggedLost,
+    Unstorable,
+    db_error_kind,
+)
 from scanfill.load.decode import Batch
 from scanfill.load.pipeline import Pipeline, PipelineReport
-from scanfill.load.sink import Sink, finish_lake
+from scanfill.load.sink import WAY_OUT, Sink, finish_lake
 from scanfill.logs import dump_tasks_on_sigusr2
 from scanfill.scan.client import ScanClient, ScanConfig
 
@@ -46,6 +55,7 @@ log = logging.getLogger("scanfill.follow")
 T = TypeVar("T")
 STREAMS = ("updates", "events")
 MAX_PAUSE_S = 60.0  # longest wait before asking the scans again after a stream failed
+ROLLBACK_LIMIT = 8  # commits of one page rolled back in a row before the follower gives up on it
 
 
 @dataclass(frozen=True)
@@ -151,7 +161,8 @@ class Follower:
         """A stream runs until stopped. What the scans do wrong (garbage the pipeline could not get
         past, every scan down, no agreement) is said and waited out, with growing pauses: the
         follower is left running for months and `/v0/events` cannot be fetched later. Only losing
-        the lease, the database for the whole --db-retry, or the ledger rows stops it."""
+        the lease, the database for the whole --db-retry, the ledger rows, or a page no commit can
+        take (it cannot be skipped) stops it."""
         failures = 0
         while not self.stop.is_set():
             pages = self.report.pages + self.report.scan_event_pages
@@ -166,25 +177,52 @@ class Follower:
                 log.error("%s", msg)
                 self.report.failures.append(msg)
                 self.stop.set()
-            except (ScanError, MalformedPage, psycopg.Error) as exc:
-                # a psycopg error here is a commit the database rolled back (a deadlock, a frozen
-                # commit ended by the guard): nothing of it is stored, the stream resumes from its cursor
-                msg = f"follow {what}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-                if self.s.once:
-                    log.error("%s", msg)
-                    self.report.failures.append(msg)
-                    self.stop.set()
-                    return
+            except Unstorable as exc:
+                await self._cannot_pass(what, str(exc))
+            except psycopg.Error as exc:
+                # a commit the database rolled back: nothing of it is stored, the stream resumes from
+                # its cursor. One of the moment (a deadlock, a frozen commit ended by the guard) is
+                # waited out; one that recurs for the same page cannot be skipped and stops the follower
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 failures = 1 if self.report.pages + self.report.scan_event_pages > pages else failures + 1
-                wait = min(MAX_PAUSE_S, max(1.0, self.s.poll_s) * 2 ** min(failures - 1, 8))
-                self.report.problems += 1
-                self.report.last_problem = msg
-                if self.hooks is not None and hasattr(self.hooks, "on_follow_problem"):
-                    self.hooks.on_follow_problem(what)
-                log.error("%s; asking again in %.0f s (the follower keeps running; nothing of it was stored)", msg,
-                          wait)  # fmt: skip
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), timeout=wait)
+                if db_error_kind(exc) == "permanent" or failures >= ROLLBACK_LIMIT:
+                    again = "every time" if db_error_kind(exc) == "permanent" else f"{failures} times in a row"
+                    await self._cannot_pass(what, f"the database refuses this page {again} (SQLSTATE "
+                                                  f"{exc.sqlstate}: {first}); {WAY_OUT}")  # fmt: skip
+                else:
+                    await self._problem(what, f"follow {what}: {first}", failures)
+            except (ScanError, MalformedPage) as exc:
+                failures = 1 if self.report.pages + self.report.scan_event_pages > pages else failures + 1
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                await self._problem(what, f"follow {what}: {first}", failures)
+
+    async def _cannot_pass(self, what: str, why: str) -> None:
+        """A page that cannot be stored, whichever scan serves it: the follower cannot skip it (its
+        cursor is a position), so it stops with one line, recorded for `scanfill status`."""
+        msg = f"follow {what}: {why}"
+        log.error("%s", msg)
+        self.report.failures.append(msg)
+        if self.lease is not None:
+            with contextlib.suppress(psycopg.Error, DatabaseUnavailable):
+                await self.db(self.store.follow_failed, self.lease, msg)
+        self.stop.set()
+
+    async def _problem(self, what: str, msg: str, failures: int) -> None:
+        """What the scans (or the moment) did wrong, `failures` times in a row: said and waited out,
+        with growing pauses (with --once: the follower stops)."""
+        if self.s.once:
+            log.error("%s", msg)
+            self.report.failures.append(msg)
+            self.stop.set()
+            return
+        wait = min(MAX_PAUSE_S, max(1.0, self.s.poll_s) * 2 ** min(failures - 1, 8))
+        self.report.problems += 1
+        self.report.last_problem = msg
+        if self.hooks is not None and hasattr(self.hooks, "on_follow_problem"):
+            self.hooks.on_follow_problem(what)
+        log.error("%s; asking again in %.0f s (the follower keeps running; nothing of it was stored)", msg, wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=wait)
 
     # ----- the lease: one active follower, the others wait as hot standbys ----------------------
 

@@ -225,7 +225,7 @@ class Pipeline:
                     self.hooks.on_refused(redact_url(url) if url else "agreed")
                 where = f" from {redact_url(url)}" if url else " agreed by the scans"
                 if malformed >= MALFORMED_ATTEMPTS:
-                    raise MalformedPage(f"{ask.cursor or ask.what}, count {ask.count[0]}: malformed page{where}, "
+                    raise type(exc)(f"{ask.cursor or ask.what}, count {ask.count[0]}: malformed page{where}, "
                                         f"{malformed} times in a row: {exc}; nothing of it was stored") from None  # fmt: skip
                 log.warning("malformed page%s for %s (%s); asking again", where, ask.what, exc)
                 cap = self.client.config.backoff_base_s * 2**malformed

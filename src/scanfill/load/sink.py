@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from scanfill import framing
@@ -22,6 +26,7 @@ from scanfill.coord.schema import EVENT_COLUMNS, UPDATE_COLUMNS
 from scanfill.coord.store import FollowLease, Lease, Store
 from scanfill.db import Conn, Database
 from scanfill.economy.sink import EconomySink
+from scanfill.errors import Unstorable, db_error_kind
 from scanfill.load.decode import Batch
 from scanfill.state.sink import StateSink
 from scanfill.timeutil import DAY_US, MIN_US, us_to_dt, utc_day
@@ -46,6 +51,63 @@ def day_counts(batch: Batch) -> list[DayCount]:
             a[3] = max(a[3], u.t_us)
     return [DayCount(m, sync, d, n, ev, us_to_dt(first), us_to_dt(last))
             for (m, sync, d), (n, ev, first, last) in sorted(acc.items())]  # fmt: skip
+
+
+_COPY_LINE = re.compile(r"COPY (\S+), line (\d+)(?:, column (\w+))?")
+WAY_OUT = ("nothing of that page was stored and the other slices go on. Report the update id to the scanfill "
+           "project; once a release stores it, run the same command again: it resumes from the last committed page")
+
+
+def _culprit(batch: Batch, context: str) -> str:
+    """Which update (and column) a COPY's error context points at: `COPY <table>, line <n>, column
+    <c>` numbers the rows the sink sent, in the batch's order."""
+    m = _COPY_LINE.search(context or "")
+    if m is None:
+        return _span(batch)
+    table, line, column = m.group(1), int(m.group(2)), m.group(3)
+    uid: str | None = None
+    if table.endswith("ledger_updates") and line <= len(batch.updates):
+        uid = batch.updates[line - 1].update_id
+    elif table.endswith("ledger_events"):
+        seen = 0
+        for u in batch.updates:
+            seen += u.event_count
+            if line <= seen:
+                uid = u.update_id
+                break
+    elif table.endswith("amulet_transfers"):
+        rows = [r for u in batch.updates for r in u.transfers]
+        if line <= len(rows):
+            uid = f"{rows[line - 1].update_id} (event {rows[line - 1].event_id})"
+    col = f", field {table.split('.')[-1]}.{column}" if column else f", table {table.split('.')[-1]}"
+    return f"update {uid}{col}" if uid else f"{_span(batch)}{col}"
+
+
+def _span(batch: Batch) -> str:
+    if not batch.updates:
+        return "an empty page"
+    if len(batch.updates) == 1:
+        return f"update {batch.updates[0].update_id}"
+    return (f"one of the {len(batch.updates)} updates from {batch.updates[0].update_id} to "
+            f"{batch.updates[-1].update_id}")  # fmt: skip
+
+
+@contextmanager
+def refused_for_good(batch: Batch) -> Iterator[None]:
+    """A commit the database refuses for what it holds (a data exception, a limit: the same rows fail
+    the same way every time) becomes `Unstorable`, naming the update and field: the caller stops that
+    slice instead of sending the same page again forever. Errors of the moment (a lost connection, a
+    deadlock, the guard's timeout) and a reused id (the worker's own message) pass unchanged."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation:
+        raise
+    except psycopg.Error as exc:
+        if db_error_kind(exc) != "permanent":
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Unstorable(f"{_culprit(batch, exc.diag.context or '')}: the database refuses it every time "
+                         f"(SQLSTATE {exc.sqlstate}: {first}); {WAY_OUT}") from exc  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -101,7 +163,7 @@ class Sink:
         `reached_end` says the scan has nothing older in the slice; the slice completes then, or when
         the batch's oldest update sits exactly on the slice's lower bound.
         """
-        with conn.transaction():
+        with refused_for_good(batch), conn.transaction():
             lo_us = self.store.lock_for_commit(conn, lease, lease_s, expected_before)
             assert lo_us is not None
             if batch.oldest_us is not None and batch.oldest_us < lo_us:
@@ -131,7 +193,7 @@ class Sink:
         """A followed page and the updates cursor in one transaction. Each update is stored only if
         it lies above its range's top (locked): below it the backfill, or this follower on an
         earlier page (the re-read boundary microsecond), already stored it. Returns what was stored."""
-        with conn.transaction():
+        with refused_for_good(batch), conn.transaction():
             self.store.follow_fence(conn, lease, lease_s)
             firsts: dict[tuple[int, str], int] = {}
             for u in batch.updates:
@@ -145,7 +207,8 @@ class Sink:
                     new_tops[key] = u.t_us
                     above.append(u)
             kept = batch.keep(above)
-            self.copy_rows(conn, kept)
+            with refused_for_good(kept):  # its rows are what the COPY's line numbers count
+                self.copy_rows(conn, kept)
             for (m, sync), top in new_tops.items():
                 if top != tops[(m, sync)]:
                     self.store.follow_range_to(conn, m, sync, top)
@@ -158,7 +221,7 @@ class Sink:
     def commit_imports(self, conn: Conn, lease: Lease, expected_after: str, batch: Batch, done: bool,
                        lease_s: float) -> str:  # fmt: skip
         """Import updates come by update id, ascending: the cursor is the last id committed."""
-        with conn.transaction():
+        with refused_for_good(batch), conn.transaction():
             self.store.lock_for_commit(conn, lease, lease_s, expected_after)
             self.copy_rows(conn, batch)
             last = batch.updates[-1].update_id if batch.updates else expected_after

@@ -25,7 +25,7 @@ import psycopg
 from scanfill.coord.slices import Claim, Leases, Partition
 from scanfill.coord.store import Lease, WorkerState
 from scanfill.db import Conn, Database, DbPool
-from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, UnloggedLost
+from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, UnloggedLost, db_error_kind
 from scanfill.load.budget import DEFAULT_MB, ByteBudget
 from scanfill.load.decode import Batch
 from scanfill.load.pipeline import Pipeline, PipelineReport
@@ -37,6 +37,7 @@ log = logging.getLogger("scanfill.load.worker")
 T = TypeVar("T")
 PER_UPDATE_BYTES = 200  # an Update tuple and its objects, beside its framed rows
 FIRST_GUESS_BYTES = 20_000  # what an update weighs before any page said (MainNet's average is ~10-20 KB)
+ROLLBACK_LIMIT = 5  # commits of one slice rolled back at the same cursor before the slice is given up on
 
 
 
@@ -116,6 +117,7 @@ class Worker:
         self.beat_pool = DbPool(settings.db, 1, f"scanfill worker {self.id} (heartbeat)", settings.db_retry_s,
                                 stop=self.stop)  # fmt: skip
         self._failed: list[str] = []
+        self._rollbacks: dict[tuple[str, str], int] = {}  # (slice, cursor) -> commits rolled back there
         self._dead: list[str] = []
         self._bytes_per_item: float | None = None  # running estimate over every page of this process
         self._held_per_item: float | None = None  # what an item weighs decoded (rows, contract facts)
@@ -251,16 +253,28 @@ class Worker:
                                           "content. Nothing of that page was stored; check the scan "
                                           "(`scanfill verify --against-scan`, `run --agree 2`)")  # fmt: skip
             except psycopg.Error as exc:
-                if not _out_of_resources(exc):
-                    # the commit's transaction was rolled back (e.g. the server ended it after this worker
-                    # froze mid-commit): nothing of it is stored, the slice goes back to the pool
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if db_error_kind(exc) != "resource":
+                    # an error of the moment (the sink turns what recurs into Unstorable): the commit's
+                    # transaction was rolled back (e.g. the server ended it after this worker froze
+                    # mid-commit), nothing of it is stored, the slice goes back to the pool. The same
+                    # page rolled back again and again is given up on all the same: never without end.
                     self.report.fenced += 1
+                    key = (claim.cursor_name, claim.last_before)
+                    self._rollbacks[key] = self._rollbacks.get(key, 0) + 1
+                    if self._rollbacks[key] >= ROLLBACK_LIMIT:
+                        await self._slice_failed(claim, f"the database rolled back the commit after cursor (before) "
+                                                        f"{claim.last_before} {ROLLBACK_LIMIT} times in a row "
+                                                        f"(SQLSTATE {exc.sqlstate}: {first}); nothing of that page "
+                                                        "was stored. Check the server's log for why; run the same "
+                                                        "command again to resume the slice")  # fmt: skip
+                        continue
                     log.warning("slice %s: commit rolled back by the database (%s); it will be resumed",
-                                claim.cursor_name, str(exc).strip().splitlines()[0])  # fmt: skip
+                                claim.cursor_name, first)  # fmt: skip
                     continue
                 # disk full, out of memory: retrying now only fails again
                 msg = (f"the database server ran out of a resource ({type(exc).__name__}: "
-                       f"{str(exc).strip().splitlines()[0]}) while committing slice {claim.cursor_name}; nothing of "
+                       f"{first}) while committing slice {claim.cursor_name}; nothing of "
                        "that commit was stored. Free the resource (disk space, memory) and run the same command "
                        "again: it resumes from the last committed page")  # fmt: skip
                 log.error("%s", msg)
@@ -476,9 +490,3 @@ class Worker:
             except psycopg.Error as exc:
                 log.warning("heartbeat failed (will retry): %s", exc)
 
-
-def _out_of_resources(exc: psycopg.Error) -> bool:
-    """Disk full (53100, or an I/O error saying so), out of memory: the server cannot take the
-    commit now, and asking again at once would only fail again."""
-    state = exc.sqlstate or ""
-    return state.startswith("53") or (state.startswith("58") and "No space left" in str(exc))

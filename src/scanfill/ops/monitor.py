@@ -25,6 +25,7 @@ def status(db: Database) -> dict[str, Any]:
         overall = store.progress(conn)
         fol = store.follow_state(conn)
         disagreed = store.disagreements_by_scan(conn)
+        failed = store.failed_slices(conn)
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
         snap = catalog_snapshot(db, conn)
         oids = [table_oid(db, conn, x) for x in LEDGER_TABLES]
@@ -88,6 +89,8 @@ def status(db: Database) -> dict[str, Any]:
         "follower": _follower(fol, now),
         "disagreeing_scans": [{"url": d.url, "pages": int(d.pages), "last": d.last_seen.isoformat(),
                                "updates": int(d.updates or 0)} for d in disagreed],
+        "failed_slices": [{"slice": f.cursor_name, "migration_id": f.migration_id, "synchronizer_id": f.synchronizer_id,
+                           "failed_at": f.failed_at.isoformat(), "failure": f.failure} for f in failed],
     }  # fmt: skip
 
 
@@ -195,9 +198,16 @@ def render(st: dict[str, Any]) -> Any:
                     _dur(f["lag_s"]) if f["lag_s"] is not None else "-",
                     f"{f['updates_per_s']:,.1f}" if f["updates_per_s"] else "-", f"{f['scan_events']:,}")  # fmt: skip
         parts.append(fol)
-        if f.get("problems"):
+        stopped = (f.get("last_problem") or "").startswith("stopped: ")
+        if stopped:
+            parts.append(f"[red]the follower stopped ({(f['last_problem_at'] or '')[:19]}): "
+                         f"{f['last_problem'][len('stopped: '):]}[/]")  # fmt: skip
+        elif f.get("problems"):
             parts.append(f"[yellow]the follower asked again {f['problems']:,} time(s) after the scans could not serve "
                          f"a page; last ({(f['last_problem_at'] or '')[:19]}): {f['last_problem']}[/]")  # fmt: skip
+    for x in st.get("failed_slices") or ():
+        parts.append(f"[red]slice stopped[/] ({x['failed_at'][:19]}): {x['slice']} (migration {x['migration_id']}, "
+                     f"{short_sync(x['synchronizer_id'])}): {x['failure']}")  # fmt: skip
     if st["index_builds"]:
         builds = table("index builds in progress", "index", "phase", "percent", right=("percent",))
         for b in st["index_builds"]:
