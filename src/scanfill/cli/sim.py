@@ -123,12 +123,16 @@ from scanfill.cli import main
               help="Play a real Amulet economy forward instead (rounds, coupons minted at their rounds' rates, "
                    "traffic purchases, expiries, splice-amulet 0.1.13 then 0.1.14): what `scanfill rounds` reads. "
                    "One synchronizer per migration.")  # fmt: skip
+@click.option("--acs-snapshot-hours", default=3.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Each scan snapshots its ACS every this many hours of record time (the /v0|v1/state/acs "
+                   "snapshots; the registry's totalSupply is the newest one's).")  # fmt: skip
 @click.option("--tls-cert", default="", help="Serve HTTPS with this PEM certificate (with --tls-key).")
 @click.option("--tls-key", default="", help="PEM private key of --tls-cert.")
 def sim(**o: Any) -> None:
     """Serve a realistic, deterministic Scan API over a synthetic ledger (for demos, tests, benchmarks).
 
-    Endpoints live under http://HOST:PORT/api/scan; /sim/stats reports what was served.
+    Endpoints live under http://HOST:PORT/api/scan, the Token Standard registry's under
+    http://HOST:PORT/registry; /sim/stats reports what was served.
     """
     from dataclasses import replace
 
@@ -149,6 +153,7 @@ def sim(**o: Any) -> None:
         interface_rate=float(str(o["interface_rate"])),
         external_hash_rate=float(str(o["external_hash_rate"])),
         shared_microseconds=bool(o["shared_microseconds"]),
+        acs_snapshot_hours=float(str(o["acs_snapshot_hours"])),
     )
     if o["economy"]:
         from scanfill.sim.ledger import EconomyConfig

@@ -831,6 +831,16 @@ def event_to_compact(ev: Json) -> Json:
     return out
 
 
+def to_v1(update: Json, compact: bool) -> Json:
+    """The deprecated /v1/updates shape (Scan's V1 encoding, what updates-before serves): `offset`
+    kept, `events_by_id` in no defined order, values in the requested encoding (compact by default)."""
+    if not compact:
+        return update
+    if "event" in update:
+        return to_v2(update, compact)  # a reassignment: the same in both versions
+    return {**update, "events_by_id": {k: event_to_compact(ev) for k, ev in update["events_by_id"].items()}}
+
+
 def to_v2(update: Json, compact: bool) -> Json:
     """The /v2/updates shape: no `offset` on transactions, `events_by_id` sorted by key."""
     if "event" in update:

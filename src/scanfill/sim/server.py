@@ -20,12 +20,13 @@ from scanfill.sim import aggregates, corrupt
 from scanfill.sim.acs import Invalid, NotFound, Snapshots
 from scanfill.sim.config import FaultConfig, InstanceConfig, SimConfig
 from scanfill.sim.economy import make_ledger
-from scanfill.sim.ledger import Ledger, to_v2
+from scanfill.sim.ledger import Ledger, to_v1, to_v2
 from scanfill.timeutil import MIN_US, TimestampError, format_trimmed, format_us, parse_us
 
 PAGE_LIMIT = 1000
 KEPT_BODIES = 50
-DATA_PATHS = ("/v0/backfilling/updates-before", "/v2/updates", "/v0/backfilling/import-updates", "/v0/events")
+DATA_PATHS = ("/v0/backfilling/updates-before", "/v2/updates", "/v1/updates", "/v0/backfilling/import-updates",
+              "/v0/events")
 
 
 class BadRequest(Exception):
@@ -58,7 +59,8 @@ class Renderer:
                 self._pre[(m, s, "v2")] = [orjson.dumps(to_v2(u, False)) for u in updates]
 
     def item(self, m: int, s: int, i: int, shape: str = "v1") -> bytes:
-        """Update i of (m, s) as served: `v1` (updates-before), `v2` (protobuf_json), `v2c` (compact)."""
+        """Update i of (m, s) as served: `v1` (updates-before; /v1/updates in protobuf_json), `v1c`
+        (/v1/updates in compact_json), `v2` (/v2/updates in protobuf_json), `v2c` (compact)."""
         pre = self._pre.get((m, s, shape))
         if pre is not None:
             return pre[i]
@@ -68,7 +70,12 @@ class Renderer:
             self._lru.move_to_end(key)
             return got
         u = self.ledger.update(m, s, i)
-        data = orjson.dumps(u if shape == "v1" else to_v2(u, shape == "v2c"))
+        if shape == "v1":
+            data = orjson.dumps(u)
+        elif shape == "v1c":
+            data = orjson.dumps(to_v1(u, True))
+        else:
+            data = orjson.dumps(to_v2(u, shape == "v2c"))
         self._lru[key] = data
         self._size += len(data)
         while self._size > self.cache_bytes and self._lru:
@@ -406,6 +413,16 @@ class ScanInstance:
         render, shape = self.sim.renderer.item, "v2c" if compact else "v2"
         return self._page([render(m, s, i, shape) for m, s, i in self._forward(body)])
 
+    async def updates_v1(self, request: web.Request) -> web.Response:
+        """`POST /v1/updates` (deprecated, what Splice's scan_txlog.py pages through): the items of
+        /v2/updates in Scan's V1 encoding, each with its `offset`; compact_json unless asked otherwise."""
+        body = await _json_body(request)
+        compact = self._encoding(body) == "compact_json"
+        if not self.complete:
+            return _error(503, "This scan instance has not yet replicated all data. Please try again later.")
+        render, shape = self.sim.renderer.item, "v1c" if compact else "v1"
+        return self._page([render(m, s, i, shape) for m, s, i in self._forward(body)])
+
     async def events(self, request: web.Request) -> web.Response:
         """/v0/events: each update with its mediator verdict, traffic summary and app activity
         records (reassignments have none), in the order of /v2/updates."""
@@ -472,6 +489,31 @@ class ScanInstance:
         body = await _json_body(request)
         return self._acs(lambda: self.sim.snapshots.page(body))
 
+    async def acs_v0(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return self._acs(lambda: self.sim.snapshots.page_v0(body))
+
+    async def registry_instrument(self, request: web.Request) -> web.Response:
+        """The Token Standard registry's instrument (served at the root, beside /api/scan)."""
+        wanted = request.match_info["instrument_id"]
+        if wanted != "Amulet":
+            return _error(404, f"No instrument with id {wanted} found")
+        return _ok(self._instrument())
+
+    async def registry_instruments(self, request: web.Request) -> web.Response:
+        return _ok({"instruments": [self._instrument()]})
+
+    async def registry_info(self, request: web.Request) -> web.Response:
+        return _ok(self.sim.snapshots.registry_info(self.sim.ledger.dso))
+
+    def _instrument(self) -> dict[str, Any]:
+        """The Amulet instrument as of this scan's newest update of the current migration."""
+        ledger = self.sim.ledger
+        m = max(ledger.migration_ids())
+        now = max((ledger.record_us(m, s, self.count(m, s) - 1) for s in range(ledger.specs[m].synchronizers)
+                   if self.count(m, s) > 0), default=MIN_US)  # fmt: skip
+        return self.sim.snapshots.instrument(m, now)
+
     async def holdings_summary(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         return self._acs(lambda: self.sim.snapshots.holdings(body))
@@ -536,6 +578,7 @@ class ScanInstance:
         app.router.add_get(p + "/v0/backfilling/status", self.backfilling_status)
         app.router.add_post(p + "/v0/backfilling/import-updates", self.import_updates)
         app.router.add_post(p + "/v2/updates", self.updates_v2)
+        app.router.add_post(p + "/v1/updates", self.updates_v1)
         app.router.add_post(p + "/v0/events", self.events)
         app.router.add_get(p + "/v2/updates/{update_id}", self.update_by_id)
         app.router.add_get(p + "/v0/migrations/last", self.migrations_last)
@@ -544,10 +587,14 @@ class ScanInstance:
         app.router.add_get(p + "/v0/state/acs/snapshot-timestamp", self.snapshot_timestamp)
         app.router.add_get(p + "/v0/state/acs/snapshot-timestamp-after", self.snapshot_timestamp_after)
         app.router.add_post(p + "/v1/state/acs", self.acs)
+        app.router.add_post(p + "/v0/state/acs", self.acs_v0)
         app.router.add_post(p + "/v1/holdings/summary", self.holdings_summary)
         app.router.add_get(p + "/v0/dso", self.dso)
         app.router.add_post(p + "/v0/round-totals", self.round_totals)  # Splice < 0.6.7, an economy only
         app.router.add_post(p + "/v0/round-party-totals", self.round_party_totals)
+        app.router.add_get("/registry/metadata/v1/info", self.registry_info)
+        app.router.add_get("/registry/metadata/v1/instruments", self.registry_instruments)
+        app.router.add_get("/registry/metadata/v1/instruments/{instrument_id}", self.registry_instrument)
         app.router.add_get("/sim/stats", self.sim_stats)
         app.router.add_post("/sim/faults", self.sim_faults)
         return app
