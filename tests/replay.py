@@ -1,0 +1,795 @@
+"""An independent replay of a Scan's update history with Splice's rules, apart from scanfill.
+
+scanfill's own checks read the history through its own economy and state code, so a wrong picture
+of Splice would agree with itself there. This module imports none of it: it takes the updates a
+scan serves (`/v2/updates`, either encoding), replays them transaction by transaction and names
+every place where they break a rule of Splice's Daml or of Splice's documentation:
+
+* the ACS diff: a created contract id is new, a consumed or exercised contract is active, and an
+  exercise names the template its contract was created with;
+* each TransferSummary (`AmuletRules_Transfer`, `AmuletRules_BuyMemberTraffic`, the preapproval
+  payments): its input fields recomputed from the consumed contracts (coupon amount x the rate of
+  the IssuingMiningRound of the coupon's own round, each product rounded half-even to Numeric 10;
+  holding fees charged on inputs up to splice-amulet 0.1.13), its output fees from the open round's
+  fee schedule (fee era) or zero (0.1.17 on), and conservation, exactly: what goes in (amulets less
+  holding fees, plus rewards) = outputs + output fees + sender change fee + sender change
+  (`summarizeTransfer`, splice-amulet `AmuletRules.daml` at splice f4db17bd (fee era) and f819bd6f);
+* burn per choice as Splice's docs define it (docs/src/app_dev/scan_api/scan_bulk_data_api.rst,
+  "Computing Total Burnt Canton Coin"): a transfer burns its output fees, holding fees and sender
+  change fee; `AmuletRules_BuyMemberTraffic` burns `amuletPaid` + holding fees + sender change fee
+  (its output fee being inside `amuletPaid`); the preapproval choices burn `amuletPaid` on top of
+  the transfer's fees; a CNS payment also burns the amulet its collection archives;
+* every transaction's change of total supply (initialAmount of active Amulet and LockedAmulet)
+  equals what it minted less what it burnt, expired as dust or tapped;
+* rounds: a round's phases follow each other (Open -> Summarizing -> Issuing -> Closed, each
+  created as the previous one is archived); coupons are created for an open round, consumed by a
+  transfer only while their round is issuing, and expired only once it is closed;
+* the results and arguments readers such as Splice's scan_txlog.py rely on: a choice's result names
+  the contracts created below it (`svRewardCoupons`, `couponCid`, `amuletSum.amulet`,
+  `issuingRoundCid`), its argument the contracts consumed below it (`cid`, `roundToArchiveCid`),
+  and a confirmed AmuletRules action exercises AmuletRules.
+
+Sources are Splice's Daml (splice-amulet AmuletRules/Amulet/Round/Fees/ValidatorLicense,
+splice-dso-governance DsoRules) and docs as mirrored at /work/.mirror (commit f819bd6f, fee era
+f4db17bd); the rules here are written from them, not copied.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Any
+
+Json = Any
+TEN = Decimal("1e-10")
+_CTX = Context(prec=80)  # wide enough for any product of two Numeric 38,10 values before rounding
+ZERO = Decimal(0)
+
+# splice-amulet package ids up to 0.1.13 (from Splice's daml/dars.lock): these charge holding fees on
+# transfer inputs. 0.1.14 (CIP-0078) stopped that; 0.1.17 (CIP-0107) forbids fees.
+_AMULET_VERSIONS = {
+    "48cac5ba4b6bf78df6c3a952ce05409a1d2ef39c05351074679adc0cf9cd1351": 0,
+    "67bc95402ad7b08fcdff0ed478308d39c70baca2238c35c5d425a435a8a9e7f7": 1,
+    "1446ffdf23326cef2de97923df96618eb615792bea36cf1431f03639448f1645": 2,
+    "0d89016d5a90eb8bced48bbac99e81c57781b3a36094b8d48b8e4389851e19af": 3,
+    "a36ef8888fb44caae13d96341ce1fabd84fc9e2e7b209bbc3caabb48b6be1668": 4,
+    "b4867a47abbfa2d15482f22c9c50516f0af14036287f299342f5d336391e4997": 5,
+    "979ec710c3ae3a05cb44edf8461a9b4d7dd2053add95664f94fc89e5f18df80f": 6,
+    "4646d50cbdec6f088c98ae543da5c973d2d1be3363b9f32eb097d8fdc063ade7": 7,
+    "511bd3bf23fab4e5171edb22dceabe3061f7faf78a44f8af44f3b87f977c61f6": 8,
+    "a5b055492fb8f08b2e7bc0fc94da6da50c39c2e1d7f24cd5ea8db12fc87c1332": 9,
+    "17e51d96dbe9e41e7e5f621861419905206c12aeef77956c0a0da14714c1fa62": 10,
+    "9824927cdb455f833867b74c01cffcd8cb8cc5edd4d2273cea1329b708ef3ce5": 11,
+    "95a88ff9ffd509e097802ecf3bbd58c83a5dff408e439cca4e2105ebd2cd0760": 12,
+    "6e9fc50fb94e56751b49f09ba2dc84da53a9d7cff08115ebb4f6b7a12d0c990c": 13,
+    "3ca1343ab26b453d38c8adb70dca5f1ead8440c42b59b68f070786955cbf9ec1": 14,
+    "67fac2f853bce8dbf0b9817bb5ba7c59f10e8120b7c808696f7010e5f0c8a791": 15,
+    "c208d7ead1e4e9b610fc2054d0bf00716144ad444011bce0b02dcd6cd0cb8a23": 16,
+    "6c5802f86709a0ad4784af81f0bab40f3070b2f58128d8843da1e1784c147802": 17,
+    "a31be0483f3175647053f28965a4e6d97e3dbc433ea2338be303fae69bbcff6a": 18,
+    "90987abecbcb1d004b063ddfe3b4b5d46cf3814ce89114a86c8cd75ff3cb8a4b": 19,
+    "23f47481dab6b1ec01339d6e14494d85bb2844c25f45b26fc5c9ef4cd4942d1f": 20,
+    "73e9ffdb6b0bc19a5f67372b118103926da11547ab9109eccae47e4e4cc35d6f": 21,
+    "fb10433a48c24f30076a7aee03a3e314b7ab02fe9a22e2069e3af92d2b6ac88a": 22,
+    "70d3c970e69b2996eabfa235a6d34822a05f93887dd1b0080cc649a3574a7c07": 23,
+}
+
+AMULET, LOCKED = "Splice.Amulet:Amulet", "Splice.Amulet:LockedAmulet"
+OPEN, SUMMARIZING = "Splice.Round:OpenMiningRound", "Splice.Round:SummarizingMiningRound"
+ISSUING, CLOSED = "Splice.Round:IssuingMiningRound", "Splice.Round:ClosedMiningRound"
+APP, VALIDATOR, SV = (
+    "Splice.Amulet:AppRewardCoupon",
+    "Splice.Amulet:ValidatorRewardCoupon",
+    "Splice.Amulet:SvRewardCoupon",
+)
+FAUCET = "Splice.ValidatorLicense:ValidatorFaucetCoupon"
+LIVENESS = "Splice.ValidatorLicense:ValidatorLivenessActivityRecord"
+ROUND_COUPONS = (APP, VALIDATOR, SV, FAUCET, LIVENESS)
+PHASE_BEFORE = {SUMMARIZING: OPEN, ISSUING: SUMMARIZING, CLOSED: ISSUING}
+EXPIRE_CHOICES = ("Amulet_Expire", "Amulet_ExpireV2", "LockedAmulet_ExpireAmulet", "LockedAmulet_ExpireAmuletV2")
+# Choices whose result carries a TransferSummary, and where it sits in the result.
+SUMMARY_CHOICES = {
+    "AmuletRules_Transfer": (),
+    "AmuletRules_BuyMemberTraffic": (),
+    "AmuletRules_CreateTransferPreapproval": ("transferResult",),
+    "AmuletRules_CreateExternalPartySetupProposal": ("transferResult",),
+    "TransferPreapproval_Renew": ("transferResult",),
+}
+PAID_CHOICES = ("AmuletRules_CreateTransferPreapproval", "AmuletRules_CreateExternalPartySetupProposal",
+                "TransferPreapproval_Renew")  # fmt: skip
+
+
+def num(v: Any) -> Decimal:
+    """A Daml Decimal as served (a string); anything else raises."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected a Numeric string, got {v!r}")
+    return Decimal(v)
+
+
+def half_even(x: Decimal) -> Decimal:
+    return x.quantize(TEN, rounding=ROUND_HALF_EVEN, context=_CTX)
+
+
+def mul(a: Decimal, b: Decimal) -> Decimal:
+    """Daml's Numeric 10 product: exact, then rounded half-even to 10 places."""
+    return half_even(_CTX.multiply(a, b))
+
+
+def div(a: Decimal, b: Decimal) -> Decimal:
+    return half_even(_CTX.divide(a, b))
+
+
+# ----- values ---------------------------------------------------------------------------------
+
+
+def compact(v: Json) -> Json:
+    """A protobuf_json Daml value in the compact_json shape (records by label, variants as
+    {tag, value}, optionals as the value or None, timestamps as RFC 3339), so one set of rules
+    reads both encodings."""
+    if not isinstance(v, dict) or len(v) != 1:
+        raise ValueError(f"not a protobuf_json value: {str(v)[:120]}")
+    ((k, x),) = v.items()
+    if k == "record":
+        return {f.get("label") or str(i): compact(f["value"]) for i, f in enumerate(x.get("fields", []))}
+    if k == "variant":
+        return {"tag": x["constructor"], "value": compact(x["value"]) if "value" in x else {}}
+    if k == "enum":
+        return x["constructor"]
+    if k == "list":
+        return [compact(e) for e in x.get("elements", [])]
+    if k == "optional":
+        return compact(x["value"]) if "value" in x else None
+    if k in ("genMap", "textMap"):
+        return [[compact(e["key"]) if k == "genMap" else e["key"], compact(e["value"])] for e in x.get("entries", [])]
+    if k == "timestamp":
+        t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(x))
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if k == "unit":
+        return {}
+    return x  # party, contractId, text, numeric, int64, bool, date
+
+
+def compact_update(tx: Json) -> Json:
+    """A /v2/updates protobuf_json transaction with its Daml values in the compact shape."""
+    events = {}
+    for eid, e in tx["events_by_id"].items():
+        e = dict(e)
+        for key in ("create_arguments", "choice_argument", "exercise_result"):
+            if key in e and e[key] is not None:
+                e[key] = compact(e[key])
+        events[eid] = e
+    return {**tx, "events_by_id": events}
+
+
+def get(v: Json, *path: str) -> Json:
+    """v[path[0]][path[1]]...; KeyError names the missing field."""
+    for p in path:
+        if not isinstance(v, dict) or p not in v:
+            raise KeyError(p)
+        v = v[p]
+    return v
+
+
+def rnd(v: Json) -> int:
+    return int(get(v, "number"))
+
+
+def qname(template_id: str) -> str:
+    return template_id.split(":", 1)[1]
+
+
+# ----- the replay -----------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    kind: str  # a short stable name, to count by
+    update_id: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} in {self.update_id}: {self.detail}"
+
+
+@dataclass
+class Contract:
+    template: str  # Module:Entity
+    package: str
+    args: Json
+    update_id: str
+
+
+@dataclass
+class Point:
+    """Cumulative figures after one transaction."""
+
+    migration_id: int
+    record_time: str
+    minted: Decimal
+    burnt: Decimal
+    dust: Decimal
+    tapped: Decimal
+    supply: Decimal
+
+
+def amulet_amount(c: Contract) -> Json:
+    return get(c.args, "amulet", "amount") if c.template == LOCKED else get(c.args, "amount")
+
+
+def amulet_owner(c: Contract) -> str:
+    return str(get(c.args, "amulet", "owner") if c.template == LOCKED else get(c.args, "owner"))
+
+
+@dataclass
+class Replay:
+    """Splice's rules over a history, transaction by transaction; `problems` lists every breach."""
+
+    acs: dict[str, Contract] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    rounds_seen: set[int] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)
+    minted: Decimal = ZERO
+    burnt: Decimal = ZERO
+    dust: Decimal = ZERO
+    tapped: Decimal = ZERO
+    supply: Decimal = ZERO
+    timeline: list[Point] = field(default_factory=list)
+    transactions: int = 0
+    summaries: int = 0
+    versions: set[int] = field(default_factory=set)  # splice-amulet minor versions the summaries ran under
+
+    # -- entry points --
+
+    def run(self, updates: Iterable[Json], encoding: str = "compact_json") -> Replay:
+        for tx in updates:
+            self.apply(compact_update(tx) if encoding == "protobuf_json" else tx)
+        return self
+
+    def apply(self, tx: Json) -> None:
+        """One transaction (compact values). Reassignments carry no tree and are skipped."""
+        if "events_by_id" not in tx:
+            return
+        self.transactions += 1
+        _Tx(self, tx).replay()
+        self.timeline.append(Point(int(tx.get("migration_id", 0)), str(tx["record_time"]), self.minted, self.burnt,
+                                   self.dust, self.tapped, self.supply))  # fmt: skip
+
+    # -- queries --
+
+    def active(self, template: str) -> dict[str, Contract]:
+        return {cid: c for cid, c in self.acs.items() if c.template == template}
+
+    def round_contract(self, template: str, number: int) -> Contract | None:
+        for c in self.acs.values():
+            if c.template == template and rnd(get(c.args, "round")) == number:
+                return c
+        return None
+
+    def holdings(self) -> dict[str, Decimal]:
+        """Per owner: initialAmount of active Amulet + LockedAmulet (holding fees not deducted)."""
+        out: dict[str, Decimal] = {}
+        for c in self.acs.values():
+            if c.template in (AMULET, LOCKED):
+                owner = amulet_owner(c)
+                out[owner] = out.get(owner, ZERO) + num(get(amulet_amount(c), "initialAmount"))
+        return out
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.problems:
+            out[p.kind] = out.get(p.kind, 0) + 1
+        return out
+
+
+class _Tx:
+    """One transaction's replay: the tree walked in execution order (pre-order)."""
+
+    def __init__(self, replay: Replay, tx: Json) -> None:
+        self.r, self.tx = replay, tx
+        self.uid = str(tx["update_id"])
+        self.events: dict[str, Json] = tx["events_by_id"]
+        self.created: dict[str, Json] = {e["contract_id"]: e for e in self.events.values()
+                                         if e.get("event_type") == "created_event"}  # fmt: skip
+        self.consumed_here: list[tuple[str, int]] = []  # (template, round) of rounds archived so far
+        self.transfer_inputs: set[str] = set()  # contract ids named as inputs by a summary above
+        self.expected_delta = ZERO  # what the supply should move by
+        self.supply_before = replay.supply
+
+    def problem(self, kind: str, detail: str) -> None:
+        self.r.problems.append(Problem(kind, self.uid, detail))
+
+    def replay(self) -> None:
+        for eid in self.tx["root_event_ids"]:
+            self.visit(eid, in_summary=False)
+        delta = self.r.supply - self.supply_before
+        if delta != self.expected_delta:
+            self.problem("supply-delta", f"total supply moved by {delta}, but minted - burnt - dust + tapped "
+                                         f"of this transaction is {self.expected_delta}")  # fmt: skip
+
+    def descendants(self, eid: str) -> Iterator[Json]:
+        for c in self.events[eid].get("child_event_ids") or []:
+            yield self.events[c]
+            yield from self.descendants(c)
+
+    def visit(self, eid: str, in_summary: bool) -> None:
+        e = self.events.get(eid)
+        if e is None:
+            self.problem("tree", f"event {eid} is named but not served")
+            return
+        if e.get("event_type") == "created_event":
+            self.create(e)
+            return
+        choice = e["choice"]
+        nested = in_summary
+        if choice in SUMMARY_CHOICES and not in_summary:
+            self.safely(self.summary, e)
+            nested = True
+        self.safely(self.choice_rules, e)
+        self.exercise(e)
+        for c in e.get("child_event_ids") or []:
+            self.visit(c, nested)
+
+    def safely(self, check: Any, e: Json) -> None:
+        try:
+            check(e)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as x:
+            what = f"missing field {x}" if isinstance(x, KeyError) else str(x)
+            self.problem("shape", f"{qname(e['template_id'])} {e.get('choice', 'create')} ({e['event_id']}): {what}")
+
+    # -- the ACS diff --
+
+    def create(self, e: Json) -> None:
+        cid, tpl = e["contract_id"], qname(e["template_id"])
+        if cid in self.r.seen:
+            self.problem("acs-create", f"{tpl} {cid[:16]} was created before")
+        c = Contract(tpl, e["template_id"].split(":", 1)[0], e["create_arguments"], self.uid)
+        self.r.seen.add(cid)
+        self.r.acs[cid] = c
+        try:
+            self.created_rules(cid, c)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as x:
+            self.problem(
+                "shape", f"{tpl} create ({e['event_id']}): {'missing field ' if isinstance(x, KeyError) else ''}{x}"
+            )
+
+    def exercise(self, e: Json) -> None:
+        cid, tpl = e["contract_id"], qname(e["template_id"])
+        c = self.r.acs.get(cid)
+        if c is None:
+            state = "already archived" if cid in self.r.seen else "never created"
+            self.problem("acs-exercise", f"{tpl} {e['choice']} on {cid[:16]}, {state}")
+            return
+        if c.template != tpl:
+            self.problem("acs-template", f"{e['choice']} on {cid[:16]} as {tpl}, created as {c.template}")
+        if e.get("consuming"):
+            self.consume(cid, c, e["choice"])
+
+    def consume(self, cid: str, c: Contract, choice: str) -> None:
+        del self.r.acs[cid]
+        if c.template in (AMULET, LOCKED):
+            amount = num(get(amulet_amount(c), "initialAmount"))
+            self.r.supply -= amount
+            if choice in EXPIRE_CHOICES:
+                self.r.dust += amount
+                self.expected_delta -= amount
+        elif c.template in (OPEN, SUMMARIZING, ISSUING, CLOSED):
+            self.consumed_here.append((c.template, rnd(get(c.args, "round"))))
+        elif c.template in ROUND_COUPONS:
+            number = rnd(get(c.args, "round"))
+            if choice.endswith("_DsoExpire"):
+                if self.r.round_contract(CLOSED, number) is None:
+                    self.problem("coupon-expiry", f"{c.template} of round {number} expired before that round closed")
+            elif cid not in self.transfer_inputs:
+                self.problem("coupon-consumed", f"{c.template} {cid[:16]} consumed by {choice}, neither a transfer "
+                                                "input nor an expiry")  # fmt: skip
+
+    def created_rules(self, cid: str, c: Contract) -> None:
+        if c.template in (AMULET, LOCKED):
+            self.r.supply += num(get(amulet_amount(c), "initialAmount"))
+        elif c.template in ROUND_COUPONS:
+            number = rnd(get(c.args, "round"))
+            if self.r.round_contract(OPEN, number) is None:
+                self.problem("coupon-round", f"{c.template} created for round {number}, which is not open")
+        elif c.template in (OPEN, SUMMARIZING, ISSUING, CLOSED):
+            number = rnd(get(c.args, "round"))
+            before = PHASE_BEFORE.get(c.template)
+            if before is None:
+                if number in self.r.rounds_seen:
+                    self.problem("round-phase", f"OpenMiningRound {number} created again")
+                self.r.rounds_seen.add(number)
+            elif (before, number) not in self.consumed_here:
+                self.problem("round-phase", f"{c.template} {number} created without archiving {before} {number} "
+                                            "in the same transaction")  # fmt: skip
+
+    # -- choices whose results and arguments name contracts --
+
+    def below(self, e: Json, template: str | None = None, created: bool = True) -> list[str]:
+        out = []
+        for d in self.descendants(e["event_id"]):
+            if (
+                created
+                and d.get("event_type") == "created_event"
+                and (template is None or qname(d["template_id"]) == template)
+            ):
+                out.append(d["contract_id"])
+            if not created and d.get("event_type") == "exercised_event" and d.get("consuming") and (
+                    template is None or qname(d["template_id"]) == template):  # fmt: skip
+                out.append(d["contract_id"])
+        return out
+
+    def names(self, e: Json, where: str, got: Any, want: list[str]) -> None:
+        got_list = got if isinstance(got, list) else [got]
+        if sorted(got_list) != sorted(want):
+            self.problem("result-names", f"{e['choice']} {where} names {[str(g)[:16] for g in got_list]}, the tree "
+                                         f"has {[w[:16] for w in want]}")  # fmt: skip
+
+    def choice_rules(self, e: Json) -> None:
+        choice, arg, res = e["choice"], e.get("choice_argument"), e.get("exercise_result")
+        if choice == "DsoRules_ReceiveSvRewardCoupon":
+            self.names(e, "result.svRewardCoupons", get(res, "svRewardCoupons"), self.below(e, SV))
+        elif choice in ("ValidatorLicense_RecordValidatorLivenessActivity", "ValidatorLicense_ReceiveFaucetCoupon"):
+            tpl = LIVENESS if choice.endswith("LivenessActivity") else FAUCET
+            self.names(e, "result.couponCid", get(res, "couponCid"), self.below(e, tpl))
+        elif choice in ("LockedAmulet_Unlock", "LockedAmulet_OwnerExpireLock"):
+            self.names(e, "result.amuletSum.amulet", get(res, "amuletSum", "amulet"), self.below(e, AMULET))
+            locked = self.r.acs.get(e["contract_id"])
+            made = self.created.get(get(res, "amuletSum", "amulet"))
+            if locked is not None and made is not None and get(locked.args, "amulet") != made["create_arguments"]:
+                self.problem("unlock", f"{choice} created an amulet other than the one locked")
+        elif choice in ("DsoRules_Amulet_Expire", "DsoRules_Amulet_ExpireV2"):
+            self.names(e, "argument.cid", get(arg, "cid"), self.below(e, AMULET, created=False))
+        elif choice in ("DsoRules_LockedAmulet_ExpireAmulet", "DsoRules_LockedAmulet_ExpireAmuletV2"):
+            self.names(e, "argument.cid", get(arg, "cid"), self.below(e, LOCKED, created=False))
+        elif choice == "DsoRules_AdvanceOpenMiningRounds":
+            self.advance(e, arg)
+        elif choice == "DsoRules_MiningRound_Close":
+            self.names(
+                e, "argument.issuingRoundCid", get(arg, "issuingRoundCid"), self.below(e, ISSUING, created=False)
+            )
+        elif choice == "AmuletRules_MiningRound_StartIssuing":
+            self.names(
+                e, "argument.miningRoundCid", get(arg, "miningRoundCid"), self.below(e, SUMMARIZING, created=False)
+            )
+            self.names(e, "result.issuingRoundCid", get(res, "issuingRoundCid"), self.below(e, ISSUING))
+        elif choice == "DsoRules_ExecuteConfirmedAction":
+            action = get(arg, "action")
+            if get(action, "tag") == "ARC_AmuletRules":
+                kids = e.get("child_event_ids") or []
+                last = self.events.get(kids[-1]) if kids else None
+                inner = get(action, "value", "amuletRulesAction", "tag")
+                if (last is None or last.get("event_type") != "exercised_event"
+                        or qname(last["template_id"]) != "Splice.AmuletRules:AmuletRules"):  # fmt: skip
+                    self.problem("confirmed-action", f"{inner}: the last event below is not an exercise on AmuletRules")
+                elif last["choice"] != "AmuletRules_" + inner.removeprefix("CRARC_"):
+                    self.problem("confirmed-action", f"{inner} exercises {last['choice']}")
+        elif choice in ("SubscriptionInitialPayment_Collect", "SubscriptionPayment_Collect"):
+            paid = self.created.get(str(get(res, "amulet")))
+            if paid is None:
+                self.problem("result-names", f"{choice} result.amulet is not created in this transaction")
+            else:
+                self.burn(num(get(paid, "create_arguments", "amount", "initialAmount")))
+        elif choice in ("AmuletRules_DevNet_Tap", "AmuletRules_Mint"):
+            made = self.created.get(str(get(res, "amuletSum", "amulet")))
+            if made is None:
+                self.problem("result-names", f"{choice} result.amuletSum.amulet is not created in this transaction")
+            else:
+                amount = num(get(made, "create_arguments", "amount", "initialAmount"))
+                self.r.tapped += amount
+                self.expected_delta += amount
+        elif choice == "TransferFactory_Transfer":
+            pkg_minor = self.version(e)
+            inner = [
+                d
+                for d in self.descendants(e["event_id"])
+                if d.get("choice") in ("AmuletRules_Transfer", "TransferPreapproval_Send")
+            ]
+            if pkg_minor is not None and pkg_minor < 17 and not inner:
+                self.problem("token-standard", "TransferFactory_Transfer before splice-amulet 0.1.17 without "
+                                               "AmuletRules_Transfer or TransferPreapproval_Send below it")  # fmt: skip
+
+    def version(self, e: Json) -> int | None:
+        """The splice-amulet minor version of the exercised template's package (None: not splice-amulet)."""
+        return _AMULET_VERSIONS.get(e["template_id"].split(":", 1)[0])
+
+    def advance(self, e: Json, arg: Json) -> None:
+        fields = ("amuletRulesCid", "roundToArchiveCid", "middleRoundCid", "latestRoundCid")
+        cids = {f: str(get(arg, f)) for f in fields}
+        self.names(e, "argument.roundToArchiveCid", cids["roundToArchiveCid"], self.below(e, OPEN, created=False))
+        rounds = []
+        for f in fields[1:]:
+            c = self.r.acs.get(cids[f])
+            if c is None or c.template != OPEN:
+                self.problem("advance", f"argument.{f} is not an active OpenMiningRound")
+                return
+            rounds.append(rnd(get(c.args, "round")))
+        if rounds != [rounds[0], rounds[0] + 1, rounds[0] + 2]:
+            self.problem("advance", f"rounds {rounds} are not consecutive")
+        made = [rnd(get(self.created[c]["create_arguments"], "round")) for c in self.below(e, OPEN)]
+        if made != [rounds[-1] + 1]:
+            self.problem("advance", f"opened rounds {made} after latest round {rounds[-1]}")
+
+    def burn(self, amount: Decimal) -> None:
+        self.r.burnt += amount
+        self.expected_delta -= amount
+
+    # -- TransferSummary --
+
+    def summary(self, e: Json) -> None:
+        """Accounts a TransferSummary (minted, burnt per Splice's docs, conservation from its own
+        fields), then recomputes its fields from the contracts it consumed and created."""
+        choice, arg, res = e["choice"], e["choice_argument"], e["exercise_result"]
+        self.r.summaries += 1
+        transfer = get(arg, "transfer") if choice == "AmuletRules_Transfer" else arg
+        for i in get(transfer, "inputs"):
+            value = get(i, "value")
+            cid = value.get("optInputValidatorFaucetCoupon") if get(i, "tag") == "ExtTransferInput" else value
+            if cid is not None:
+                self.transfer_inputs.add(str(cid))
+        tres = get(res, *SUMMARY_CHOICES[choice])
+        s = get(tres, "summary")
+        paid = num(get(res, "amuletPaid")) if choice != "AmuletRules_Transfer" else ZERO
+        outs = ZERO
+        if choice == "AmuletRules_Transfer":
+            for m in get(tres, "createdAmulets"):
+                ev = self.created.get(str(get(m, "value")))
+                if ev is not None:
+                    outs += num(get(amulet_amount(Contract(qname(ev["template_id"]), "", ev["create_arguments"], "")),
+                                    "initialAmount"))  # fmt: skip
+        into, out, burnt = balance(choice, s, outs, paid)
+        minted = into - num(get(s, "inputAmuletAmount")) + num(get(s, "holdingFees"))
+        self.r.minted += minted
+        self.expected_delta += minted
+        self.burn(burnt)
+        if into != out:
+            self.problem("conservation", f"{choice}: in {into} (amulets {get(s, 'inputAmuletAmount')} - holding fees "
+                                         f"{get(s, 'holdingFees')} + rewards {minted}) != out {out} (outputs {outs}, "
+                                         f"output fees {get(s, 'outputFees')}, change fee {get(s, 'senderChangeFee')}, "
+                                         f"change {get(s, 'senderChangeAmount')}, amuletPaid {paid})")  # fmt: skip
+        self.safely(lambda _: self.recompute(e, transfer, tres, s, outs, paid), e)
+
+    def recompute(self, e: Json, transfer: Json, tres: Json, s: Json, outs: Decimal, paid: Decimal) -> None:
+        choice = e["choice"]
+        number = rnd(get(tres, "round"))
+        minor = self.version(e)
+        if minor is None:
+            self.problem("package", f"{choice} on a package that is no splice-amulet release: {e['template_id'][:16]}")
+            minor = 1 << 30
+        self.r.versions.add(minor)
+        open_round = self.r.round_contract(OPEN, number)
+        if open_round is None:
+            self.problem("transfer-round", f"{choice} in round {number}, which is not open")
+            return
+        price = num(get(open_round.args, "amuletPrice"))
+        if num(get(s, "amuletPrice")) != price:
+            self.problem("summary-field", f"{choice} amuletPrice {get(s, 'amuletPrice')}, round {number} has {price}")
+        sender = str(get(transfer, "sender")) if choice == "AmuletRules_Transfer" else str(get(transfer, "provider"))
+
+        # inputs
+        got = self.inputs(choice, get(transfer, "inputs"), number, minor)
+        want = {"inputAmuletAmount": got["amulet"], "holdingFees": got["holding"], "inputAppRewardAmount": got["app"],
+                "inputValidatorRewardAmount": got["validator"] + got["faucet"], "inputSvRewardAmount": got["sv"]}  # fmt: skip
+        optional = {"inputValidatorFaucetAmount": got["faucet"], "inputUnclaimedActivityRecordAmount": got["unclaimed"],
+                    "inputDevelopmentFundAmount": got["devfund"]}  # fmt: skip
+        for k, v in optional.items():
+            if s.get(k) is not None:
+                want[k] = v
+            elif v:
+                self.problem("summary-field", f"{choice} consumed {k} worth {v}, the summary has no {k}")
+        for k, v in want.items():
+            if num(get(s, k)) != v:
+                self.problem("summary-field", f"{choice} {k} is {get(s, k)}, its inputs give {v}")
+
+        # outputs, fees, change
+        scale = div(Decimal(1), price)
+        cfg = get(open_round.args, "transferConfigUsd")
+        fees = [num(f) for f in get(s, "outputFees")]
+        change_fee, change = num(get(s, "senderChangeFee")), num(get(s, "senderChangeAmount"))
+        self.sender_change(choice, tres, sender, change)
+        if choice == "AmuletRules_Transfer":
+            self.outputs(transfer, tres, fees, sender, cfg, scale, minor)
+        elif choice == "AmuletRules_BuyMemberTraffic":
+            self.split(e, paid - sum(fees, ZERO), sender)
+        elif paid > 0:
+            self.split(e, paid, sender)
+        if minor <= 16:
+            rewards = sum((got[k] for k in ("app", "validator", "faucet", "sv", "unclaimed", "devfund")), ZERO)
+            into = got["amulet"] - got["holding"] + rewards
+            left = into - outs - sum(fees, ZERO) - paid
+            if choice == "AmuletRules_BuyMemberTraffic":
+                left += sum(fees, ZERO)  # its output fee is inside amuletPaid (Splice's docs)
+            create_fee = mul(num(get(cfg, "createFee", "fee")), scale)
+            if change_fee != min(create_fee, left):
+                self.problem(
+                    "change-fee",
+                    f"{choice} senderChangeFee {change_fee}, the fee schedule gives {min(create_fee, left)}",
+                )
+        elif change_fee != ZERO:
+            self.problem(
+                "change-fee", f"{choice} senderChangeFee {change_fee} under splice-amulet 0.1.{minor} (no fees)"
+            )
+
+    def inputs(self, choice: str, inputs: Json, number: int, minor: int) -> dict[str, Decimal]:
+        got = dict.fromkeys(("amulet", "holding", "app", "validator", "faucet", "sv", "unclaimed", "devfund"), ZERO)
+        for i in inputs:
+            tag, value = get(i, "tag"), get(i, "value")
+            cid = value.get("optInputValidatorFaucetCoupon") if tag == "ExtTransferInput" else value
+            if cid is None:
+                continue
+            c = self.r.acs.get(str(cid))
+            if c is None:
+                self.problem("transfer-input", f"{choice} input {tag} {str(cid)[:16]} is not active")
+                continue
+            self.transfer_inputs.add(str(cid))
+            if tag == "InputAmulet":
+                amount = get(c.args, "amount")
+                initial = num(get(amount, "initialAmount"))
+                got["amulet"] += initial
+                age = number - rnd(get(amount, "createdAt"))
+                if minor <= 13 and age > 0:
+                    left = max(ZERO, initial - mul(num(get(amount, "ratePerRound", "rate")), Decimal(age)))
+                    got["holding"] += initial - left
+                continue
+            if tag in ("InputUnclaimedActivityRecord", "InputDevelopmentFundCoupon", "InputRewardCouponV2"):
+                key = {"InputUnclaimedActivityRecord": "unclaimed", "InputDevelopmentFundCoupon": "devfund"}.get(
+                    tag, "app"
+                )
+                got[key] += num(get(c.args, "amount"))
+                continue
+            coupon_round = rnd(get(c.args, "round"))
+            issuing = self.r.round_contract(ISSUING, coupon_round)
+            if issuing is None:
+                self.problem(
+                    "coupon-round", f"{choice} consumed a {c.template} of round {coupon_round}, which is not issuing"
+                )
+                continue
+            rates = issuing.args
+            if tag == "InputAppRewardCoupon":
+                featured = get(c.args, "featured")
+                rate = get(
+                    rates, "issuancePerFeaturedAppRewardCoupon" if featured else "issuancePerUnfeaturedAppRewardCoupon"
+                )
+                got["app"] += mul(num(get(c.args, "amount")), num(rate))
+            elif tag == "InputValidatorRewardCoupon":
+                got["validator"] += mul(num(get(c.args, "amount")), num(get(rates, "issuancePerValidatorRewardCoupon")))
+            elif tag == "InputSvRewardCoupon":
+                got["sv"] += mul(Decimal(int(get(c.args, "weight"))), num(get(rates, "issuancePerSvRewardCoupon")))
+            elif tag in ("InputValidatorLivenessActivityRecord", "ExtTransferInput"):
+                rate = rates.get("optIssuancePerValidatorFaucetCoupon")
+                got["faucet"] += num(rate) if rate is not None else ZERO
+            else:
+                self.problem("transfer-input", f"{choice} input of unknown kind {tag}")
+        return got
+
+    def outputs(self, transfer: Json, tres: Json, fees: list[Decimal], sender: str, cfg: Json, scale: Decimal,
+                minor: int) -> None:  # fmt: skip
+        """Each declared output against the amulet created for it and its fee."""
+        declared, made = get(transfer, "outputs"), get(tres, "createdAmulets")
+        if not (len(declared) == len(made) == len(fees)):
+            self.problem("outputs", f"{len(declared)} outputs, {len(made)} created amulets, {len(fees)} output fees")
+            return
+        for out, m, fee in zip(declared, made, fees, strict=True):
+            receiver, amount, ratio = (
+                str(get(out, "receiver")),
+                num(get(out, "amount")),
+                num(get(out, "receiverFeeRatio")),
+            )
+            lock = out.get("lock")
+            cid = str(get(m, "value"))
+            ev = self.created.get(cid)
+            tag = get(m, "tag")
+            want_tpl = LOCKED if lock is not None else AMULET
+            if (
+                ev is None
+                or qname(ev["template_id"]) != want_tpl
+                or tag != ("TransferResultLockedAmulet" if lock else "TransferResultAmulet")
+            ):
+                self.problem("outputs", f"output to {receiver[:20]} is {tag} {cid[:16]}, not a {want_tpl} created here")
+                continue
+            c = Contract(want_tpl, "", ev["create_arguments"], self.uid)
+            initial = num(get(amulet_amount(c), "initialAmount"))
+            if amulet_owner(c) != receiver:
+                self.problem("outputs", f"output for {receiver[:20]} created for {amulet_owner(c)[:20]}")
+            if initial != amount - mul(fee, ratio):
+                self.problem(
+                    "outputs", f"output of {amount} (receiver pays {ratio} of fee {fee}) created with {initial}"
+                )
+            if minor <= 16:
+                holders = sorted({str(h) for h in get(lock, "holders")} - {receiver}) if lock else []
+                want = mul(num(get(cfg, "createFee", "fee")), scale) + mul(
+                    num(get(cfg, "lockHolderFee", "fee")), scale
+                ) * len(holders)
+                if receiver != sender:
+                    want += stepped(get(cfg, "transferFee"), amount, scale, minor)
+                if fee != want:
+                    self.problem("output-fee", f"output fee {fee}, the fee schedule of the round gives {want}")
+            elif fee != ZERO:
+                self.problem("output-fee", f"output fee {fee} under splice-amulet 0.1.{minor} (no fees)")
+
+    def sender_change(self, choice: str, tres: Json, sender: str, change: Decimal) -> None:
+        cid = tres.get("senderChangeAmulet")
+        if change > 0:
+            ev = self.created.get(str(cid)) if cid else None
+            if ev is None or qname(ev["template_id"]) != AMULET:
+                self.problem("sender-change", f"{choice} senderChangeAmount {change}, but no change amulet created")
+                return
+            got = num(get(ev, "create_arguments", "amount", "initialAmount"))
+            if got != change or get(ev, "create_arguments", "owner") != sender:
+                self.problem("sender-change", f"{choice} change amulet of {got}, the summary says {change}")
+        elif cid:
+            self.problem("sender-change", f"{choice} created a change amulet for a change of {change}")
+
+    def split(self, e: Json, amount: Decimal, sender: str) -> None:
+        """splitAndBurn: an amulet of `amount` for the sender, created and archived below."""
+        for cid in self.below(e, AMULET):
+            args = self.created[cid]["create_arguments"]
+            if (
+                num(get(args, "amount", "initialAmount")) == amount
+                and get(args, "owner") == sender
+                and cid in self.below(e, AMULET, created=False)
+            ):
+                return
+        self.problem("split", f"{e['choice']}: no amulet of {amount} created and archived below it")
+
+
+def balance(choice: str, s: Json, outputs: Decimal, paid: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+    """(what went in, what came out, what was burnt) of one TransferSummary, from its fields, the
+    total of its created outputs and the result's `amuletPaid`: in = amulets - holding fees +
+    rewards; a transfer's out = outputs + output fees + change fee + change and it burns its fees;
+    `AmuletRules_BuyMemberTraffic`'s output fee is inside `amuletPaid` (burnt: amuletPaid + holding
+    fees + change fee); the preapproval payments burn `amuletPaid` and their output fees on top."""
+    rewards = sum((num(s[k]) for k in ("inputAppRewardAmount", "inputValidatorRewardAmount", "inputSvRewardAmount",
+                                        "inputUnclaimedActivityRecordAmount", "inputDevelopmentFundAmount")
+                   if s.get(k) is not None), ZERO)  # fmt: skip
+    holding = num(get(s, "holdingFees"))
+    into = num(get(s, "inputAmuletAmount")) - holding + rewards
+    fees, change_fee, change = sum((num(f) for f in get(s, "outputFees")), ZERO), num(get(s, "senderChangeFee")), num(
+        get(s, "senderChangeAmount"))  # fmt: skip
+    if choice == "AmuletRules_Transfer":
+        return into, outputs + fees + change_fee + change, fees + holding + change_fee
+    if choice == "AmuletRules_BuyMemberTraffic":
+        return into, paid + change_fee + change, paid + holding + change_fee
+    return into, paid + fees + change_fee + change, paid + fees + holding + change_fee
+
+
+def stepped(rate: Json, amount: Decimal, scale: Decimal, minor: int) -> Decimal:
+    """Splice's chargeSteppedRate over the USD schedule scaled to CC: each step's threshold is an
+    absolute amount (0.1.0-0.1.1 read them as band widths)."""
+    steps = [(mul(num(get(s, "_1")), scale), num(get(s, "_2"))) for s in get(rate, "steps")]
+    if minor >= 2:
+        total, diffs = ZERO, []
+        for step, r in steps:
+            diffs.append((step - total, r))
+            total += step
+        steps = diffs
+    remainder, current, charged = amount, num(get(rate, "initialRate")), ZERO
+    for step, r in steps:
+        if remainder <= 0:
+            return charged
+        charged += mul(min(remainder, step), current)
+        remainder, current = remainder - step, r
+    return charged + (mul(remainder, current) if remainder > 0 else ZERO)
+
+
+# ----- fetching -------------------------------------------------------------------------------
+
+
+def fetch_updates(base: str, encoding: str = "protobuf_json", page_size: int = 500) -> Iterator[Json]:
+    """Every update a scan serves on /v2/updates, from the beginning, over plain HTTP."""
+    after: dict[str, Any] | None = None
+    while True:
+        body: dict[str, Any] = {"page_size": page_size, "daml_value_encoding": encoding}
+        if after:
+            body["after"] = after
+        req = urllib.request.Request(base.rstrip("/") + "/v2/updates", data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            page = json.load(resp)["transactions"]
+        yield from page
+        if len(page) < page_size:
+            return
+        last = page[-1]
+        after = {"after_migration_id": last["migration_id"], "after_record_time": last["record_time"]}

@@ -1,0 +1,194 @@
+"""The independent replay (tests/replay.py) over what real clients read: the economy simulator's
+/v2/updates over HTTP, MainNet's recorded genesis, and Splice's documented examples. The replay
+must be clean on all three (a rule that holds only on our simulator is not Splice's), and it must
+name each breach planted into otherwise clean history."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replay import OPEN, SUMMARY_CHOICES, SV, Replay, balance, compact_update, fetch_updates, get, num
+from scanfill.sim import LedgerConfig, MigrationSpec, SimConfig, Simulator
+from scanfill.sim.ledger import EconomyConfig
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MAINNET = FIXTURES / "real-scan" / "mainnet-genesis" / "scan.v2.updates.json"
+DOCS = FIXTURES / "replay"
+# Two migrations, three splice-amulet eras (fees and holding fees, CIP-0078, CIP-0107), ~66 rounds.
+ECONOMY = LedgerConfig(
+    seed=41,
+    migrations=(
+        MigrationSpec(0, "2024-06-24T21:08:00Z", 900),
+        MigrationSpec(1, "2024-06-25T01:30:00Z", 700, import_updates=1),
+    ),
+    economy=EconomyConfig(per_round=24, upgrades=(20, 40)),
+    acs_snapshot_hours=0.25,
+)
+
+
+def report(r: Replay) -> str:
+    return f"{len(r.problems)} breaches of Splice's rules {r.counts()}, first: " + "\n".join(map(str, r.problems[:15]))
+
+
+@pytest.fixture(scope="module")
+def served() -> dict[str, list[Any]]:
+    """Every update of the economy, fetched over HTTP from /v2/updates in both encodings."""
+    with Simulator(SimConfig(ledger=ECONOMY)) as sim:
+        return {enc: list(fetch_updates(sim.urls[0], enc, page_size=250)) for enc in ("protobuf_json", "compact_json")}
+
+
+def test_the_economy_simulator_replays_clean(served: dict[str, list[Any]]) -> None:
+    r = Replay().run(served["protobuf_json"], "protobuf_json")
+    assert r.counts() == {}, report(r)
+    # It replayed an economy, not an empty shell: transfers under a fee era and a fee-free one, mints,
+    # burns, dust, and a supply that is the sum of the holdings.
+    assert r.transactions == len(served["protobuf_json"]) and r.summaries > 500
+    assert min(r.versions) <= 13 and max(r.versions) >= 17, r.versions
+    assert r.minted > 0 and r.burnt > 0 and r.dust > 0
+    assert r.supply == sum(r.holdings().values()) == r.tapped + r.minted - r.burnt - r.dust
+
+
+def test_both_encodings_replay_alike(served: dict[str, list[Any]]) -> None:
+    a = Replay().run(served["protobuf_json"], "protobuf_json")
+    b = Replay().run(served["compact_json"], "compact_json")
+    assert [str(p) for p in a.problems] == [str(p) for p in b.problems]
+    assert (a.supply, a.minted, a.burnt, a.dust, a.summaries) == (b.supply, b.minted, b.burnt, b.dust, b.summaries)
+    assert a.acs.keys() == b.acs.keys() and a.holdings() == b.holdings()
+
+
+def test_mainnet_genesis_replays_clean() -> None:
+    updates = json.loads(MAINNET.read_text())["transactions"]
+    r = Replay().run(updates)
+    assert r.counts() == {}, report(r)
+    assert r.transactions == 25
+    assert sorted(int(get(c.args, "round", "number")) for c in r.active(OPEN).values()) == [0, 1, 2]
+    assert len(r.active(SV)) == 2 and r.supply == 0
+
+
+def docs_event(block: str) -> dict[str, Any]:
+    """The one exercised event of a docs code-block (a `"id": {...},` member)."""
+    text = (DOCS / f"block_{block}.json.txt").read_text().strip().rstrip(",")
+    ((_, event),) = json.loads("{" + text + "}").items()
+    return dict(event)
+
+
+@pytest.mark.parametrize(
+    ("block", "burnt"), [("08", "24003.6076103600"), ("09", "108.0021164861"), ("11", "61.3199997000")]
+)
+def test_splice_docs_examples_burn_what_the_docs_say(block: str, burnt: str) -> None:
+    """Each documented choice balances exactly (in = out) and burns the docs' figure, which is also
+    what went in less what came out to the owners."""
+    e = docs_event(block)
+    choice = e["choice"]
+    res = e["exercise_result"]
+    tres = get(res, *SUMMARY_CHOICES[choice])
+    s = tres["summary"]
+    outputs = sum((num(o["amount"]) for o in get(e, "choice_argument", "transfer", "outputs")), Decimal(0)) \
+        if choice == "AmuletRules_Transfer" else Decimal(0)  # fmt: skip
+    paid = num(res["amuletPaid"]) if "amuletPaid" in res else Decimal(0)
+    into, out, burn = balance(choice, s, outputs, paid)
+    assert into == out
+    assert burn == Decimal(burnt) == num(s["inputAmuletAmount"]) - outputs - num(s["senderChangeAmount"])
+
+
+def test_the_docs_traffic_purchase_does_not_balance_with_its_fee_outside_amulet_paid() -> None:
+    """Read as if its output fee were on top of amuletPaid (as a preapproval's is), the documented
+    purchase would burn 24213.6052103600 and not balance: the rule tells the two apart."""
+    e = docs_event("08")
+    s = e["exercise_result"]["summary"]
+    into, out, burn = balance(
+        "AmuletRules_CreateTransferPreapproval", s, Decimal(0), num(e["exercise_result"]["amuletPaid"])
+    )
+    assert burn == Decimal("24213.6052103600") and into != out
+
+
+def kinds_in(r: Replay, update_id: str) -> set[str]:
+    return {p.kind for p in r.problems if p.update_id == update_id}
+
+
+def test_the_replay_names_each_planted_breach() -> None:
+    updates = json.loads(MAINNET.read_text())["transactions"]
+    clean = Replay().run(updates)
+    assert clean.counts() == {}
+
+    def planted(change: Any) -> Replay:
+        ups = copy.deepcopy(updates)
+        change(ups)
+        return Replay().run(ups)
+
+    def events(tx: dict[str, Any], choice: str) -> dict[str, Any]:
+        return next(e for e in tx["events_by_id"].values() if e.get("choice") == choice)
+
+    def coupon(tx: dict[str, Any]) -> dict[str, Any]:
+        return next(e for e in tx["events_by_id"].values() if e.get("template_id", "").endswith(":SvRewardCoupon"))
+
+    sv_tx = updates[2]["update_id"]
+    # the same transaction served twice: its creates are not new, its consumed contracts not active
+    r = planted(lambda u: u.insert(3, copy.deepcopy(u[2])))
+    assert {"acs-create", "acs-exercise"} <= kinds_in(r, sv_tx)
+    # a result that no longer names the coupon created below it
+    r = planted(lambda u: events(u[2], "DsoRules_ReceiveSvRewardCoupon")["exercise_result"].pop("svRewardCoupons"))
+    assert kinds_in(r, sv_tx) == {"shape"}
+    r = planted(
+        lambda u: events(u[9], "ValidatorLicense_ReceiveFaucetCoupon")["exercise_result"].update(couponCid="00ff")
+    )
+    assert kinds_in(r, updates[9]["update_id"]) == {"result-names"}
+    # a coupon for a round that is not open
+    r = planted(lambda u: coupon(u[2])["create_arguments"]["round"].update(number="7"))
+    assert kinds_in(r, sv_tx) == {"coupon-round"}
+    # an exercise naming another template than its contract's
+    r = planted(lambda u: events(u[1], "Archive").update(template_id=events(u[1], "Archive")["template_id"] + "X"))
+    assert kinds_in(r, updates[1]["update_id"]) == {"acs-template"}
+
+
+def test_the_replay_names_breaches_planted_into_transfers(served: dict[str, list[Any]]) -> None:
+    """A summary field off by 10^-10, a change amulet off by 10^-10, a coupon whose round is not
+    issuing: each named in its own transaction (the simulator's other findings aside)."""
+    ups = [compact_update(u) for u in served["protobuf_json"]]
+    base = Replay().run(ups)
+
+    def transfer(u: dict[str, Any]) -> dict[str, Any] | None:
+        return next((e for e in u["events_by_id"].values() if e.get("choice") == "AmuletRules_Transfer"
+                     and get(e, "exercise_result", "senderChangeAmulet")), None)  # fmt: skip
+
+    i = next(k for k, u in enumerate(ups) if transfer(u) is not None)
+    uid = ups[i]["update_id"]
+    tampered = copy.deepcopy(ups)
+    s = transfer(tampered[i])["exercise_result"]["summary"]  # type: ignore[index]
+    s["senderChangeAmount"] = str(num(s["senderChangeAmount"]) + Decimal("1e-10"))
+    r = Replay().run(tampered)
+    assert {"conservation", "sender-change"} <= kinds_in(r, uid) - kinds_in(base, uid)
+
+    tampered = copy.deepcopy(ups)
+    change = tampered[i]["events_by_id"]
+    t = transfer(tampered[i])
+    cid = t["exercise_result"]["senderChangeAmulet"]  # type: ignore[index]
+    made = next(e for e in change.values() if e.get("contract_id") == cid and e["event_type"] == "created_event")
+    amount = made["create_arguments"]["amount"]
+    amount["initialAmount"] = str(num(amount["initialAmount"]) + Decimal("1e-10"))
+    r = Replay().run(tampered)
+    assert {"sender-change", "supply-delta"} <= kinds_in(r, uid) - kinds_in(base, uid)
+
+    # a reward coupon consumed by a transfer, re-dated to a round that never issues
+    def coupon_input(u: dict[str, Any]) -> str | None:
+        for e in u["events_by_id"].values():
+            if e.get("choice") == "AmuletRules_Transfer":
+                for inp in get(e, "choice_argument", "transfer", "inputs"):
+                    if inp["tag"] in ("InputAppRewardCoupon", "InputValidatorRewardCoupon"):
+                        return str(inp["value"])
+        return None
+
+    j = next(k for k, u in enumerate(ups) if coupon_input(u) is not None)
+    cid = coupon_input(ups[j])
+    tampered = copy.deepcopy(ups)
+    made = next(e for u in tampered for e in u["events_by_id"].values()
+                if e.get("contract_id") == cid and e["event_type"] == "created_event")  # fmt: skip
+    made["create_arguments"]["round"]["number"] = "999999"
+    r = Replay().run(tampered)
+    assert "coupon-round" in kinds_in(r, ups[j]["update_id"]) - kinds_in(base, ups[j]["update_id"])
