@@ -80,7 +80,7 @@ def test_the_merge_is_the_same_in_any_order_and_twice() -> None:
     assert (c1.created_pos, c1.archived_pos, c1.synchronizer_pos) == (position(0, 10), position(1, 5), position(1, 1))
     assert c1.create == facts[0].create and c1.end == facts[1].end and c1.place == facts[4].place
     assert c2.created_pos == c2.archived_pos and c3.created_pos is None and c3.template == facts[-1].template
-    types = ("text",) * 5 + ("int8", "text", "timestamptz", "timestamptz", "int8", "jsonb", "text[]", "text[]",
+    types = ("text",) * 5 + ("int8", "text", "timestamptz", "timestamptz", "int8", "jsonb", "text", "text[]", "text[]",
                              "text", "int8", "text", "timestamptz", "text", "int8", "text", "int8")  # fmt: skip
     rows = [dict(zip(COLUMNS, r, strict=True)) for r in framing.parse(b"".join(frame(f) for f in want), types)]
     assert rows[0]["archived_choice"] == "Archive" and rows[0]["synchronizer_id"] == "s2"

@@ -70,7 +70,9 @@ def rounds(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
         Console().print(t)
         click.echo("CC to the cent; --format csv or json for the exact values", err=True)
         if s.get("unreadable"):
-            click.echo(f"note: {s['unreadable']:,} transfer summaries had no field labels and count as zero", err=True)
+            click.echo(f"note: {s['unreadable']:,} transfer summaries could not be read whole (no field labels, or an "
+                       "amount that is not a Daml Numeric 10) and count as zero where unread; `scanfill rounds "
+                       "--check` names each field", err=True)
         if s.get("unknown_versions"):
             click.echo(f"note: {s['unknown_versions']:,} transfers are of splice-amulet packages scanfill does not know "
                        "(read with the newest rules)", err=True)  # fmt: skip

@@ -21,7 +21,7 @@ from scanfill.db import Conn, Database
 from scanfill.errors import SchemaError
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 LOCK_KEY = 0x5CA0F111  # advisory-lock key for schema changes and planning
 # how long a transaction holding LOCK_KEY may sit idle: a process frozen while holding it (SIGSTOP, a
 # hung host) would otherwise stop every other process's start and planning until its TCP connection died
@@ -406,7 +406,18 @@ CREATE UNIQUE INDEX IF NOT EXISTS amulet_transfers_key ON {s}.amulet_transfers (
 CREATE INDEX IF NOT EXISTS amulet_transfers_round_idx ON {s}.amulet_transfers (round);
 """
 
-MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8, _v9, V10, V11]
+# v12: what jsonb cannot hold, and what could not be read, kept and named. `contracts.payload_exact`
+# (json) holds a payload whose texts have NUL or a lone surrogate, exactly; `payload` (jsonb) then
+# holds it with those characters written as their JSON escape text (`\u0000`: six characters), so
+# SQL can still query it (NULL: `payload` is exact). `amulet_transfers.problem` names what of a
+# summary could not be read: fields missing, or an amount that is not a Daml Numeric 10 (the served
+# value; that column is then NULL, never rounded; the ledger keeps the value as served).
+V12 = """
+ALTER TABLE {s}.contracts ADD COLUMN IF NOT EXISTS payload_exact json;
+ALTER TABLE {s}.amulet_transfers ADD COLUMN IF NOT EXISTS problem text;
+"""
+
+MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8, _v9, V10, V11, V12]
 
 
 def meta_table(db: Database) -> sql.Composed:

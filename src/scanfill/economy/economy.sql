@@ -365,7 +365,8 @@ LANGUAGE sql STABLE AS $$
           WHERE template_name LIKE 'Splice.Round:%MiningRound' AND created_pos IS NOT NULL) r
     GROUP BY r.round, r.t HAVING count(*) > 1
     UNION ALL
-    SELECT 'readable summary', event_id, 'a TransferSummary (or tap) whose fields have no labels (positional records)'
+    SELECT 'readable summary', event_id,
+           coalesce(problem, 'a TransferSummary (or tap) whose fields have no labels (positional records)')
     FROM {s}.amulet_transfers WHERE NOT readable
     UNION ALL
     -- each package version's rules: from 0.1.14 (CIP-0078) no holding fees are charged on transfer

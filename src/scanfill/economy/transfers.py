@@ -15,6 +15,7 @@ A row is keyed by its event id, so a page stored twice (a retry, a refetch) writ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -33,7 +34,10 @@ SUMMARY_CHOICES = frozenset({
 TAP_CHOICES = frozenset({"AmuletRules_DevNet_Tap", "AmuletRules_Mint"})
 CHOICES = SUMMARY_CHOICES | TAP_CHOICES
 # where a choice's TransferSummary-bearing result sits inside its exercise result
-_RESULT_PATH = {"TransferPreapproval_Renew": ("transferResult",), "TransferPreapproval_SendV2": ("result",)}
+# (Splice's AmuletRules.daml result types; `amuletPaid`, where a choice has it, is beside the transfer result)
+_RESULT_PATH = {"TransferPreapproval_Renew": ("transferResult",), "TransferPreapproval_SendV2": ("result",),
+                "AmuletRules_CreateTransferPreapproval": ("transferResult",),
+                "AmuletRules_CreateExternalPartySetupProposal": ("transferResult",)}  # fmt: skip
 _PARTY_FIELD = {"AmuletRules_BuyMemberTraffic": "provider", "AmuletRules_CreateTransferPreapproval": "provider",
                 "AmuletRules_CreateExternalPartySetupProposal": "validator"}  # fmt: skip
 
@@ -41,12 +45,12 @@ COLUMNS = ("event_id", "update_id", "migration_id", "synchronizer_id", "record_t
            "round", "party", "provider", "input_amulets", "app_rewards", "validator_rewards", "faucet_rewards",
            "sv_rewards", "unclaimed_activity_rewards", "dev_fund_rewards", "holding_fees", "output_fees",
            "sender_change_fee", "sender_change_amount", "amulet_price", "amulet_paid", "tapped", "traffic_bytes",
-           "readable")  # fmt: skip
+           "readable", "problem")  # fmt: skip
 # each column's PostgreSQL type (the sink's upsert casts to them, the lake maps them to Arrow)
 _NOT_NUMERIC = {"event_id": "text", "update_id": "text", "migration_id": "bigint", "synchronizer_id": "text",
                 "record_time": "timestamptz", "pos": "bigint", "choice": "text", "package_id": "text",
                 "amulet_version": "text", "round": "bigint", "party": "text", "provider": "text",
-                "traffic_bytes": "bigint", "readable": "boolean"}  # fmt: skip
+                "traffic_bytes": "bigint", "readable": "boolean", "problem": "text"}  # fmt: skip
 TYPES = {c: _NOT_NUMERIC.get(c, "numeric") for c in COLUMNS}  # amounts: numeric(38,10)
 
 
@@ -80,7 +84,8 @@ class TransferRow(NamedTuple):
     amulet_paid: str | None
     tapped: str | None
     traffic_bytes: int | None
-    readable: bool  # False: the payloads could not be read by field name (positional records)
+    readable: bool  # False: no field labels (positional records), no input amount, or an amount refused
+    problem: str | None = None  # what could not be read, by field (None: all of it was)
 
 
 class Exercise(Protocol):
@@ -220,7 +225,8 @@ def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, sync: str, t: 
         rnd = _int(_get(result, "amuletSum", "round", "number"))
         owner = _get(arg, "receiver") or acting
         amount = _num(_get(arg, "amount"))
-        return TransferRow._make((*where, rnd, owner, None, *([None] * 13), amount, None, amount is not None))
+        return _checked(TransferRow._make((*where, rnd, owner, None, *([None] * 13), amount, None, amount is not None,
+                                           None if amount is not None else "the tap's amount is missing")), None)
     res = _rec(_get(result, *_RESULT_PATH.get(choice, ())))
     s = _rec(res.get("summary"))
     a = _rec(arg)
@@ -228,17 +234,86 @@ def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, sync: str, t: 
     field = _PARTY_FIELD.get(choice)
     who = (_value(a.get(field)) if field else _value(transfer.get("sender")) or _value(a.get("sender"))) or acting
     provider = _value(transfer.get("provider") if transfer else a.get("provider"))
-    return TransferRow(
+    return _checked(TransferRow(
         *where, _int(_get(res, "round", "number")), who, provider,
         _num(s.get("inputAmuletAmount")), _num(s.get("inputAppRewardAmount")),
         _num(s.get("inputValidatorRewardAmount")), _num(s.get("inputValidatorFaucetAmount")),
         _num(s.get("inputSvRewardAmount")), _num(s.get("inputUnclaimedActivityRecordAmount")),
         _num(s.get("inputDevelopmentFundAmount")), _num(s.get("holdingFees")), _sum(s.get("outputFees")),
         _num(s.get("senderChangeFee")), _num(s.get("senderChangeAmount")), _num(s.get("amuletPrice")),
-        _num(_get(res, "amuletPaid")), None,
+        _num(_get(result, "amuletPaid")), None,
         _int(_value(a.get("trafficAmount"))) if choice == "AmuletRules_BuyMemberTraffic" else None,
         "inputAmuletAmount" in s,
-    )  # fmt: skip
+    ), s)  # fmt: skip
+
+
+# Daml's Decimal is Numeric 10: at most 38 digits, 10 of them decimals (Daml-LF; numeric(38,10) holds
+# exactly that). Scan prints it as plain digits; anything else is not one.
+_DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?")
+# the amounts of a row and the field each is read from (`outputFees` is a list: each element checked)
+_FIELDS = {"input_amulets": "inputAmuletAmount", "app_rewards": "inputAppRewardAmount",
+           "validator_rewards": "inputValidatorRewardAmount", "faucet_rewards": "inputValidatorFaucetAmount",
+           "sv_rewards": "inputSvRewardAmount", "unclaimed_activity_rewards": "inputUnclaimedActivityRecordAmount",
+           "dev_fund_rewards": "inputDevelopmentFundAmount", "holding_fees": "holdingFees",
+           "sender_change_fee": "senderChangeFee", "sender_change_amount": "senderChangeAmount",
+           "amulet_price": "amuletPrice", "amulet_paid": "amuletPaid", "tapped": "amount"}  # fmt: skip
+# TransferSummary's fields that are not Optional in Splice's Daml (splice-amulet, Splice.AmuletRules)
+_REQUIRED = ("inputAppRewardAmount", "inputValidatorRewardAmount", "inputSvRewardAmount", "inputAmuletAmount",
+             "holdingFees", "outputFees", "senderChangeFee", "senderChangeAmount", "amuletPrice")  # fmt: skip
+_BIGINT = 2**63
+
+
+def not_numeric10(text: str) -> str | None:
+    """Why a served amount is not a Daml Numeric 10 (None: it is, and numeric(38,10) holds it exactly)."""
+    m = _DECIMAL.fullmatch(text)
+    if m is None:
+        return "not a decimal number"
+    if len(m.group(1).lstrip("0")) > 28:
+        return "more than 28 integer digits (Numeric 10 holds 38 digits, 10 of them decimals)"
+    if len((m.group(2) or "").rstrip("0")) > 10:
+        return "more than 10 decimals (Numeric 10 has 10; storing it would round it)"
+    return None
+
+
+def _shown(v: Any) -> str:
+    text = v if isinstance(v, str) else orjson.dumps(v, default=str).decode() if not isinstance(v, _Val) else "a record"
+    return repr(text[:40] + ("..." if len(text) > 40 else ""))
+
+
+def _checked(row: TransferRow, s: dict[str, Any] | None) -> TransferRow:
+    """The row with every amount a Numeric 10 and every count a bigint: one that is not is named in
+    `problem` (field and value) and left NULL, and the row is unreadable; never rounded, never a
+    commit the database refuses. A summary's missing fields are named too (`s`: its fields by label;
+    None for a tap, which has none)."""
+    bad: list[str] = []
+    fixes: dict[str, Any] = {}
+    for col, name in _FIELDS.items():
+        v = getattr(row, col)
+        why = not_numeric10(v) if v is not None else None
+        if why is not None:
+            bad.append(f"{name} {_shown(v)}: {why}")
+            fixes[col] = None
+    fees = _value(s.get("outputFees")) if s else None  # each fee checked: their sum would hide which
+    for i, fee in enumerate(fees if isinstance(fees, list) else ()):
+        text = _num(fee)
+        why = "not a decimal number" if text is None else not_numeric10(text)
+        if why is not None:
+            bad.append(f"outputFees[{i}] {_shown(text if text is not None else _value(fee))}: {why}")
+            fixes["output_fees"] = None
+    for col in ("round", "traffic_bytes"):
+        v = getattr(row, col)
+        if v is not None and not -_BIGINT <= v < _BIGINT:
+            bad.append(f"{col} {_shown(str(v))}: beyond a 64-bit integer")
+            fixes[col] = None
+    missing = [f for f in _REQUIRED if f not in s] if s else []
+    notes = [*bad, *([f"TransferSummary lacks {', '.join(missing)}"] if missing else [])]
+    if s is not None and not s:
+        notes.append("no TransferSummary with field labels (a positional record, or none)")
+    if bad:
+        fixes["readable"] = False
+    if notes:
+        fixes["problem"] = "; ".join([*([row.problem] if row.problem else []), *notes])
+    return row._replace(**fixes) if fixes else row
 
 
 def _load(raw: Any) -> Any:

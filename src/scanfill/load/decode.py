@@ -8,6 +8,8 @@ that carries its round is parsed.
 from __future__ import annotations
 
 import gc
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -18,7 +20,7 @@ import orjson
 from scanfill import framing
 from scanfill.economy import transfers as economy
 from scanfill.economy.transfers import TransferRow
-from scanfill.errors import MalformedPage
+from scanfill.errors import MalformedPage, Unstorable
 from scanfill.load.rounds import derive_round
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
 from scanfill.state.facts import Fact, of_update
@@ -229,6 +231,78 @@ def _clean_event(ev: Event) -> Event:
     )  # fmt: skip
 
 
+# ----- what msgspec cannot take: lone surrogates, nesting past its recursion limit ----------------
+
+# in JSON text: an escaped backslash (consumed first, so what follows it is not an escape), a
+# surrogate pair (kept), or a lone surrogate escape (one half of a pair, alone)
+_SURROGATES = re.compile(rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_MARKERS = range(0xE000, 0xF900)  # private-use code points a lone surrogate stands in for while decoding
+Restore = Callable[[bytes], bytes]
+
+
+def _lone_surrogates(body: bytes) -> tuple[bytes, Restore] | None:
+    """A body with its lone surrogate escapes (`\\ud800` alone: valid JSON text that msgspec, orjson
+    and jsonb all refuse) replaced by escapes of private-use code points the body does not hold, the
+    same length, and the function that puts the served escapes back into raw JSON bytes: so the
+    ledger rows keep the served bytes exactly. None when the body holds none."""
+    found = [m for m in _SURROGATES.finditer(body) if len(m.group()) == 6]
+    if not found:
+        return None
+    low = body.lower()
+    free = (c for c in _MARKERS if f"\\u{c:04x}".encode() not in low and chr(c).encode() not in body)
+    try:
+        swap = {old: f"\\u{next(free):04x}".encode() for old in sorted({m.group() for m in found})}
+    except StopIteration:
+        raise MalformedPage("a page holding every private-use code point and lone surrogates") from None
+    back = {new: old for old, new in swap.items()}
+    parts, at = [], 0
+    for m in found:  # where they were found: the same text in a pair or after an escaped backslash stays
+        parts += [body[at : m.start()], swap[m.group()]]
+        at = m.end()
+    body = b"".join([*parts, body[at:]])
+
+    def restore(raw: bytes) -> bytes:
+        for new, old in back.items():
+            if new in raw:
+                raw = raw.replace(new, old)
+        return raw
+
+    return body, restore
+
+
+_DAML_DEPTH = 100  # Daml-LF's limit on value nesting
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"\s*:?|[\[\]{}]')
+
+
+def _too_deep(body: bytes) -> str:
+    """Where a page nests past what msgspec decodes (the recursion limit, ~1,000 JSON levels, far
+    beyond Daml-LF's 100 value levels): the update and the field path, for the one-line refusal."""
+    depth, uid = 0, "?"
+    keys: list[str] = []  # keys[i]: the key being read inside the container at depth i + 1 ("" in arrays)
+    for m in _TOKENS.finditer(body):
+        tok = m.group()
+        if tok in (b"{", b"["):
+            depth += 1
+            if depth > 900:
+                path = ".".join(k for k in keys[:10] if k)
+                return (f"update {uid}: a value nested more than {depth} JSON levels deep (at {path}...), far past "
+                        f"Daml-LF's limit of {_DAML_DEPTH} nested values: no Daml ledger holds it, so this is not a "
+                        "page of one; nothing of it was stored. Ask the scan's operator, or report the update id "
+                        "to the scanfill project")  # fmt: skip
+        elif tok in (b"}", b"]"):
+            depth -= 1
+            del keys[depth:]
+        elif tok.endswith(b":"):
+            key = tok.rstrip(b": \t\r\n")[1:-1].decode("utf-8", "replace")
+            del keys[depth - 1 :]
+            keys.extend([""] * (depth - 1 - len(keys)))
+            keys.append(key)
+            if key == "update_id" and depth <= 4:
+                got = re.match(rb'\s*"([^"]*)"', body[m.end() :])
+                uid = got.group(1).decode("utf-8", "replace") if got else uid
+    return "a value nested past what can be decoded (more than ~1,000 JSON levels), far past Daml-LF's limit of 100"
+
+
 def _preorder(key: str) -> int:
     """Event ids are `<update>:<n>` numbered in tree pre-order (served sorted as text: 0, 1, 10, 11, 2)."""
     try:
@@ -286,17 +360,36 @@ def decode_page(
     """
     gc_was = gc.isenabled()
     gc.disable()  # decoding allocates many small objects that are never cyclic
+    lone = _lone_surrogates(body) if b"\\u" in body else None
     try:
-        return _decode(body, migration_id, synchronizer_id, before_us, at_or_after_us, imports, lean, facts)
+        return _decode(lone[0] if lone else body, migration_id, synchronizer_id, before_us, at_or_after_us,
+                       imports, lean, facts, lone[1] if lone else None)  # fmt: skip
     except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
         raise MalformedPage(f"not a valid updates page: {exc}") from None
+    except RecursionError:
+        raise Unstorable(_too_deep(body)) from None
     finally:
         if gc_was:
             gc.enable()
 
 
-def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool, facts: bool = True) -> Update:
-    """One served update, its rows framed; `clean` when the page holds a NUL escape (rare)."""
+def _served(raw: msgspec.Raw | bytes, restore: Restore | None) -> msgspec.Raw | bytes:
+    return raw if restore is None else restore(bytes(raw))
+
+
+def _restored(ev: Event, restore: Restore) -> Event:
+    """An event with the served bytes of its payloads (see `_lone_surrogates`)."""
+    return msgspec.structs.replace(
+        ev, create_arguments=msgspec.Raw(restore(bytes(ev.create_arguments))),
+        choice_argument=msgspec.Raw(restore(bytes(ev.choice_argument))),
+        exercise_result=msgspec.Raw(restore(bytes(ev.exercise_result))),
+    )  # fmt: skip
+
+
+def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool, facts: bool = True,
+          restore: Restore | None = None) -> Update:  # fmt: skip
+    """One served update, its rows framed; `clean` when the page holds a NUL escape (rare), `restore`
+    when it held lone surrogates (rarer)."""
     item = _item_decoder.decode(raw)
     if clean:
         item = msgspec.structs.replace(item, update_id=_clean(item.update_id) or "", offset=_clean(item.offset),
@@ -324,13 +417,15 @@ def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool, facts: bool 
         raise MalformedPage(f"update {uid}: neither a transaction (events_by_id) nor a reassignment (event)")
     if clean:
         events = [_clean_event(e) for e in events]
+    if restore is not None:
+        events = [_restored(e, restore) for e in events]
     rnd = framing.int8(derive_round(events) if kind in ("transaction", "import") else None)
     shared = b"".join((framing.text(uid), framing.int8(item_mig), framing.common_text(eff_sync),
                        framing.timestamp_us(t_us)))  # fmt: skip
     row = b"".join((
         _UPDATE_FIELDS, shared, _instant(item.effective_at), framing.text(item.offset), framing.text(item.workflow_id),
         framing.common_text(kind), rnd, framing.int4(len(events)),
-        *framing.json_parts(_lean(bytes(raw), item.events_by_id) if cut else raw),
+        *framing.json_parts(_served(_lean(bytes(raw), item.events_by_id) if cut else raw, restore)),
     ))  # fmt: skip
     told = of_update(kind, uid, item_mig, eff_sync, t_us, events, shared, _instant) if facts else []
     minted = (economy.of_update(uid, item_mig, eff_sync, us_to_dt(t_us), t_us, events)
@@ -341,14 +436,14 @@ def _item(raw: msgspec.Raw, imports: bool, lean: bool, clean: bool, facts: bool 
 
 def _decode(
     body: bytes, mig: int, sync: str, before_us: int | None, after_us: int | None, imports: bool, lean: bool,
-    facts: bool,
+    facts: bool, restore: Restore | None = None,
 ) -> Batch:
     page = _page_decoder.decode(body)
     batch = Batch(nbytes=len(body))
     clean = b"\\u0000" in body
     prev_us: int | None = None
     for raw in page.transactions:
-        u = _item(raw, imports, lean, clean, facts)
+        u = _item(raw, imports, lean, clean, facts, restore)
         uid, t_us, text = u.update_id, u.t_us, u.record_time
         if u.migration_id != mig:
             raise MalformedPage(f"update {uid} belongs to migration {u.migration_id}, not the requested {mig}")
@@ -383,14 +478,18 @@ def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = 
     request goes on from."""
     gc_was = gc.isenabled()
     gc.disable()
+    served = body
+    lone = _lone_surrogates(body) if b"\\u" in body else None
     try:
+        if lone is not None:
+            body = lone[0]
         page = _page_decoder.decode(body)
         batch = Batch(nbytes=len(body))
         clean = b"\\u0000" in body
         prev = (after[0], after[1] - 1) if after is not None else (-1, 0)
         seen: set[str] = set()
         for raw in page.transactions:
-            u = _item(raw, False, lean, clean, facts)
+            u = _item(raw, False, lean, clean, facts, lone[1] if lone else None)
             pos = (u.migration_id, u.t_us)
             if pos < prev or (after is not None and pos <= (after[0], after[1] - 1)):
                 raise MalformedPage(f"update {u.update_id} at migration {pos[0]}, {u.record_time} breaks ascending "
@@ -404,6 +503,8 @@ def decode_stream_page(body: bytes, after: tuple[int, int] | None, lean: bool = 
         return batch
     except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
         raise MalformedPage(f"not a valid updates page: {exc}") from None
+    except RecursionError:
+        raise Unstorable(_too_deep(served)) from None
     finally:
         if gc_was:
             gc.enable()
@@ -485,3 +586,5 @@ def decode_events_page(body: bytes, after: tuple[int, int] | None) -> EventsPage
         return EventsPage(rows, last, len(page.events), positions)
     except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
         raise MalformedPage(f"not a valid /v0/events page: {exc}") from None
+    except RecursionError:
+        raise Unstorable(_too_deep(body)) from None

@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS {s}.contracts (
     created_record_time      timestamptz,
     created_at               timestamptz,  -- ledger effective time of the create
     created_pos              bigint,
-    payload                  jsonb,        -- create arguments, compact JSON (Daml JSON API encoding)
+    payload                  jsonb,        -- create arguments, compact JSON (Daml JSON API encoding); a text
+                                           -- with NUL or a lone surrogate holds them as escape text (`\u0000`),
+                                           -- the exact value then in payload_exact (json, added by schema v12)
     signatories              text[],
     observers                text[],
     archived_update_id       text COLLATE "C",

@@ -12,6 +12,8 @@ loader's hot path builds no per-column Python values twice.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -19,7 +21,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from scanfill import framing
-from scanfill.errors import MalformedPage
+from scanfill.errors import MalformedPage, Unstorable
 from scanfill.state.compact import ValueError_, arguments
 from scanfill.timeutil import TimestampError, dt_to_us, parse_us
 
@@ -28,11 +30,11 @@ POSITION_SCALE = 10**16
 # the columns of `contracts`, in COPY order, and how each part of a fact frames them
 COLUMNS = ("contract_id", "template_id", "package_name", "template_name",
            "created_update_id", "created_migration_id", "created_synchronizer_id", "created_record_time",
-           "created_at", "created_pos", "payload", "signatories", "observers",
+           "created_at", "created_pos", "payload", "payload_exact", "signatories", "observers",
            "archived_update_id", "archived_migration_id", "archived_synchronizer_id", "archived_record_time",
            "archived_choice", "archived_pos", "synchronizer_id", "synchronizer_pos")  # fmt: skip
 _FIELDS = framing.field_count(len(COLUMNS))
-_NO_TEMPLATE, _NO_CREATE, _NO_END, _NO_PLACE = framing.NULL * 3, framing.NULL * 9, framing.NULL * 6, framing.NULL * 2
+_NO_TEMPLATE, _NO_CREATE, _NO_END, _NO_PLACE = framing.NULL * 3, framing.NULL * 10, framing.NULL * 6, framing.NULL * 2
 
 
 def position(migration_id: int, t_us: int) -> int:
@@ -87,15 +89,19 @@ def _template(template_id: str | None, package_name: str | None) -> bytes:
 
 
 def created(cid: str, template_id: str | None, package_name: str | None, at: bytes, pos: int, created_at: bytes,
-            payload: str | None, signatories: Sequence[str] | None, observers: Sequence[str] | None,
+            payload: str | Payload | None, signatories: Sequence[str] | None, observers: Sequence[str] | None,
             sync: str) -> Fact:  # fmt: skip
-    """A create at `at` (`where(...)`, framed) and position `pos`; `created_at` framed timestamptz."""
-    body = payload.encode() if payload is not None else None
+    """A create at `at` (`where(...)`, framed) and position `pos`; `created_at` framed timestamptz;
+    `payload` the compact JSON, or a `Payload` when jsonb cannot hold it as it is."""
+    exact = payload.exact.encode() if isinstance(payload, Payload) and payload.exact is not None else None
+    text = payload.jsonb if isinstance(payload, Payload) else payload
+    body = text.encode() if text is not None else None
     create = b"".join((at, created_at, framing.int8(pos),
                        framing.NULL if body is None else framing.length(len(body) + 1) + b"\x01" + body,
+                       framing.NULL if exact is None else framing.length(len(exact)) + exact,
                        framing.text_array(tuple(signatories or ())), framing.text_array(tuple(observers or ()))))  # fmt: skip
     return Fact(cid, pos, None, pos, _template(template_id, package_name), create, None,
-                framing.common_text(sync) + framing.int8(pos), len(body or b""))  # fmt: skip
+                framing.common_text(sync) + framing.int8(pos), len(body or b"") + len(exact or b""))  # fmt: skip
 
 
 def ended(cid: str, template_id: str | None, package_name: str | None, at: bytes, pos: int, choice: str | None) -> Fact:
@@ -123,13 +129,65 @@ class EventLike(Protocol):
     def create_arguments(self) -> Any: ...
 
 
-def _payload(uid: str, raw: Any) -> str | None:
+class Payload(NamedTuple):
+    """A payload jsonb cannot hold as it is (text with NUL or a lone surrogate): `jsonb` with those
+    characters written as their JSON escape text (`\\u0000`, `\\ud800`: six characters), `exact` the
+    compact JSON itself (for the `json` column `payload_exact`)."""
+
+    jsonb: str
+    exact: str | None
+
+
+# what may stand for a character jsonb refuses: only an escape brings one into a payload's JSON
+_MAYBE_UNFIT = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]")
+_UNFIT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _escaped(v: Any) -> Any:
+    """The value with every NUL and lone surrogate in its texts (and map keys) written as the six
+    characters of its JSON escape."""
+    if isinstance(v, str):
+        return _UNFIT.sub(lambda m: f"\\u{ord(m.group()):04x}", v) if _UNFIT.search(v) else v
+    if isinstance(v, list):
+        return [_escaped(x) for x in v]
+    if isinstance(v, dict):
+        return {_escaped(k): _escaped(x) for k, x in v.items()}
+    return v
+
+
+def _unfit(v: Any) -> bool:
+    if isinstance(v, str):
+        return _UNFIT.search(v) is not None
+    if isinstance(v, list):
+        return any(_unfit(x) for x in v)
+    if isinstance(v, dict):
+        return any(_unfit(k) or _unfit(x) for k, x in v.items())
+    return False
+
+
+def _payload(uid: str, raw: Any) -> str | Payload | None:
+    """Create arguments as compact JSON text for `contracts.payload` (jsonb); a `Payload` when a
+    text holds what jsonb cannot (NUL, a lone surrogate): escaped there, exact in `payload_exact`."""
     b = bytes(raw)
     if not b or b == b"null":
         return None
+    maybe = _MAYBE_UNFIT.search(b) is not None
     try:
-        return orjson.dumps(arguments(orjson.loads(b))).decode()
-    except (orjson.JSONDecodeError, ValueError_) as exc:
+        try:
+            value = orjson.loads(b)
+        except orjson.JSONDecodeError:
+            if not maybe:
+                raise
+            value = json.loads(b)  # the standard library keeps a lone surrogate (orjson refuses it)
+        got = arguments(value)
+        if maybe and _unfit(got):
+            return Payload(orjson.dumps(_escaped(got)).decode(), json.dumps(got, separators=(",", ":")))
+        return orjson.dumps(got).decode()
+    except RecursionError:
+        raise Unstorable(f"update {uid}: create_arguments nested past what can be read, far beyond Daml-LF's limit of "
+                         "100 nested values: no Daml ledger holds it; nothing of the page was stored. Ask the "
+                         "scan's operator, or report the update id to the scanfill project") from None  # fmt: skip
+    except (ValueError, ValueError_) as exc:  # orjson's and json's decode errors are ValueErrors
         raise MalformedPage(f"update {uid}: create_arguments are not protobuf_json: {exc}") from None
 
 
