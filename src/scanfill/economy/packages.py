@@ -35,6 +35,15 @@ AMULET_PACKAGES: dict[str, str] = {
     "70d3c970e69b2996eabfa235a6d34822a05f93887dd1b0080cc649a3574a7c07": "0.1.23",
 }
 PACKAGE_OF = {v: k for k, v in AMULET_PACKAGES.items()}
+# splice-dso-governance releases that shipped with each amulet version (Splice's release notes; 0.1.21's
+# from its daml.yaml), ids from daml/dars.lock
+DSO_PACKAGES: dict[str, str] = {
+    "0.1.18": "136484875714fcf24c24858e1d573ac756524eeb607c26999fca3311d6eea953",
+    "0.1.19": "759d1cf002fc1225ac43a55d73f0058becce3e62cfb5485c197f2b69ed8d9d98",
+    "0.1.23": "0c94a036ac5168a1dee26b435838e062f0d2f47d6eac49303978228ae559edb9",
+    "0.1.27": "014473d35514cb36583bdeca269386e46ae4e2283fe9b04beb2f53cdb408e1a2",
+}
+DSO_WITH_AMULET = {"0.1.13": "0.1.18", "0.1.14": "0.1.19", "0.1.17": "0.1.23", "0.1.21": "0.1.27"}
 
 
 def version_of(template_id: str | None) -> str | None:

@@ -15,6 +15,16 @@ Everything it intends is written into `Books` while it generates, in its own ter
 per purchase), so a derivation from the stored history is compared with what was meant, not with
 itself. All amounts are integers in units of 10^-10 (Daml's Numeric 10).
 
+Every template, choice argument and choice result is written from Splice's Daml (`daml/` in
+canton-network/splice) of the version the network runs in that round: splice-amulet 0.1.13 (with
+splice-dso-governance 0.1.18), 0.1.14 (0.1.19), 0.1.17 (0.1.23) and 0.1.21 (0.1.27), package ids
+from `daml/dars.lock`. Where a shape changed between them the builder says which version added the
+field. The tree of each step is Splice's: a DsoRules choice exercises the AmuletRules choice that
+archives and creates the rounds; genesis is a DsoBootstrap create and its DsoBootstrap_Bootstrap
+(AmuletRules, ExternalPartyAmuletRules, the rounds, DsoRules below it) as on MainNet. Simplified,
+and said so: confirmations and price votes are not modelled (empty lists), validator licenses and
+SV reward states are created at genesis, preapprovals and validator rights are referenced by id only.
+
 Scope: one synchronizer per migration (a transfer consumes what lives on its own synchronizer);
 no reassignments. Contracts alive when a migration ends are imported by the next one.
 """
@@ -26,14 +36,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanfill.economy.packages import PACKAGE_OF, minor
+from scanfill.economy.packages import DSO_PACKAGES, DSO_WITH_AMULET, PACKAGE_OF, minor
 from scanfill.sim.ledger import IMPORT_TIME, V1_OFFSET, EconomyConfig, Json, Ledger, LedgerConfig, UpdateHeader
 from scanfill.sim.lifecycle import Ref
 from scanfill.timeutil import MIN_US, format_instant, format_trimmed, format_us
 
 UNIT = 10**10
-DSO_PKG = "4974c654485d4ecaa6b5caf8ef3c2679efa8195c4b50d4965a8fff1b72e8efa4"  # splice-dso-governance 0.1.24
-LIFECYCLE_PKG = "8fbfd30fbf3530756d659ba839129762166ae95ba52a1253044cbe7ba9d9b1e1"  # splice-validator-lifecycle 0.1.9
+DSO_PKGS = frozenset(DSO_PACKAGES.values())
+TOKEN_TRANSFER_V1 = "55ba4deb0ad4662c4168b39859738a0e91388d252286480c7331b3f71a517281"  # splice-api-token-transfer-instruction-v1 1.0.0
+HOLDING_V1 = "718a0f77e505a8de22f188bd4c87fe74101274e9d4cb1bfac7d09aec7158d35b"  # splice-api-token-holding-v1 1.0.0
 HOLDING_RATE = 190259  # CC per round an amulet pays for being held (units)
 CREATE_FEE_USD = 3 * 10**8  # 0.03 USD per output (fee era)
 TRANSFER_RATE = 10**7  # 0.001 of the amount (fee era; Splice's steps start at 1 %, lower here)
@@ -119,17 +130,26 @@ class Economy:
     # ----- the contracts -----------------------------------------------------------------------
 
     def pkg(self, rnd: int) -> str:
+        """The splice-amulet package the network runs in round `rnd`."""
         return PACKAGE_OF[self.version(rnd)]
+
+    def dso_pkg(self, rnd: int) -> str:
+        """The splice-dso-governance package released with that amulet version."""
+        return DSO_PACKAGES[DSO_WITH_AMULET[self.version(rnd)]]
 
     def version(self, rnd: int) -> str:
         """The version the network runs in round `rnd` (upgrades take effect at round boundaries)."""
         k = sum(1 for u in self.cfg.upgrades if rnd >= self.r0 + u)
         return self.cfg.versions[min(k, len(self.cfg.versions) - 1)]
 
+    def since(self, rnd: int, n: int) -> bool:
+        """Whether round `rnd` runs splice-amulet 0.1.n or later (a field that version added)."""
+        return minor(self.version(rnd)) >= n
+
     def _token_standard(self, rnd: int) -> bool:
         """From 0.1.17 (CIP-0107) token-standard transfers move holdings without AmuletRules_Transfer
         (no summary, no coupons minted), and featured transfers earn activity markers."""
-        return minor(self.version(rnd)) >= 17
+        return self.since(rnd, 17)
 
     def _new_cid(self, *parts: Any) -> str:
         return self.lg.contract_id("econ", *parts)
@@ -171,16 +191,15 @@ class Economy:
 
     @staticmethod
     def _pkg_name(pkg: str) -> str:
-        return ("splice-dso-governance" if pkg == DSO_PKG else "splice-validator-lifecycle" if pkg == LIFECYCLE_PKG
-                else "splice-amulet")  # fmt: skip
+        return "splice-dso-governance" if pkg in DSO_PKGS else "splice-amulet"
 
     def exercise(self, cid: str, pkg: str, module: str, entity: str, choice: str, arg: Json, result: Json,
-                 consuming: bool, acting: list[str], eid: str | None = None) -> str:  # fmt: skip
+                 consuming: bool, acting: list[str], eid: str | None = None, interface: str | None = None) -> str:  # fmt: skip
         eid = eid or self._id()
         self.events[eid] = {"event_type": "exercised_event", "event_id": eid, "contract_id": cid,
                             "template_id": f"{pkg}:{module}:{entity}", "package_name": self._pkg_name(pkg),
                             "choice": choice, "choice_argument": arg, "child_event_ids": [],
-                            "exercise_result": result, "consuming": consuming, "interface_id": None,
+                            "exercise_result": result, "consuming": consuming, "interface_id": interface,
                             "acting_parties": acting}  # fmt: skip
         if consuming:
             c = self.live.pop(cid)
@@ -189,29 +208,48 @@ class Economy:
                 self.supply -= c.info["amount"]
         return eid
 
-    def consume(self, c: _C, choice: str, acting: list[str], result: Json | None = None) -> str:
-        return self.exercise(c.cid, self.pkg(self.rnd), c.module, c.entity, choice, rec(), result or {"unit": {}},
-                             True, acting)  # fmt: skip
+    def consume(self, c: _C, choice: str, acting: list[str], result: Json | None = None, arg: Json | None = None,
+                pkg: str | None = None) -> str:  # fmt: skip
+        """A consuming choice on `c` (default: the template's Archive, as `fetchAndArchive` does)."""
+        return self.exercise(c.cid, pkg or (c.pkg if c.pkg in DSO_PKGS else self.pkg(self.rnd)), c.module, c.entity,
+                             choice, arg or rec(), result or UNIT_V, True, acting)  # fmt: skip
 
     def children(self, parent: str, kids: list[str]) -> None:
         self.events[parent]["child_event_ids"] = kids
 
-    def dso(self, root: str, choice: str, arg: Json, kids: list[str], acting: list[str] | None = None) -> None:
-        """The step's root: a DsoRules choice (non-consuming, unit result) over the events `kids`."""
-        self.exercise(self._new_cid("dso-rules"), DSO_PKG, "Splice.DsoRules", "DsoRules", choice, arg, {"unit": {}},
-                      False, acting or [self.lg.dso], root)  # fmt: skip
+    @property
+    def delegate(self) -> str:
+        """The SV whose automation submits the DSO's choices (DsoRules' dsoDelegate)."""
+        return self.svs[0]
+
+    def dso(self, root: str, choice: str, arg: Json, kids: list[str], result: Json) -> None:
+        """The step's root: a DsoRules choice (nonconsuming, `controller sv`) over the events `kids`.
+        `arg` holds the choice's own fields; `sv` (Some delegate) is appended as the Daml declares it last."""
+        arg = {"record": {"fields": [*arg["record"]["fields"], {"label": "sv", "value": opt(party(self.delegate))}]}}
+        self.exercise(self.dso_rules.cid, self.dso_pkg(self.rnd), "Splice.DsoRules", "DsoRules", choice, arg, result,
+                      False, [self.delegate], root)  # fmt: skip
         self.children(root, kids)
+
+    def rules(self, eid: str, choice: str, arg: Json, result: Json, kids: list[str], acting: list[str] | None = None,
+              rnd: int | None = None) -> str:  # fmt: skip
+        """A nonconsuming AmuletRules choice (the contract created at genesis, exercised by the package
+        of the round's version) over `kids`."""
+        self.exercise(self.amulet_rules.cid, self.pkg(self.rnd if rnd is None else rnd), "Splice.AmuletRules",
+                      "AmuletRules", choice, arg, result, False, acting or [self.lg.dso], eid)  # fmt: skip
+        self.children(eid, kids)
+        return eid
 
     def _finish(self, shape: str, rnd: int | None) -> None:
         if not self.events:  # a step that found nothing to do (no dust to expire...): a tap instead
             self._tap(self.users[self.i % len(self.users)], UNIT)
         order = sorted(self.events)
         key = (self.m, self.i)
+        below = {k for e in self.events.values() for k in e.get("child_event_ids") or ()}
+        roots = sorted((k for k in self.events if k not in below), key=lambda k: int(k.rsplit(":", 1)[1]))
         self.updates[key] = {
             "update_id": self.uid, "migration_id": self.m, "workflow_id": "", "record_time": format_us(self.t),
             "synchronizer_id": self.lg.synchronizer_id(0), "effective_at": format_instant(self.eff),
-            "offset": V1_OFFSET, "root_event_ids": [f"{self.uid}:0"],  # every step makes its root first
-            "events_by_id": {k: self.events[k] for k in order},
+            "offset": V1_OFFSET, "root_event_ids": roots, "events_by_id": {k: self.events[k] for k in order},
         }  # fmt: skip
         self.headers[key] = UpdateHeader(self.uid, self.m, self.lg.synchronizer_id(0), self.t, "transaction", shape,
                                          len(self.events), rnd)  # fmt: skip
@@ -288,67 +326,190 @@ class Economy:
         self._transfer()
         return "transfer"
 
+    # ----- configuration records ----------------------------------------------------------------
+
+    def _transfer_config(self, rnd: int) -> Json:
+        """TransferConfig USD (AmuletConfig.daml; tokenStandardMaxTTL from 0.1.21)."""
+        era = self._fee_era(rnd)
+        fields: list[tuple[str, Json]] = [
+            ("createFee", rec(("fee", num(CREATE_FEE_USD if era else 0)))),
+            ("holdingFee", rec(("rate", num(HOLDING_RATE)))),
+            ("transferFee", rec(("initialRate", num(TRANSFER_RATE if era else 0)), ("steps", lst([])))),
+            ("lockHolderFee", rec(("fee", num(0)))), ("extraFeaturedAppRewardAmount", num(EXTRA_FEATURED_USD)),
+            ("maxNumInputs", i64(100)), ("maxNumOutputs", i64(100)), ("maxNumLockHolders", i64(50))]  # fmt: skip
+        if self.since(rnd, 21):
+            fields.append(("tokenStandardMaxTTL", opt(None)))
+        return rec(*fields)
+
+    def _issuance_config(self, rnd: int) -> Json:
+        """IssuanceConfig (Issuance.daml; optDevelopmentFundPercentage from 0.1.15)."""
+        fields: list[tuple[str, Json]] = [
+            ("amuletToIssuePerYear", num(40_000_000_000 * UNIT)), ("validatorRewardPercentage", num(5 * 10**9)),
+            ("appRewardPercentage", num(15 * 10**8)), ("validatorRewardCap", num(2 * 10**9)),
+            ("featuredAppRewardCap", num(100 * UNIT)), ("unfeaturedAppRewardCap", num(6 * 10**9)),
+            ("optValidatorFaucetCap", opt(num(285 * 10**8)))]  # fmt: skip
+        if self.since(rnd, 15):
+            fields.append(("optDevelopmentFundPercentage", opt(None)))
+        return rec(*fields)
+
+    def _amulet_config(self, rnd: int) -> Json:
+        """AmuletConfig USD (AmuletConfig.daml of the genesis version)."""
+        v = self.version(rnd)
+        return rec(
+            ("transferConfig", self._transfer_config(rnd)),
+            ("issuanceCurve", rec(("initialValue", self._issuance_config(rnd)), ("futureValues", lst([])))),
+            ("decentralizedSynchronizer", rec(
+                ("requiredSynchronizers", rec(("map", genmap([(text(self.lg.synchronizer_id(0)), UNIT_V)])))),
+                ("activeSynchronizer", text(self.lg.synchronizer_id(0))),
+                ("fees", rec(("baseRateTrafficLimits", rec(("burstAmount", i64(200_000)),
+                                                             ("burstWindow", reltime(1_200_000_000)))),
+                             ("extraTrafficPrice", num(TRAFFIC_USD_PER_MB)), ("readVsWriteScalingFactor", i64(4)),
+                             ("minTopupAmount", i64(200_000)))))),
+            ("tickDuration", reltime(self.tick)),
+            ("packageConfig", rec(("amulet", text(v)), ("amuletNameService", text(v)),
+                                  ("dsoGovernance", text(DSO_WITH_AMULET[v])), ("validatorLifecycle", text("0.1.5")),
+                                  ("wallet", text(v)), ("walletPayments", text(v)))),
+            ("transferPreapprovalFee", opt(None)), ("featuredAppActivityMarkerAmount", opt(num(EXTRA_FEATURED_USD))),
+        )  # fmt: skip
+
+    def _dso_config(self) -> Json:
+        """DsoRulesConfig (DsoRules.daml), the fields the simulator has a use for; the rest of
+        Splice's config (synchronizer node limits, vote timeouts...) is left out."""
+        return rec(("numUnclaimedRewardsThreshold", i64(10)), ("numMemberTrafficContractsThreshold", i64(5)),
+                   ("actionConfirmationTimeout", reltime(3_600_000_000)),
+                   ("svOnboardingRequestTimeout", reltime(3_600_000_000)),
+                   ("svOnboardingConfirmedTimeout", reltime(3_600_000_000)),
+                   ("voteRequestTimeout", reltime(604_800_000_000)),
+                   ("dsoDelegateInactiveTimeout", reltime(70_000_000)))  # fmt: skip
+
+    @staticmethod
+    def _sv_name(sv: str) -> str:
+        return sv.split("::")[0]
+
     # ----- rounds --------------------------------------------------------------------------------
 
     def _open_args(self, rnd: int, opens_at: int) -> Json:
+        """OpenMiningRound (Round.daml; trafficPrice and rewardConfig from 0.1.21)."""
         price = 5 * 10**8 + (rnd % 7) * 10**7  # 0.05 .. 0.11 USD per CC
         self.rounds[rnd] = {"phase": "open", "opens_at": opens_at, "price": price}
-        fees = rec(("createFee", rec(("fee", num(CREATE_FEE_USD if self._fee_era(rnd) else 0)))),
-                   ("holdingFee", rec(("rate", num(HOLDING_RATE)))),
-                   ("transferFee", rec(("initialRate", num(TRANSFER_RATE if self._fee_era(rnd) else 0)),
-                                       ("steps", {"list": {}}))),
-                   ("lockHolderFee", rec(("fee", num(0)))),
-                   ("extraFeaturedAppRewardAmount", num(EXTRA_FEATURED_USD)),
-                   ("maxNumInputs", i64(100)), ("maxNumOutputs", i64(100)), ("maxNumLockHolders", i64(50)))  # fmt: skip
-        return rec(("dso", party(self.lg.dso)), ("round", rnd_rec(rnd)), ("amuletPrice", num(price)),
-                   ("opensAt", ts(opens_at)), ("targetClosesAt", ts(opens_at + 2 * self.tick)),
-                   ("issuingFor", rec(("microseconds", i64((rnd - self.r0) * self.tick)))),
-                   ("transferConfigUsd", fees), ("issuanceConfig", self._issuance_config()),
-                   ("tickDuration", rec(("microseconds", i64(self.tick)))))  # fmt: skip
+        fields: list[tuple[str, Json]] = [
+            ("dso", party(self.lg.dso)), ("round", rnd_rec(rnd)), ("amuletPrice", num(price)),
+            ("opensAt", ts(opens_at)), ("targetClosesAt", ts(opens_at + 2 * self.tick)),
+            ("issuingFor", reltime((rnd - self.r0) * self.tick)), ("transferConfigUsd", self._transfer_config(rnd)),
+            ("issuanceConfig", self._issuance_config(rnd)), ("tickDuration", reltime(self.tick))]  # fmt: skip
+        if self.since(rnd, 21):
+            fields += [("trafficPrice", opt(num(TRAFFIC_USD_PER_MB))), ("rewardConfig", opt(None))]
+        return rec(*fields)
 
     def _fee_era(self, rnd: int) -> bool:
         return minor(self.version(rnd)) <= 13
 
-    @staticmethod
-    def _issuance_config() -> Json:
-        return rec(("amuletToIssuePerYear", num(40_000_000_000 * UNIT)), ("validatorRewardPercentage", num(5 * 10**9)),
-                   ("appRewardPercentage", num(15 * 10**8)), ("validatorRewardCap", num(2 * 10**9)),
-                   ("featuredAppRewardCap", num(100 * UNIT)), ("unfeaturedAppRewardCap", num(6 * 10**9)),
-                   ("optValidatorFaucetCap", {"optional": {"value": num(285 * 10**8)}}))  # fmt: skip
-
     def _bootstrap(self) -> None:
+        """Genesis as on MainNet (DsoBootstrap.daml): a DsoBootstrap contract, then its consuming
+        DsoBootstrap_Bootstrap (result: the enum DsoBootstrap_BootstrapResult) creating AmuletRules and
+        ExternalPartyAmuletRules, exercising AmuletRules_Bootstrap_Rounds (three open rounds), creating
+        DsoRules and each SV's SvRewardState. The validators' licenses are created here too (Splice
+        onboards them later with DsoRules_OnboardValidator: not modelled)."""
+        rnd, dso, sv1 = self.r0, self.lg.dso, self.delegate
+        apkg, dpkg = self.pkg(rnd), self.dso_pkg(rnd)
+        price = 5 * 10**8 + (rnd % 7) * 10**7
+        config = self._amulet_config(rnd)
+        _, boot = self.create(dpkg, "Splice.DsoBootstrap", "DsoBootstrap", rec(
+            ("dso", party(dso)), ("sv1Party", party(sv1)), ("sv1Name", text(self._sv_name(sv1))),
+            ("sv1RewardWeight", i64(10)), ("sv1ParticipantId", text(f"PAR::{sv1}")), ("sv1SynchronizerNodes", genmap([])),
+            ("round0Duration", reltime(self.tick)), ("amuletConfig", config), ("amuletPrice", num(price)),
+            ("ansRulesConfig", rec(("renewalDuration", reltime(2_592_000_000_000)),
+                                   ("entryLifetime", reltime(7_776_000_000_000)), ("entryFee", num(UNIT)),
+                                   ("descriptionPrefix", text("CNS entry: ")))),
+            ("config", self._dso_config()), ("initialTrafficState", genmap([])), ("isDevNet", {"bool": True}),
+            ("initialRound", opt(i64(rnd)))), [dso], [sv1])  # fmt: skip
         root = self._id()
         kids = []
+        eid, self.amulet_rules = self.create(apkg, "Splice.AmuletRules", "AmuletRules", rec(
+            ("dso", party(dso)), ("configSchedule", rec(("initialValue", config), ("futureValues", lst([])))),
+            ("isDevNet", {"bool": True})), [dso])  # fmt: skip
+        kids.append(eid)
+        eid, self.ext_rules = self.create(apkg, "Splice.ExternalPartyAmuletRules", "ExternalPartyAmuletRules",
+                                          rec(("dso", party(dso))), [dso])  # fmt: skip
+        kids.append(eid)
+        boot_rounds = self._id()
+        opened = []
         for k in range(3):
-            eid, c = self.create(PACKAGE_OF[self.cfg.versions[0]], "Splice.Round", "OpenMiningRound",
-                                 self._open_args(self.r0 + k, self.now + k * self.tick), [self.lg.dso],
-                                 number=self.r0 + k)  # fmt: skip
-            self.rounds[self.r0 + k]["open"] = c
+            eid, c = self.create(apkg, "Splice.Round", "OpenMiningRound",
+                                 self._open_args(rnd + k, self.now + k * self.tick), [dso], number=rnd + k)  # fmt: skip
+            self.rounds[rnd + k]["open"] = c
+            opened.append(eid)
+        self.rules(boot_rounds, "AmuletRules_Bootstrap_Rounds",
+                   rec(("amuletPrice", num(price)), ("round0Duration", reltime(self.tick)), ("initialRound", opt(i64(rnd)))),
+                   rec(("openMiningRoundCid", cid_v(self.rounds[rnd]["open"].cid)), ("initialRound", opt(rnd_rec(rnd)))),
+                   opened, rnd=rnd)  # fmt: skip
+        kids.append(boot_rounds)
+        svs = genmap([(party(sv), rec(("name", text(self._sv_name(sv))), ("joinedAsOfRound", rnd_rec(rnd)),
+                                      ("svRewardWeight", i64(10 * (1 + k))), ("participantId", text(f"PAR::{sv}"))))
+                      for k, sv in enumerate(self.svs)])  # fmt: skip
+        eid, self.dso_rules = self.create(dpkg, "Splice.DsoRules", "DsoRules", rec(
+            ("dso", party(dso)), ("epoch", i64(0)), ("svs", svs), ("offboardedSvs", genmap([])),
+            ("dsoDelegate", party(sv1)), ("config", self._dso_config()), ("initialTrafficState", genmap([])),
+            ("isDevNet", {"bool": True})), [dso])  # fmt: skip
+        kids.append(eid)
+        self.sv_states: dict[str, _C] = {}
+        for sv in self.svs:
+            eid, self.sv_states[sv] = self.create(dpkg, "Splice.DSO.SvState", "SvRewardState",
+                                                  self._sv_state(sv, rnd - 1, 0), [dso])  # fmt: skip
             kids.append(eid)
-        self.exercise(self._new_cid("amulet-rules"), PACKAGE_OF[self.cfg.versions[0]], "Splice.AmuletRules",
-                      "AmuletRules", "AmuletRules_Bootstrap_Rounds", rec(), {"unit": {}}, False, [self.lg.dso], root)  # fmt: skip
+        self.licenses: dict[str, _C] = {}
+        for v in self.validators:
+            eid, self.licenses[v] = self.create(apkg, "Splice.ValidatorLicense", "ValidatorLicense",
+                                                self._license(v, None, None), [dso], [v])  # fmt: skip
+            kids.append(eid)
+        self.exercise(boot.cid, dpkg, "Splice.DsoBootstrap", "DsoBootstrap", "DsoBootstrap_Bootstrap", rec(),
+                      enum("DsoBootstrap_BootstrapResult"), True, [dso], root)  # fmt: skip
         self.children(root, kids)
 
+    def _sv_state(self, sv: str, last: int, collected: int) -> Json:
+        """SvRewardState (splice-dso-governance Splice.DSO.SvState)."""
+        return rec(("dso", party(self.lg.dso)), ("svName", text(self._sv_name(sv))), ("state", rec(
+            ("numRoundsMissed", i64(0)), ("numRoundsCollected", i64(collected)), ("lastRoundCollected", rnd_rec(last)),
+            ("numCouponsIssued", i64(collected)))))  # fmt: skip
+
+    def _license(self, v: str, faucet: tuple[int, int] | None, active_us: int | None) -> Json:
+        """ValidatorLicense (splice-amulet Splice.ValidatorLicense)."""
+        state = opt(rec(("firstReceivedFor", rnd_rec(faucet[0])), ("lastReceivedFor", rnd_rec(faucet[1])),
+                        ("numCouponsMissed", i64(0)))) if faucet else opt(None)  # fmt: skip
+        return rec(("validator", party(v)), ("sponsor", party(self.delegate)), ("dso", party(self.lg.dso)),
+                   ("faucetState", state), ("metadata", opt(None)),
+                   ("lastActiveAt", opt(ts(active_us)) if active_us is not None else opt(None)))  # fmt: skip
+
     def _advance(self) -> None:
+        """DsoRules_AdvanceOpenMiningRounds -> AmuletRules_AdvanceOpenMiningRounds: the oldest open round
+        archived, its SummarizingMiningRound and the next OpenMiningRound created."""
         opens = sorted(r for r, x in self.rounds.items() if x["phase"] == "open")
-        oldest, newest = opens[0], opens[-1]
+        oldest, middle, newest = opens[0], opens[-2], opens[-1]
         pkg = self.pkg(newest + 1)
-        root = self._id()
+        root, inner = self._id(), self._id()
         x = self.rounds[oldest]
-        arch = self.exercise(x["open"].cid, self.pkg(oldest), "Splice.Round", "OpenMiningRound", "Archive", rec(),
-                             {"unit": {}}, True, [self.lg.dso])  # fmt: skip
-        s_eid, s = self.create(pkg, "Splice.Round", "SummarizingMiningRound",
-                               rec(("dso", party(self.lg.dso)), ("round", rnd_rec(oldest)), ("amuletPrice", num(x["price"])),
-                                   ("issuanceConfig", self._issuance_config()),
-                                   ("tickDuration", rec(("microseconds", i64(self.tick))))), [self.lg.dso])  # fmt: skip
+        arch = self.consume(x["open"], "Archive", [self.lg.dso], pkg=self.pkg(oldest))
+        s_args: list[tuple[str, Json]] = [
+            ("dso", party(self.lg.dso)), ("round", rnd_rec(oldest)), ("amuletPrice", num(x["price"])),
+            ("issuanceConfig", self._issuance_config(oldest)), ("tickDuration", reltime(self.tick))]  # fmt: skip
+        if self.since(newest + 1, 21):
+            s_args += [("trafficPrice", opt(num(TRAFFIC_USD_PER_MB))), ("rewardConfig", opt(None))]
+        s_eid, s = self.create(pkg, "Splice.Round", "SummarizingMiningRound", rec(*s_args), [self.lg.dso])
         x.update(phase="summarizing", summarizing=s)
         opens_at = max(self.now, self.rounds[newest]["opens_at"]) + self.tick
         o_eid, o = self.create(
             pkg, "Splice.Round", "OpenMiningRound", self._open_args(newest + 1, opens_at), [self.lg.dso]
         )
         self.rounds[newest + 1]["open"] = o
-        self.dso(root, "DsoRules_AdvanceOpenMiningRounds", rec(("roundToArchiveCid", cid_v(x["open"].cid))),
-                 [arch, s_eid, o_eid])
+        cids = (("roundToArchiveCid", cid_v(x["open"].cid)), ("middleRoundCid", cid_v(self.rounds[middle]["open"].cid)),
+                ("latestRoundCid", cid_v(self.rounds[newest]["open"].cid)))  # fmt: skip
+        self.rules(inner, "AmuletRules_AdvanceOpenMiningRounds",
+                   rec(("amuletPrice", num(self.rounds[newest + 1]["price"])), *cids),
+                   rec(("summarizingRoundCid", cid_v(s.cid)), ("openRoundCid", cid_v(o.cid))), [arch, s_eid, o_eid],
+                   rnd=newest + 1)  # fmt: skip
+        self.dso(root, "DsoRules_AdvanceOpenMiningRounds",
+                 rec(("amuletRulesCid", cid_v(self.amulet_rules.cid)), *cids, ("amuletPriceVoteCids", lst([]))), [inner],
+                 rec(("summarizingRound", cid_v(s.cid)), ("openRound", cid_v(o.cid))))  # fmt: skip
 
     def _summarizing(self) -> int | None:
         got = [r for r, x in self.rounds.items() if x["phase"] == "summarizing"]
@@ -356,6 +517,15 @@ class Economy:
 
     def _coupons_of(self, rnd: int) -> list[_C]:
         return [c for c in self.live.values() if c.info.get("coupon") and c.info["round"] == rnd]
+
+    def _confirmed(self, root: str, action: str, value: Json, inner: str, result: Json, kids: list[str]) -> None:
+        """DsoRules_ExecuteConfirmedAction (result: the enum DsoRules_ExecuteConfirmedActionResult) that
+        exercises the confirmed AmuletRules choice `action` (its argument `value`) below it."""
+        self.rules(inner, "AmuletRules_" + action.removeprefix("CRARC_"), value, result, kids)
+        self.dso(root, "DsoRules_ExecuteConfirmedAction", rec(
+            ("action", variant("ARC_AmuletRules", rec(("amuletRulesAction", variant(action, value))))),
+            ("amuletRulesCid", opt(cid_v(self.amulet_rules.cid))), ("confirmationCids", lst([]))),
+            [inner], enum("DsoRules_ExecuteConfirmedActionResult"))  # fmt: skip
 
     def _start_issuing(self, rnd: int) -> None:
         """Rates from the round's coupon totals, by Splice's tranches (see docs: round economics)."""
@@ -377,9 +547,8 @@ class Economy:
                  "liveness": faucet[0]}  # fmt: skip
         x.update(rates=rates, phase="issuing", issuing_since=self.ticks)
         pkg = self.pkg(rnd)
-        root = self._id()
-        arch = self.exercise(x["summarizing"].cid, pkg, "Splice.Round", "SummarizingMiningRound", "Archive", rec(),
-                             {"unit": {}}, True, [self.lg.dso])  # fmt: skip
+        root, inner = self._id(), self._id()
+        arch = self.consume(x["summarizing"], "Archive", [self.lg.dso], pkg=pkg)
         i_eid, issuing = self.create(pkg, "Splice.Round", "IssuingMiningRound", rec(
             ("dso", party(self.lg.dso)), ("round", rnd_rec(rnd)),
             ("issuancePerValidatorRewardCoupon", num(rates["validator"])),
@@ -387,7 +556,7 @@ class Economy:
             ("issuancePerUnfeaturedAppRewardCoupon", num(rates["app_unfeatured"])),
             ("issuancePerSvRewardCoupon", num(rates["sv"])), ("opensAt", ts(self.t + self.tick)),
             ("targetClosesAt", ts(self.t + 3 * self.tick)),
-            ("optIssuancePerValidatorFaucetCoupon", {"optional": {"value": num(rates["liveness"])}})), [self.lg.dso])  # fmt: skip
+            ("optIssuancePerValidatorFaucetCoupon", opt(num(rates["liveness"])))), [self.lg.dso])  # fmt: skip
         x["issuing"] = issuing
         kids = [arch, i_eid]
         unclaimed = faucet[1] + feat[1] + sv_left
@@ -399,9 +568,13 @@ class Economy:
                       ("totalFeaturedAppRewardCoupons", num(tot["app_featured"])),
                       ("totalUnfeaturedAppRewardCoupons", num(tot["app_unfeatured"])),
                       ("totalSvRewardWeight", i64(weight)),
-                      ("optTotalValidatorFaucetCoupons", {"optional": {"value": i64(tot["liveness"] // UNIT)}}))  # fmt: skip
-        self.dso(root, "DsoRules_ExecuteConfirmedAction", confirmed("CRARC_MiningRound_StartIssuing", rec(
-            ("miningRoundCid", cid_v(x["summarizing"].cid)), ("summary", summary))), kids)  # fmt: skip
+                      ("optTotalValidatorFaucetCoupons", opt(i64(tot["liveness"] // UNIT))))  # fmt: skip
+        result: list[tuple[str, Json]] = [("issuingRoundCid", cid_v(issuing.cid))]
+        if self.since(rnd, 15):
+            result.append(("unclaimedDevelopmentFundCouponCid", opt(None)))
+        self._confirmed(root, "CRARC_MiningRound_StartIssuing",
+                        rec(("miningRoundCid", cid_v(x["summarizing"].cid)), ("summary", summary)), inner,
+                        rec(*result), kids)  # fmt: skip
 
     def _to_close(self) -> int | None:
         got = [r for r, x in self.rounds.items() if x["phase"] == "issuing" and x["issuing_since"] + 2 <= self.ticks]
@@ -412,11 +585,11 @@ class Economy:
         return max(self.rounds) - self.r0
 
     def _close(self, rnd: int) -> None:
+        """DsoRules_MiningRound_Close -> AmuletRules_MiningRound_Close: issuing archived, closed created."""
         x = self.rounds[rnd]
         pkg = self.pkg(rnd)
-        root = self._id()
-        arch = self.exercise(x["issuing"].cid, pkg, "Splice.Round", "IssuingMiningRound", "Archive", rec(), {"unit": {}},
-                             True, [self.lg.dso])  # fmt: skip
+        root, inner = self._id(), self._id()
+        arch = self.consume(x["issuing"], "Archive", [self.lg.dso], pkg=pkg)
         r = x["rates"]
         c_eid, closed = self.create(pkg, "Splice.Round", "ClosedMiningRound", rec(
             ("dso", party(self.lg.dso)), ("round", rnd_rec(rnd)),
@@ -424,17 +597,23 @@ class Economy:
             ("issuancePerFeaturedAppRewardCoupon", num(r["app_featured"])),
             ("issuancePerUnfeaturedAppRewardCoupon", num(r["app_unfeatured"])),
             ("issuancePerSvRewardCoupon", num(r["sv"])),
-            ("optIssuancePerValidatorFaucetCoupon", {"optional": {"value": num(r["liveness"])}})), [self.lg.dso])  # fmt: skip
+            ("optIssuancePerValidatorFaucetCoupon", opt(num(r["liveness"])))), [self.lg.dso])  # fmt: skip
         x.update(phase="closed", closed=closed)
         self.books.closed[rnd] = len(self.books.supply_after)
         self.books.closed_at[rnd] = self.eff
-        self.dso(root, "DsoRules_MiningRound_Close", rec(("issuingRoundCid", cid_v(x["issuing"].cid))), [arch, c_eid])
+        issuing = ("issuingRoundCid", cid_v(x["issuing"].cid))
+        self.rules(inner, "AmuletRules_MiningRound_Close", rec(issuing), rec(("closedRoundCid", cid_v(closed.cid))),
+                   [arch, c_eid])  # fmt: skip
+        self.dso(root, "DsoRules_MiningRound_Close", rec(("amuletRulesCid", cid_v(self.amulet_rules.cid)), issuing),
+                 [inner], rec(("closedRound", cid_v(closed.cid))))  # fmt: skip
 
     def _to_expire(self) -> int | None:
         got = [r for r, x in self.rounds.items() if x["phase"] == "closed" and not x.get("expired")]
         return min(got) if got else None
 
     def _expire_rewards(self, rnd: int) -> None:
+        """DsoRules_ClaimExpiredRewards -> AmuletRules_ClaimExpiredRewards: each coupon left in the
+        closed round expired by its DsoExpire choice, their value into one UnclaimedReward."""
         x = self.rounds[rnd]
         x["expired"] = True
         cs = sorted(self._coupons_of(rnd), key=lambda c: c.cid)
@@ -442,23 +621,42 @@ class Economy:
             self._transfer()
             return
         r = x["rates"]
-        root = self._id()
+        root, inner = self._id(), self._id()
         kids, total = [], 0
-        choice = {"app_featured": "AppRewardCoupon_DsoExpire", "app_unfeatured": "AppRewardCoupon_DsoExpire",
-                  "validator": "ValidatorRewardCoupon_DsoExpire", "sv": "SvRewardCoupon_DsoExpire",
-                  "liveness": "ValidatorLivenessActivityRecord_DsoExpire"}  # fmt: skip
+        by_kind: dict[str, list[Json]] = defaultdict(list)
+        closed = ("closedRoundCid", cid_v(x["closed"].cid))
         for c in cs:
             kind = c.info["coupon"]
             value = c.info["weight"] // UNIT * r[kind] if kind in ("sv", "liveness") else mul(c.info["weight"], r[kind])
             total += value
             self.books.coupons[(rnd, kind)]["expired_n"] += 1
             self.books.coupons[(rnd, kind)]["expired_cc"] += value
-            kids.append(self.exercise(c.cid, self.pkg(rnd), c.module, c.entity, choice[kind],
-                                      rec(("closedRoundCid", cid_v(x["closed"].cid))), {"unit": {}}, True, [self.lg.dso]))  # fmt: skip
+            by_kind[kind.split("_")[0]].append(cid_v(c.cid))
+            if kind.startswith("app"):
+                choice, result = "AppRewardCoupon_DsoExpire", rec(("featured", {"bool": kind == "app_featured"}),
+                                                                   ("amount", num(c.info["weight"])))  # fmt: skip
+            elif kind == "validator":
+                choice, result = "ValidatorRewardCoupon_DsoExpire", rec(("amount", num(c.info["weight"])))
+            elif kind == "sv":
+                choice, result = "SvRewardCoupon_DsoExpire", rec(("weight", i64(c.info["weight"] // UNIT)))
+            else:
+                choice, result = ("ValidatorLivenessActivityRecord_DsoExpire",
+                                  enum("ValidatorLivenessActivityRecord_DsoExpireResult"))  # fmt: skip
+            kids.append(self.consume(c, choice, [self.lg.dso], result, rec(closed), pkg=self.pkg(rnd)))
+        made = None
         if total > 0:
-            kids.append(self.create(self.pkg(rnd), "Splice.Amulet", "UnclaimedReward",
-                                    rec(("dso", party(self.lg.dso)), ("amount", num(total))), [self.lg.dso])[0])  # fmt: skip
-        self.dso(root, "DsoRules_ClaimExpiredRewards", rec(("closedRoundCid", cid_v(x["closed"].cid))), kids)
+            eid, made = self.create(self.pkg(rnd), "Splice.Amulet", "UnclaimedReward",
+                                    rec(("dso", party(self.lg.dso)), ("amount", num(total))), [self.lg.dso])  # fmt: skip
+            kids.append(eid)
+        arg = rec(closed, ("validatorRewardCouponCids", lst(by_kind["validator"])),
+                  ("appCouponCids", lst(by_kind["app"])), ("svRewardCouponCids", lst(by_kind["sv"])),
+                  ("optValidatorFaucetCouponCids", opt(lst([]))),
+                  ("optValidatorLivenessActivityRecordCids", opt(lst(by_kind["liveness"]))))  # fmt: skip
+        made_v = opt(cid_v(made.cid)) if made else opt(None)
+        self.rules(inner, "AmuletRules_ClaimExpiredRewards", arg, rec(("unclaimedRewardCid", made_v)), kids)
+        self.dso(root, "DsoRules_ClaimExpiredRewards",
+                 rec(("amuletRulesCid", cid_v(self.amulet_rules.cid)), ("choiceArg", arg)), [inner],
+                 rec(("unclaimedReward", made_v)))  # fmt: skip
 
     def _to_archive(self) -> int | None:
         got = [r for r, x in self.rounds.items() if x["phase"] == "closed" and x.get("expired")
@@ -467,12 +665,11 @@ class Economy:
 
     def _archive_closed(self, rnd: int) -> None:
         x = self.rounds[rnd]
-        root = self._id()
-        arch = self.exercise(x["closed"].cid, self.pkg(rnd), "Splice.Round", "ClosedMiningRound", "Archive", rec(),
-                             {"unit": {}}, True, [self.lg.dso])  # fmt: skip
+        root, inner = self._id(), self._id()
+        arch = self.consume(x["closed"], "Archive", [self.lg.dso], pkg=self.pkg(rnd))
         x["phase"] = "archived"
-        self.dso(root, "DsoRules_ExecuteConfirmedAction",
-                 confirmed("CRARC_MiningRound_Archive", rec(("closedRoundCid", cid_v(x["closed"].cid)))), [arch])
+        self._confirmed(root, "CRARC_MiningRound_Archive", rec(("closedRoundCid", cid_v(x["closed"].cid))), inner,
+                        enum("AmuletRules_MiningRound_ArchiveResult"), [arch])  # fmt: skip
 
     # ----- coupons ---------------------------------------------------------------------------------
 
@@ -482,7 +679,7 @@ class Economy:
         if kind.startswith("app"):
             eid, _ = self.create(pkg, "Splice.Amulet", "AppRewardCoupon", rec(
                 ("dso", party(self.lg.dso)), ("provider", party(who)), ("featured", {"bool": featured}),
-                ("amount", num(weight)), ("round", rnd_rec(rnd)), ("beneficiary", {"optional": {}})),
+                ("amount", num(weight)), ("round", rnd_rec(rnd)), ("beneficiary", opt(None))),
                 [self.lg.dso], [who], coupon=kind, owner=who, weight=weight, round=rnd)  # fmt: skip
         elif kind == "validator":
             eid, _ = self.create(pkg, "Splice.Amulet", "ValidatorRewardCoupon", rec(
@@ -492,8 +689,8 @@ class Economy:
             eid, _ = self.create(pkg, "Splice.Amulet", "SvRewardCoupon", rec(
                 ("dso", party(self.lg.dso)), ("sv", party(who)), ("beneficiary", party(who)), ("round", rnd_rec(rnd)),
                 ("weight", i64(weight // UNIT))), [self.lg.dso], [who], coupon=kind, owner=who, weight=weight, round=rnd)  # fmt: skip
-        else:
-            eid, _ = self.create(LIFECYCLE_PKG, "Splice.ValidatorLicense", "ValidatorLivenessActivityRecord", rec(
+        else:  # splice-amulet keeps Splice.ValidatorLicense
+            eid, _ = self.create(pkg, "Splice.ValidatorLicense", "ValidatorLivenessActivityRecord", rec(
                 ("dso", party(self.lg.dso)), ("validator", party(who)), ("round", rnd_rec(rnd))),
                 [self.lg.dso], [who], coupon=kind, owner=who, weight=UNIT, round=rnd)  # fmt: skip
         self.books.coupons[(rnd, kind)]["created_n"] += 1
@@ -501,20 +698,44 @@ class Economy:
         return eid
 
     def _sv_coupon(self, sv: str) -> None:
+        """DsoRules_ReceiveSvRewardCoupon: the SV's reward state archived and created anew, one coupon
+        for the SV itself as beneficiary."""
         rnd = self.rnd
         root = self._id()
-        kid = self._coupon("sv", sv, (1 + self.svs.index(sv)) * 10 * UNIT, rnd)
-        self.dso(root, "DsoRules_ReceiveSvRewardCoupon",
-                 rec(("sv", party(sv)), ("openRoundCid", cid_v(self.rounds[rnd]["open"].cid))), [kid], [sv])
+        weight = (1 + self.svs.index(sv)) * 10
+        old = self.sv_states[sv]
+        arch = self.consume(old, "Archive", [self.lg.dso])
+        collected = int(old.args["record"]["fields"][2]["value"]["record"]["fields"][1]["value"]["int64"]) + 1
+        s_eid, self.sv_states[sv] = self.create(old.pkg, "Splice.DSO.SvState", "SvRewardState",
+                                                self._sv_state(sv, rnd, collected), [self.lg.dso])  # fmt: skip
+        kid = self._coupon("sv", sv, weight * UNIT, rnd)
+        self.exercise(self.dso_rules.cid, self.dso_pkg(rnd), "Splice.DsoRules", "DsoRules",
+                      "DsoRules_ReceiveSvRewardCoupon",
+                      rec(("sv", party(sv)), ("openRoundCid", cid_v(self.rounds[rnd]["open"].cid)),
+                          ("rewardStateCid", cid_v(old.cid)),
+                          ("beneficiaries", lst([rec(("_1", party(sv)), ("_2", i64(weight)))]))),
+                      rec(("svRewardState", cid_v(self.sv_states[sv].cid)),
+                          ("svRewardCoupons", lst([cid_v(self.events[kid]["contract_id"])]))),
+                      False, [sv], root)  # fmt: skip
+        self.children(root, [arch, s_eid, kid])
 
     def _liveness(self, validator: str) -> None:
+        """ValidatorLicense_RecordValidatorLivenessActivity (consuming): the license created anew with
+        its faucet state, and a ValidatorLivenessActivityRecord for the open round."""
         rnd = self.rnd
         root = self._id()
+        old = self.licenses[validator]
+        first = old.info.get("first", rnd)
+        l_eid, self.licenses[validator] = self.create(old.pkg, old.module, old.entity,
+                                                      self._license(validator, (first, rnd), self.eff), [self.lg.dso],
+                                                      [validator], first=first)  # fmt: skip
         kid = self._coupon("liveness", validator, UNIT, rnd)
-        self.exercise(self._new_cid("license", validator), LIFECYCLE_PKG, "Splice.ValidatorLicense", "ValidatorLicense",
+        self.exercise(old.cid, self.pkg(rnd), "Splice.ValidatorLicense", "ValidatorLicense",
                       "ValidatorLicense_RecordValidatorLivenessActivity",
-                      rec(("openRoundCid", cid_v(self.rounds[rnd]["open"].cid))), {"unit": {}}, False, [validator], root)  # fmt: skip
-        self.children(root, [kid])
+                      rec(("openRoundCid", cid_v(self.rounds[rnd]["open"].cid))),
+                      rec(("licenseCid", cid_v(self.licenses[validator].cid)),
+                          ("couponCid", cid_v(self.events[kid]["contract_id"]))), True, [validator], root)  # fmt: skip
+        self.children(root, [l_eid, kid])
 
     # ----- holdings --------------------------------------------------------------------------------
 
@@ -524,22 +745,34 @@ class Economy:
                                ("ratePerRound", rec(("rate", num(HOLDING_RATE)))))))  # fmt: skip
         info: dict[str, Any] = {"owner": owner, "amount": amount, "created": rnd}
         if locked:
-            args = rec(("amulet", a), ("lock", rec(("holders", {"list": {"elements": [party(self.lg.dso)]}}),
-                                                    ("expiresAt", ts(self.t + 86_400_000_000)),
-                                                    ("optContext", {"optional": {}}))))  # fmt: skip
+            args = rec(("amulet", a), ("lock", self._lock()))
             return self.create(self.pkg(rnd), "Splice.Amulet", "LockedAmulet", args, [self.lg.dso, owner], None,
                                locked=True, **info)[0]  # fmt: skip
         return self.create(self.pkg(rnd), "Splice.Amulet", "Amulet", a, [self.lg.dso, owner], None, **info)[0]
 
+    def _lock(self) -> Json:
+        """TimeLock (Expiry.daml): held by the DSO for a day."""
+        return rec(("holders", lst([party(self.lg.dso)])), ("expiresAt", ts(self.t + 86_400_000_000)),
+                   ("optContext", opt(None)))  # fmt: skip
+
+    def _create_sum(self, made: str, rnd: int) -> Json:
+        """AmuletCreateSummary (Amulet.daml): the amulet, the round's price and number."""
+        return rec(("amulet", cid_v(made)), ("amuletPrice", num(self.rounds[rnd]["price"])), ("round", rnd_rec(rnd)))
+
     def _tap(self, owner: str, amount: int) -> None:
-        rnd = self.rnd if self.rounds else self.r0
-        root = self._id()
+        """AmuletRules_DevNet_Tap, which exercises AmuletRules_Mint below it (AmuletRules.daml)."""
+        rnd = self.rnd
+        root, inner = self._id(), self._id()
         kid = self._amulet(owner, amount, rnd)
         made = self.events[kid]["contract_id"]
-        self.exercise(self._new_cid("amulet-rules"), self.pkg(rnd), "Splice.AmuletRules", "AmuletRules",
-                      "AmuletRules_DevNet_Tap", rec(("receiver", party(owner)), ("amount", num(amount))),
-                      rec(("amuletSum", rec(("amulet", cid_v(made)), ("round", rnd_rec(rnd))))), False, [owner], root)  # fmt: skip
-        self.children(root, [kid])
+        arg = rec(("receiver", party(owner)), ("amount", num(amount)),
+                  ("openRound", cid_v(self.rounds[rnd]["open"].cid)))  # fmt: skip
+        self.rules(inner, "AmuletRules_Mint", arg, rec(("amuletSum", self._create_sum(made, rnd))), [kid],
+                   [self.lg.dso, owner])  # fmt: skip
+        self.rules(root, "AmuletRules_DevNet_Tap", arg,
+                   rec(("amuletSum", self._create_sum(made, rnd)), ("meta", opt(meta(("tx-kind", "mint"),
+                                                                                     ("reason", "tapped faucet"))))),
+                   [inner], [owner])  # fmt: skip
         self.books.tapped += amount
 
     def _held(self, owner: str) -> list[_C]:
@@ -559,26 +792,34 @@ class Economy:
         return [c for c in self.live.values() if c.entity == "LockedAmulet"]
 
     def _expire_dust(self) -> None:
+        """DsoRules_Amulet_Expire -> Amulet_Expire (Amulet.daml): the dust archived, its expiry summary."""
         c = sorted(self._dust(), key=lambda c: c.cid)[0]
         rnd = self.rnd
         root = self._id()
         amount, created = c.info["amount"], c.info["created"]
-        kid = self.exercise(c.cid, self.pkg(rnd), "Splice.Amulet", "Amulet", "Amulet_Expire",
-                            rec(("roundCid", cid_v(self.rounds[rnd]["open"].cid))),
-                            rec(("owner", party(c.info["owner"])), ("round", rnd_rec(created)),
-                                ("changeToInitialAmountAsOfRoundZero", num(-(amount + created * HOLDING_RATE))),
-                                ("changeToHoldingFeesRate", num(-HOLDING_RATE))), True, [self.lg.dso])  # fmt: skip
-        self.dso(root, "DsoRules_Amulet_Expire", rec(("amuletCid", cid_v(c.cid))), [kid])
+        choice_arg = rec(("roundCid", cid_v(self.rounds[rnd]["open"].cid)))
+        expire = rec(("owner", party(c.info["owner"])), ("round", rnd_rec(created)),
+                     ("changeToInitialAmountAsOfRoundZero", num(-(amount + created * HOLDING_RATE))),
+                     ("changeToHoldingFeesRate", num(-HOLDING_RATE)))  # fmt: skip
+        kid = self.consume(c, "Amulet_Expire", [self.lg.dso], rec(
+            ("expireSum", expire), ("meta", opt(meta(("tx-kind", "expire-dust"), ("burned", num(amount)["numeric"]))))),
+            choice_arg)  # fmt: skip
+        self.dso(root, "DsoRules_Amulet_Expire", rec(("cid", cid_v(c.cid)), ("choiceArg", choice_arg)), [kid],
+                 rec(("expireSum", expire)))  # fmt: skip
         self.books.dust_burnt += amount
         self.books.by_round[rnd]["dust_burnt"] += amount
 
     def _unlock(self) -> None:
+        """LockedAmulet_Unlock (Amulet.daml): the locked amulet archived, its amulet created again."""
         c = sorted(self._locked(), key=lambda c: c.cid)[0]
+        rnd = self.rnd
         root = self._id()
         owner = c.info["owner"]
         kid = self._amulet(owner, c.info["amount"], c.info["created"])
-        self.exercise(c.cid, self.pkg(self.rnd), "Splice.Amulet", "LockedAmulet", "LockedAmulet_Unlock", rec(),
-                      rec(("amuletSum", cid_v(self.events[kid]["contract_id"]))), True, [owner, self.lg.dso], root)  # fmt: skip
+        self.exercise(c.cid, self.pkg(rnd), "Splice.Amulet", "LockedAmulet", "LockedAmulet_Unlock",
+                      rec(("openRoundCid", cid_v(self.rounds[rnd]["open"].cid))),
+                      rec(("amuletSum", self._create_sum(self.events[kid]["contract_id"], rnd)),
+                          ("meta", opt(meta(("tx-kind", "unlock"))))), True, [owner, self.lg.dso], root)  # fmt: skip
         self.children(root, [kid])
 
     # ----- transfers -------------------------------------------------------------------------------
@@ -594,6 +835,10 @@ class Economy:
         coupons = self._claimable(sender)[:6] if claim else []
         return amulets, coupons
 
+    def _right(self, who: str) -> str:
+        """A ValidatorRight's contract id (referenced, not modelled)."""
+        return self._new_cid("validator-right", who)
+
     def _spend(self, sender: str, amulets: list[_C], coupons: list[_C], rnd: int) -> tuple[dict[str, int], list[str]]:
         """Consume the inputs, in input order; returns the summary's input amounts and the events."""
         era = self._fee_era(rnd)
@@ -607,6 +852,7 @@ class Economy:
         for c in coupons:
             kind, cr = c.info["coupon"], c.info["round"]
             rate = self.rounds[cr]["rates"][kind]
+            arg, result = None, None
             if kind.startswith("app"):
                 v = mul(c.info["weight"], rate)
                 s["app"] += v
@@ -615,10 +861,12 @@ class Economy:
                 v = mul(c.info["weight"], rate)
                 s["validator"] += v
                 choice = "ValidatorRewardCoupon_ArchiveAsValidator"
+                arg, result = rec(("validator", party(sender)), ("rightCid", cid_v(self._right(sender)))), rec()
             elif kind == "sv":
                 v = c.info["weight"] // UNIT * rate
                 s["sv"] += v
                 choice = "SvRewardCoupon_ArchiveAsBeneficiary"
+                result = enum("SvRewardCoupon_ArchiveAsBeneficiaryResult")
             else:
                 v = rate
                 s["validator"] += v
@@ -626,8 +874,40 @@ class Economy:
                 choice = "Archive"
             self.books.coupons[(cr, kind)]["claimed_n"] += 1
             self.books.coupons[(cr, kind)]["claimed_cc"] += v
-            kids.append(self.consume(c, choice, [sender]))
+            kids.append(self.consume(c, choice, [sender], result, arg))
         return s, kids
+
+    def _context(self, rnd: int, coupons: list[_C], provider: str | None) -> Json:
+        """TransferContext (AmuletRules.daml): the open round, the issuing rounds of the coupons
+        claimed, the validator rights used, the provider's FeaturedAppRight if featured."""
+        issuing = sorted({c.info["round"] for c in coupons})
+        users = sorted({c.info["owner"] for c in coupons if c.info["coupon"] == "validator"})
+        right = opt(cid_v(self._new_cid("featured-app-right", provider))) if provider in self.featured else opt(None)
+        return rec(("openMiningRound", cid_v(self.rounds[rnd]["open"].cid)),
+                   ("issuingMiningRounds", genmap([(rnd_rec(r), cid_v(self.rounds[r]["issuing"].cid)) for r in issuing])),
+                   ("validatorRights", genmap([(party(u), cid_v(self._right(u))) for u in users])),
+                   ("featuredAppRight", right))  # fmt: skip
+
+    def _output(self, receiver: str, amount: int, rnd: int, locked: bool) -> Json:
+        """TransferOutput (AmuletRules.daml; `meta` from 0.1.21, Token Standard V2)."""
+        fields: list[tuple[str, Json]] = [("receiver", party(receiver)), ("receiverFeeRatio", num(0)),
+                                          ("amount", num(amount)), ("lock", opt(self._lock()) if locked else opt(None))]
+        if self.since(rnd, 21):
+            fields.append(("meta", opt(None)))
+        return rec(*fields)
+
+    def _summary(self, rnd: int, s: dict[str, int], fees: list[int], change_fee: int, change: int,
+                 price: int) -> Json:  # fmt: skip
+        """TransferSummary (AmuletRules.daml; inputDevelopmentFundAmount from 0.1.15)."""
+        fields: list[tuple[str, Json]] = [
+            ("inputAppRewardAmount", num(s["app"])), ("inputValidatorRewardAmount", num(s["validator"])),
+            ("inputSvRewardAmount", num(s["sv"])), ("inputAmuletAmount", num(s["amulets"])),
+            ("balanceChanges", genmap([])), ("holdingFees", num(s["holding"])), ("outputFees", lst([num(f) for f in fees])),
+            ("senderChangeFee", num(change_fee)), ("senderChangeAmount", num(change)), ("amuletPrice", num(price)),
+            ("inputValidatorFaucetAmount", opt(num(s["faucet"]))), ("inputUnclaimedActivityRecordAmount", opt(num(0)))]  # fmt: skip
+        if self.since(rnd, 15):
+            fields.append(("inputDevelopmentFundAmount", opt(num(0))))
+        return rec(*fields)
 
     def _transfer(self) -> None:
         rnd = self.rnd
@@ -644,7 +924,7 @@ class Economy:
         provider = self.rng.choice(self.providers)
         featured = provider in self.featured
         self.books.versions_used.add(self.version(rnd))
-        outer = self._id() if self.rng.random() < 0.3 else None  # wrapped by a non-summary choice
+        outer = self._id() if self.rng.random() < 0.3 else None  # sent through the receiver's TransferPreapproval
         root = self._id()
         s, kids = self._spend(sender, amulets, coupons, rnd)
         minted = s["app"] + s["validator"] + s["sv"]
@@ -658,8 +938,9 @@ class Economy:
             if available - amount - fee < 0:
                 amount, fee = 0, 0
         outputs = []
+        locked = False
         if amount > 0:
-            locked = not dust and self.rng.random() < 0.1
+            locked = outer is None and not dust and self.rng.random() < 0.1
             outputs.append(self._amulet(receiver, amount, rnd, locked))
         leftover = available - amount - fee
         change_fee = min(create_fee, leftover) if era else 0
@@ -679,37 +960,32 @@ class Economy:
                 self._coupon("app_featured" if featured else "app_unfeatured", provider, app, rnd, featured)
             )
         burnt = fee + s["holding"] + change_fee
-        summary = rec(
-            ("inputAppRewardAmount", num(s["app"])), ("inputValidatorRewardAmount", num(s["validator"])),
-            ("inputSvRewardAmount", num(s["sv"])), ("inputAmuletAmount", num(s["amulets"])),
-            ("balanceChanges", {"genMap": {}}), ("holdingFees", num(s["holding"])),
-            ("outputFees", {"list": {"elements": [num(fee)] if amount > 0 else []}}),
-            ("senderChangeFee", num(change_fee)), ("senderChangeAmount", num(change)), ("amuletPrice", num(price)),
-            ("inputValidatorFaucetAmount", {"optional": {"value": num(s["faucet"])}}),
-            ("inputUnclaimedActivityRecordAmount", {"optional": {"value": num(0)}}),
-        )  # fmt: skip
-        made = [{"variant": {"constructor": "TransferResultLockedAmulet" if self.events[o]["template_id"].endswith(":LockedAmulet")
-                             else "TransferResultAmulet", "value": cid_v(self.events[o]["contract_id"])}} for o in outputs]  # fmt: skip
-        result = rec(("round", rnd_rec(rnd)), ("summary", summary), ("createdAmulets", {"list": {"elements": made}}),
-                     ("senderChangeAmulet", {"optional": {"value": cid_v(self.events[change_eid]["contract_id"])}}
-                      if change_eid else {"optional": {}}),
-                     ("meta", {"optional": {}}))  # fmt: skip
-        inputs = [{"variant": {"constructor": "InputAmulet", "value": cid_v(c.cid)}} for c in amulets] + [
-            {"variant": {"constructor": _INPUT[c.info["coupon"]], "value": cid_v(c.cid)}} for c in coupons
+        summary = self._summary(rnd, s, [fee] if amount > 0 else [], change_fee, change, price)
+        made = [variant("TransferResultLockedAmulet" if self.events[o]["template_id"].endswith(":LockedAmulet")
+                        else "TransferResultAmulet", cid_v(self.events[o]["contract_id"])) for o in outputs]  # fmt: skip
+        change_v = opt(cid_v(self.events[change_eid]["contract_id"])) if change_eid else opt(None)
+        tx_meta = meta(("tx-kind", "transfer"), ("sender", sender))
+        result = rec(("round", rnd_rec(rnd)), ("summary", summary), ("createdAmulets", lst(made)),
+                     ("senderChangeAmulet", change_v), ("meta", opt(tx_meta)))  # fmt: skip
+        inputs = [variant("InputAmulet", cid_v(c.cid)) for c in amulets] + [
+            variant(_INPUT[c.info["coupon"]], cid_v(c.cid)) for c in coupons
         ]
-        arg = rec(("transfer", rec(("sender", party(sender)), ("provider", party(provider)),
-                                   ("inputs", {"list": {"elements": inputs}}),
-                                   ("outputs", {"list": {"elements": [rec(("receiver", party(receiver)),
-                                                                         ("amount", num(amount)))] if amount else []}}))),
-                  ("context", rec(("openMiningRound", cid_v(x["open"].cid)))), ("expectedDso", {"optional": {}}))  # fmt: skip
-        self.exercise(self._new_cid("amulet-rules"), self.pkg(rnd), "Splice.AmuletRules", "AmuletRules",
-                      "AmuletRules_Transfer", arg, result, False, [sender], root)  # fmt: skip
-        self.children(root, kids + outputs + ([change_eid] if change_eid else []) + coupon_kids)
-        if outer is not None:
+        context = self._context(rnd, coupons, provider)
+        arg = rec(("transfer", rec(("sender", party(sender)), ("provider", party(provider)), ("inputs", lst(inputs)),
+                                   ("outputs", lst([self._output(receiver, amount, rnd, locked)] if amount else [])),
+                                   ("beneficiaries", opt(None)))),
+                  ("context", context), ("expectedDso", opt(party(self.lg.dso))))  # fmt: skip
+        self.rules(root, "AmuletRules_Transfer", arg, result, kids + outputs + ([change_eid] if change_eid else [])
+                   + coupon_kids, [sender], rnd)  # fmt: skip
+        if outer is not None:  # TransferPreapproval_Send: the inner result without its meta, the meta outside
+            inner = rec(*[(f["label"], opt(None) if f["label"] == "meta" else f["value"])
+                          for f in result["record"]["fields"]])  # fmt: skip
             self.exercise(self._new_cid("preapproval", receiver), self.pkg(rnd), "Splice.AmuletRules",
                           "TransferPreapproval", "TransferPreapproval_Send",
-                          rec(("amount", num(amount)), ("description", {"optional": {}})),
-                          rec(("result", result)), False, [sender], outer)  # fmt: skip
+                          rec(("context", rec(("amuletRules", cid_v(self.amulet_rules.cid)), ("context", context))),
+                              ("inputs", lst(inputs)), ("amount", num(amount)), ("sender", party(sender)),
+                              ("description", opt(None))),
+                          rec(("result", inner), ("meta", opt(tx_meta))), False, [sender], outer)  # fmt: skip
             self.children(outer, [root])
         self._book(rnd, sender, s, burnt, fee, 0, 0)
 
@@ -717,47 +993,64 @@ class Economy:
         return sorted((c for c in self.live.values() if c.entity == "FeaturedAppActivityMarker"), key=lambda c: c.cid)
 
     def _convert_markers(self) -> None:
-        """AmuletRules_ConvertFeaturedAppActivityMarkers: the markers archived, one featured
-        AppRewardCoupon per provider of (1 USD / price) x the markers' weights, in the open round."""
+        """DsoRules_AmuletRules_ConvertFeaturedAppActivityMarkers -> AmuletRules_ConvertFeaturedAppActivityMarkers:
+        the markers archived, one featured AppRewardCoupon per provider of (1 USD / price) x the
+        markers' weights, in the open round."""
         rnd = self.rnd
         price = self.rounds[rnd]["price"]
-        root = self._id()
+        root, inner = self._id(), self._id()
         kids: list[str] = []
         weights: dict[str, int] = defaultdict(int)
-        for c in self._markers():
+        markers = self._markers()
+        for c in markers:
             weights[c.info["marker"]] += UNIT
-            kids.append(self.consume(c, "FeaturedAppActivityMarker_DsoArchive", [self.lg.dso]))
+            kids.append(self.consume(c, "Archive", [self.lg.dso]))
+        made = []
         for provider, w in sorted(weights.items()):
-            kids.append(self._coupon("app_featured", provider, mul(div(EXTRA_FEATURED_USD, price), w), rnd, True))
+            made.append(self._coupon("app_featured", provider, mul(div(EXTRA_FEATURED_USD, price), w), rnd, True))
+        kids += made
+        arg = rec(("markerCids", lst([cid_v(c.cid) for c in markers])),
+                  ("openMiningRoundCid", cid_v(self.rounds[rnd]["open"].cid)))  # fmt: skip
+        result = rec(("appRewardCouponCids", lst([cid_v(self.events[e]["contract_id"]) for e in made])))
+        self.rules(inner, "AmuletRules_ConvertFeaturedAppActivityMarkers", arg, result, kids)
         self.dso(root, "DsoRules_AmuletRules_ConvertFeaturedAppActivityMarkers",
-                 rec(("openMiningRoundCid", cid_v(self.rounds[rnd]["open"].cid))), kids)
+                 rec(("amuletRulesCid", cid_v(self.amulet_rules.cid)), ("argument", arg)), [inner],
+                 rec(("result", result)))  # fmt: skip
 
     def _token_transfer(self) -> None:
-        """TransferFactory_Transfer (0.1.17+): holdings in, holdings out, nothing minted or burnt,
-        and no TransferSummary anywhere in the tree."""
+        """TransferFactory_Transfer (0.1.17+, ExternalPartyAmuletRules.daml): a self-transfer
+        (merge-split) executed inline by executeExternalPartyTransfer, as 0.1.17 does when sender =
+        receiver: holdings in, holdings out, nothing minted or burnt, and no TransferSummary anywhere
+        in the tree (the result is the token standard's TransferInstructionResult)."""
         rnd = self.rnd
         sender = self.rng.choice(self.users + self.validators)
         amulets, _ = self._inputs(sender, 10 * UNIT, False)
         if not amulets:
             self._tap(sender, 500 * UNIT)
             return
-        receiver = self.rng.choice([p for p in self.users + self.providers if p != sender])
         self.books.versions_used.add(self.version(rnd))
         self.books.by_round[rnd]["token_transfers"] += 1
         root = self._id()
         kids = [self.consume(c, "Archive", [sender]) for c in amulets]
         total = sum(c.info["amount"] for c in amulets)
         amount = self.rng.randrange(1, max(2, total // 2))
-        out = self._amulet(receiver, amount, rnd)
-        kids.append(out)
-        kids.append(self._amulet(sender, total - amount, rnd))
-        self.exercise(self._new_cid("external-party-amulet-rules"), self.pkg(rnd), "Splice.ExternalPartyAmuletRules",
-                      "ExternalPartyAmuletRules", "TransferFactory_Transfer",
-                      rec(("sender", party(sender)), ("receiver", party(receiver)), ("amount", num(amount))),
-                      rec(("output", cid_v(self.events[out]["contract_id"]))), False, [sender], root)  # fmt: skip
-        self.events[root]["interface_id"] = (
-            "55ba4deb0ad4662c4168b39859738a0e91388d252286480c7331b3f71a517281:"
-            "Splice.Api.Token.TransferInstructionV1:TransferFactory")  # splice-api-token-transfer-instruction-v1
+        out = self._amulet(sender, amount, rnd)
+        change = self._amulet(sender, total - amount, rnd)
+        kids += [out, change]
+        instrument = rec(("admin", party(self.lg.dso)), ("id", text("Amulet")))
+        transfer = rec(("sender", party(sender)), ("receiver", party(sender)), ("amount", num(amount)),
+                       ("instrumentId", instrument), ("requestedAt", ts(self.eff - 1_000_000)),
+                       ("executeBefore", ts(self.eff + 86_400_000_000)),
+                       ("inputHoldingCids", lst([cid_v(c.cid) for c in amulets])), ("meta", meta()))  # fmt: skip
+        arg = rec(("expectedAdmin", party(self.lg.dso)), ("transfer", transfer),
+                  ("extraArgs", rec(("context", rec(("values", {"textMap": {"entries": []}}))), ("meta", meta()))))  # fmt: skip
+        result = rec(("output", variant("TransferInstructionResult_Completed", rec(
+                          ("receiverHoldingCids", lst([cid_v(self.events[out]["contract_id"])]))))),
+                     ("senderChangeCids", lst([cid_v(self.events[change]["contract_id"])])),
+                     ("meta", meta(("tx-kind", "merge-split"))))  # fmt: skip
+        self.exercise(self.ext_rules.cid, self.pkg(rnd), "Splice.ExternalPartyAmuletRules", "ExternalPartyAmuletRules",
+                      "TransferFactory_Transfer", arg, result, False, [sender], root,
+                      f"{TOKEN_TRANSFER_V1}:Splice.Api.Token.TransferInstructionV1:TransferFactory")  # fmt: skip
         self.children(root, kids)
 
     def _book(self, rnd: int, who: str, s: dict[str, int], burnt: int, fees: int, traffic: int, paid: int) -> None:
@@ -776,9 +1069,12 @@ class Economy:
                 d["traffic_n"] += 1
 
     def _traffic(self) -> None:
-        """AmuletRules_BuyMemberTraffic: a self-transfer of the price (split), its output archived
-        at once (burn), a ValidatorRewardCoupon for the buyer, a MemberTraffic contract. The inner
-        AmuletRules_Transfer repeats the summary: it must be counted once."""
+        """AmuletRules_BuyMemberTraffic (AmuletRules.daml, splitAndBurn): a self-transfer, executed
+        inline (no AmuletRules_Transfer below it), of the price less one create fee, its output
+        archived at once (the burn), a ValidatorRewardCoupon of that output plus its fees, a
+        MemberTraffic contract. As in Splice, `amuletPaid` (the traffic's price) holds the output's
+        fees: output + outputFees = amuletPaid, and the purchase burns amuletPaid + holdingFees +
+        senderChangeFee."""
         rnd = self.rnd
         x = self.rounds[rnd]
         era = self._fee_era(rnd)
@@ -787,56 +1083,40 @@ class Economy:
         usd = div(traffic * UNIT, 10**6 * UNIT)
         usd = mul(usd, TRAFFIC_USD_PER_MB)
         cc = div(usd, x["price"])
-        fee = div(CREATE_FEE_USD, x["price"]) if era else 0
+        fee = div(CREATE_FEE_USD, x["price"]) if era else 0  # a self-transfer pays no transfer fee
         amulets, _ = self._inputs(buyer, cc + 2 * fee + UNIT, False)
         if sum(c.info["amount"] for c in amulets) < cc + 2 * fee + UNIT:
             self._tap(buyer, cc + 100 * UNIT)
             return
         self.books.versions_used.add(self.version(rnd))
-        root, inner = self._id(), self._id()
+        root = self._id()
         s, kids = self._spend(buyer, amulets, [], rnd)
-        leftover = s["amulets"] - s["holding"] - cc - fee
+        leftover = s["amulets"] - s["holding"] - cc
         change_fee = min(fee, leftover) if era else 0
         change = leftover - change_fee
-        out = self._amulet(buyer, cc, rnd)
+        out = self._amulet(buyer, cc - fee, rnd)
         change_eid = self._amulet(buyer, change, rnd) if change > 0 else None
         burn = self.consume(self.live[self.events[out]["contract_id"]], "Archive", [buyer])
-        coupon = self._coupon("validator", buyer, cc + fee, rnd)
+        coupon = self._coupon("validator", buyer, cc, rnd)
+        member = text(f"PAR::{buyer.split('::')[0]}")
         t_eid, traffic_c = self.create(self.pkg(rnd), "Splice.DecentralizedSynchronizer", "MemberTraffic", rec(
-            ("dso", party(self.lg.dso)), ("memberId", text(f"PAR::{buyer.split('::')[0]}")),
-            ("synchronizerId", text(self.lg.synchronizer_id(0))), ("migrationId", i64(self.m)),
-            ("totalPurchased", i64(traffic)), ("numPurchases", i64(1)), ("amuletSpent", num(cc)), ("usdSpent", num(usd))),
-            [self.lg.dso])  # fmt: skip
-        summary = rec(
-            ("inputAppRewardAmount", num(0)), ("inputValidatorRewardAmount", num(0)), ("inputSvRewardAmount", num(0)),
-            ("inputAmuletAmount", num(s["amulets"])), ("balanceChanges", {"genMap": {}}), ("holdingFees", num(s["holding"])),
-            ("outputFees", {"list": {"elements": [num(fee)]}}), ("senderChangeFee", num(change_fee)),
-            ("senderChangeAmount", num(change)), ("amuletPrice", num(x["price"])))  # fmt: skip
-        change_v = ({"optional": {"value": cid_v(self.events[change_eid]["contract_id"])}} if change_eid
-                    else {"optional": {}})  # fmt: skip
-        inputs = [{"variant": {"constructor": "InputAmulet", "value": cid_v(c.cid)}} for c in amulets]
-        self.exercise(self._new_cid("amulet-rules"), self.pkg(rnd), "Splice.AmuletRules", "AmuletRules",
-                      "AmuletRules_Transfer",
-                      rec(("transfer", rec(("sender", party(buyer)), ("provider", party(buyer)),
-                                           ("inputs", {"list": {"elements": inputs}}),
-                                           ("outputs", {"list": {"elements": [rec(("receiver", party(buyer)),
-                                                                                 ("amount", num(cc)))]}})))),
-                      rec(("round", rnd_rec(rnd)), ("summary", summary),
-                          ("createdAmulets", {"list": {"elements": [{"variant": {"constructor": "TransferResultAmulet",
-                                                                                 "value": cid_v(self.events[out]["contract_id"])}}]}}),
-                          ("senderChangeAmulet", change_v)), False, [buyer], inner)  # fmt: skip
-        self.children(inner, kids + [out] + ([change_eid] if change_eid else []))
-        self.exercise(self._new_cid("amulet-rules"), self.pkg(rnd), "Splice.AmuletRules", "AmuletRules",
-                      "AmuletRules_BuyMemberTraffic",
-                      rec(("inputs", {"list": {"elements": inputs}}), ("provider", party(buyer)),
-                          ("memberId", text(f"PAR::{buyer.split('::')[0]}")),
-                          ("synchronizerId", text(self.lg.synchronizer_id(0))), ("migrationId", i64(self.m)),
-                          ("trafficAmount", i64(traffic))),
-                      rec(("round", rnd_rec(rnd)), ("summary", summary), ("amuletPaid", num(cc)),
-                          ("purchasedTraffic", cid_v(traffic_c.cid)), ("senderChangeAmulet", change_v),
-                          ("meta", {"optional": {}})), False, [buyer], root)  # fmt: skip
-        self.children(root, [inner, burn, coupon, t_eid])
-        self._book(rnd, buyer, s, fee + s["holding"] + change_fee, fee, traffic, cc)
+            ("dso", party(self.lg.dso)), ("memberId", member), ("synchronizerId", text(self.lg.synchronizer_id(0))),
+            ("migrationId", i64(self.m)), ("totalPurchased", i64(traffic)), ("numPurchases", i64(1)),
+            ("amuletSpent", num(cc)), ("usdSpent", num(usd))), [self.lg.dso])  # fmt: skip
+        summary = self._summary(rnd, s, [fee], change_fee, change, x["price"])
+        change_v = opt(cid_v(self.events[change_eid]["contract_id"])) if change_eid else opt(None)
+        inputs = [variant("InputAmulet", cid_v(c.cid)) for c in amulets]
+        self.rules(root, "AmuletRules_BuyMemberTraffic",
+                   rec(("inputs", lst(inputs)), ("context", self._context(rnd, [], None)), ("provider", party(buyer)),
+                       ("memberId", member), ("synchronizerId", text(self.lg.synchronizer_id(0))),
+                       ("migrationId", i64(self.m)), ("trafficAmount", i64(traffic)),
+                       ("expectedDso", opt(party(self.lg.dso)))),
+                   rec(("round", rnd_rec(rnd)), ("summary", summary), ("amuletPaid", num(cc)),
+                       ("purchasedTraffic", cid_v(traffic_c.cid)), ("senderChangeAmulet", change_v),
+                       ("meta", opt(meta(("tx-kind", "burn"), ("reason", "traffic purchase"),
+                                         ("burned", num(cc + s["holding"] + change_fee)["numeric"]))))),
+                   kids + [out] + ([change_eid] if change_eid else []) + [burn, coupon, t_eid], [buyer], rnd)  # fmt: skip
+        self._book(rnd, buyer, s, s["holding"] + change_fee, fee, traffic, cc)
 
     # ----- serving ---------------------------------------------------------------------------------
 
@@ -900,10 +1180,43 @@ def cid_v(cid: str) -> Json:
     return {"contractId": cid}
 
 
-def confirmed(action: str, value: Json) -> Json:
-    """The argument of DsoRules_ExecuteConfirmedAction for an AmuletRules action the SVs confirmed."""
-    return rec(("action", {"variant": {"constructor": "ARC_AmuletRules", "value": rec(
-        ("amuletRulesAction", {"variant": {"constructor": action, "value": value}}))}}))
+UNIT_V: Json = {"unit": {}}
+
+
+def opt(v: Json | None) -> Json:
+    """Optional: None, or Some v."""
+    return {"optional": {}} if v is None else {"optional": {"value": v}}
+
+
+def lst(vs: list[Json]) -> Json:
+    return {"list": {"elements": vs}}
+
+
+def genmap(entries: list[tuple[Json, Json]]) -> Json:
+    """A Daml Map (not a TextMap)."""
+    return {"genMap": {"entries": [{"key": k, "value": v} for k, v in entries]}}
+
+
+def variant(constructor: str, value: Json) -> Json:
+    return {"variant": {"constructor": constructor, "value": value}}
+
+
+def enum(constructor: str) -> Json:
+    """A Daml enum value: also what a data type with one nullary constructor is (a result such as
+    DsoBootstrap_BootstrapResult, served by Scan as the bare string of its name in compact JSON)."""
+    return {"enum": {"constructor": constructor}}
+
+
+def reltime(us: int) -> Json:
+    return rec(("microseconds", i64(us)))
+
+
+SPLICE_META = "splice.lfdecentralizedtrust.org/"
+
+
+def meta(*values: tuple[str, str]) -> Json:
+    """The token standard's Metadata (a TextMap of texts), keys under Splice's prefix."""
+    return rec(("values", {"textMap": {"entries": [{"key": SPLICE_META + k, "value": text(v)} for k, v in values]}}))
 
 
 def rnd_rec(n: int) -> Json:
