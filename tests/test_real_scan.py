@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -93,3 +94,29 @@ def test_mainnet_genesis_is_stored_as_recorded_and_verifies(genesis: tuple[str, 
     opened = _rows(dsn, "SELECT (payload->'round'->>'number')::int FROM active('Splice.Round:OpenMiningRound') ORDER BY 1")
     assert [r[0] for r in opened] == [0, 1, 2]
     assert len(_rows(dsn, "SELECT 1 FROM active('Splice.DsoRules:DsoRules')")) == 1
+
+
+# the docs' burn per choice (scan_bulk_data_api.rst, "Computing Total Burnt Canton Coin"), as figures
+DOCS_BURNS = {
+    "AmuletRules_BuyMemberTraffic": Decimal("24003.6076103600"),  # amuletPaid + holdingFees + senderChangeFee
+    "AmuletRules_Transfer": Decimal("108.0021164861"),  # outputFees + holdingFees + senderChangeFee
+    "AmuletRules_CreateTransferPreapproval": Decimal("61.3199997000"),  # amuletPaid + outputFees + the rest
+}
+
+
+def test_the_docs_burns_per_choice(docs: tuple[str, str, Recorded]) -> None:
+    """Each example of Splice's docs burns what the docs say. A fee-era traffic purchase's output
+    fees are inside amuletPaid (24003.6076103600, not 24213.6052103600); a preapproval's are not;
+    the CNS payment burns its transfer's fees and the 200 CC amulet the DSO archives. And each
+    burn is what the transaction's holdings show: input - created = burnt."""
+    dsn, url, rec = docs
+    _stored_equals_recorded(dsn, rec)
+    got = dict(_rows(dsn, "SELECT choice, burnt(x) FROM amulet_transfers x WHERE choice <> 'AmuletRules_Transfer' "
+                          "OR update_id LIKE '1220f207%'"))  # fmt: skip
+    assert got == DOCS_BURNS
+    cns = "1220088866741e05b6ee333fad8fb505856ad78e836aa812afb1ca4a00deae5d50b3"
+    assert _rows(dsn, "SELECT update_id, burnt FROM update_burns WHERE update_id = %s", (cns,)) == [
+        (cns, Decimal("208.0000000000"))]
+    assert sum(r[0] for r in _rows(dsn, "SELECT burnt FROM update_burns")) == sum(DOCS_BURNS.values()) + 208
+    assert _rows(dsn, "SELECT * FROM rounds_check()") == []
+    _verify(dsn, url)

@@ -28,12 +28,29 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
            + coalesce(x.unclaimed_activity_rewards, 0) + coalesce(x.dev_fund_rewards, 0)
 $$;
 
--- What one summary burnt: Splice's burn of a summary (output fees, holding fees, the sender-change
--- fee) and the CC paid for traffic.
+-- What one summary burnt, per choice as Splice defines it (docs/src/app_dev/scan_api/scan_bulk_data_api.rst,
+-- "Computing Total Burnt Canton Coin"; AmuletRules.daml):
+-- - a transfer: output fees + holding fees + sender-change fee (its outputs go to their receivers);
+-- - choices whose one output is burnt (a traffic purchase, a preapproval's creation or renewal, an
+--   external party's setup): everything the inputs held that did not come back as change, i.e.
+--   inputAmuletAmount + reward inputs - senderChangeAmount. That is the docs' amuletPaid + holding
+--   fees + sender-change fee for a traffic purchase (up to 0.1.6 the output to the DSO pays the output
+--   fees, receiverFeeRatio 1.0, so they are inside amuletPaid: block 08, 24003.6076103600), and
+--   amuletPaid + output fees + the rest for a preapproval (61.3199997000); from 0.1.7 Splice's
+--   splitAndBurn burns the split (amuletPaid, less the create fee for traffic until 0.1.16) plus the
+--   summary's fees, which is again input - change. Without those fields: the fields' sum.
+CREATE OR REPLACE FUNCTION {s}.burns_whole_output(choice text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT choice IN ('AmuletRules_BuyMemberTraffic', 'AmuletRules_CreateTransferPreapproval', 'TransferPreapproval_Renew',
+                      'AmuletRules_CreateExternalPartySetupProposal')
+$$;
+
 CREATE OR REPLACE FUNCTION {s}.burnt(x {s}.amulet_transfers) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(x.output_fees, 0) + coalesce(x.holding_fees, 0) + coalesce(x.sender_change_fee, 0)
-           + coalesce(x.amulet_paid, 0)
+    SELECT CASE WHEN {s}.burns_whole_output(x.choice) AND x.input_amulets IS NOT NULL AND x.sender_change_amount IS NOT NULL
+                THEN x.input_amulets + {s}.minted(x) - x.sender_change_amount
+                ELSE coalesce(x.output_fees, 0) + coalesce(x.holding_fees, 0) + coalesce(x.sender_change_fee, 0)
+                     + coalesce(x.amulet_paid, 0) END
 $$;
 
 -- Every mining round the copy knows: when it opened, stopped being open (summarizing), had its
@@ -155,10 +172,11 @@ WITH t AS (
            coalesce(sum(unclaimed_activity_rewards), 0) AS uar, coalesce(sum(dev_fund_rewards), 0) AS dev,
            coalesce(sum(tapped), 0) AS tapped, coalesce(sum(holding_fees), 0) AS hf, coalesce(sum(output_fees), 0) AS fees,
            coalesce(sum(sender_change_fee), 0) AS cf, coalesce(sum(amulet_paid), 0) AS paid,
+           coalesce(sum({s}.burnt(x)), 0) AS burnt,
            coalesce(sum(traffic_bytes), 0) AS tb, count(*) FILTER (WHERE traffic_bytes IS NOT NULL) AS tn,
            coalesce(sum(amulet_paid) FILTER (WHERE traffic_bytes IS NOT NULL), 0) AS tcc,
            count(*) FILTER (WHERE tapped IS NULL) AS transfers, count(*) FILTER (WHERE NOT readable) AS unreadable
-    FROM {s}.amulet_transfers GROUP BY round)
+    FROM {s}.amulet_transfers x GROUP BY round)
 SELECT r.round AS closed_round, r.closed_effective_at AS closed_round_effective_at,
        coalesce(t.app, 0) AS app_rewards, coalesce(t.val, 0) AS validator_rewards,
        0::numeric AS change_to_initial_amount_as_of_round_zero, 0::numeric AS change_to_holding_fees_rate,
@@ -168,10 +186,10 @@ SELECT r.round AS closed_round, r.closed_effective_at AS closed_round_effective_
        0::numeric AS cumulative_change_to_holding_fees_rate, 0::numeric AS total_amulet_balance,
        coalesce(t.sv, 0) AS sv_rewards, coalesce(t.faucet, 0) AS faucet_rewards,
        coalesce(t.uar, 0) AS unclaimed_activity_rewards, coalesce(t.dev, 0) AS dev_fund_rewards,
-       -- minted() and burnt() summed column by column: the same sums, 1.6x faster over 423k summaries
+       -- minted() summed column by column: the same sums, 1.6x faster over 423k summaries
        coalesce(t.app + t.val + t.sv + t.uar + t.dev, 0) AS minted, coalesce(t.tapped, 0) AS tapped,
        coalesce(t.hf, 0) AS holding_fees, coalesce(t.fees, 0) AS transfer_fees, coalesce(t.cf, 0) AS sender_change_fees,
-       coalesce(t.fees + t.hf + t.cf + t.paid, 0) AS burnt,
+       coalesce(t.burnt, 0) AS burnt,
        coalesce(t.tb, 0) AS traffic_purchased, coalesce(t.tcc, 0) AS traffic_purchased_cc_spent,
        coalesce(t.tn, 0) AS traffic_num_purchases, coalesce(t.transfers, 0) AS transfers,
        coalesce(t.unreadable, 0) AS unreadable_summaries, r.whole
@@ -225,6 +243,31 @@ SELECT c.contract_id, coalesce(c.payload->'amulet', c.payload)->>'owner' AS owne
 FROM {s}.contracts c
 WHERE c.template_name IN ('Splice.Amulet:Amulet', 'Splice.Amulet:LockedAmulet')
   AND c.archived_choice IN ('Amulet_Expire', 'Amulet_ExpireV2', 'LockedAmulet_ExpireAmulet', 'LockedAmulet_ExpireAmuletV2');
+
+-- Whole amulets the DSO burnt outside any summary: an Amulet owned by the DSO, created and archived
+-- in one transaction. A CNS entry's payment is one (Ans.daml: AnsRules_CollectInitialEntryPayment and
+-- AnsRules_CollectEntryRenewalPayment archive the amulet the payment's transfer sent to the DSO; the
+-- docs' block 10 burns 200 CC so, beside its transfer's 8 CC of fees). Where a summary burns its
+-- whole output (burns_whole_output: up to 0.1.6 a traffic purchase's output went to the DSO and was
+-- archived), that output is already in the summary's burnt().
+DROP VIEW IF EXISTS {s}.dso_burnt_amulets CASCADE;
+CREATE VIEW {s}.dso_burnt_amulets AS
+SELECT c.contract_id, c.archived_update_id AS update_id, c.archived_record_time AS record_time, c.archived_pos AS pos,
+       (c.payload->'amount'->>'initialAmount')::numeric AS amount
+FROM {s}.contracts c
+WHERE c.template_name = 'Splice.Amulet:Amulet' AND c.payload->>'owner' = c.payload->>'dso'
+  AND c.created_pos = c.archived_pos AND c.created_update_id = c.archived_update_id
+  AND NOT EXISTS (SELECT 1 FROM {s}.amulet_transfers x
+                  WHERE x.update_id = c.archived_update_id AND {s}.burns_whole_output(x.choice));
+
+-- What each transaction burnt: its summaries' burnt() and the whole amulets the DSO burnt in it.
+DROP VIEW IF EXISTS {s}.update_burns CASCADE;
+CREATE VIEW {s}.update_burns AS
+SELECT update_id, min(record_time) AS record_time, sum(burnt) AS burnt
+FROM (SELECT x.update_id, x.record_time, {s}.burnt(x) AS burnt FROM {s}.amulet_transfers x WHERE x.tapped IS NULL
+      UNION ALL
+      SELECT d.update_id, d.record_time, d.amount FROM {s}.dso_burnt_amulets d) b
+GROUP BY update_id;
 
 -- Minted against burnt, per UTC day of record time.
 DROP VIEW IF EXISTS {s}.burn_mint_daily CASCADE;
@@ -322,12 +365,15 @@ FROM {s}.scan_events e, json_array_elements(e.app_activity_records->'records') x
 WHERE e.app_activity_records IS NOT NULL
 GROUP BY 1, 2;
 
--- What contradicts the rules of docs/round-economics.md ("How to check a derivation"): each row is
--- one violation. Empty on a sound, whole copy.
+-- What contradicts the rules of docs/round-economics.md ("What rounds_check() proves", each rule with
+-- its source): each row is one violation. Empty on a sound copy, whole or partial: a rule is checked
+-- only where the copy holds what it needs.
 CREATE OR REPLACE FUNCTION {s}.rounds_check()
 RETURNS TABLE (rule text, subject text, detail text)
 LANGUAGE sql STABLE AS $$
     -- coupons consumed by a transfer, valued at their own round's rates, equal its summary's fields
+    -- (AmuletRules.daml executeTransfer sums each input coupon's value into its summary field); only
+    -- where every consumed coupon's creation and its round's IssuingMiningRound are in the copy
     WITH s AS (
         SELECT update_id, sum(coalesce(app_rewards, 0)) AS app, sum(coalesce(validator_rewards, 0)) AS val,
                sum(coalesce(sv_rewards, 0)) AS sv, bool_and(readable) AS readable
@@ -336,30 +382,45 @@ LANGUAGE sql STABLE AS $$
         SELECT archived_update_id AS update_id,
                sum(cc) FILTER (WHERE kind IN ('app_featured', 'app_unfeatured', 'app_v2')) AS app,
                sum(cc) FILTER (WHERE kind IN ('validator', 'faucet', 'liveness')) AS val,
-               sum(cc) FILTER (WHERE kind = 'sv') AS sv
+               sum(cc) FILTER (WHERE kind = 'sv') AS sv, bool_and(cc IS NOT NULL) AS valued
         FROM {s}.coupons WHERE status = 'claimed' GROUP BY archived_update_id),
-    -- holdings created minus consumed by an update equal what its summaries minted minus burnt
-    h AS (
-        SELECT u, sum(d) AS delta FROM (
-            SELECT created_update_id AS u, (coalesce(payload->'amulet', payload)->'amount'->>'initialAmount')::numeric AS d
-            FROM {s}.contracts WHERE template_name IN ('Splice.Amulet:Amulet', 'Splice.Amulet:LockedAmulet')
-              AND created_update_id IN (SELECT update_id FROM s)
-            UNION ALL
-            SELECT archived_update_id, -(coalesce(payload->'amulet', payload)->'amount'->>'initialAmount')::numeric
-            FROM {s}.contracts WHERE template_name IN ('Splice.Amulet:Amulet', 'Splice.Amulet:LockedAmulet')
-              AND archived_update_id IN (SELECT update_id FROM s) AND created_pos IS NOT NULL) x GROUP BY u),
+    unknown AS (
+        SELECT DISTINCT archived_update_id AS update_id FROM {s}.contracts
+        WHERE created_pos IS NULL AND archived_update_id IN (SELECT update_id FROM s)
+          AND template_name IN ('Splice.Amulet:AppRewardCoupon', 'Splice.Amulet:ValidatorRewardCoupon',
+                                'Splice.Amulet:SvRewardCoupon', 'Splice.ValidatorLicense:ValidatorFaucetCoupon',
+                                'Splice.ValidatorLicense:ValidatorLivenessActivityRecord', 'Splice.Amulet:RewardCouponV2',
+                                'Splice.Amulet:UnclaimedActivityRecord', 'Splice.Amulet:DevelopmentFundCoupon')),
+    -- what the summaries say came in and went: inputs + minted + tapped - burnt (per choice, burnt())
     m AS (
-        SELECT x.update_id, sum({s}.minted(x) - {s}.burnt(x)) AS delta
-        FROM {s}.amulet_transfers x WHERE x.tapped IS NULL GROUP BY x.update_id)
+        SELECT x.update_id, sum(coalesce(x.input_amulets, 0) + {s}.minted(x) + coalesce(x.tapped, 0) - {s}.burnt(x)) AS delta,
+               bool_and(x.readable) AS readable
+        FROM {s}.amulet_transfers x GROUP BY x.update_id),
+    -- the holdings a transaction created that outlive it (one created and archived in it was burnt
+    -- or spent there); the summaries' inputs stand for the holdings it consumed, so the check needs
+    -- no earlier history (the docs' own sanity check: inputs - outputs = burnt)
+    h AS (
+        SELECT created_update_id AS u,
+               sum((coalesce(payload->'amulet', payload)->'amount'->>'initialAmount')::numeric) AS created
+        FROM {s}.contracts WHERE template_name IN ('Splice.Amulet:Amulet', 'Splice.Amulet:LockedAmulet')
+          AND created_update_id IN (SELECT update_id FROM m) AND archived_pos IS DISTINCT FROM created_pos
+        GROUP BY created_update_id),
+    d AS (SELECT update_id, sum(amount) AS amount FROM {s}.dso_burnt_amulets GROUP BY update_id)
     SELECT 'coupon value', s.update_id,
            format('summary minted app %s validator %s sv %s; its consumed coupons are worth %s, %s, %s',
                   s.app, s.val, s.sv, coalesce(c.app, 0), coalesce(c.val, 0), coalesce(c.sv, 0))
     FROM s LEFT JOIN c ON c.update_id = s.update_id
-    WHERE s.readable AND (s.app <> coalesce(c.app, 0) OR s.val <> coalesce(c.val, 0) OR s.sv <> coalesce(c.sv, 0))
+    WHERE s.readable AND coalesce(c.valued, true) AND s.update_id NOT IN (SELECT update_id FROM unknown)
+      AND (s.app <> coalesce(c.app, 0) OR s.val <> coalesce(c.val, 0) OR s.sv <> coalesce(c.sv, 0))
     UNION ALL
-    SELECT 'supply delta', m.update_id, format('holdings changed by %s; the summaries say minted - burnt = %s', h.delta, m.delta)
-    FROM m JOIN h ON h.u = m.update_id WHERE h.delta <> m.delta
+    SELECT 'supply delta', m.update_id,
+           format('holdings created that outlive it: %s; the summaries say inputs + minted - burnt = %s, and the DSO burnt %s',
+                  coalesce(h.created, 0), m.delta, coalesce(d.amount, 0))
+    FROM m LEFT JOIN h ON h.u = m.update_id LEFT JOIN d ON d.update_id = m.update_id
+    WHERE m.readable AND coalesce(h.created, 0) <> m.delta - coalesce(d.amount, 0)
     UNION ALL
+    -- AmuletRules_AdvanceOpenMiningRounds moves each round through Open, Summarizing, Issuing and
+    -- Closed once, creating one contract of each (AmuletRules.daml)
     SELECT 'one contract per phase', r.round::text, format('%s %s contracts', count(*), r.t)
     FROM (SELECT (payload->'round'->>'number')::bigint AS round, template_name AS t FROM {s}.contracts
           WHERE template_name LIKE 'Splice.Round:%MiningRound' AND created_pos IS NOT NULL) r
@@ -369,8 +430,10 @@ LANGUAGE sql STABLE AS $$
            coalesce(problem, 'a TransferSummary (or tap) whose fields have no labels (positional records)')
     FROM {s}.amulet_transfers WHERE NOT readable
     UNION ALL
-    -- each package version's rules: from 0.1.14 (CIP-0078) no holding fees are charged on transfer
-    -- inputs; from 0.1.17 (CIP-0107) a transfer's fees are zero
+    -- each package version's rules: from 0.1.14 no holding fees are charged on transfer inputs
+    -- (CIP-0078; Splice commit 9a40442f, "do not charge holding fees on transfer", splice-amulet 0.1.14);
+    -- from 0.1.17 a transfer's fees are zero (CIP-0107; commit 1287b344 restricts the amulet config to
+    -- no fees, 0.1.17)
     SELECT 'version rules', event_id,
            format('splice-amulet %s charged holding fees %s and fees %s', amulet_version, holding_fees,
                   coalesce(output_fees, 0) + coalesce(sender_change_fee, 0))

@@ -250,6 +250,7 @@ def row_of(ev: Exercise, arg: Any, result: Any, uid: str, m: int, sync: str, t: 
 # Daml's Decimal is Numeric 10: at most 38 digits, 10 of them decimals (Daml-LF; numeric(38,10) holds
 # exactly that). Scan prints it as plain digits; anything else is not one.
 _DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?")
+_ZERO_EXP = re.compile(r"-?0(?:\.0*)?E[-+]?[0-9]{1,2}")
 # the amounts of a row and the field each is read from (`outputFees` is a list: each element checked)
 _FIELDS = {"input_amulets": "inputAmuletAmount", "app_rewards": "inputAppRewardAmount",
            "validator_rewards": "inputValidatorRewardAmount", "faucet_rewards": "inputValidatorFaucetAmount",
@@ -266,6 +267,8 @@ _BIGINT = 2**63
 def not_numeric10(text: str) -> str | None:
     """Why a served amount is not a Daml Numeric 10 (None: it is, and numeric(38,10) holds it exactly)."""
     m = _DECIMAL.fullmatch(text)
+    if m is None and _ZERO_EXP.fullmatch(text):
+        return None  # Scan serves a zero as Java's BigDecimal prints it, "0E-10" (Splice's docs, blocks 08-11)
     if m is None:
         return "not a decimal number"
     if len(m.group(1).lstrip("0")) > 28:
