@@ -99,8 +99,18 @@ SUMMARY_CHOICES = {
     "AmuletRules_CreateExternalPartySetupProposal": ("transferResult",),
     "TransferPreapproval_Renew": ("transferResult",),
 }
-PAID_CHOICES = ("AmuletRules_CreateTransferPreapproval", "AmuletRules_CreateExternalPartySetupProposal",
-                "TransferPreapproval_Renew")  # fmt: skip
+# DsoRules choices that Splice implements as one exercise (DsoRules.daml: `exercise amuletRulesCid ...`,
+# `exercise cid choiceArg`): that exercise is their only child.
+DELEGATES = {
+    "DsoRules_AdvanceOpenMiningRounds": "AmuletRules_AdvanceOpenMiningRounds",
+    "DsoRules_MiningRound_Close": "AmuletRules_MiningRound_Close",
+    "DsoRules_MergeUnclaimedRewards": "AmuletRules_MergeUnclaimedRewards",
+    "DsoRules_AmuletRules_ConvertFeaturedAppActivityMarkers": "AmuletRules_ConvertFeaturedAppActivityMarkers",
+    "DsoRules_Amulet_Expire": "Amulet_Expire",
+    "DsoRules_Amulet_ExpireV2": "Amulet_ExpireV2",
+    "DsoRules_LockedAmulet_ExpireAmulet": "LockedAmulet_ExpireAmulet",
+    "DsoRules_LockedAmulet_ExpireAmuletV2": "LockedAmulet_ExpireAmuletV2",
+}
 
 
 def num(v: Any) -> Decimal:
@@ -429,6 +439,11 @@ class _Tx:
 
     def choice_rules(self, e: Json) -> None:
         choice, arg, res = e["choice"], e.get("choice_argument"), e.get("exercise_result")
+        if choice in DELEGATES:
+            kids = [self.events.get(c) or {} for c in e.get("child_event_ids") or []]
+            if [k.get("choice") for k in kids] != [DELEGATES[choice]]:
+                self.problem("delegation", f"{choice} has {[k.get('choice') or qname(k.get('template_id', ':?')) for k in kids][:4]} "
+                                           f"below it, Splice exercises {DELEGATES[choice]} alone")  # fmt: skip
         if choice == "DsoRules_ReceiveSvRewardCoupon":
             self.names(e, "result.svRewardCoupons", get(res, "svRewardCoupons"), self.below(e, SV))
         elif choice in ("ValidatorLicense_RecordValidatorLivenessActivity", "ValidatorLicense_ReceiveFaucetCoupon"):
@@ -677,7 +692,7 @@ class _Tx:
                 num(get(out, "amount")),
                 num(get(out, "receiverFeeRatio")),
             )
-            lock = out.get("lock")
+            lock = get(out, "lock")
             cid = str(get(m, "value"))
             ev = self.created.get(cid)
             tag = get(m, "tag")
