@@ -353,7 +353,14 @@ closed AS (
 SELECT c.round AS closed_round, coalesce(sum(t.app_rewards), 0) AS app_rewards,
        coalesce(sum(t.validator_rewards), 0) AS validator_rewards, coalesce(sum(t.sv_rewards), 0) AS sv_rewards,
        coalesce(sum(t.traffic_bytes), 0) AS traffic_purchased,
-       coalesce(sum(t.output_fees) + sum(t.holding_fees) + sum(t.sender_change_fee) + coalesce(sum(t.amulet_paid), 0), 0)
+       -- Splice's burn per choice: a choice whose one output is burnt burns what its inputs held less
+       -- the change; a transfer its fees (docs/round-economics.md)
+       coalesce(sum(CASE WHEN t.choice IN ('AmuletRules_BuyMemberTraffic', 'AmuletRules_CreateTransferPreapproval',
+                                           'TransferPreapproval_Renew', 'AmuletRules_CreateExternalPartySetupProposal')
+                         THEN t.input_amulets + coalesce(t.app_rewards, 0) + coalesce(t.validator_rewards, 0)
+                              + coalesce(t.sv_rewards, 0) + coalesce(t.unclaimed_activity_rewards, 0)
+                              + coalesce(t.dev_fund_rewards, 0) - t.sender_change_amount
+                         ELSE t.output_fees + t.holding_fees + t.sender_change_fee + coalesce(t.amulet_paid, 0) END), 0)
            AS burnt
 FROM closed c LEFT JOIN amulet_transfers t ON t.round = c.round AND t.tapped IS NULL
 GROUP BY c.round ORDER BY c.round

@@ -50,6 +50,8 @@ CREATE_FEE_USD = 3 * 10**8  # 0.03 USD per output (fee era)
 TRANSFER_RATE = 10**7  # 0.001 of the amount (fee era; Splice's steps start at 1 %, lower here)
 EXTRA_FEATURED_USD = UNIT  # 1 USD of extra app reward for a featured transfer
 TRAFFIC_USD_PER_MB = 16_670_000_000  # 16.67 USD per MB of extra traffic
+PREAPPROVAL_USD_PER_DAY = 27_400_000  # 0.00274 USD: AmuletConfig.daml's defaultTransferPreapprovalFee
+PREAPPROVAL_DAYS = 90
 DUST = 1_000_000  # 0.0001 CC: expires within a few rounds
 
 
@@ -310,6 +312,9 @@ class Economy:
         if phase == 12 and self._markers():
             self._convert_markers()
             return "coupon"
+        if phase == 13 and (who := self._unapproved()) is not None:
+            self._create_preapproval(who)
+            return "transfer"
         pick = self.rng.random()
         if pick < 0.12:
             self._traffic()
@@ -458,6 +463,7 @@ class Economy:
                                                   self._sv_state(sv, rnd - 1, 0), [dso])  # fmt: skip
             kids.append(eid)
         self.licenses: dict[str, _C] = {}
+        self.preapprovals: dict[str, _C] = {}
         for v in self.validators:
             eid, self.licenses[v] = self.create(apkg, "Splice.ValidatorLicense", "ValidatorLicense",
                                                 self._license(v, None, None), [dso], [v])  # fmt: skip
@@ -922,9 +928,14 @@ class Economy:
             return
         receiver = self.rng.choice([p for p in self.users + self.validators + self.providers if p != sender])
         provider = self.rng.choice(self.providers)
+        approved = sorted(u for u in self.preapprovals if u != sender)
+        outer = None
+        if self.rng.random() < 0.3 and approved:  # sent through the receiver's TransferPreapproval
+            receiver = self.rng.choice(approved)
+            provider = self.preapprovals[receiver].info["provider"]
+            outer = self._id()
         featured = provider in self.featured
         self.books.versions_used.add(self.version(rnd))
-        outer = self._id() if self.rng.random() < 0.3 else None  # sent through the receiver's TransferPreapproval
         root = self._id()
         s, kids = self._spend(sender, amulets, coupons, rnd)
         minted = s["app"] + s["validator"] + s["sv"]
@@ -980,7 +991,7 @@ class Economy:
         if outer is not None:  # TransferPreapproval_Send: the inner result without its meta, the meta outside
             inner = rec(*[(f["label"], opt(None) if f["label"] == "meta" else f["value"])
                           for f in result["record"]["fields"]])  # fmt: skip
-            self.exercise(self._new_cid("preapproval", receiver), self.pkg(rnd), "Splice.AmuletRules",
+            self.exercise(self.preapprovals[receiver].cid, self.pkg(rnd), "Splice.AmuletRules",
                           "TransferPreapproval", "TransferPreapproval_Send",
                           rec(("context", rec(("amuletRules", cid_v(self.amulet_rules.cid)), ("context", context))),
                               ("inputs", lst(inputs)), ("amount", num(amount)), ("sender", party(sender)),
@@ -988,6 +999,64 @@ class Economy:
                           rec(("result", inner), ("meta", opt(tx_meta))), False, [sender], outer)  # fmt: skip
             self.children(outer, [root])
         self._book(rnd, sender, s, burnt, fee, 0, 0)
+
+    def _unapproved(self) -> str | None:
+        """The first user without a TransferPreapproval."""
+        return next((u for u in self.users if u not in self.preapprovals), None)
+
+    def _create_preapproval(self, receiver: str) -> None:
+        """AmuletRules_CreateTransferPreapproval (AmuletRules.daml, 0.1.13): the provider pays
+        PREAPPROVAL_DAYS x defaultTransferPreapprovalFee by splitAndBurn (a self-transfer of amuletPaid
+        executed inline, its output archived at once, a ValidatorRewardCoupon of amuletPaid + output
+        fees), then the TransferPreapproval is created. It burns amuletPaid + output fees + holding
+        fees + sender change fee."""
+        rnd = self.rnd
+        x = self.rounds[rnd]
+        era = self._fee_era(rnd)
+        provider = self.providers[self.users.index(receiver) % len(self.providers)]
+        if provider == receiver:
+            provider = self.providers[(self.users.index(receiver) + 1) % len(self.providers)]
+        paid = div(PREAPPROVAL_DAYS * PREAPPROVAL_USD_PER_DAY, x["price"])
+        fee = div(CREATE_FEE_USD, x["price"]) if era else 0
+        amulets, _ = self._inputs(provider, paid + 2 * fee + UNIT, False)
+        if sum(c.info["amount"] for c in amulets) < paid + 2 * fee + UNIT:
+            self._tap(provider, 100 * UNIT)
+            return
+        self.books.versions_used.add(self.version(rnd))
+        root = self._id()
+        s, kids = self._spend(provider, amulets, [], rnd)
+        leftover = s["amulets"] - s["holding"] - paid - fee
+        change_fee = min(fee, leftover) if era else 0
+        change = leftover - change_fee
+        out = self._amulet(provider, paid, rnd)
+        change_eid = self._amulet(provider, change, rnd) if change > 0 else None
+        burn = self.consume(self.live[self.events[out]["contract_id"]], "Archive", [provider])
+        coupon = self._coupon("validator", provider, paid + fee, rnd)
+        expires = self.eff + PREAPPROVAL_DAYS * 86_400_000_000
+        p_eid, self.preapprovals[receiver] = self.create(self.pkg(rnd), "Splice.AmuletRules", "TransferPreapproval", rec(
+            ("dso", party(self.lg.dso)), ("receiver", party(receiver)), ("provider", party(provider)),
+            ("validFrom", ts(self.eff)), ("lastRenewedAt", ts(self.eff)), ("expiresAt", ts(expires))),
+            [receiver, provider, self.lg.dso], provider=provider)  # fmt: skip
+        change_v = opt(cid_v(self.events[change_eid]["contract_id"])) if change_eid else opt(None)
+        transfer_result = rec(("round", rnd_rec(rnd)), ("summary", self._summary(rnd, s, [fee], change_fee, change,
+                                                                                   x["price"])),
+                              ("createdAmulets", lst([variant("TransferResultAmulet",
+                                                              cid_v(self.events[out]["contract_id"]))])),
+                              ("senderChangeAmulet", change_v), ("meta", opt(None)))  # fmt: skip
+        inputs = [variant("InputAmulet", cid_v(c.cid)) for c in amulets]
+        burnt = paid + fee + s["holding"] + change_fee
+        self.rules(root, "AmuletRules_CreateTransferPreapproval",
+                   rec(("context", rec(("amuletRules", cid_v(self.amulet_rules.cid)),
+                                       ("context", self._context(rnd, [], None)))),
+                       ("inputs", lst(inputs)), ("receiver", party(receiver)), ("provider", party(provider)),
+                       ("expiresAt", ts(expires)), ("expectedDso", opt(party(self.lg.dso)))),
+                   rec(("transferPreapprovalCid", cid_v(self.preapprovals[receiver].cid)),
+                       ("transferResult", transfer_result), ("amuletPaid", num(paid)),
+                       ("meta", opt(meta(("tx-kind", "burn"), ("reason", "create TransferPreapproval"),
+                                         ("burned", num(burnt)["numeric"]))))),
+                   kids + [out] + ([change_eid] if change_eid else []) + [burn, coupon, p_eid], [provider, receiver],
+                   rnd)  # fmt: skip
+        self._book(rnd, provider, s, fee + s["holding"] + change_fee, fee, 0, paid)
 
     def _markers(self) -> list[_C]:
         return sorted((c for c in self.live.values() if c.entity == "FeaturedAppActivityMarker"), key=lambda c: c.cid)
