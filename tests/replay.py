@@ -306,6 +306,7 @@ class _Tx:
                                          if e.get("event_type") == "created_event"}  # fmt: skip
         self.consumed_here: list[tuple[str, int]] = []  # (template, round) of rounds archived so far
         self.transfer_inputs: set[str] = set()  # contract ids named as inputs by a summary above
+        self.tapped: set[str] = set()  # amulets a tap or mint created
         self.expected_delta = ZERO  # what the supply should move by
         self.supply_before = replay.supply
 
@@ -488,10 +489,12 @@ class _Tx:
             else:
                 self.burn(num(get(paid, "create_arguments", "amount", "initialAmount")))
         elif choice in ("AmuletRules_DevNet_Tap", "AmuletRules_Mint"):
-            made = self.created.get(str(get(res, "amuletSum", "amulet")))
+            cid = str(get(res, "amuletSum", "amulet"))
+            made = self.created.get(cid)
             if made is None:
                 self.problem("result-names", f"{choice} result.amuletSum.amulet is not created in this transaction")
-            else:
+            elif cid not in self.tapped:  # AmuletRules_DevNet_Tap exercises AmuletRules_Mint: one amulet
+                self.tapped.add(cid)
                 amount = num(get(made, "create_arguments", "amount", "initialAmount"))
                 self.r.tapped += amount
                 self.expected_delta += amount
