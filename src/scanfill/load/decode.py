@@ -558,8 +558,9 @@ class EventsPage:
 
 def decode_events_page(body: bytes, after: tuple[int, int] | None) -> EventsPage:
     """The page checked against the request: ascending, nothing at or before the re-read boundary."""
+    lone = _lone_surrogates(body) if b"\\u" in body else None  # stand-ins while decoding, see _item
     try:
-        page = _events_item_page.decode(body)
+        page = _events_item_page.decode(lone[0] if lone else body)
         rows: list[tuple[Any, ...]] = []
         positions: list[tuple[str, int, str | None, int]] = []
         floor = (after[0], after[1] - 1) if after is not None else None
@@ -583,6 +584,8 @@ def decode_events_page(body: bytes, after: tuple[int, int] | None) -> EventsPage
                 continue  # a reassignment: nothing beyond the update, which the updates stream stores
             rows.append((w.update_id, m, w.domain_id or w.synchronizer_id, us_to_dt(t), _raw(item.verdict),
                          _raw(item.traffic_summary), _raw(item.app_activity_records)))  # fmt: skip
+        if lone is not None:  # the stored documents as served
+            rows = [tuple(lone[1](x) if isinstance(x, bytes) else x for x in r) for r in rows]
         return EventsPage(rows, last, len(page.events), positions)
     except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
         raise MalformedPage(f"not a valid /v0/events page: {exc}") from None

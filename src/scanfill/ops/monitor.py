@@ -96,7 +96,7 @@ def status(db: Database) -> dict[str, Any]:
 
 def _follower(f: FollowState | None, now: Any) -> dict[str, Any] | None:
     """Who follows, where its cursors are, how far behind (now - newest stored record time)."""
-    if f is None or (f.owner is None and f.cursor_text is None):
+    if f is None or (f.owner is None and f.cursor_text is None and not f.last_problem):
         return None
     seconds = (f.heartbeat - f.since).total_seconds() if f.heartbeat and f.since else 0.0
     return {
@@ -194,7 +194,7 @@ def render(st: dict[str, Any]) -> Any:
     if f:
         fol = table("follower" + ("" if f["active"] else " ([yellow]none active[/])"), "follower", "cursor", "lag",
                     "updates/s", "verdicts", right=("lag", "updates/s", "verdicts"))  # fmt: skip
-        fol.add_row(f["follower"] or "-", f"m{f['cursor_migration']} {_when(f['cursor'])}",
+        fol.add_row(f["follower"] or "-", f"m{f['cursor_migration']} {_when(f['cursor'])}" if f["cursor"] else "-",
                     _dur(f["lag_s"]) if f["lag_s"] is not None else "-",
                     f"{f['updates_per_s']:,.1f}" if f["updates_per_s"] else "-", f"{f['scan_events']:,}")  # fmt: skip
         parts.append(fol)
