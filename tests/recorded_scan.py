@@ -152,9 +152,14 @@ class RecordedScan:
     async def acs(self, request: web.Request) -> web.Response:
         body = await request.json()
         page = self.rec.acs
-        if page is None or body.get("record_time") != page["record_time"] or body.get("after") is not None:
+        if page is None or body.get("record_time") != page["record_time"]:
             return _error(404, "No snapshot at that time recorded")
-        return web.json_response(page)
+        if body.get("after") is None:
+            return web.json_response(page)
+        if body["after"] == page.get("next_page_token"):  # the recording holds one page: it ends there
+            return web.json_response({"record_time": page["record_time"], "migration_id": page["migration_id"],
+                                      "created_events": []})  # fmt: skip
+        return _error(400, f"no page after {body['after']} recorded")
 
     async def holdings_summary(self, request: web.Request) -> web.Response:
         if self.rec.holdings is None:

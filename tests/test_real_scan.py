@@ -17,8 +17,11 @@ import pytest
 
 from procs import finish, scanfill
 from recorded_scan import (
+    GENESIS,
+    RAXOL,
     Recorded,
     docs_network,
+    load,
     mainnet_genesis,
     mainnet_migration_4,
     serving,  # fmt: skip
@@ -120,3 +123,36 @@ def test_the_docs_burns_per_choice(docs: tuple[str, str, Recorded]) -> None:
     assert sum(r[0] for r in _rows(dsn, "SELECT burnt FROM update_burns")) == sum(DOCS_BURNS.values()) + 208
     assert _rows(dsn, "SELECT * FROM rounds_check()") == []
     _verify(dsn, url)
+
+
+def _holdings(dsn: str, url: str, at: str, *extra: str) -> dict[str, dict[str, Any]]:
+    p = scanfill("holdings", "--at", at, "--migration", "4", "--format", "json", *extra, dsn=dsn, urls=[url])
+    out = finish(p, 60, dsn)
+    assert p.returncode == 0, out
+    return {o["owner"]: o for o in orjson.loads(out)}
+
+
+def test_holding_fees_as_scan_computes_them(migration_4: tuple[str, str, Recorded]) -> None:
+    """Both recorded MainNet holdings summaries, from the contracts loaded over HTTP: (asOfRound -
+    createdAt) x rate, asOfRound by default the earliest open round now (81323, Scan's
+    computed_as_of_round), or the one asked for (113139 for the raxol recording)."""
+    dsn, url, rec = migration_4
+    _stored_equals_recorded(dsn, rec)
+    for state, summary, extra in (
+        (GENESIS / "scan.v0.holdings_state.json", GENESIS / "scan.v0.holdings_summary.json", ()),
+        (RAXOL / "holdings_state.json", RAXOL / "holdings_summary.json", ("--as-of-round", "113139")),
+    ):
+        s = load(summary)
+        want = s["summaries"][0]
+        assert load(state)["record_time"] == s["record_time"]
+        got = _holdings(dsn, url, s["record_time"], *extra)[want["party_id"]]
+        assert got["round"] == s["computed_as_of_round"]
+        assert Decimal(got["holding_fees"]) == Decimal(want["accumulated_holding_fees_total"])
+        assert Decimal(got["unlocked_initial"]) == Decimal(want["total_unlocked_coin"])
+        assert Decimal(got["amount"]) == Decimal(want["total_available_coin"])
+    fees = {"0.0016480635", "0.0122197152"}
+    assert {str(Decimal(w["accumulated_holding_fees_total"])) for w in (
+        load(GENESIS / "scan.v0.holdings_summary.json")["summaries"][0],
+        load(RAXOL / "holdings_summary.json")["summaries"][0])} == fees
+    # the ACS page recorded at 06:00 is the copy's state there, contract for contract
+    _verify(dsn, url, "--acs-at", "2026-01-30T06:00:00Z", "--migration", "4")

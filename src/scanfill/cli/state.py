@@ -100,18 +100,21 @@ def acs(dsn: str | None, schema: str, at: str | None, migration: int | None, tem
 @_AT
 @_MIGRATION
 @click.option("--party", default=None, help="One owner's holdings, contract by contract.")
+@click.option("--as-of-round", "as_of_round", type=click.IntRange(min=0), default=None,
+              help="Holding fees as of this round (default, as Scan's /v1/holdings/summary: the earliest open round now).")
 @_FORMAT
 @friendly
-def holdings(dsn: str | None, schema: str, at: str | None, migration: int | None, party: str | None, fmt: str) -> None:
-    """Amulet and LockedAmulet per owner at a time: the amount at creation, the holding fees accrued by the
-    round in force then, and what is left (exact decimals)."""
+def holdings(dsn: str | None, schema: str, at: str | None, migration: int | None, party: str | None,
+             as_of_round: int | None, fmt: str) -> None:  # fmt: skip
+    """Amulet and LockedAmulet per owner at a time: the amount at creation, the holding fees accrued as of a
+    round ((round - createdAt) x rate, as Scan computes them), and what is left (exact decimals)."""
     from scanfill.coord import schema as sch
     from scanfill.ops import state
 
     db = get_db(dsn, schema)
     sch.require(db)
     pos = _position(db, at, migration)
-    rows = state.holdings(db, pos, party)
+    rows = state.holdings(db, pos, party, as_of_round)
     if party:
         cols = ["contract_id", "template_name", "initial_amount", "created_round", "at_round", "holding_fees", "amount"]
         _emit(rows, fmt, cols, f"holdings of {party} at {pos or 'now'}")

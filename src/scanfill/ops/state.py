@@ -77,10 +77,12 @@ def active(db: Database, pos: Position | None, template: str | None = None, part
     return _rows(db, "scanfill acs", q, {"t": template, "m": m, "at": at, "p": party, "n": limit})
 
 
-def holdings(db: Database, pos: Position | None, party: str | None = None) -> list[dict[str, Any]]:
-    """One row per holding (`holdings()` in SQL): owner, amounts at creation, fees accrued, what is left."""
-    q = sql.SQL("SELECT * FROM {}.holdings(%s, %s, %s)").format(sql.Identifier(db.schema))
-    return _rows(db, "scanfill holdings", q, (*_at(pos), party))
+def holdings(db: Database, pos: Position | None, party: str | None = None,
+             as_of_round: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per holding (`holdings()` in SQL): owner, amounts at creation, fees accrued as of a round
+    (None: Scan's default, the earliest open round now), what is left."""
+    q = sql.SQL("SELECT * FROM {}.holdings(%s, %s, %s, %s)").format(sql.Identifier(db.schema))
+    return _rows(db, "scanfill holdings", q, (*_at(pos), party, as_of_round))
 
 
 def per_owner(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

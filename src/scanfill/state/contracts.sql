@@ -166,15 +166,28 @@ RETURNS bigint LANGUAGE sql STABLE AS $$
       AND (at_time IS NULL OR (c.payload->>'opensAt')::timestamptz <= at_time)
 $$;
 
--- Amulet and LockedAmulet holdings active at a position, with the holding fees accrued by the round
--- in force then: initialAmount - (round - createdAt) * ratePerRound, never below zero. Exact numerics.
+-- The earliest OpenMiningRound active at a position (NULL: now): the round Scan's
+-- /v1/holdings/summary computes holding fees as of when not asked (HttpScanHandler.getHoldingsSummaryAt:
+-- the first OpenMiningRound of its current ACS, which lists the oldest first).
+CREATE OR REPLACE FUNCTION {s}.earliest_open_round(at_migration bigint DEFAULT NULL, at_time timestamptz DEFAULT NULL)
+RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT min((c.payload->'round'->>'number')::bigint) FROM {s}.active('Splice.Round:OpenMiningRound', at_migration, at_time) c
+$$;
+
+-- Amulet and LockedAmulet holdings active at a position, with the holding fees accrued as of a round,
+-- as Scan's /v1/holdings/summary computes them: (as_of_round - createdAt) x ratePerRound, never below
+-- zero nor above the initial amount. `as_of_round` NULL is Scan's default: the earliest open round
+-- of the current state (earliest_open_round(), at the end of the copy), whatever the position; the
+-- recorded MainNet summaries say so (as of 81323, the earliest round open when it was recorded, for a
+-- 06:00 snapshot whose rounds were then ~81309). Exact numerics.
+DROP FUNCTION IF EXISTS {s}.holdings(bigint, timestamptz, text);
 CREATE OR REPLACE FUNCTION {s}.holdings(at_migration bigint DEFAULT NULL, at_time timestamptz DEFAULT NULL,
-                                        party text DEFAULT NULL)
+                                        party text DEFAULT NULL, as_of_round bigint DEFAULT NULL)
 RETURNS TABLE (owner text, contract_id text, template_name text, locked boolean, initial_amount numeric,
                created_round bigint, at_round bigint, rate_per_round numeric, holding_fees numeric,
                amount numeric)
 LANGUAGE sql STABLE AS $$
-    WITH r AS MATERIALIZED (SELECT {s}.round_at(at_migration, at_time) AS n),  -- once, not per holding
+    WITH r AS MATERIALIZED (SELECT coalesce(as_of_round, {s}.earliest_open_round()) AS n),  -- once, not per holding
     h AS (
         SELECT c.contract_id, c.template_name, false AS locked, c.payload AS a
         FROM {s}.active('Splice.Amulet:Amulet', at_migration, at_time) c
