@@ -121,8 +121,12 @@ from scanfill.cli import main
 @click.option("--fault-seed", default=0, type=int, help="Seed of the fault decisions.")
 @click.option("--economy", is_flag=True,
               help="Play a real Amulet economy forward instead (rounds, coupons minted at their rounds' rates, "
-                   "traffic purchases, expiries, splice-amulet 0.1.13 then 0.1.14): what `scanfill rounds` reads. "
-                   "One synchronizer per migration.")  # fmt: skip
+                   "traffic purchases, expiries, splice-amulet 0.1.13, 0.1.14, 0.1.17 then 0.1.21, each in "
+                   "Splice's Daml of that version): what `scanfill rounds` reads. One synchronizer per migration.")  # fmt: skip
+@click.option("--economy-versions", default="0.1.13,0.1.14,0.1.17,0.1.21", show_default=True,
+              help="The splice-amulet versions the economy runs, one after another every 8 rounds (of 0.1.13, "
+                   "0.1.14, 0.1.17, 0.1.21). Splice's scan_txlog.py predates 0.1.17 and cannot read its "
+                   "token-standard transfers: 0.1.13,0.1.14 gives it a history it reads whole.")  # fmt: skip
 @click.option("--acs-snapshot-hours", default=3.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Each scan snapshots its ACS every this many hours of record time (the /v0|v1/state/acs "
                    "snapshots; the registry's totalSupply is the newest one's).")  # fmt: skip
@@ -156,9 +160,15 @@ def sim(**o: Any) -> None:
         acs_snapshot_hours=float(str(o["acs_snapshot_hours"])),
     )
     if o["economy"]:
+        from scanfill.economy.packages import DSO_WITH_AMULET
         from scanfill.sim.ledger import EconomyConfig
 
-        ledger = replace(ledger, economy=EconomyConfig())
+        versions = tuple(v.strip() for v in str(o["economy_versions"]).split(",") if v.strip())
+        if not versions or any(v not in DSO_WITH_AMULET for v in versions):
+            raise click.BadParameter(f"{o['economy_versions']!r}: give some of {', '.join(DSO_WITH_AMULET)}, "
+                                     "comma-separated, oldest first", param_hint="--economy-versions")  # fmt: skip
+        ledger = replace(ledger, economy=EconomyConfig(versions=versions,
+                                                       upgrades=tuple(8 * k for k in range(1, len(versions)))))
     grow = float(str(o["grow"]))
     grow_updates = (int(str(o["grow_updates"])) or int(grow * 600)) if grow > 0 else 0
     if grow_updates:

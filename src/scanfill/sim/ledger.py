@@ -52,8 +52,8 @@ class EconomyConfig:
     updates; rounds from `round_zero + upgrades[k]` run `splice-amulet` `versions[k + 1]`."""
 
     per_round: int = 24
-    upgrades: tuple[int, ...] = (8, 16)
-    versions: tuple[str, ...] = ("0.1.13", "0.1.14", "0.1.17")
+    upgrades: tuple[int, ...] = (8, 16, 24)
+    versions: tuple[str, ...] = ("0.1.13", "0.1.14", "0.1.17", "0.1.21")  # those sim.economy writes Splice's Daml of
     claim_rate: float = 0.6  # share of transfers whose sender also collects its claimable coupons
 
 
