@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from pathlib import Path
 from typing import Any
 
 Json = Any
@@ -77,6 +78,12 @@ _AMULET_VERSIONS = {
     "fb10433a48c24f30076a7aee03a3e314b7ab02fe9a22e2069e3af92d2b6ac88a": 22,
     "70d3c970e69b2996eabfa235a6d34822a05f93887dd1b0080cc649a3574a7c07": 23,
 }
+
+# Splice's published packages (id -> [name, version], from daml/dars.lock), the templates each package's Daml
+# declares and every choice name, at Splice's HEAD and four release commits (tests/fixtures/replay/PROVENANCE.txt).
+SPLICE = json.loads((Path(__file__).parent / "fixtures" / "replay" / "splice-daml.json").read_text())
+_TEMPLATES = {name: set(ts) for name, ts in SPLICE["templates"].items()}
+_CHOICES = set(SPLICE["choices"])
 
 AMULET, LOCKED = "Splice.Amulet:Amulet", "Splice.Amulet:LockedAmulet"
 OPEN, SUMMARIZING = "Splice.Round:OpenMiningRound", "Splice.Round:SummarizingMiningRound"
@@ -331,6 +338,7 @@ class _Tx:
         if e is None:
             self.problem("tree", f"event {eid} is named but not served")
             return
+        self.known(e)
         if e.get("event_type") == "created_event":
             self.create(e)
             return
@@ -343,6 +351,26 @@ class _Tx:
         self.exercise(e)
         for c in e.get("child_event_ids") or []:
             self.visit(c, nested)
+
+    def known(self, e: Json) -> None:
+        """The event's package is a published Splice package of the name it gives, which declares
+        the template; the choice is one Splice's Daml declares."""
+        pid, name = e["template_id"].split(":", 1)
+        pkg = SPLICE["packages"].get(pid)
+        if pkg is None:
+            self.problem("package", f"{name} in package {pid[:16]}, which no Splice release has (daml/dars.lock)")
+        else:
+            if e.get("package_name") not in (None, pkg[0]):
+                self.problem("package", f"{name}: package_name {e['package_name']}, {pid[:16]} is {pkg[0]} {pkg[1]}")
+            if name not in _TEMPLATES.get(pkg[0], ()):
+                self.problem("package", f"{name} is no template of {pkg[0]}")
+        if e.get("event_type") == "exercised_event" and e["choice"] not in _CHOICES:
+            self.problem("choice", f"{name} {e['choice']}: no such choice in Splice's Daml")
+        iid = e.get("interface_id")
+        if iid and iid.split(":", 1)[0] not in SPLICE["packages"]:
+            self.problem(
+                "package", f"interface {iid.split(':', 1)[1]} in package {iid[:16]}, which no Splice release has"
+            )
 
     def safely(self, check: Any, e: Json) -> None:
         try:

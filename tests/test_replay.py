@@ -142,8 +142,25 @@ def test_the_replay_names_each_planted_breach() -> None:
     # a coupon for a round that is not open
     r = planted(lambda u: coupon(u[2])["create_arguments"]["round"].update(number="7"))
     assert kinds_in(r, sv_tx) == {"coupon-round"}
+    # a package no Splice release has, a package named as another, a choice Splice never declared
+    report_tx = updates[1]["update_id"]
+    r = planted(
+        lambda u: events(u[1], "DsoRules_SubmitStatusReport").update(
+            template_id="ab" * 32 + ":Splice.DsoRules:DsoRules"
+        )
+    )
+    assert kinds_in(r, report_tx) == {"package"}
+    r = planted(lambda u: events(u[1], "DsoRules_SubmitStatusReport").update(package_name="splice-amulet"))
+    assert kinds_in(r, report_tx) == {"package"}
+    r = planted(lambda u: events(u[1], "DsoRules_SubmitStatusReport").update(choice="DsoRules_SubmitReport"))
+    assert kinds_in(r, report_tx) == {"choice"}
+
     # an exercise naming another template than its contract's
-    r = planted(lambda u: events(u[1], "Archive").update(template_id=events(u[1], "Archive")["template_id"] + "X"))
+    def other_template(u: list[Any]) -> None:
+        e = events(u[1], "Archive")
+        e["template_id"] = e["template_id"].replace("SvStatusReport", "SvRewardState")
+
+    r = planted(other_template)
     assert kinds_in(r, updates[1]["update_id"]) == {"acs-template"}
 
 
