@@ -3,6 +3,7 @@ outermost summary counts once, an unlabelled summary is flagged, half-even produ
 
 from __future__ import annotations
 
+from collections import defaultdict
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -17,7 +18,7 @@ from scanfill.sim.ledger import EconomyConfig, LedgerConfig, MigrationSpec, even
 from scanfill.timeutil import us_to_dt
 
 LEDGER = LedgerConfig(seed=5, migrations=(MigrationSpec(0, "2025-03-01T00:00:00Z", 700),),
-                      economy=EconomyConfig(per_round=24, upgrades=(10, 20)))  # fmt: skip
+                      economy=EconomyConfig(per_round=24, upgrades=(10, 15, 20)))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +98,156 @@ def test_decimal_products_round_half_even() -> None:
         want = (Decimal(a) / 10**10 * (Decimal(b) / 10**10)).quantize(q, rounding=ROUND_HALF_EVEN)
         assert Decimal(mul(a, b)) / 10**10 == want
     assert div(10**10, 3 * 10**10) == 3333333333 and div(2 * 10**10, 3 * 10**10) == 6666666667
+
+
+# ----- the shapes of Splice's Daml (splice-amulet AmuletRules/Amulet/Round/ValidatorLicense.daml,
+# splice-dso-governance DsoRules/DsoBootstrap.daml of the version each round runs) ---------------------
+
+
+def field(v: Any, *path: str) -> Any:
+    """The value at a path of record labels (optionals' values looked through), None if absent."""
+    for label in path:
+        while isinstance(v, dict) and "optional" in v:
+            v = v["optional"].get("value")
+        if not isinstance(v, dict) or "record" not in v:
+            return None
+        v = next((f["value"] for f in v["record"]["fields"] if f.get("label") == label), None)
+    return v
+
+
+def labels(v: Any) -> list[str]:
+    return [f["label"] for f in v["record"]["fields"]]
+
+
+def updates(econ: EconomyLedger) -> list[dict[str, Any]]:
+    return [econ.update(0, 0, i) for i in range(700)]
+
+
+def below(u: dict[str, Any], eid: str) -> list[dict[str, Any]]:
+    return [u["events_by_id"][k] for k in u["events_by_id"][eid]["child_event_ids"]]
+
+
+def exercises(u: dict[str, Any], choice: str) -> list[dict[str, Any]]:
+    return [e for e in u["events_by_id"].values() if e.get("choice") == choice]
+
+
+def test_genesis_is_dso_bootstrap_as_on_mainnet(econ: EconomyLedger) -> None:
+    """A DsoBootstrap create and its consuming DsoBootstrap_Bootstrap as the two roots, the enum
+    result served as a bare string in compact JSON, the rounds below AmuletRules_Bootstrap_Rounds."""
+    u = econ.update(0, 0, 0)
+    roots = [u["events_by_id"][k] for k in u["root_event_ids"]]
+    assert [(r["event_type"], r["template_id"].split(":", 1)[1], r.get("choice")) for r in roots] == [
+        ("created_event", "Splice.DsoBootstrap:DsoBootstrap", None),
+        ("exercised_event", "Splice.DsoBootstrap:DsoBootstrap", "DsoBootstrap_Bootstrap")]  # fmt: skip
+    boot = roots[1]
+    assert boot["consuming"] and boot["contract_id"] == roots[0]["contract_id"]
+    assert event_to_compact(boot)["exercise_result"] == "DsoBootstrap_BootstrapResult"
+    kids = below(u, boot["event_id"])
+    names = [k["template_id"].split(":", 1)[1] + (":" + k["choice"] if k.get("choice") else "") for k in kids]
+    assert names[:4] == ["Splice.AmuletRules:AmuletRules", "Splice.ExternalPartyAmuletRules:ExternalPartyAmuletRules",
+                         "Splice.AmuletRules:AmuletRules:AmuletRules_Bootstrap_Rounds", "Splice.DsoRules:DsoRules"]  # fmt: skip
+    rounds = below(u, kids[2]["event_id"])
+    assert [field(r["create_arguments"], "round", "number")["int64"] for r in rounds] == ["1000", "1001", "1002"]
+
+
+def test_every_package_is_a_published_one_and_validator_licenses_are_splice_amulet(econ: EconomyLedger) -> None:
+    from scanfill.economy.packages import AMULET_PACKAGES, DSO_PACKAGES
+
+    known = set(AMULET_PACKAGES) | set(DSO_PACKAGES.values())
+    licensed = 0
+    for u in updates(econ):
+        for e in u["events_by_id"].values():
+            pkg, name = e["template_id"].split(":", 1)
+            assert pkg in known, e["template_id"]
+            assert e["package_name"] == ("splice-dso-governance" if pkg in DSO_PACKAGES.values() else "splice-amulet")
+            if name.startswith("Splice.ValidatorLicense:"):
+                assert pkg in AMULET_PACKAGES
+                licensed += 1
+    assert licensed > 20
+
+
+def test_every_exercised_contract_was_created_before(econ: EconomyLedger) -> None:
+    """AmuletRules, DsoRules, licenses, preapprovals...: what a choice is exercised on exists."""
+    made: set[str] = set()
+    gone: set[str] = set()
+    for u in updates(econ):
+        for k in sorted(u["events_by_id"], key=lambda k: int(k.rsplit(":", 1)[1])):
+            e = u["events_by_id"][k]
+            if e["event_type"] == "created_event":
+                made.add(e["contract_id"])
+                continue
+            assert e["contract_id"] in made and e["contract_id"] not in gone, (u["update_id"], e["choice"])
+            if e["consuming"]:
+                gone.add(e["contract_id"])
+
+
+def test_transfer_outputs_results_and_arguments_carry_their_daml_fields(econ: EconomyLedger) -> None:
+    seen: dict[str, int] = defaultdict(int)
+    for u in updates(econ):
+        for e in exercises(u, "AmuletRules_Transfer"):
+            version = version_of(e["template_id"])
+            for o in field(e["choice_argument"], "transfer", "outputs")["list"]["elements"]:
+                want = ["receiver", "receiverFeeRatio", "amount", "lock"] + (["meta"] if version == "0.1.21" else [])
+                assert labels(o) == want, version
+                seen[version or ""] += 1
+            assert labels(field(e["choice_argument"], "context")) == [
+                "openMiningRound", "issuingMiningRounds", "validatorRights", "featuredAppRight"]  # fmt: skip
+        for e in exercises(u, "DsoRules_ReceiveSvRewardCoupon"):
+            made = [k["contract_id"] for k in below(u, e["event_id"]) if k["template_id"].endswith(":SvRewardCoupon")]
+            assert [c["contractId"] for c in field(e["exercise_result"], "svRewardCoupons")["list"]["elements"]] == made
+            seen["sv"] += 1
+        for e in exercises(u, "ValidatorLicense_RecordValidatorLivenessActivity"):
+            made = [k["contract_id"] for k in below(u, e["event_id"]) if k["event_type"] == "created_event"]
+            assert e["consuming"] and [field(e["exercise_result"], "licenseCid")["contractId"],
+                                       field(e["exercise_result"], "couponCid")["contractId"]] == made  # fmt: skip
+            seen["liveness"] += 1
+        for e in exercises(u, "LockedAmulet_Unlock"):
+            (made,) = below(u, e["event_id"])
+            assert field(e["exercise_result"], "amuletSum", "amulet")["contractId"] == made["contract_id"]
+            seen["unlock"] += 1
+        for e in exercises(u, "DsoRules_AdvanceOpenMiningRounds"):
+            assert labels(e["choice_argument"]) == ["amuletRulesCid", "roundToArchiveCid", "middleRoundCid",
+                                                    "latestRoundCid", "amuletPriceVoteCids", "sv"]  # fmt: skip
+            (inner,) = below(u, e["event_id"])
+            archived = below(u, inner["event_id"])[0]
+            assert inner["choice"] == "AmuletRules_AdvanceOpenMiningRounds" and archived["consuming"]
+            assert field(e["choice_argument"], "roundToArchiveCid")["contractId"] == archived["contract_id"]
+            seen["advance"] += 1
+        for e in exercises(u, "DsoRules_Amulet_Expire"):
+            (inner,) = below(u, e["event_id"])
+            assert inner["choice"] == "Amulet_Expire" and inner["consuming"]
+            assert field(e["choice_argument"], "cid")["contractId"] == inner["contract_id"]
+            seen["expire"] += 1
+        for e in exercises(u, "DsoRules_ExecuteConfirmedAction"):
+            (inner,) = below(u, e["event_id"])
+            assert inner["template_id"].endswith(":Splice.AmuletRules:AmuletRules")
+            assert inner["choice"] in ("AmuletRules_MiningRound_StartIssuing", "AmuletRules_MiningRound_Archive")
+            seen["confirmed"] += 1
+    assert all(seen[k] > 3 for k in ("0.1.13", "0.1.14", "0.1.17", "0.1.21", "sv", "liveness", "unlock", "advance",
+                                     "expire", "confirmed")), dict(seen)  # fmt: skip
+
+
+def test_traffic_purchases_pay_their_output_fees_inside_amulet_paid(econ: EconomyLedger) -> None:
+    """Splice's AmuletRules_BuyMemberTraffic: the split output plus its output fees is amuletPaid,
+    so inputs - change = amuletPaid + holding fees + sender change fee (splice-docs block_08);
+    the self-transfer runs inline, with no AmuletRules_Transfer below."""
+
+    def units(v: Any) -> int:
+        return int(Decimal(v["numeric"]) * 10**10)
+
+    fee_era = 0
+    for u in updates(econ):
+        for e in exercises(u, "AmuletRules_BuyMemberTraffic"):
+            kids = below(u, e["event_id"])
+            assert not [k for k in kids if k.get("choice") == "AmuletRules_Transfer"]
+            s = field(e["exercise_result"], "summary")
+            fees = sum(units(f) for f in s["record"]["fields"][6]["value"]["list"]["elements"])
+            burnt = [k for k in kids if k.get("choice") == "Archive" and k["template_id"].endswith(":Amulet")
+                     and k["contract_id"] in {c["contract_id"] for c in kids if c["event_type"] == "created_event"}]  # fmt: skip
+            (split,) = [c for c in kids if c["event_type"] == "created_event" and c["contract_id"] == burnt[0]["contract_id"]]
+            paid = units(field(e["exercise_result"], "amuletPaid"))
+            assert units(field(split["create_arguments"], "amount", "initialAmount")) + fees == paid
+            assert units(field(s, "inputAmuletAmount")) - units(field(s, "senderChangeAmount")) == (
+                paid + units(field(s, "holdingFees")) + units(field(s, "senderChangeFee")))  # fmt: skip
+            fee_era += fees > 0
+    assert fee_era > 3
