@@ -157,7 +157,7 @@ def test_compact_payloads_equal_the_scans_acs_and_verify_acs_at_passes(loaded_db
     assert check["ok"] and f"{len(contracts):,} contracts" in check["detail"], check
 
 
-def test_holdings_with_fees_by_the_round_in_force(loaded_db: Any) -> None:
+def test_holdings_with_fees_as_of_the_round_in_force(loaded_db: Any) -> None:
     dsn, _, ledger = loaded_db
     m, t = 2, ledger.migration_end_us(2) - 120_000_000
     rounds = [ledger.round_at(h.record_us) for mid in ledger.migration_ids() if mid <= m
@@ -175,8 +175,9 @@ def test_holdings_with_fees_by_the_round_in_force(loaded_db: Any) -> None:
         w[0] += initial
         w[1] += fee
         w[2] += initial - fee
-    out = scanfill("holdings", "--at", format_us(t), "--migration", "2", "--format", "json",
-                   dsn=dsn, urls=[]).communicate(timeout=60)[0]  # fmt: skip
+    # as of the round in force then, asked for (the default is Scan's: the earliest open round now)
+    out = scanfill("holdings", "--at", format_us(t), "--migration", "2", "--format", "json", "--as-of-round",
+                   str(at_round), dsn=dsn, urls=[]).communicate(timeout=60)[0]  # fmt: skip
     got = {o["owner"]: [Decimal(o["unlocked_initial"]) + Decimal(o["locked_initial"]), Decimal(o["holding_fees"]),
                         Decimal(o["amount"])] for o in json.loads(out)}  # fmt: skip
     assert got == want and any(w[1] > 0 for w in want.values())
