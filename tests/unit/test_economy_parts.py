@@ -202,8 +202,8 @@ def test_transfer_outputs_results_and_arguments_carry_their_daml_fields(econ: Ec
                                        field(e["exercise_result"], "couponCid")["contractId"]] == made  # fmt: skip
             seen["liveness"] += 1
         for e in exercises(u, "LockedAmulet_Unlock"):
-            (made,) = below(u, e["event_id"])
-            assert field(e["exercise_result"], "amuletSum", "amulet")["contractId"] == made["contract_id"]
+            (amulet,) = below(u, e["event_id"])
+            assert field(e["exercise_result"], "amuletSum", "amulet")["contractId"] == amulet["contract_id"]
             seen["unlock"] += 1
         for e in exercises(u, "DsoRules_AdvanceOpenMiningRounds"):
             assert labels(e["choice_argument"]) == ["amuletRulesCid", "roundToArchiveCid", "middleRoundCid",
