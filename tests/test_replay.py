@@ -20,14 +20,15 @@ from scanfill.sim.ledger import EconomyConfig
 FIXTURES = Path(__file__).parent / "fixtures"
 MAINNET = FIXTURES / "real-scan" / "mainnet-genesis" / "scan.v2.updates.json"
 DOCS = FIXTURES / "replay"
-# Two migrations, three splice-amulet eras (fees and holding fees, CIP-0078, CIP-0107), ~66 rounds.
+# Two migrations, four splice-amulet eras (fees and holding fees; CIP-0078; CIP-0107; Token Standard V2
+# metadata), ~66 rounds.
 ECONOMY = LedgerConfig(
     seed=41,
     migrations=(
         MigrationSpec(0, "2024-06-24T21:08:00Z", 900),
         MigrationSpec(1, "2024-06-25T01:30:00Z", 700, import_updates=1),
     ),
-    economy=EconomyConfig(per_round=24, upgrades=(20, 40)),
+    economy=EconomyConfig(per_round=24, upgrades=(20, 40, 55), versions=("0.1.13", "0.1.14", "0.1.17", "0.1.21")),
     acs_snapshot_hours=0.25,
 )
 
@@ -49,7 +50,7 @@ def test_the_economy_simulator_replays_clean(served: dict[str, list[Any]]) -> No
     # It replayed an economy, not an empty shell: transfers under a fee era and a fee-free one, mints,
     # burns, dust, and a supply that is the sum of the holdings.
     assert r.transactions == len(served["protobuf_json"]) and r.summaries > 500
-    assert min(r.versions) <= 13 and max(r.versions) >= 17, r.versions
+    assert r.versions == {13, 14, 17, 21}, r.versions
     assert r.minted > 0 and r.burnt > 0 and r.dust > 0
     assert r.supply == sum(r.holdings().values()) == r.tapped + r.minted - r.burnt - r.dust
 
