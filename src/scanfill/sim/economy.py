@@ -21,9 +21,12 @@ splice-dso-governance 0.1.18), 0.1.14 (0.1.19), 0.1.17 (0.1.23) and 0.1.21 (0.1.
 from `daml/dars.lock`. Where a shape changed between them the builder says which version added the
 field. The tree of each step is Splice's: a DsoRules choice exercises the AmuletRules choice that
 archives and creates the rounds; genesis is a DsoBootstrap create and its DsoBootstrap_Bootstrap
-(AmuletRules, ExternalPartyAmuletRules, the rounds, DsoRules below it) as on MainNet. Simplified,
-and said so: confirmations and price votes are not modelled (empty lists), validator licenses and
-SV reward states are created at genesis, preapprovals and validator rights are referenced by id only.
+(AmuletRules, ExternalPartyAmuletRules, the rounds, DsoRules below it) as on MainNet, validators
+are onboarded by DsoRules_OnboardValidator, preapprovals created by AmuletRules_CreateTransferPreapproval.
+Simplified, and said so: confirmations and price votes are not modelled (empty lists), every SV's
+reward state is created at genesis, ValidatorRight and FeaturedAppRight contracts are referenced by
+id only, configs hold the fields the simulator uses (DsoRulesConfig abbreviated), and the rounds
+keep the simulator's schedule (one opens every tick) rather than Bootstrap_Rounds' first long round.
 
 Scope: one synchronizer per migration (a transfer consumes what lives on its own synchronizer);
 no reassignments. Contracts alive when a migration ends are imported by the next one.
@@ -283,9 +286,12 @@ class Economy:
         if g == 0:
             self._bootstrap()
             return "rounds"
-        if g <= len(self.users) + len(self.validators):
+        if g <= len(self.validators):
+            self._onboard(self.validators[g - 1])
+            return "coupon"
+        if g <= len(self.validators) + len(self.users) + len(self.validators):
             parties = self.users + self.validators
-            self._tap(parties[g - 1], 2_000 * UNIT + self.rng.randrange(0, 500 * UNIT))
+            self._tap(parties[g - 1 - len(self.validators)], 2_000 * UNIT + self.rng.randrange(0, 500 * UNIT))
             return "tap"
         phase = g % p
         if phase == 0:
@@ -413,8 +419,7 @@ class Economy:
         """Genesis as on MainNet (DsoBootstrap.daml): a DsoBootstrap contract, then its consuming
         DsoBootstrap_Bootstrap (result: the enum DsoBootstrap_BootstrapResult) creating AmuletRules and
         ExternalPartyAmuletRules, exercising AmuletRules_Bootstrap_Rounds (three open rounds), creating
-        DsoRules and each SV's SvRewardState. The validators' licenses are created here too (Splice
-        onboards them later with DsoRules_OnboardValidator: not modelled)."""
+        DsoRules and each SV's SvRewardState (the other SVs' too: their onboarding is not modelled)."""
         rnd, dso, sv1 = self.r0, self.lg.dso, self.delegate
         apkg, dpkg = self.pkg(rnd), self.dso_pkg(rnd)
         price = 5 * 10**8 + (rnd % 7) * 10**7
@@ -464,13 +469,22 @@ class Economy:
             kids.append(eid)
         self.licenses: dict[str, _C] = {}
         self.preapprovals: dict[str, _C] = {}
-        for v in self.validators:
-            eid, self.licenses[v] = self.create(apkg, "Splice.ValidatorLicense", "ValidatorLicense",
-                                                self._license(v, None, None), [dso], [v])  # fmt: skip
-            kids.append(eid)
         self.exercise(boot.cid, dpkg, "Splice.DsoBootstrap", "DsoBootstrap", "DsoBootstrap_Bootstrap", rec(),
                       enum("DsoBootstrap_BootstrapResult"), True, [dso], root)  # fmt: skip
         self.children(root, kids)
+
+    def _onboard(self, validator: str) -> None:
+        """DsoRules_OnboardValidator (DsoRules.daml): the sponsoring SV creates the validator's license."""
+        root = self._id()
+        eid, self.licenses[validator] = self.create(self.pkg(self.rnd), "Splice.ValidatorLicense", "ValidatorLicense",
+                                                    self._license(validator, None, self.eff), [self.lg.dso],
+                                                    [validator])  # fmt: skip
+        self.exercise(self.dso_rules.cid, self.dso_pkg(self.rnd), "Splice.DsoRules", "DsoRules",
+                      "DsoRules_OnboardValidator",
+                      rec(("sponsor", party(self.delegate)), ("validator", party(validator)), ("version", opt(None)),
+                          ("contactPoint", opt(None))),
+                      rec(("validatorLicense", cid_v(self.licenses[validator].cid))), False, [self.delegate], root)  # fmt: skip
+        self.children(root, [eid])
 
     def _sv_state(self, sv: str, last: int, collected: int) -> Json:
         """SvRewardState (splice-dso-governance Splice.DSO.SvState)."""
