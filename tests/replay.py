@@ -638,9 +638,16 @@ class _Tx:
         if choice == "AmuletRules_Transfer":
             self.outputs(transfer, tres, fees, sender, cfg, scale, minor)
         elif choice == "AmuletRules_BuyMemberTraffic":
-            self.split(e, paid - sum(fees, ZERO), sender)
+            self.split(e, paid - sum(fees, ZERO), sender, to_dso=minor <= 6)
         elif paid > 0:
             self.split(e, paid, sender)
+        if choice != "AmuletRules_Transfer" and paid > 0 and minor <= 16:
+            # the one output's fee: its create fee, and up to 0.1.6 a traffic purchase's transfer fee to the DSO
+            want = mul(num(get(cfg, "createFee", "fee")), scale)
+            if choice == "AmuletRules_BuyMemberTraffic" and minor <= 6:
+                want += stepped(get(cfg, "transferFee"), paid, scale, minor)
+            if fees != [want]:
+                self.problem("output-fee", f"{choice} output fees {fees}, the fee schedule of the round gives [{want}]")
         if minor <= 16:
             rewards = sum((got[k] for k in ("app", "validator", "faucet", "sv", "unclaimed", "devfund")), ZERO)
             into = got["amulet"] - got["holding"] + rewards
@@ -768,17 +775,19 @@ class _Tx:
         elif cid:
             self.problem("sender-change", f"{choice} created a change amulet for a change of {change}")
 
-    def split(self, e: Json, amount: Decimal, sender: str) -> None:
-        """splitAndBurn: an amulet of `amount` for the sender, created and archived below."""
+    def split(self, e: Json, amount: Decimal, sender: str, to_dso: bool = False) -> None:
+        """The paid amulet, created and archived below: splitAndBurn's split for the sender (splice-amulet
+        0.1.7 on), or up to 0.1.6 a traffic purchase's output to the DSO (receiverFeeRatio 1.0)."""
         for cid in self.below(e, AMULET):
             args = self.created[cid]["create_arguments"]
             if (
                 num(get(args, "amount", "initialAmount")) == amount
-                and get(args, "owner") == sender
+                and get(args, "owner") == (get(args, "dso") if to_dso else sender)
                 and cid in self.below(e, AMULET, created=False)
             ):
                 return
-        self.problem("split", f"{e['choice']}: no amulet of {amount} created and archived below it")
+        whose = "the DSO" if to_dso else "the sender"
+        self.problem("split", f"{e['choice']}: no amulet of {amount} for {whose} created and archived below it")
 
 
 def balance(choice: str, s: Json, outputs: Decimal, paid: Decimal) -> tuple[Decimal, Decimal, Decimal]:

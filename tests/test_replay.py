@@ -13,7 +13,20 @@ from typing import Any
 
 import pytest
 
-from replay import OPEN, SUMMARY_CHOICES, SV, Replay, balance, compact_update, fetch_updates, get, num
+from replay import (
+    OPEN,
+    SUMMARY_CHOICES,
+    SV,
+    Replay,
+    balance,
+    compact_update,
+    div,
+    fetch_updates,
+    get,
+    mul,
+    num,
+    stepped,
+)
 from scanfill.sim import LedgerConfig, MigrationSpec, SimConfig, Simulator
 from scanfill.sim.ledger import EconomyConfig
 
@@ -96,6 +109,22 @@ def test_splice_docs_examples_burn_what_the_docs_say(block: str, burnt: str) -> 
     into, out, burn = balance(choice, s, outputs, paid)
     assert into == out
     assert burn == Decimal(burnt) == num(s["inputAmuletAmount"]) - outputs - num(s["senderChangeAmount"])
+
+
+def test_the_fee_rules_give_the_documented_output_fees() -> None:
+    """MainNet's genesis fee schedule (USD) at the docs' price of 0.005 USD/CC gives the documented
+    fees: the 0.1.6 traffic purchase's output to the DSO (create fee + stepped transfer fee on
+    amuletPaid: 209.9976) and the transfer's output (102.0021164861)."""
+    genesis = json.loads(MAINNET.read_text())["transactions"][0]
+    boot = next(e for e in genesis["events_by_id"].values() if e.get("template_id", "").endswith(":DsoBootstrap"))
+    cfg = boot["create_arguments"]["amuletConfig"]["transferConfig"]
+    for block, amount in (("08", get(docs_event("08"), "exercise_result", "amuletPaid")),
+                          ("09", get(docs_event("09"), "choice_argument", "transfer", "outputs")[0]["amount"])):  # fmt: skip
+        e = docs_event(block)
+        s = get(e["exercise_result"], *SUMMARY_CHOICES[e["choice"]], "summary")
+        scale = div(Decimal(1), num(s["amuletPrice"]))
+        fee = mul(num(cfg["createFee"]["fee"]), scale) + stepped(cfg["transferFee"], num(amount), scale, 6)
+        assert [fee] == [num(f) for f in s["outputFees"]]
 
 
 def test_the_docs_traffic_purchase_does_not_balance_with_its_fee_outside_amulet_paid() -> None:
