@@ -23,6 +23,7 @@ from scanfill.sim import (
     SimConfig,
     Simulator,
 )
+from scanfill.sim.ledger import EconomyConfig
 from scanfill.timeutil import format_us, parse_us
 
 SMALL = LedgerConfig(
@@ -421,3 +422,183 @@ def test_the_mainnet_shape_from_the_command_line() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ----- what real clients read: Splice's scan_txlog.py, the Token Standard registry ----------------
+
+CLIENTS = LedgerConfig(
+    seed=11,
+    migrations=(
+        MigrationSpec(0, "2024-06-24T21:08:00Z", 260),
+        MigrationSpec(2, "2024-06-24T21:15:00Z", 240, synchronizers=2, import_updates=12),
+    ),
+    acs_snapshot_hours=0.05,  # every 3 minutes: the last migration has several
+)
+
+
+@pytest.fixture(scope="module")
+def clients() -> Iterator[Simulator]:
+    with Simulator(SimConfig(ledger=CLIENTS)) as s:
+        yield s
+
+
+def migration_of(item: dict) -> int:
+    return int(item["migration_id"] if "migration_id" in item else item["event"]["migration_id"])
+
+
+def forward_all(url: str, path: str, size: int, key: str = "transactions", **extra: object) -> list[dict]:
+    """A forward stream paged as Splice's scan_txlog.py pages /v1/updates: `after` is the last item's
+    migration and its record time as Python's `datetime.isoformat` prints it (`+00:00`, no fraction
+    when it is zero)."""
+    from datetime import datetime
+
+    out: list[dict] = []
+    after = None
+    while True:
+        body: dict = {"page_size": size, **extra}
+        if after is not None:
+            body["after"] = after
+        page = post_json(url + path, body)[key]
+        out += page
+        if len(page) < size:
+            return out
+        last = page[-1]
+        where = last["verdict"] or last["update"] if key == "events" else last
+        after = {"after_migration_id": migration_of(where),
+                 "after_record_time": datetime.fromisoformat(where["record_time"]).isoformat()}  # fmt: skip
+
+
+def test_v1_updates_are_v2s_items_with_offsets_in_the_v1_encoding(clients: Simulator) -> None:
+    """POST /v1/updates (what scan_txlog.py replays): /v2/updates' items in the same order, each with
+    its `offset`, compact_json unless protobuf_json is asked for, which is the updates-before rendering."""
+    ledger = Ledger(CLIENTS)
+    v1 = forward_all(clients.url, "/v1/updates", 100)
+    v2 = forward_all(clients.url, "/v2/updates", 1000)
+    assert [u["update_id"] for u in v1] == [u["update_id"] for u in v2] and len(v1) == ledger.total_updates()
+    assert all(u["offset"] for u in v1)
+    txs = [u for u in v1 if "events_by_id" in u]
+    assert all("offset" not in u for u in v2 if "events_by_id" in u) and len(txs) > 400
+    creates = [ev for u in txs for ev in u["events_by_id"].values() if ev["event_type"] == "created_event"]
+    assert creates and all("record" not in ev["create_arguments"] for ev in creates)  # compact: keyed by label
+    raw = post_json(clients.url + "/v1/updates", {"page_size": 50, "daml_value_encoding": "protobuf_json"})
+    assert raw["transactions"] == [ledger.update(0, 0, i) for i in range(50)]
+
+
+def test_v0_state_acs_always_has_next_page_token(clients: Simulator) -> None:
+    """POST /v0/state/acs as scan_txlog.py reads it (`page["next_page_token"] is None` ends it): the
+    token on every page, null on the last; the contracts of /v1/state/acs in the same order, each
+    with the V0 id of the event that created it (`#` + the update's event id; an import's for a
+    contract an earlier migration made)."""
+    q = urllib.parse.urlencode({"before": "2030-01-01T00:00:00Z", "migration_id": 2})
+    snap = get_json(f"{clients.url}/v0/state/acs/snapshot-timestamp?{q}")["record_time"]
+    templates = ["splice-amulet:Splice.Amulet:Amulet", "splice-amulet:Splice.Amulet:LockedAmulet",
+                 "splice-amulet:Splice.Amulet:FeaturedAppRight"]  # fmt: skip
+    pages, after = [], None
+    while True:
+        body: dict = {"migration_id": 2, "record_time": snap, "page_size": 4, "templates": templates}
+        if after is not None:
+            body["after"] = after
+        page = post_json(clients.url + "/v0/state/acs", body)
+        assert "next_page_token" in page
+        pages.append(page)
+        after = page["next_page_token"]
+        if after is None:
+            break
+    got = [c for p in pages for c in p["created_events"]]
+    v1 = post_json(clients.url + "/v1/state/acs", {"migration_id": 2, "record_time": snap, "page_size": 1000,
+                                                   "templates": templates})  # fmt: skip
+    assert v1["next_page_token"] is None and len(pages) > 2
+    assert [c["contract_id"] for c in got] == [c["contract_id"] for c in v1["created_events"]]
+    for c, a in zip(got, v1["created_events"], strict=True):
+        assert {k: c[k] for k in a if k != "created_in_update_id"} == {k: v for k, v in a.items()
+                                                                       if k != "created_in_update_id"}  # fmt: skip
+        uid = a.get("created_in_update_id")
+        if uid is None:  # made before this migration: its create is this migration's import of it
+            assert c["event_id"] == f"#{c['contract_id']}:0"
+            continue
+        update = get_json(f"{clients.url}/v2/updates/{uid}")
+        events = update.get("events_by_id") or {update["event"]["created_event"]["event_id"]: update["event"]["created_event"]}
+        made = [k for k, ev in events.items() if ev.get("contract_id") == c["contract_id"] and "create_arguments" in ev]
+        assert [c["event_id"]] == [f"#{k}" for k in made]
+    assert any(c["event_id"] == f"#{c['contract_id']}:0" for c in got)
+
+
+def test_registry_total_supply_is_the_newest_snapshots_amulet(clients: Simulator) -> None:
+    """The Token Standard registry, at the server's root: `totalSupply` is the locked and unlocked
+    amulet (initial amounts) of the newest ACS snapshot of the current migration, as of its time."""
+    root = clients.url.removesuffix("/api/scan")
+    q = urllib.parse.urlencode({"before": "2030-01-01T00:00:00Z", "migration_id": 2})
+    snap = get_json(f"{clients.url}/v0/state/acs/snapshot-timestamp?{q}")["record_time"]
+    acs = post_json(clients.url + "/v1/state/acs", {"migration_id": 2, "record_time": snap, "page_size": 1000})
+    expected = 0
+    for c in acs["created_events"]:
+        entity = c["template_id"].rsplit(":", 1)[-1]
+        if entity in ("Amulet", "LockedAmulet"):
+            a = c["create_arguments"]["amulet"] if entity == "LockedAmulet" else c["create_arguments"]
+            whole, frac = a["amount"]["initialAmount"].split(".")
+            expected += int(whole) * 10**10 + int(frac)
+    instrument = get_json(root + "/registry/metadata/v1/instruments/Amulet")
+    assert expected > 0 and instrument["totalSupply"] == f"{expected // 10**10}.{expected % 10**10:010d}"
+    assert instrument["totalSupplyAsOf"] == snap and instrument["id"] == "Amulet" and instrument["decimals"] == 10
+    assert get_json(root + "/registry/metadata/v1/instruments")["instruments"] == [instrument]
+    assert get_json(root + "/registry/metadata/v1/info")["adminId"] == Ledger(CLIENTS).dso
+    status, _, body = call(root + "/registry/metadata/v1/instruments/Bitcoin", None, method="GET")
+    assert status == 404 and json.loads(body) == {"error": "No instrument with id Bitcoin found"}
+
+
+def test_events_interleave_verdict_only_items(clients: Simulator) -> None:
+    """/v0/events also serves items that bear only a verdict (`"update": null`: a transaction wholly
+    private to others, or rejected), as MainNet does for 40-50 % of its items: in (migration, record
+    time) order with the updates, every record time its own, the same at any page size, and never an
+    update this scan serves."""
+    ledger = Ledger(CLIENTS)
+    small = forward_all(clients.url, "/v0/events", 7, key="events")
+    assert small == forward_all(clients.url, "/v0/events", 1000, key="events")
+    where = [(migration_of(e["verdict"] or e["update"]), parse_us((e["verdict"] or e["update"])["record_time"]))
+             for e in small]  # fmt: skip
+    assert where == sorted(where) and len(set(where)) == len(where)
+    only = [e for e in small if e["update"] is None]
+    updates = {u.update_id for u in ledger.expected_all()}
+    assert len(small) == len(updates) + len(only)
+    for m in (0, 2):
+        ids = [e["verdict"]["update_id"] for e in only if e["verdict"]["migration_id"] == m]
+        assert ids == ledger.verdict_only_ids(m) and not set(ids) & updates
+    share = sum(1 for e in only if e["verdict"]["migration_id"] == 0) / sum(1 for m, _ in where if m == 0)
+    assert 0.40 <= share <= 0.50, share  # one synchronizer, as on MainNet
+    assert {e["verdict"]["verdict_result"] for e in only} == {"VERDICT_RESULT_ACCEPTED", "VERDICT_RESULT_REJECTED"}
+    assert all(e["traffic_summary"] for e in only)
+    assert all(e["app_activity_records"] is None for e in only if e["verdict"]["verdict_result"].endswith("REJECTED"))
+
+
+ECONOMY_SMALL = LedgerConfig(
+    seed=43,
+    migrations=(
+        MigrationSpec(0, "2024-06-24T21:08:00Z", 200),
+        MigrationSpec(1, "2024-06-24T21:20:00Z", 150, import_updates=1),
+        MigrationSpec(3, "2024-06-24T21:30:00Z", 150, import_updates=1),
+    ),
+    economy=EconomyConfig(per_round=24, upgrades=(3, 6)),
+)
+
+
+@pytest.mark.parametrize("config", [SMALL, CLIENTS, LedgerConfig.for_rows(20_000), ECONOMY_SMALL],
+                         ids=["small", "two-synchronizers", "default", "economy"])  # fmt: skip
+def test_import_updates_end_at_the_id_migration_info_announces(config: LedgerConfig) -> None:
+    """Paged to the end, /v0/backfilling/import-updates serves last exactly the
+    `last_import_update_id` migration-info announces, for every migration (Splice: both are the
+    greatest contract id of the migration's imports)."""
+    with Simulator(SimConfig(ledger=config)) as s:
+        for m in sorted(spec.migration_id for spec in config.migrations):
+            announced = info(s.url, m)["last_import_update_id"]
+            after, served = "", []
+            while True:
+                page = post_json(s.url + "/v0/backfilling/import-updates",
+                                 {"migration_id": m, "after_update_id": after, "limit": 7})["transactions"]  # fmt: skip
+                if not page:
+                    break
+                served += [u["update_id"] for u in page]
+                after = served[-1]
+            assert served == sorted(set(served))
+            assert (served[-1] if served else None) == announced, (m, len(served))
+            if m > min(spec.migration_id for spec in config.migrations):
+                assert served

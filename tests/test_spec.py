@@ -299,3 +299,77 @@ def test_acs_snapshots_and_holdings_match_the_spec(sim: Simulator) -> None:
     check("HoldingsSummaryResponseV1", summary)
     assert {s["party_id"] for s in summary["summaries"]} == set(owners)
     assert all(s["total_coin_holdings"] != "0.0000000000" for s in summary["summaries"])
+
+
+def test_v1_updates_match_the_spec_in_both_encodings(sim: Simulator) -> None:
+    """POST /v1/updates, as Splice's scan_txlog.py pages it: V1 items (each transaction with its
+    offset); protobuf_json items also hold against the strict V1 transaction of updates-before."""
+    for encoding in (None, "compact_json", "protobuf_json"):
+        body: dict[str, Any] = {"page_size": 200, "after": {"after_migration_id": 2,
+                                                            "after_record_time": "2024-06-25T00:00:00+00:00"}}  # fmt: skip
+        if encoding:
+            body["daml_value_encoding"] = encoding
+        check("UpdateHistoryRequestV1", body)
+        page = post_json(sim.url + "/v1/updates", body)
+        check("UpdateHistoryResponseV1", page)
+        assert len(page["transactions"]) == 200
+        if encoding == "protobuf_json":
+            for item in page["transactions"]:
+                check("UpdateHistoryItem", item)
+    status, _, raw = call(sim.urls[1] + "/v1/updates", {"page_size": 10})  # the late joiner
+    assert status == 503
+    check("ErrorResponse", json.loads(raw))
+
+
+def test_v0_state_acs_and_the_registry_match_the_spec(sim: Simulator) -> None:
+    """POST /v0/state/acs (next_page_token on every page, null on the last) and the Token Standard
+    registry's instrument (at the root) with its totalSupply."""
+    ledger = Ledger(LEDGER)
+    q = urllib.parse.urlencode({"before": format_us(ledger.migration_end_us(2)), "migration_id": 2})
+    snap = get_json(f"{sim.url}/v0/state/acs/snapshot-timestamp?{q}")["record_time"]
+    after, pages = None, 0
+    while True:
+        body: dict[str, Any] = {"migration_id": 2, "record_time": snap, "page_size": 5,
+                                "templates": ["splice-amulet:Splice.Amulet:Amulet"]}  # fmt: skip
+        if after is not None:
+            body["after"] = after
+        check("AcsRequest", body)
+        page = post_json(sim.url + "/v0/state/acs", body)
+        check("AcsResponse", page)
+        pages += 1
+        after = page["next_page_token"]
+        if after is None:
+            break
+    assert pages > 1
+    root = sim.url.removesuffix("/api/scan")
+    instrument = get_json(root + "/registry/metadata/v1/instruments/Amulet")
+    check("Instrument", instrument)
+    assert "totalSupply" in instrument
+    check("ListInstrumentsResponse", get_json(root + "/registry/metadata/v1/instruments"))
+    check("GetRegistryInfoResponse", get_json(root + "/registry/metadata/v1/info"))
+    status, _, raw = call(root + "/registry/metadata/v1/instruments/CC", None, method="GET")
+    assert status == 404
+    check("ErrorResponse", json.loads(raw))
+
+
+def test_events_and_verdict_only_items_match_the_spec(sim: Simulator) -> None:
+    """/v0/events in both encodings: updates with their verdicts, reassignments without, and the
+    items that bear only a verdict (`"update": null`)."""
+    kinds: Counter[str] = Counter()
+    for encoding in ("compact_json", "protobuf_json"):
+        after: dict[str, Any] | None = None
+        for _ in range(6):
+            body: dict[str, Any] = {"page_size": 200, "daml_value_encoding": encoding}
+            if after:
+                body["after"] = after
+            check("EventHistoryRequest", body)
+            page = post_json(sim.url + "/v0/events", body)
+            check("EventHistoryResponse", page)
+            for item in page["events"]:
+                kinds["verdict only" if item["update"] is None else "reassignment" if "event" in item["update"]
+                      else "transaction"] += 1  # fmt: skip
+            last = page["events"][-1]
+            where = last["verdict"] or last["update"]
+            mig = where.get("migration_id", where.get("event", {}).get("migration_id"))
+            after = {"after_migration_id": mig, "after_record_time": where["record_time"]}
+    assert min(kinds.values()) > 0 and set(kinds) == {"verdict only", "reassignment", "transaction"}, kinds

@@ -72,6 +72,10 @@ class LedgerConfig:
     interface_rate: float = 0.25  # share of transfers exercised through the token standard's interface
     external_hash_rate: float = 0.02  # share of transactions carrying `external_transaction_hash` (newer scans)
     shared_microseconds: bool = False  # break Scan's promise: synchronizers of a migration share record times
+    # /v0/events items that carry only a verdict (a wholly private or a rejected transaction, no update): at
+    # most one between two neighbouring updates of the first synchronizer, this share of those gaps. MainNet
+    # serves 40-50 % of its items so (issue 28); 0.8 of the gaps makes them 44 % of the items.
+    verdict_only_rate: float = 0.8
     economy: EconomyConfig | None = None  # play a real economy forward instead (one synchronizer per migration)
 
     @staticmethod
@@ -539,6 +543,67 @@ class Ledger:
         activity = {"round_number": h.round if h.round is not None else self.round_at(h.record_us),
                     "records": [{"party": submitter, "weight": sum(costs)}]}  # fmt: skip
         return {"update": update, "verdict": verdict, "traffic_summary": traffic, "app_activity_records": activity}
+
+    # ----- verdict-only /v0/events items -------------------------------------------------------
+
+    def verdict_only_us(self, m: int, i: int) -> int | None:
+        """Record time of the verdict-only item sequenced after update i of synchronizer 0 and before
+        update i+1 (None when that gap has none). It is unique in its migration, as Scan promises of
+        every /v0/events item: never an update's time on any synchronizer."""
+        spec = self.specs[m]
+        r = _mix(self.seed, "verdict-only", m, i)
+        if i + 1 >= spec.updates or r % 10_000 >= self.config.verdict_only_rate * 10_000:
+            return None
+        lo, hi = self.record_us(m, 0, i), self.record_us(m, 0, i + 1)
+        if hi - lo < 2:
+            return None
+        t = lo + 1 + (r >> 16) % (hi - lo - 1)
+        taken = {self.record_us(m, s, j) for s in range(1, spec.synchronizers) for j in range(i - 1, i + 3)
+                 if 0 <= j < spec.updates}  # fmt: skip
+        while t in taken:
+            t += 1
+        return t if t < hi else None
+
+    def verdict_only_id(self, m: int, i: int) -> str:
+        """The update id the verdict names: a transaction this scan never serves as an update."""
+        return f"1220{_hex(self.seed, 'private', m, i)}"
+
+    def verdict_only_ids(self, m: int) -> list[str]:
+        """Every verdict-only item's update id in migration m (a whole, grown ledger), in stream order."""
+        return [self.verdict_only_id(m, i) for i in range(self.specs[m].updates) if self.verdict_only_us(m, i)]
+
+    def verdict_only_item(self, m: int, i: int) -> Json:
+        """The /v0/events item after update i of synchronizer 0 that bears only a mediator verdict
+        (`"update": null`): Scan's EventHistoryItem for a transaction wholly private to other parties,
+        or one the mediator rejected. Accepted ones carry a traffic summary and app activity records as
+        every verdict does where the SVs compute them (CIP-104); a rejected one pays traffic, earns none."""
+        t = self.verdict_only_us(m, i)
+        assert t is not None, (m, i)
+        rng = random.Random(_mix(self.seed, "verdict-only-item", m, i))
+        submitter, other = sorted(rng.sample(self.parties, 2))
+        rejected = rng.random() < 0.05
+        views = [
+            {"view_id": k, "informees": [submitter, other],
+             "confirming_parties": [{"parties": [other], "threshold": 1}], "sub_views": [],
+             "view_hash": _hex(self.seed, "private-view", m, i, k)}
+            for k in range(1 + rng.randrange(2))
+        ]  # fmt: skip
+        costs = [rng.randrange(2_000, 40_000) for _ in views]
+        verdict = {
+            "update_id": self.verdict_only_id(m, i), "migration_id": m, "domain_id": self.synchronizer_id(0),
+            "record_time": format_us(t), "finalization_time": format_us(t + rng.randrange(1_000, 900_000)),
+            "submitting_parties": [submitter],
+            "submitting_participant_uid": f"PAR::{submitter.split('::')[0]}::1220{_hex(self.seed, 'par', submitter)}",
+            "verdict_result": "VERDICT_RESULT_REJECTED" if rejected else "VERDICT_RESULT_ACCEPTED",
+            "mediator_group": 0, "transaction_views": {"views": views, "root_views": [0]},
+        }  # fmt: skip
+        traffic = {"total_traffic_cost": sum(costs),
+                   "envelope_traffic_summaries": [{"traffic_cost": c, "view_ids": [v["view_id"]]}
+                                                  for c, v in zip(costs, views, strict=True)]}  # fmt: skip
+        rnd = self.header(m, 0, i).round
+        activity = None if rejected else {"round_number": rnd if rnd is not None else self.round_at(t),
+                                          "records": [{"party": submitter, "weight": sum(costs)}]}  # fmt: skip
+        return {"update": None, "verdict": verdict, "traffic_summary": traffic, "app_activity_records": activity}
 
     # ----- value builders (protobuf_json) -------------------------------------------------------
 

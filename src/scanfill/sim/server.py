@@ -369,9 +369,11 @@ class ScanInstance:
         ids = [cid for cid in ledger.import_ids(m) if cid > after][:limit]
         return self._page([orjson.dumps(ledger.import_update(m, cid)) for cid in ids])
 
-    def _forward(self, body: dict[str, Any]) -> list[tuple[int, int, int]]:
-        """(migration, synchronizer index, update index) of a forward page, in Scan's order:
-        (migration, record time, synchronizer id), after the request's `after`."""
+    def _forward(self, body: dict[str, Any], verdict_only: bool = False) -> list[tuple[int, int, int, bool]]:
+        """(migration, synchronizer index, update index, False) of a forward page, in Scan's order:
+        (migration, record time, synchronizer id), after the request's `after`; with `verdict_only`
+        (/v0/events) the verdict-only items interleaved, (m, 0, i, True) being the one after update i
+        of synchronizer 0 (served once update i+1 is: it lies before it)."""
         size = _count(body, "page_size")
         after = body.get("after")
         ledger = self.sim.ledger
@@ -381,7 +383,7 @@ class ScanInstance:
                 raise MalformedRequest("The request content was malformed:\nafter must be an object")
             am = _int(after, "after_migration_id")
             at = _time(after, "after_record_time")
-        out: list[tuple[int, int, int]] = []
+        out: list[tuple[int, int, int, bool]] = []
         for m in ledger.migration_ids():
             if m < am or len(out) >= size:
                 continue
@@ -390,13 +392,21 @@ class ScanInstance:
                 n = self.count(m, s)
                 i = ledger.index_at_or_after(m, s, at + 1) if m == am else 0
                 if i < n:
-                    heads.append((ledger.record_us(m, s, i), ledger.synchronizer_id(s), s, i, n))
+                    heads.append((ledger.record_us(m, s, i), ledger.synchronizer_id(s), s, i, n, False))
+                if verdict_only and s == 0 and 0 < i < n:  # the item between update i-1 and i may lie after `at`
+                    t = ledger.verdict_only_us(m, i - 1)
+                    if t is not None and (m != am or t > at):
+                        heads.append((t, ledger.synchronizer_id(0), 0, i - 1, n, True))
             heapq.heapify(heads)
             while heads and len(out) < size:
-                _, sid, s, i, n = heapq.heappop(heads)
-                out.append((m, s, i))
-                if i + 1 < n:
-                    heapq.heappush(heads, (ledger.record_us(m, s, i + 1), sid, s, i + 1, n))
+                _, sid, s, i, n, private = heapq.heappop(heads)
+                out.append((m, s, i, private))
+                if private or i + 1 >= n:
+                    continue
+                heapq.heappush(heads, (ledger.record_us(m, s, i + 1), sid, s, i + 1, n, False))
+                t = ledger.verdict_only_us(m, i) if verdict_only and s == 0 else None
+                if t is not None:
+                    heapq.heappush(heads, (t, sid, 0, i, n, True))
         return out
 
     def _encoding(self, body: dict[str, Any]) -> str:
@@ -411,7 +421,7 @@ class ScanInstance:
         if not self.complete:
             return _error(503, "This scan instance has not yet replicated all data. Please try again later.")
         render, shape = self.sim.renderer.item, "v2c" if compact else "v2"
-        return self._page([render(m, s, i, shape) for m, s, i in self._forward(body)])
+        return self._page([render(m, s, i, shape) for m, s, i, _ in self._forward(body)])
 
     async def updates_v1(self, request: web.Request) -> web.Response:
         """`POST /v1/updates` (deprecated, what Splice's scan_txlog.py pages through): the items of
@@ -421,17 +431,20 @@ class ScanInstance:
         if not self.complete:
             return _error(503, "This scan instance has not yet replicated all data. Please try again later.")
         render, shape = self.sim.renderer.item, "v1c" if compact else "v1"
-        return self._page([render(m, s, i, shape) for m, s, i in self._forward(body)])
+        return self._page([render(m, s, i, shape) for m, s, i, _ in self._forward(body)])
 
     async def events(self, request: web.Request) -> web.Response:
         """/v0/events: each update with its mediator verdict, traffic summary and app activity
-        records (reassignments have none), in the order of /v2/updates."""
+        records (reassignments have none), in the order of /v2/updates, and between them the items
+        that bear only a verdict (`"update": null`)."""
         body = await _json_body(request)
         compact = self._encoding(body) == "compact_json"
         if not self.complete:
             return _error(503, "This scan instance has not yet replicated all data. Please try again later.")
         ledger = self.sim.ledger
-        items = [orjson.dumps(ledger.event_item(m, s, i, compact)) for m, s, i in self._forward(body)]
+        items = [orjson.dumps(ledger.verdict_only_item(m, i) if private else ledger.event_item(m, s, i, compact))
+                 for m, s, i, private in self._forward(body, verdict_only=True)]  # fmt: skip
+        self.served_items = len(items)
         self.stats.pages += 1
         self.stats.items += len(items)
         return web.Response(body=b'{"events":[' + b",".join(items) + b"]}", content_type="application/json")
