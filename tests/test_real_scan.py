@@ -82,7 +82,7 @@ def _verify(dsn: str, url: str, *extra: str) -> str:
     return out
 
 
-def test_mainnet_genesis_is_stored_as_recorded_and_verifies(genesis: tuple[str, str, Recorded]) -> None:
+def test_mainnet_genesis_is_stored_as_recorded_and_verifies(genesis: tuple[str, str, Recorded], db: str) -> None:
     """MainNet's first 25 updates: byte-equal, and `verify` passes although rounds do not grow with
     record time there (round 1's SvRewardCoupon at 21:08:39.536717Z, round 0's ValidatorFaucetCoupon
     at 21:13:14.686816Z: several rounds are open at once)."""
@@ -97,6 +97,18 @@ def test_mainnet_genesis_is_stored_as_recorded_and_verifies(genesis: tuple[str, 
     opened = _rows(dsn, "SELECT (payload->'round'->>'number')::int FROM active('Splice.Round:OpenMiningRound') ORDER BY 1")
     assert [r[0] for r in opened] == [0, 1, 2]
     assert len(_rows(dsn, "SELECT 1 FROM active('Splice.DsoRules:DsoRules')")) == 1
+    # every contract the recording creates and does not consume, and no other, is active
+    created = {e["contract_id"] for u in rec.updates for e in u["events_by_id"].values() if e["event_type"] == "created_event"}
+    consumed = {e["contract_id"] for u in rec.updates for e in u["events_by_id"].values() if e.get("consuming")}
+    assert {r[0] for r in _rows(dsn, "SELECT contract_id FROM active()")} == created - consumed
+    # a round created below an earlier one is what verify's round check refuses
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE contracts SET payload = jsonb_set(payload, '{round,number}', '\"0\"') "
+                     "WHERE template_name = 'Splice.Round:OpenMiningRound' AND payload->'round'->>'number' = '2'")
+    p = scanfill("verify", dsn=dsn, urls=[url])
+    out = finish(p, 120, dsn)
+    assert p.returncode == 1 and "created after round" in out, out
+    _follow_genesis(db)
 
 
 # the docs' burn per choice (scan_bulk_data_api.rst, "Computing Total Burnt Canton Coin"), as figures
@@ -156,3 +168,25 @@ def test_holding_fees_as_scan_computes_them(migration_4: tuple[str, str, Recorde
         load(RAXOL / "holdings_summary.json")["summaries"][0])} == fees
     # the ACS page recorded at 06:00 is the copy's state there, contract for contract
     _verify(dsn, url, "--acs-at", "2026-01-30T06:00:00Z", "--migration", "4")
+
+
+def _follow_genesis(db: str) -> None:
+    """`follow --once` from the beginning over the recorded /v2/updates and /v0/events (pages of 7,
+    so the boundary is re-read): the same 25 updates byte for byte; the events stream reads every
+    recorded item to the last one, and stores none (MainNet's genesis items carry no verdict, traffic
+    summary or activity: nothing beyond the update, which the updates stream stored); `verify` passes."""
+    rec = mainnet_genesis()
+    with serving(rec) as scan:
+        p = scanfill("follow", "--once", "--events", "--start", "beginning", "--page-size", "7", dsn=db,
+                     urls=[scan.url])  # fmt: skip
+        out = finish(p, 120, db)
+        assert p.returncode == 0, out
+        _stored_equals_recorded(db, rec)
+        assert all(e["verdict"] is None and e["update"] for e in rec.events)
+        cursors = dict(_rows(db, "SELECT stream, record_text FROM follow_cursors"))
+        assert cursors["events"] == cursors["updates"] == rec.events[-1]["update"]["record_time"], cursors
+        assert _rows(db, "SELECT count(*) FROM scan_events") == [(0,)]
+        assert scan.requests.get("/api/scan/v0/events", 0) >= 4
+    opened = _rows(db, "SELECT (payload->'round'->>'number')::int FROM active('Splice.Round:OpenMiningRound') ORDER BY 1")
+    assert [r[0] for r in opened] == [0, 1, 2]
+    assert _rows(db, "SELECT * FROM rounds_check()") == []
