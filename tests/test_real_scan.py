@@ -135,6 +135,12 @@ def test_the_docs_burns_per_choice(docs: tuple[str, str, Recorded]) -> None:
     assert sum(r[0] for r in _rows(dsn, "SELECT burnt FROM update_burns")) == sum(DOCS_BURNS.values()) + 208
     assert _rows(dsn, "SELECT * FROM rounds_check()") == []
     _verify(dsn, url)
+    # the supply check needs no input's creation (none is in this copy), yet catches a wrong output
+    transfer = "1220f207fb8c58969e51c99af570f99302ad4f5adf513de0b70dc93e358371f25bc2"
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE contracts SET payload = jsonb_set(payload, '{amount,initialAmount}', '\"9600.2116486068\"') "
+                     "WHERE created_update_id = %s AND payload->'amount'->>'initialAmount' = '9600.2116486069'", (transfer,))
+    assert [(r[0], r[1]) for r in _rows(dsn, "SELECT * FROM rounds_check()")] == [("supply delta", transfer)]
 
 
 def _holdings(dsn: str, url: str, at: str, *extra: str) -> dict[str, dict[str, Any]]:
