@@ -641,6 +641,15 @@ class _Tx:
             self.split(e, paid - sum(fees, ZERO), sender, to_dso=minor <= 6)
         elif paid > 0:
             self.split(e, paid, sender)
+        # the validator's activity: a fee-era transfer's output fees; a paid choice's whole payment
+        # (issueRewards, splitAndBurn); none from a transfer from 0.1.17 (CIP-0107)
+        if choice == "AmuletRules_Transfer":
+            want_coupons = [sum(fees, ZERO)] if minor <= 16 and sum(fees, ZERO) > 0 else []
+        elif choice == "AmuletRules_BuyMemberTraffic":
+            want_coupons = [paid]
+        else:
+            want_coupons = [paid + sum(fees, ZERO)] if paid > 0 else []
+        self.validator_coupons(e, want_coupons, sender, number)
         if choice != "AmuletRules_Transfer" and paid > 0 and minor <= 16:
             # the one output's fee: its create fee, and up to 0.1.6 a traffic purchase's transfer fee to the DSO
             want = mul(num(get(cfg, "createFee", "fee")), scale)
@@ -761,6 +770,15 @@ class _Tx:
                     self.problem("output-fee", f"output fee {fee}, the fee schedule of the round gives {want}")
             elif fee != ZERO:
                 self.problem("output-fee", f"output fee {fee} under splice-amulet 0.1.{minor} (no fees)")
+
+    def validator_coupons(self, e: Json, want: list[Decimal], user: str, number: int) -> None:
+        made = [self.events[c] for c in e.get("child_event_ids") or [] if c in self.events]
+        made = [m for m in made if m.get("event_type") == "created_event" and qname(m["template_id"]) == VALIDATOR]
+        got = [num(get(m, "create_arguments", "amount")) for m in made]
+        if got != want or any(get(m, "create_arguments", "user") != user or rnd(get(m, "create_arguments", "round")) != number
+                              for m in made):  # fmt: skip
+            self.problem("reward-coupon", f"{e['choice']} created ValidatorRewardCoupons of {got}, Splice's Daml gives "
+                                          f"{want} for {user[:20]} in round {number}")  # fmt: skip
 
     def sender_change(self, choice: str, tres: Json, sender: str, change: Decimal) -> None:
         cid = tres.get("senderChangeAmulet")

@@ -222,6 +222,20 @@ def test_the_replay_names_breaches_planted_into_transfers(served: dict[str, list
     r = Replay().run(tampered)
     assert {"sender-change", "supply-delta"} <= kinds_in(r, uid) - kinds_in(base, uid)
 
+    # a fee-era transfer's ValidatorRewardCoupon worth other than its output fees
+    def validator_coupon(u: dict[str, Any]) -> dict[str, Any] | None:
+        t = transfer(u)
+        kids = [u["events_by_id"][c] for c in (t or {}).get("child_event_ids", [])]
+        return next((k for k in kids if k["template_id"].endswith(":ValidatorRewardCoupon")), None)
+
+    k = next(k for k, u in enumerate(ups) if validator_coupon(u) is not None)
+    tampered = copy.deepcopy(ups)
+    coupon = validator_coupon(tampered[k])
+    assert coupon is not None
+    coupon["create_arguments"]["amount"] = str(num(coupon["create_arguments"]["amount"]) + Decimal("1e-10"))
+    r = Replay().run(tampered)
+    assert "reward-coupon" in kinds_in(r, ups[k]["update_id"]) - kinds_in(base, ups[k]["update_id"])
+
     # a reward coupon consumed by a transfer, re-dated to a round that never issues
     def coupon_input(u: dict[str, Any]) -> str | None:
         for e in u["events_by_id"].values():
