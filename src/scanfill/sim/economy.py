@@ -511,7 +511,7 @@ class Economy:
         arch = self.consume(x["open"], "Archive", [self.lg.dso], pkg=self.pkg(oldest))
         s_args: list[tuple[str, Json]] = [
             ("dso", party(self.lg.dso)), ("round", rnd_rec(oldest)), ("amuletPrice", num(x["price"])),
-            ("issuanceConfig", self._issuance_config(oldest)), ("tickDuration", reltime(self.tick))]  # fmt: skip
+            ("issuanceConfig", self._issuance_config(newest + 1)), ("tickDuration", reltime(self.tick))]  # fmt: skip
         if self.since(newest + 1, 21):
             s_args += [("trafficPrice", opt(num(TRAFFIC_USD_PER_MB))), ("rewardConfig", opt(None))]
         s_eid, s = self.create(pkg, "Splice.Round", "SummarizingMiningRound", rec(*s_args), [self.lg.dso])
@@ -538,10 +538,12 @@ class Economy:
     def _coupons_of(self, rnd: int) -> list[_C]:
         return [c for c in self.live.values() if c.info.get("coupon") and c.info["round"] == rnd]
 
-    def _confirmed(self, root: str, action: str, value: Json, inner: str, result: Json, kids: list[str]) -> None:
+    def _confirmed(self, root: str, action: str, value: Json, inner: str, result: Json, kids: list[str],
+                   rnd: int) -> None:  # fmt: skip
         """DsoRules_ExecuteConfirmedAction (result: the enum DsoRules_ExecuteConfirmedActionResult) that
-        exercises the confirmed AmuletRules choice `action` (its argument `value`) below it."""
-        self.rules(inner, "AmuletRules_" + action.removeprefix("CRARC_"), value, result, kids)
+        exercises the confirmed AmuletRules choice `action` (its argument `value`) below it, by the
+        package of round `rnd` (whose Daml `result` follows)."""
+        self.rules(inner, "AmuletRules_" + action.removeprefix("CRARC_"), value, result, kids, rnd=rnd)
         self.dso(root, "DsoRules_ExecuteConfirmedAction", rec(
             ("action", variant("ARC_AmuletRules", rec(("amuletRulesAction", variant(action, value))))),
             ("amuletRulesCid", opt(cid_v(self.amulet_rules.cid))), ("confirmationCids", lst([]))),
@@ -594,7 +596,7 @@ class Economy:
             result.append(("unclaimedDevelopmentFundCouponCid", opt(None)))
         self._confirmed(root, "CRARC_MiningRound_StartIssuing",
                         rec(("miningRoundCid", cid_v(x["summarizing"].cid)), ("summary", summary)), inner,
-                        rec(*result), kids)  # fmt: skip
+                        rec(*result), kids, rnd)  # fmt: skip
 
     def _to_close(self) -> int | None:
         got = [r for r, x in self.rounds.items() if x["phase"] == "issuing" and x["issuing_since"] + 2 <= self.ticks]
@@ -689,7 +691,7 @@ class Economy:
         arch = self.consume(x["closed"], "Archive", [self.lg.dso], pkg=self.pkg(rnd))
         x["phase"] = "archived"
         self._confirmed(root, "CRARC_MiningRound_Archive", rec(("closedRoundCid", cid_v(x["closed"].cid))), inner,
-                        enum("AmuletRules_MiningRound_ArchiveResult"), [arch])  # fmt: skip
+                        enum("AmuletRules_MiningRound_ArchiveResult"), [arch], rnd)  # fmt: skip
 
     # ----- coupons ---------------------------------------------------------------------------------
 
@@ -1092,8 +1094,11 @@ class Economy:
         for provider, w in sorted(weights.items()):
             made.append(self._coupon("app_featured", provider, mul(div(EXTRA_FEATURED_USD, price), w), rnd, True))
         kids += made
-        arg = rec(("markerCids", lst([cid_v(c.cid) for c in markers])),
-                  ("openMiningRoundCid", cid_v(self.rounds[rnd]["open"].cid)))  # fmt: skip
+        fields: list[tuple[str, Json]] = [("markerCids", lst([cid_v(c.cid) for c in markers])),
+                                          ("openMiningRoundCid", cid_v(self.rounds[rnd]["open"].cid))]
+        if self.since(rnd, 16):  # choice observers, from 0.1.16
+            fields.append(("observers", opt(lst([party(p) for p in sorted(weights)]))))
+        arg = rec(*fields)
         result = rec(("appRewardCouponCids", lst([cid_v(self.events[e]["contract_id"]) for e in made])))
         self.rules(inner, "AmuletRules_ConvertFeaturedAppActivityMarkers", arg, result, kids)
         self.dso(root, "DsoRules_AmuletRules_ConvertFeaturedAppActivityMarkers",
