@@ -490,6 +490,8 @@ class _Tx:
             self.names(e, "argument.cid", get(arg, "cid"), self.below(e, LOCKED, created=False))
         elif choice == "DsoRules_AdvanceOpenMiningRounds":
             self.advance(e, arg)
+        elif choice == "DsoRules_ClaimExpiredRewards":
+            self.claim_expired(e, arg)
         elif choice == "DsoRules_MiningRound_Close":
             self.names(
                 e, "argument.issuingRoundCid", get(arg, "issuingRoundCid"), self.below(e, ISSUING, created=False)
@@ -557,6 +559,46 @@ class _Tx:
         made = [rnd(get(self.created[c]["create_arguments"], "round")) for c in self.below(e, OPEN)]
         if made != [rounds[-1] + 1]:
             self.problem("advance", f"opened rounds {made} after latest round {rounds[-1]}")
+
+    def claim_expired(self, e: Json, arg: Json) -> None:
+        """The UnclaimedReward of a round's expired coupons: per kind, the sum of their amounts (or
+        weights, or count) x the ClosedMiningRound's rate (DsoRules_ClaimExpiredRewards)."""
+        closed = self.r.acs.get(str(get(arg, "choiceArg", "closedRoundCid")))
+        if closed is None or closed.template != CLOSED:
+            self.problem("claim-expired", "argument choiceArg.closedRoundCid is not an active ClosedMiningRound")
+            return
+        number, rates = rnd(get(closed.args, "round")), closed.args
+        sums = dict.fromkeys(("validator", "faucet", "featured", "unfeatured", "sv"), ZERO)
+        for d in self.descendants(e["event_id"]):
+            c = self.r.acs.get(d["contract_id"]) if str(d.get("choice", "")).endswith("_DsoExpire") else None
+            if c is None or c.template not in ROUND_COUPONS:
+                continue
+            if rnd(get(c.args, "round")) != number:
+                self.problem(
+                    "claim-expired", f"{c.template} of round {rnd(get(c.args, 'round'))} expired with round {number}"
+                )
+            if c.template == VALIDATOR:
+                sums["validator"] += num(get(c.args, "amount"))
+            elif c.template in (FAUCET, LIVENESS):
+                sums["faucet"] += 1
+            elif c.template == APP:
+                sums["featured" if get(c.args, "featured") else "unfeatured"] += num(get(c.args, "amount"))
+            else:
+                sums["sv"] += Decimal(int(get(c.args, "weight")))
+        faucet_rate = rates.get("optIssuancePerValidatorFaucetCoupon")
+        want = (mul(sums["validator"], num(get(rates, "issuancePerValidatorRewardCoupon")))
+                + mul(sums["faucet"], num(faucet_rate) if faucet_rate is not None else ZERO)
+                + mul(sums["featured"], num(get(rates, "issuancePerFeaturedAppRewardCoupon")))
+                + mul(sums["unfeatured"], num(get(rates, "issuancePerUnfeaturedAppRewardCoupon")))
+                + mul(sums["sv"], num(get(rates, "issuancePerSvRewardCoupon"))))  # fmt: skip
+        made = [
+            num(get(self.created[c]["create_arguments"], "amount"))
+            for c in self.below(e, "Splice.Amulet:UnclaimedReward")
+        ]
+        if made != ([want] if want > 0 else []):
+            self.problem(
+                "claim-expired", f"round {number}'s expired coupons are worth {want}, UnclaimedReward created: {made}"
+            )
 
     def burn(self, amount: Decimal) -> None:
         self.r.burnt += amount
