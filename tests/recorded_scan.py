@@ -42,8 +42,9 @@ def load(path: Path) -> Any:
 
 @dataclass
 class Recorded:
-    """One network's recorded answers. `updates`: transactions in Scan's order (migration, record
-    time); `events`: `/v0/events` items; `previous`: each migration's previous_migration_id."""
+    """One network's recorded answers. `updates`: transactions (served as the recorded JSON, keys in
+    recorded order, compact: what the tests expect stored byte for byte); `events`: `/v0/events`
+    items; `previous`: each migration's previous_migration_id."""
 
     updates: list[dict[str, Any]]
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -51,10 +52,6 @@ class Recorded:
     acs: dict[str, Any] | None = None  # a recorded /v1/state/acs page (its request's record time)
     holdings: dict[str, Any] | None = None  # a recorded /v1/holdings/summary answer
     version: dict[str, Any] | None = None
-
-    def served(self, item: dict[str, Any]) -> bytes:
-        """An update as this server sends it: the recorded JSON, keys in recorded order, compact."""
-        return orjson.dumps(item)
 
     def migrations(self) -> list[int]:
         return sorted({int(u["migration_id"]) for u in self.updates})
