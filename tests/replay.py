@@ -490,6 +490,8 @@ class _Tx:
             self.names(e, "argument.cid", get(arg, "cid"), self.below(e, LOCKED, created=False))
         elif choice == "DsoRules_AdvanceOpenMiningRounds":
             self.advance(e, arg)
+        elif choice in ("Amulet_Expire", "LockedAmulet_ExpireAmulet"):
+            self.expired(e, arg)
         elif choice == "DsoRules_ClaimExpiredRewards":
             self.claim_expired(e, arg)
         elif choice == "DsoRules_MiningRound_Close":
@@ -559,6 +561,30 @@ class _Tx:
         made = [rnd(get(self.created[c]["create_arguments"], "round")) for c in self.below(e, OPEN)]
         if made != [rounds[-1] + 1]:
             self.problem("advance", f"opened rounds {made} after latest round {rounds[-1]}")
+
+    def expired(self, e: Json, arg: Json) -> None:
+        """Amulet_Expire only once the amulet is gone for every open round: the round its holding fees
+        use it up, createdAt + ceil(initialAmount / rate), is at most the given open round - 2
+        (Expiry.daml isAmuletExpired up to 0.1.16; from 0.1.17 the choice is deprecated)."""
+        minor = self.version(e)
+        if minor is not None and minor >= 17:
+            self.problem(
+                "expiry",
+                f"{e['choice']} under splice-amulet 0.1.{minor}, where it is deprecated (the V2 choice expires)",
+            )
+            return
+        c, rc = self.r.acs.get(e["contract_id"]), self.r.acs.get(str(get(arg, "roundCid")))
+        if c is None:
+            return
+        if rc is None or rc.template != OPEN:
+            self.problem("expiry", f"{e['choice']} argument roundCid is not an active OpenMiningRound")
+            return
+        amount = amulet_amount(c)
+        spent = div(num(get(amount, "initialAmount")), num(get(amount, "ratePerRound", "rate")))
+        gone = rnd(get(amount, "createdAt")) + int(spent.to_integral_value(rounding="ROUND_CEILING"))
+        if gone > rnd(get(rc.args, "round")) - 2:
+            self.problem("expiry", f"{e['choice']} of an amulet that lasts until round {gone}, with round "
+                                   f"{rnd(get(rc.args, 'round'))} open")  # fmt: skip
 
     def claim_expired(self, e: Json, arg: Json) -> None:
         """The UnclaimedReward of a round's expired coupons: per kind, the sum of their amounts (or
