@@ -602,3 +602,20 @@ def test_import_updates_end_at_the_id_migration_info_announces(config: LedgerCon
             assert (served[-1] if served else None) == announced, (m, len(served))
             if m > min(spec.migration_id for spec in config.migrations):
                 assert served
+
+
+def test_the_economy_serves_verdict_only_items_too() -> None:
+    """The economy ledger's /v0/events (one synchronizer, as MainNet): 40-50 % verdict-only items,
+    their activity records in the round of the update before them."""
+    from scanfill.sim.economy import make_ledger
+
+    ledger = make_ledger(ECONOMY_SMALL)
+    with Simulator(SimConfig(ledger=ECONOMY_SMALL)) as s:
+        items = forward_all(s.url, "/v0/events", 1000, key="events")
+    only = [e for e in items if e["update"] is None]
+    assert len(items) == ledger.total_updates() + len(only)
+    assert 0.40 <= len(only) / len(items) <= 0.50, len(only) / len(items)
+    assert [e["verdict"]["update_id"] for e in only] == [u for m in ledger.migration_ids()
+                                                        for u in ledger.verdict_only_ids(m)]  # fmt: skip
+    rounds = {h.round for h in ledger.expected_all()}
+    assert {e["app_activity_records"]["round_number"] for e in only if e["app_activity_records"]} <= rounds

@@ -169,3 +169,45 @@ def test_rounds_read_lazily_equal_the_full_parse(shape: str) -> None:
             assert number_at(raw, path) == want, (v, path)
             found += want is not None
     assert found >= 20
+
+
+def _events_stream(n: int) -> list[dict[str, Any]]:
+    """The first /v0/events items of LEDGER in stream order: updates and the verdict-only items between them."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        out.append(LEDGER.event_item(0, 0, i, compact=True))
+        if LEDGER.verdict_only_us(0, i) is not None:
+            out.append(LEDGER.verdict_only_item(0, i))
+    return out
+
+
+def test_verdict_only_events_items_are_rows_keyed_by_their_verdicts_update_id() -> None:
+    """An events item with `"update": null` (MainNet: 40-50 % of them) is placed by its verdict and
+    kept whole under the update id the verdict names; a page may end on one, and the next page,
+    re-reading that microsecond, may serve it again."""
+    from scanfill.load.decode import decode_events_page
+    from scanfill.timeutil import parse_us
+
+    items = _events_stream(30)
+    only = [e for e in items if e["update"] is None]
+    assert 8 < len(only) < len(items) - 8
+    got = decode_events_page(orjson.dumps({"events": items}), None)
+    assert got.served == len(items) and [r[0] for r in got.rows] == [(e["verdict"] or e["update"])["update_id"]
+                                                                     for e in items]  # fmt: skip
+    rows = {r[0]: r for r in got.rows}
+    for e in only:
+        v = e["verdict"]
+        _, m, domain, _, verdict, traffic, activity = rows[v["update_id"]]
+        assert (m, domain, orjson.loads(verdict), orjson.loads(traffic)) == (0, SYNC, v, e["traffic_summary"])
+        assert (activity is None) == (e["app_activity_records"] is None)
+    # a page ending on a verdict-only item: the cursor is its position, and the next page starts there
+    k = max(k for k, e in enumerate(items[:-1]) if e["update"] is None)
+    first = decode_events_page(orjson.dumps({"events": items[: k + 1]}), None)
+    at = (0, parse_us(items[k]["verdict"]["record_time"]))
+    assert first.last == at
+    again = decode_events_page(orjson.dumps({"events": items[k:]}), at)  # the boundary microsecond re-read
+    assert again.rows[0][0] == items[k]["verdict"]["update_id"] and again.last[1] > at[1]
+    with pytest.raises(MalformedPage, match="breaks ascending order"):
+        decode_events_page(orjson.dumps({"events": items[k - 1 :]}), at)  # an item before the boundary
+    with pytest.raises(MalformedPage, match="neither an update nor a verdict"):
+        decode_events_page(orjson.dumps({"events": [{**only[0], "verdict": None}]}), None)
