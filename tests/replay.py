@@ -24,10 +24,16 @@ every place where they break a rule of Splice's Daml or of Splice's documentatio
 * rounds: a round's phases follow each other (Open -> Summarizing -> Issuing -> Closed, each
   created as the previous one is archived); coupons are created for an open round, consumed by a
   transfer only while their round is issuing, and expired only once it is closed;
+* the ValidatorRewardCoupon each choice creates (a fee-era transfer's output fees, a paid choice's
+  payment), the UnclaimedReward of a round's expired coupons (each kind's sum x the closed round's
+  rate), and dust expired only once the amulet is gone for every open round;
 * the results and arguments readers such as Splice's scan_txlog.py rely on: a choice's result names
   the contracts created below it (`svRewardCoupons`, `couponCid`, `amuletSum.amulet`,
   `issuingRoundCid`), its argument the contracts consumed below it (`cid`, `roundToArchiveCid`),
-  and a confirmed AmuletRules action exercises AmuletRules.
+  a DsoRules choice Splice implements as one exercise has that exercise as its only child, and a
+  confirmed AmuletRules action exercises AmuletRules;
+* every package is a published Splice package (daml/dars.lock) declaring the event's template, and
+  every choice is one Splice's Daml declares.
 
 Sources are Splice's Daml (splice-amulet AmuletRules/Amulet/Round/Fees/ValidatorLicense,
 splice-dso-governance DsoRules) and docs as mirrored at /work/.mirror (commit f819bd6f, fee era
@@ -50,40 +56,15 @@ TEN = Decimal("1e-10")
 _CTX = Context(prec=80)  # wide enough for any product of two Numeric 38,10 values before rounding
 ZERO = Decimal(0)
 
-# splice-amulet package ids up to 0.1.13 (from Splice's daml/dars.lock): these charge holding fees on
-# transfer inputs. 0.1.14 (CIP-0078) stopped that; 0.1.17 (CIP-0107) forbids fees.
-_AMULET_VERSIONS = {
-    "48cac5ba4b6bf78df6c3a952ce05409a1d2ef39c05351074679adc0cf9cd1351": 0,
-    "67bc95402ad7b08fcdff0ed478308d39c70baca2238c35c5d425a435a8a9e7f7": 1,
-    "1446ffdf23326cef2de97923df96618eb615792bea36cf1431f03639448f1645": 2,
-    "0d89016d5a90eb8bced48bbac99e81c57781b3a36094b8d48b8e4389851e19af": 3,
-    "a36ef8888fb44caae13d96341ce1fabd84fc9e2e7b209bbc3caabb48b6be1668": 4,
-    "b4867a47abbfa2d15482f22c9c50516f0af14036287f299342f5d336391e4997": 5,
-    "979ec710c3ae3a05cb44edf8461a9b4d7dd2053add95664f94fc89e5f18df80f": 6,
-    "4646d50cbdec6f088c98ae543da5c973d2d1be3363b9f32eb097d8fdc063ade7": 7,
-    "511bd3bf23fab4e5171edb22dceabe3061f7faf78a44f8af44f3b87f977c61f6": 8,
-    "a5b055492fb8f08b2e7bc0fc94da6da50c39c2e1d7f24cd5ea8db12fc87c1332": 9,
-    "17e51d96dbe9e41e7e5f621861419905206c12aeef77956c0a0da14714c1fa62": 10,
-    "9824927cdb455f833867b74c01cffcd8cb8cc5edd4d2273cea1329b708ef3ce5": 11,
-    "95a88ff9ffd509e097802ecf3bbd58c83a5dff408e439cca4e2105ebd2cd0760": 12,
-    "6e9fc50fb94e56751b49f09ba2dc84da53a9d7cff08115ebb4f6b7a12d0c990c": 13,
-    "3ca1343ab26b453d38c8adb70dca5f1ead8440c42b59b68f070786955cbf9ec1": 14,
-    "67fac2f853bce8dbf0b9817bb5ba7c59f10e8120b7c808696f7010e5f0c8a791": 15,
-    "c208d7ead1e4e9b610fc2054d0bf00716144ad444011bce0b02dcd6cd0cb8a23": 16,
-    "6c5802f86709a0ad4784af81f0bab40f3070b2f58128d8843da1e1784c147802": 17,
-    "a31be0483f3175647053f28965a4e6d97e3dbc433ea2338be303fae69bbcff6a": 18,
-    "90987abecbcb1d004b063ddfe3b4b5d46cf3814ce89114a86c8cd75ff3cb8a4b": 19,
-    "23f47481dab6b1ec01339d6e14494d85bb2844c25f45b26fc5c9ef4cd4942d1f": 20,
-    "73e9ffdb6b0bc19a5f67372b118103926da11547ab9109eccae47e4e4cc35d6f": 21,
-    "fb10433a48c24f30076a7aee03a3e314b7ab02fe9a22e2069e3af92d2b6ac88a": 22,
-    "70d3c970e69b2996eabfa235a6d34822a05f93887dd1b0080cc649a3574a7c07": 23,
-}
 
 # Splice's published packages (id -> [name, version], from daml/dars.lock), the templates each package's Daml
 # declares and every choice name, at Splice's HEAD and four release commits (tests/fixtures/replay/PROVENANCE.txt).
 SPLICE = json.loads((Path(__file__).parent / "fixtures" / "replay" / "splice-daml.json").read_text())
 _TEMPLATES = {name: set(ts) for name, ts in SPLICE["templates"].items()}
 _CHOICES = set(SPLICE["choices"])
+# splice-amulet's minor version by package id: up to 0.1.13 transfers charge holding fees on their inputs,
+# 0.1.14 (CIP-0078) stopped that, 0.1.17 (CIP-0107) forbids fees.
+_AMULET_VERSIONS = {pid: int(v.rsplit(".", 1)[1]) for pid, (n, v) in SPLICE["packages"].items() if n == "splice-amulet"}
 
 AMULET, LOCKED = "Splice.Amulet:Amulet", "Splice.Amulet:LockedAmulet"
 OPEN, SUMMARIZING = "Splice.Round:OpenMiningRound", "Splice.Round:SummarizingMiningRound"
@@ -720,11 +701,13 @@ class _Tx:
         self.validator_coupons(e, want_coupons, sender, number)
         if choice != "AmuletRules_Transfer" and paid > 0 and minor <= 16:
             # the one output's fee: its create fee, and up to 0.1.6 a traffic purchase's transfer fee to the DSO
-            want = mul(num(get(cfg, "createFee", "fee")), scale)
+            one_fee = mul(num(get(cfg, "createFee", "fee")), scale)
             if choice == "AmuletRules_BuyMemberTraffic" and minor <= 6:
-                want += stepped(get(cfg, "transferFee"), paid, scale, minor)
-            if fees != [want]:
-                self.problem("output-fee", f"{choice} output fees {fees}, the fee schedule of the round gives [{want}]")
+                one_fee += stepped(get(cfg, "transferFee"), paid, scale, minor)
+            if fees != [one_fee]:
+                self.problem(
+                    "output-fee", f"{choice} output fees {fees}, the fee schedule of the round gives [{one_fee}]"
+                )
         if minor <= 16:
             rewards = sum((got[k] for k in ("app", "validator", "faucet", "sv", "unclaimed", "devfund")), ZERO)
             into = got["amulet"] - got["holding"] + rewards
