@@ -901,6 +901,27 @@ def stepped(rate: Json, amount: Decimal, scale: Decimal, minor: int) -> Decimal:
 # ----- fetching -------------------------------------------------------------------------------
 
 
+def post_json(url: str, body: Json) -> Json:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.load(resp)
+
+
+def fetch_acs(base: str, migration_id: int, record_time: str) -> dict[str, str]:
+    """contract id -> Module:Entity of a scan's ACS snapshot (`/v0/state/acs`, every page)."""
+    out: dict[str, str] = {}
+    after = None
+    while True:
+        body: dict[str, Any] = {"migration_id": migration_id, "record_time": record_time, "page_size": 1000}
+        if after is not None:
+            body["after"] = after
+        page = post_json(base.rstrip("/") + "/v0/state/acs", body)
+        out.update((e["contract_id"], qname(e["template_id"])) for e in page["created_events"])
+        after = page["next_page_token"]
+        if after is None:
+            return out
+
+
 def fetch_updates(base: str, encoding: str = "protobuf_json", page_size: int = 500) -> Iterator[Json]:
     """Every update a scan serves on /v2/updates, from the beginning, over plain HTTP."""
     after: dict[str, Any] | None = None
@@ -908,10 +929,7 @@ def fetch_updates(base: str, encoding: str = "protobuf_json", page_size: int = 5
         body: dict[str, Any] = {"page_size": page_size, "daml_value_encoding": encoding}
         if after:
             body["after"] = after
-        req = urllib.request.Request(base.rstrip("/") + "/v2/updates", data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})  # fmt: skip
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            page = json.load(resp)["transactions"]
+        page = post_json(base.rstrip("/") + "/v2/updates", body)["transactions"]
         yield from page
         if len(page) < page_size:
             return

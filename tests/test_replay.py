@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import copy
 import json
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from replay import (
     balance,
     compact_update,
     div,
+    fetch_acs,
     fetch_updates,
     get,
     mul,
@@ -51,10 +55,16 @@ def report(r: Replay) -> str:
 
 
 @pytest.fixture(scope="module")
-def served() -> dict[str, list[Any]]:
-    """Every update of the economy, fetched over HTTP from /v2/updates in both encodings."""
+def scan() -> Iterator[str]:
+    """The economy simulator's base URL (…/api/scan)."""
     with Simulator(SimConfig(ledger=ECONOMY)) as sim:
-        return {enc: list(fetch_updates(sim.urls[0], enc, page_size=250)) for enc in ("protobuf_json", "compact_json")}
+        yield sim.urls[0]
+
+
+@pytest.fixture(scope="module")
+def served(scan: str) -> dict[str, list[Any]]:
+    """Every update of the economy, fetched over HTTP from /v2/updates in both encodings."""
+    return {enc: list(fetch_updates(scan, enc, page_size=250)) for enc in ("protobuf_json", "compact_json")}
 
 
 def test_the_economy_simulator_replays_clean(served: dict[str, list[Any]]) -> None:
@@ -66,6 +76,27 @@ def test_the_economy_simulator_replays_clean(served: dict[str, list[Any]]) -> No
     assert r.versions == {13, 14, 17, 21}, r.versions
     assert r.minted > 0 and r.burnt > 0 and r.dust > 0
     assert r.supply == sum(r.holdings().values()) == r.tapped + r.minted - r.burnt - r.dust
+
+
+def test_the_scans_state_is_the_replayed_state(scan: str, served: dict[str, list[Any]]) -> None:
+    """What the scan says its state is, the registry's totalSupply and the /v0/state/acs snapshot
+    it is taken from, equals the replayed history up to that snapshot (scan_txlog's
+    --compare-acs-with-snapshot and --compare-balances-with-total-supply, for every template)."""
+    with urllib.request.urlopen(scan.removesuffix("/api/scan") + "/registry/metadata/v1/instruments/Amulet") as resp:
+        instrument = json.load(resp)
+    at, last = instrument["totalSupplyAsOf"], max(u["migration_id"] for u in served["protobuf_json"])
+    r = Replay().run(
+        (u for u in served["protobuf_json"] if u["migration_id"] < last or instant(u["record_time"]) <= instant(at)),
+        "protobuf_json",
+    )
+    assert r.supply == num(instrument["totalSupply"]) and r.supply > 0
+    acs = fetch_acs(scan, last, at)
+    assert acs == {cid: c.template for cid, c in r.acs.items()}
+    assert sum(1 for t in acs.values() if t == "Splice.Amulet:Amulet") > 10
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def test_both_encodings_replay_alike(served: dict[str, list[Any]]) -> None:
