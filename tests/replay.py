@@ -239,6 +239,7 @@ class Replay:
     transactions: int = 0
     summaries: int = 0
     versions: set[int] = field(default_factory=set)  # splice-amulet minor versions the summaries ran under
+    synchronizer: str | None = None
 
     # -- entry points --
 
@@ -252,6 +253,13 @@ class Replay:
         if "events_by_id" not in tx:
             return
         self.transactions += 1
+        sync = tx.get("synchronizer_id")
+        if self.synchronizer is None:
+            self.synchronizer = sync
+        elif sync != self.synchronizer:  # Amulet lives on the one global synchronizer, across migrations
+            self.problems.append(
+                Problem("synchronizer", str(tx["update_id"]), f"on {sync}, before on {self.synchronizer}")
+            )
         _Tx(self, tx).replay()
         self.timeline.append(Point(int(tx.get("migration_id", 0)), str(tx["record_time"]), self.minted, self.burnt,
                                    self.dust, self.tapped, self.supply))  # fmt: skip
