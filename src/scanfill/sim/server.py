@@ -373,7 +373,8 @@ class ScanInstance:
         """(migration, synchronizer index, update index, False) of a forward page, in Scan's order:
         (migration, record time, synchronizer id), after the request's `after`; with `verdict_only`
         (/v0/events) the verdict-only items interleaved, (m, 0, i, True) being the one after update i
-        of synchronizer 0 (served once update i+1 is: it lies before it)."""
+        of synchronizer 0, served once update i+1 is: Scan caps the current migration's events at its
+        newest update and newest verdict (ScanEventStore), so no item lies past migration-info's max."""
         size = _count(body, "page_size")
         after = body.get("after")
         ledger = self.sim.ledger
