@@ -201,10 +201,12 @@ def test_transfer_outputs_results_and_arguments_carry_their_daml_fields(econ: Ec
             assert e["consuming"] and [field(e["exercise_result"], "licenseCid")["contractId"],
                                        field(e["exercise_result"], "couponCid")["contractId"]] == made  # fmt: skip
             seen["liveness"] += 1
-        for e in exercises(u, "LockedAmulet_Unlock"):
-            (amulet,) = below(u, e["event_id"])
-            assert field(e["exercise_result"], "amuletSum", "amulet")["contractId"] == amulet["contract_id"]
-            seen["unlock"] += 1
+        for choice, path in (("LockedAmulet_Unlock", ("amuletSum", "amulet")), ("LockedAmulet_UnlockV2", ("amuletCid",))):
+            for e in exercises(u, choice):  # V2 from 0.1.17, which deprecates the first
+                assert (choice == "LockedAmulet_UnlockV2") == (version_of(e["template_id"]) in ("0.1.17", "0.1.21"))
+                (amulet,) = below(u, e["event_id"])
+                assert field(e["exercise_result"], *path)["contractId"] == amulet["contract_id"]
+                seen[choice] += 1
         for e in exercises(u, "DsoRules_AdvanceOpenMiningRounds"):
             assert labels(e["choice_argument"]) == ["amuletRulesCid", "roundToArchiveCid", "middleRoundCid",
                                                     "latestRoundCid", "amuletPriceVoteCids", "sv"]  # fmt: skip
@@ -213,18 +215,21 @@ def test_transfer_outputs_results_and_arguments_carry_their_daml_fields(econ: Ec
             assert inner["choice"] == "AmuletRules_AdvanceOpenMiningRounds" and archived["consuming"]
             assert field(e["choice_argument"], "roundToArchiveCid")["contractId"] == archived["contract_id"]
             seen["advance"] += 1
-        for e in exercises(u, "DsoRules_Amulet_Expire"):
-            (inner,) = below(u, e["event_id"])
-            assert inner["choice"] == "Amulet_Expire" and inner["consuming"]
-            assert field(e["choice_argument"], "cid")["contractId"] == inner["contract_id"]
-            seen["expire"] += 1
+        for choice in ("DsoRules_Amulet_Expire", "DsoRules_Amulet_ExpireV2"):
+            for e in exercises(u, choice):
+                (inner,) = below(u, e["event_id"])
+                assert (inner["choice"] == "Amulet_ExpireV2") == (version_of(inner["template_id"]) in ("0.1.17", "0.1.21"))
+                assert inner["choice"] == choice.removeprefix("DsoRules_") and inner["consuming"]
+                assert field(e["choice_argument"], "cid")["contractId"] == inner["contract_id"]
+                seen[choice] += 1
         for e in exercises(u, "DsoRules_ExecuteConfirmedAction"):
             (inner,) = below(u, e["event_id"])
             assert inner["template_id"].endswith(":Splice.AmuletRules:AmuletRules")
             assert inner["choice"] in ("AmuletRules_MiningRound_StartIssuing", "AmuletRules_MiningRound_Archive")
             seen["confirmed"] += 1
-    assert all(seen[k] > 3 for k in ("0.1.13", "0.1.14", "0.1.17", "0.1.21", "sv", "liveness", "unlock", "advance",
-                                     "expire", "confirmed")), dict(seen)  # fmt: skip
+    assert all(seen[k] > 3 for k in ("0.1.13", "0.1.14", "0.1.17", "0.1.21", "sv", "liveness", "advance", "confirmed",
+                                     "LockedAmulet_Unlock", "DsoRules_Amulet_Expire")), dict(seen)  # fmt: skip
+    assert seen["LockedAmulet_UnlockV2"] and seen["DsoRules_Amulet_ExpireV2"], dict(seen)
 
 
 def test_traffic_purchases_pay_their_output_fees_inside_amulet_paid(econ: EconomyLedger) -> None:
@@ -251,3 +256,38 @@ def test_traffic_purchases_pay_their_output_fees_inside_amulet_paid(econ: Econom
                 paid + units(field(s, "holdingFees")) + units(field(s, "senderChangeFee")))  # fmt: skip
             fee_era += fees > 0
     assert fee_era > 3
+
+
+def test_balance_changes_are_the_holdings_moved_as_of_round_zero(econ: EconomyLedger) -> None:
+    """summarizeTransfer's balanceChanges (and splitAndBurn's adjustment): Σ over parties of the
+    change as of round zero = the amulets created less those archived below the choice, each valued
+    initialAmount + createdAt x rate; the rates likewise."""
+
+    def units(v: Any) -> int:
+        return int(Decimal(v["numeric"]) * 10**10)
+
+    def as_of_zero(args: Any) -> tuple[int, int]:
+        a = field(args, "amulet") or args
+        rate = units(field(a, "amount", "ratePerRound", "rate"))
+        return units(field(a, "amount", "initialAmount")) + int(field(a, "amount", "createdAt", "number")["int64"]) * rate, rate
+
+    created: dict[str, tuple[int, int]] = {}
+    n = 0
+    for u in updates(econ):
+        for e in u["events_by_id"].values():
+            if e["event_type"] == "created_event" and e["template_id"].endswith((":Amulet", ":LockedAmulet")):
+                created[e["contract_id"]] = as_of_zero(e["create_arguments"])
+        for choice in ("AmuletRules_Transfer", "AmuletRules_BuyMemberTraffic", "AmuletRules_CreateTransferPreapproval"):
+            for e in exercises(u, choice):
+                s = field(e["exercise_result"], "summary") or field(e["exercise_result"], "transferResult", "summary")
+                entries = field(s, "balanceChanges")["genMap"]["entries"]
+                assert [x["key"]["party"] for x in entries] == sorted(x["key"]["party"] for x in entries)
+                got = [sum(units(field(x["value"], k)) for x in entries)
+                       for k in ("changeToInitialAmountAsOfRoundZero", "changeToHoldingFeesRate")]
+                kids = below(u, e["event_id"])
+                made = [created[k["contract_id"]] for k in kids if k["contract_id"] in created and k["event_type"] == "created_event"]
+                gone = [created[k["contract_id"]] for k in kids if k["contract_id"] in created and k.get("consuming")]
+                assert got == [sum(x[0] for x in made) - sum(x[0] for x in gone),
+                               sum(x[1] for x in made) - sum(x[1] for x in gone)], (u["update_id"], choice)
+                n += 1
+    assert n > 200

@@ -638,19 +638,21 @@ class Economy:
         closed round expired by its DsoExpire choice, their value into one UnclaimedReward."""
         x = self.rounds[rnd]
         x["expired"] = True
-        cs = sorted(self._coupons_of(rnd), key=lambda c: c.cid)
+        order = {"validator": 0, "liveness": 1, "app_featured": 2, "app_unfeatured": 2, "sv": 3}  # the Daml's order
+        cs = sorted(self._coupons_of(rnd), key=lambda c: (order[c.info["coupon"]], c.cid))
         if not cs:
             self._transfer()
             return
         r = x["rates"]
         root, inner = self._id(), self._id()
-        kids, total = [], 0
+        kids: list[str] = []
+        sums: dict[str, int] = defaultdict(int)
         by_kind: dict[str, list[Json]] = defaultdict(list)
         closed = ("closedRoundCid", cid_v(x["closed"].cid))
         for c in cs:
             kind = c.info["coupon"]
             value = c.info["weight"] // UNIT * r[kind] if kind in ("sv", "liveness") else mul(c.info["weight"], r[kind])
-            total += value
+            sums[kind] += c.info["weight"]
             self.books.coupons[(rnd, kind)]["expired_n"] += 1
             self.books.coupons[(rnd, kind)]["expired_cc"] += value
             by_kind[kind.split("_")[0]].append(cid_v(c.cid))
@@ -665,6 +667,8 @@ class Economy:
                 choice, result = ("ValidatorLivenessActivityRecord_DsoExpire",
                                   enum("ValidatorLivenessActivityRecord_DsoExpireResult"))  # fmt: skip
             kids.append(self.consume(c, choice, [self.lg.dso], result, rec(closed), pkg=self.pkg(rnd)))
+        # what the coupons were worth, as the Daml sums it: each kind's amounts (weights, counts) x its rate
+        total = sum(sums[k] // UNIT * r[k] if k in ("sv", "liveness") else mul(sums[k], r[k]) for k in sorted(sums))
         made = None
         if total > 0:
             eid, made = self.create(self.pkg(rnd), "Splice.Amulet", "UnclaimedReward",
@@ -806,42 +810,61 @@ class Economy:
                        and self.rounds[c.info["round"]]["phase"] == "issuing"), key=lambda c: c.cid)  # fmt: skip
 
     def _dust(self) -> list[_C]:
+        """Amulets expired for every open round (Expiry.daml isAmuletExpired: the round their holding
+        fees use them up, createdAt + ceil(amount / rate), is at most the given open round - 2)."""
         r = self.rnd
         return [c for c in self.live.values() if c.entity == "Amulet"
-                and c.info["created"] + -(-c.info["amount"] // HOLDING_RATE) <= r]  # fmt: skip
+                and c.info["created"] + -(-c.info["amount"] // HOLDING_RATE) <= r - 2]  # fmt: skip
 
     def _locked(self) -> list[_C]:
         return [c for c in self.live.values() if c.entity == "LockedAmulet"]
 
     def _expire_dust(self) -> None:
-        """DsoRules_Amulet_Expire -> Amulet_Expire (Amulet.daml): the dust archived, its expiry summary."""
+        """DsoRules_Amulet_Expire -> Amulet_Expire (Amulet.daml) up to 0.1.16; from 0.1.17, which
+        deprecates those, DsoRules_Amulet_ExpireV2 -> Amulet_ExpireV2, whose round comes from two
+        ExternalPartyConfigState contracts (referenced by id only: not modelled)."""
         c = sorted(self._dust(), key=lambda c: c.cid)[0]
         rnd = self.rnd
         root = self._id()
         amount, created = c.info["amount"], c.info["created"]
-        choice_arg = rec(("roundCid", cid_v(self.rounds[rnd]["open"].cid)))
-        expire = rec(("owner", party(c.info["owner"])), ("round", rnd_rec(created)),
-                     ("changeToInitialAmountAsOfRoundZero", num(-(amount + created * HOLDING_RATE))),
-                     ("changeToHoldingFeesRate", num(-HOLDING_RATE)))  # fmt: skip
-        kid = self.consume(c, "Amulet_Expire", [self.lg.dso], rec(
-            ("expireSum", expire), ("meta", opt(meta(("tx-kind", "expire-dust"), ("burned", num(amount)["numeric"]))))),
-            choice_arg)  # fmt: skip
-        self.dso(root, "DsoRules_Amulet_Expire", rec(("cid", cid_v(c.cid)), ("choiceArg", choice_arg)), [kid],
-                 rec(("expireSum", expire)))  # fmt: skip
+        dust_meta = meta(("tx-kind", "expire-dust"), ("burned", num(amount)["numeric"]))
+        if self.since(rnd, 17):
+            choice_arg = rec(("externalPartyConfigState0Cid", cid_v(self._new_cid("external-party-config", rnd, 0))),
+                             ("externalPartyConfigState1Cid", cid_v(self._new_cid("external-party-config", rnd, 1))))  # fmt: skip
+            expire = rec(("owner", party(c.info["owner"])))
+            kid = self.consume(c, "Amulet_ExpireV2", [self.lg.dso], rec(("expireSum", expire), ("meta", dust_meta)),
+                               choice_arg)  # fmt: skip
+            choice = "DsoRules_Amulet_ExpireV2"
+        else:
+            choice_arg = rec(("roundCid", cid_v(self.rounds[rnd]["open"].cid)))
+            expire = rec(("owner", party(c.info["owner"])), ("round", rnd_rec(created)),
+                         ("changeToInitialAmountAsOfRoundZero", num(-(amount + created * HOLDING_RATE))),
+                         ("changeToHoldingFeesRate", num(-HOLDING_RATE)))  # fmt: skip
+            kid = self.consume(c, "Amulet_Expire", [self.lg.dso], rec(("expireSum", expire), ("meta", opt(dust_meta))),
+                               choice_arg)  # fmt: skip
+            choice = "DsoRules_Amulet_Expire"
+        self.dso(root, choice, rec(("cid", cid_v(c.cid)), ("choiceArg", choice_arg)), [kid], rec(("expireSum", expire)))
         self.books.dust_burnt += amount
         self.books.by_round[rnd]["dust_burnt"] += amount
 
     def _unlock(self) -> None:
-        """LockedAmulet_Unlock (Amulet.daml): the locked amulet archived, its amulet created again."""
+        """LockedAmulet_Unlock (Amulet.daml) up to 0.1.16, LockedAmulet_UnlockV2 from 0.1.17 (which
+        deprecates the first): the locked amulet archived, its amulet created again."""
         c = sorted(self._locked(), key=lambda c: c.cid)[0]
         rnd = self.rnd
         root = self._id()
         owner = c.info["owner"]
         kid = self._amulet(owner, c.info["amount"], c.info["created"])
-        self.exercise(c.cid, self.pkg(rnd), "Splice.Amulet", "LockedAmulet", "LockedAmulet_Unlock",
-                      rec(("openRoundCid", cid_v(self.rounds[rnd]["open"].cid))),
-                      rec(("amuletSum", self._create_sum(self.events[kid]["contract_id"], rnd)),
-                          ("meta", opt(meta(("tx-kind", "unlock"))))), True, [owner, self.lg.dso], root)  # fmt: skip
+        made = self.events[kid]["contract_id"]
+        if self.since(rnd, 17):
+            choice, arg = "LockedAmulet_UnlockV2", rec()
+            result = rec(("amuletCid", cid_v(made)), ("meta", meta(("tx-kind", "unlock"),
+                                                                   ("reason", "holders released lock"))))  # fmt: skip
+        else:
+            choice, arg = "LockedAmulet_Unlock", rec(("openRoundCid", cid_v(self.rounds[rnd]["open"].cid)))
+            result = rec(("amuletSum", self._create_sum(made, rnd)), ("meta", opt(meta(("tx-kind", "unlock")))))
+        self.exercise(c.cid, self.pkg(rnd), "Splice.Amulet", "LockedAmulet", choice, arg, result, True,
+                      [owner, self.lg.dso], root)  # fmt: skip
         self.children(root, [kid])
 
     # ----- transfers -------------------------------------------------------------------------------
@@ -864,10 +887,12 @@ class Economy:
     def _spend(self, sender: str, amulets: list[_C], coupons: list[_C], rnd: int) -> tuple[dict[str, int], list[str]]:
         """Consume the inputs, in input order; returns the summary's input amounts and the events."""
         era = self._fee_era(rnd)
-        s = {"amulets": 0, "holding": 0, "app": 0, "validator": 0, "faucet": 0, "sv": 0}
+        s = {"amulets": 0, "holding": 0, "app": 0, "validator": 0, "faucet": 0, "sv": 0, "zero": 0, "rates": 0}
         kids: list[str] = []
         for c in amulets:
             s["amulets"] += c.info["amount"]
+            s["zero"] += c.info["amount"] + c.info["created"] * HOLDING_RATE  # as of round zero
+            s["rates"] += HOLDING_RATE
             if era:
                 s["holding"] += min(c.info["amount"], max(0, rnd - c.info["created"]) * HOLDING_RATE)
             kids.append(self.consume(c, "Archive", [sender]))
@@ -918,18 +943,38 @@ class Economy:
             fields.append(("meta", opt(None)))
         return rec(*fields)
 
-    def _summary(self, rnd: int, s: dict[str, int], fees: list[int], change_fee: int, change: int,
-                 price: int) -> Json:  # fmt: skip
-        """TransferSummary (AmuletRules.daml; inputDevelopmentFundAmount from 0.1.15)."""
+    def _summary(self, rnd: int, s: dict[str, int], fees: list[int], change_fee: int, change: int, price: int,
+                 sender: str, outputs: list[tuple[str, int]], burnt: int = 0) -> Json:  # fmt: skip
+        """TransferSummary (AmuletRules.daml; inputDevelopmentFundAmount from 0.1.15). `outputs` are
+        (owner, amount) of the outputs; `burnt`, splitAndBurn's one output it archives at once."""
         fields: list[tuple[str, Json]] = [
             ("inputAppRewardAmount", num(s["app"])), ("inputValidatorRewardAmount", num(s["validator"])),
             ("inputSvRewardAmount", num(s["sv"])), ("inputAmuletAmount", num(s["amulets"])),
-            ("balanceChanges", genmap([])), ("holdingFees", num(s["holding"])), ("outputFees", lst([num(f) for f in fees])),
+            ("balanceChanges", self._balance_changes(rnd, s, change, sender, outputs, burnt)),
+            ("holdingFees", num(s["holding"])), ("outputFees", lst([num(f) for f in fees])),
             ("senderChangeFee", num(change_fee)), ("senderChangeAmount", num(change)), ("amuletPrice", num(price)),
             ("inputValidatorFaucetAmount", opt(num(s["faucet"]))), ("inputUnclaimedActivityRecordAmount", opt(num(0)))]  # fmt: skip
         if self.since(rnd, 15):
             fields.append(("inputDevelopmentFundAmount", opt(num(0))))
         return rec(*fields)
+
+    @staticmethod
+    def _balance_changes(rnd: int, s: dict[str, int], change: int, sender: str, outputs: list[tuple[str, int]],
+                         burnt: int) -> Json:  # fmt: skip
+        """The summary's balanceChanges (AmuletRules.daml summarizeTransfer, splitAndBurn): per party,
+        holdings as of round zero (initialAmount + createdAt x rate) and holding-fee rate added,
+        less those of the amulets it archived; a Daml Map, so in party order."""
+        adj = rnd * HOLDING_RATE
+        got: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        got[sender] = [change + adj - s["zero"], HOLDING_RATE - s["rates"]] if change > 0 else [-s["zero"], -s["rates"]]
+        for owner, amount in outputs:
+            got[owner][0] += amount + adj
+            got[owner][1] += HOLDING_RATE
+        if burnt:
+            got[sender][0] -= burnt + adj
+            got[sender][1] -= HOLDING_RATE
+        return genmap([(party(p), rec(("changeToInitialAmountAsOfRoundZero", num(v[0])),
+                                      ("changeToHoldingFeesRate", num(v[1])))) for p, v in sorted(got.items())])  # fmt: skip
 
     def _transfer(self) -> None:
         rnd = self.rnd
@@ -987,7 +1032,8 @@ class Economy:
                 self._coupon("app_featured" if featured else "app_unfeatured", provider, app, rnd, featured)
             )
         burnt = fee + s["holding"] + change_fee
-        summary = self._summary(rnd, s, [fee] if amount > 0 else [], change_fee, change, price)
+        summary = self._summary(rnd, s, [fee] if amount > 0 else [], change_fee, change, price, sender,
+                                [(receiver, amount)] if amount > 0 else [])  # fmt: skip
         made = [variant("TransferResultLockedAmulet" if self.events[o]["template_id"].endswith(":LockedAmulet")
                         else "TransferResultAmulet", cid_v(self.events[o]["contract_id"])) for o in outputs]  # fmt: skip
         change_v = opt(cid_v(self.events[change_eid]["contract_id"])) if change_eid else opt(None)
@@ -1054,8 +1100,8 @@ class Economy:
             ("validFrom", ts(self.eff)), ("lastRenewedAt", ts(self.eff)), ("expiresAt", ts(expires))),
             [receiver, provider, self.lg.dso], provider=provider)  # fmt: skip
         change_v = opt(cid_v(self.events[change_eid]["contract_id"])) if change_eid else opt(None)
-        transfer_result = rec(("round", rnd_rec(rnd)), ("summary", self._summary(rnd, s, [fee], change_fee, change,
-                                                                                   x["price"])),
+        summary = self._summary(rnd, s, [fee], change_fee, change, x["price"], provider, [(provider, paid)], paid)
+        transfer_result = rec(("round", rnd_rec(rnd)), ("summary", summary),
                               ("createdAmulets", lst([variant("TransferResultAmulet",
                                                               cid_v(self.events[out]["contract_id"]))])),
                               ("senderChangeAmulet", change_v), ("meta", opt(None)))  # fmt: skip
@@ -1191,7 +1237,7 @@ class Economy:
             ("dso", party(self.lg.dso)), ("memberId", member), ("synchronizerId", text(self.lg.synchronizer_id(0))),
             ("migrationId", i64(self.m)), ("totalPurchased", i64(traffic)), ("numPurchases", i64(1)),
             ("amuletSpent", num(cc)), ("usdSpent", num(usd))), [self.lg.dso])  # fmt: skip
-        summary = self._summary(rnd, s, [fee], change_fee, change, x["price"])
+        summary = self._summary(rnd, s, [fee], change_fee, change, x["price"], buyer, [(buyer, cc - fee)], cc - fee)
         change_v = opt(cid_v(self.events[change_eid]["contract_id"])) if change_eid else opt(None)
         inputs = [variant("InputAmulet", cid_v(c.cid)) for c in amulets]
         self.rules(root, "AmuletRules_BuyMemberTraffic",
