@@ -103,8 +103,8 @@ def test_mainnet_genesis_is_stored_as_recorded_and_verifies(genesis: tuple[str, 
     assert {r[0] for r in _rows(dsn, "SELECT contract_id FROM active()")} == created - consumed
     # a round created below an earlier one is what verify's round check refuses
     with psycopg.connect(dsn) as conn:
-        conn.execute("UPDATE contracts SET payload = jsonb_set(payload, '{round,number}', '\"0\"') "
-                     "WHERE template_name = 'Splice.Round:OpenMiningRound' AND payload->'round'->>'number' = '2'")
+        conn.execute("UPDATE contracts SET created_pos = created_pos + 1 "  # round 0 opened after round 2
+                     "WHERE template_name = 'Splice.Round:OpenMiningRound' AND payload->'round'->>'number' = '0'")
     p = scanfill("verify", dsn=dsn, urls=[url])
     out = finish(p, 120, dsn)
     assert p.returncode == 1 and "created after round" in out, out
@@ -172,8 +172,16 @@ def test_holding_fees_as_scan_computes_them(migration_4: tuple[str, str, Recorde
     assert {str(Decimal(w["accumulated_holding_fees_total"])) for w in (
         load(GENESIS / "scan.v0.holdings_summary.json")["summaries"][0],
         load(RAXOL / "holdings_summary.json")["summaries"][0])} == fees
-    # the ACS page recorded at 06:00 is the copy's state there, contract for contract
+    # the ACS page recorded at 06:00 is the copy's state there, contract for contract, and its
+    # holdings summary (fees as of Scan's round included) is the copy's
     _verify(dsn, url, "--acs-at", "2026-01-30T06:00:00Z", "--migration", "4")
+    altered = mainnet_migration_4()
+    assert altered.holdings is not None
+    altered.holdings["summaries"][0]["accumulated_holding_fees_total"] = "0.0016480636"
+    with serving(altered) as other:
+        p = scanfill("verify", "--acs-at", "2026-01-30T06:00:00Z", "--migration", "4", dsn=dsn, urls=[other.url])
+        out = finish(p, 120, dsn)
+    assert p.returncode == 1 and "as of round 81323: 0.0016480635 here, 0.0016480636 at the scan" in out, out
 
 
 def _follow_genesis(db: str) -> None:

@@ -252,17 +252,26 @@ async def _holdings_diff(client: ScanClient, snap: Snapshot, at: Position, db: D
     mine: dict[str, tuple[Decimal, Decimal]] = {}
     for o in per_owner(holdings(db, at)):
         mine[o["owner"]] = (o["unlocked_initial"], o["locked_initial"])
+    fees: dict[int, dict[str, Decimal]] = {}  # per as-of round: each owner's holding fees here
     out = []
     for k in range(0, len(owners), 100):
         chunk = owners[k : k + 100]
         page = await client.post_json(ep.HOLDINGS_SUMMARY, ep.holdings_summary(at.migration_id, snap.record_time,
                                                                                chunk), only={snap.url})  # fmt: skip
+        asof = page.get("computed_as_of_round")
         for s in page.get("summaries", []):
             got = (_decimal(s["total_unlocked_coin"]), _decimal(s["total_locked_coin"]))
             have = mine.get(str(s["party_id"]), (Decimal(0), Decimal(0)))
             if got != have:
                 out.append(f"holdings of {s['party_id']}: unlocked {have[0]} / locked {have[1]} here, "
                            f"{got[0]} / {got[1]} at the scan")  # fmt: skip
+            if asof is None or s.get("accumulated_holding_fees_total") is None:
+                continue  # a scan that does not say (Scan always does: both are required fields)
+            if int(asof) not in fees:
+                fees[int(asof)] = {o["owner"]: o["holding_fees"] for o in per_owner(holdings(db, at, None, int(asof)))}
+            want, ours = _decimal(s["accumulated_holding_fees_total"]), fees[int(asof)].get(str(s["party_id"]), Decimal(0))
+            if want != ours:
+                out.append(f"holding fees of {s['party_id']} as of round {asof}: {ours} here, {want} at the scan")
     return out
 
 

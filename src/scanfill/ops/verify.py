@@ -103,6 +103,8 @@ def _rounds_advance(db: Database, conn: Any) -> Check:
     increasing round order. Splice's `AmuletRules_AdvanceOpenMiningRounds` requires the three open
     rounds to be consecutive and creates the latest + 1 (AmuletRules.daml); the bootstrap creates
     0, 1, 2 in one transaction. A subset of the history keeps that order, so a partial copy holds it.
+    Checked here: none is created below an earlier one's round (a round's second OpenMiningRound is
+    `rounds_check()`'s "one contract per phase").
 
     Not a rule: that an update's round grows with record time. Several rounds are open at once and
     a transaction may use any of them: on MainNet an SvRewardCoupon for round 1 (2024-06-24
@@ -114,9 +116,9 @@ def _rounds_advance(db: Database, conn: Any) -> Check:
                        ORDER BY created_pos, (payload->'round'->>'number')::bigint
                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev
             FROM {} WHERE template_name = 'Splice.Round:OpenMiningRound' AND created_pos IS NOT NULL) x
-        WHERE round <= prev LIMIT 20""").format(db.t("contracts"))).fetchall()  # fmt: skip
+        WHERE round < prev LIMIT 20""").format(db.t("contracts"))).fetchall()  # fmt: skip
     return Check("OpenMiningRounds are created in increasing round order", not bad,
-                 f"{len(bad)} created at or below an earlier one's round" if bad else "in order",
+                 f"{len(bad)} created below an earlier one's round" if bad else "in order",
                  [f"OpenMiningRound {cid} for round {r} created after round {p}" for cid, r, p in bad])  # fmt: skip
 
 

@@ -175,11 +175,12 @@ RETURNS bigint LANGUAGE sql STABLE AS $$
 $$;
 
 -- Amulet and LockedAmulet holdings active at a position, with the holding fees accrued as of a round,
--- as Scan's /v1/holdings/summary computes them: (as_of_round - createdAt) x ratePerRound, never below
--- zero nor above the initial amount. `as_of_round` NULL is Scan's default: the earliest open round
--- of the current state (earliest_open_round(), at the end of the copy), whatever the position; the
--- recorded MainNet summaries say so (as of 81323, the earliest round open when it was recorded, for a
--- 06:00 snapshot whose rounds were then ~81309). Exact numerics.
+-- as Scan's /v1/holdings/summary computes them (SpliceUtil.holdingFee): min(initialAmount,
+-- (as_of_round - createdAt) x ratePerRound), negative for an amulet created after that round, as
+-- Scan's are. `as_of_round` NULL is Scan's default: the earliest open round of the current state
+-- (earliest_open_round(), at the end of the copy), whatever the position; the recorded MainNet
+-- summaries say so (as of 81323, the earliest round open when it was recorded, for a 06:00 snapshot
+-- whose rounds were then ~81309). Exact numerics.
 DROP FUNCTION IF EXISTS {s}.holdings(bigint, timestamptz, text);
 CREATE OR REPLACE FUNCTION {s}.holdings(at_migration bigint DEFAULT NULL, at_time timestamptz DEFAULT NULL,
                                         party text DEFAULT NULL, as_of_round bigint DEFAULT NULL)
@@ -197,10 +198,10 @@ LANGUAGE sql STABLE AS $$
     SELECT h.a->>'owner', h.contract_id, h.template_name, h.locked, (h.a->'amount'->>'initialAmount')::numeric,
            (h.a->'amount'->'createdAt'->>'number')::bigint, r.n, (h.a->'amount'->'ratePerRound'->>'rate')::numeric,
            least((h.a->'amount'->>'initialAmount')::numeric,
-                 greatest(0, coalesce(r.n - (h.a->'amount'->'createdAt'->>'number')::bigint, 0))
+                 coalesce(r.n - (h.a->'amount'->'createdAt'->>'number')::bigint, 0)
                  * (h.a->'amount'->'ratePerRound'->>'rate')::numeric),
            (h.a->'amount'->>'initialAmount')::numeric - least((h.a->'amount'->>'initialAmount')::numeric,
-                 greatest(0, coalesce(r.n - (h.a->'amount'->'createdAt'->>'number')::bigint, 0))
+                 coalesce(r.n - (h.a->'amount'->'createdAt'->>'number')::bigint, 0)
                  * (h.a->'amount'->'ratePerRound'->>'rate')::numeric)
     FROM h CROSS JOIN r
     WHERE party IS NULL OR h.a->>'owner' = party
