@@ -133,6 +133,8 @@ def test_the_docs_burns_per_choice(docs: tuple[str, str, Recorded]) -> None:
     assert _rows(dsn, "SELECT update_id, burnt FROM update_burns WHERE update_id = %s", (cns,)) == [
         (cns, Decimal("208.0000000000"))]
     assert sum(r[0] for r in _rows(dsn, "SELECT burnt FROM update_burns")) == sum(DOCS_BURNS.values()) + 208
+    assert _rows(dsn, "SELECT sum(total_burnt), sum(dso_burnt) FROM burn_mint_daily") == [
+        (sum(DOCS_BURNS.values()) + 208, Decimal(200))]
     assert _rows(dsn, "SELECT * FROM rounds_check()") == []
     _verify(dsn, url)
     # the supply check needs no input's creation (none is in this copy), yet catches a wrong output

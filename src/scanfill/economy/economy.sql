@@ -269,7 +269,8 @@ FROM (SELECT x.update_id, x.record_time, {s}.burnt(x) AS burnt FROM {s}.amulet_t
       SELECT d.update_id, d.record_time, d.amount FROM {s}.dso_burnt_amulets d) b
 GROUP BY update_id;
 
--- Minted against burnt, per UTC day of record time.
+-- Minted against burnt, per UTC day of record time: the summaries' burnt(), the expired dust and the
+-- whole amulets the DSO burnt outside a summary (dso_burnt_amulets: CNS payments).
 DROP VIEW IF EXISTS {s}.burn_mint_daily CASCADE;
 CREATE VIEW {s}.burn_mint_daily AS
 WITH t AS (
@@ -277,12 +278,16 @@ WITH t AS (
            sum({s}.minted(x)) AS minted, coalesce(sum(x.tapped), 0) AS tapped, sum({s}.burnt(x)) AS burnt
     FROM {s}.amulet_transfers x GROUP BY 1),
 d AS (SELECT (archived_record_time AT TIME ZONE 'UTC')::date AS day, sum(initial_amount) AS dust
-      FROM {s}.expired_amulets GROUP BY 1)
-SELECT coalesce(t.day, d.day) AS day, coalesce(t.minted, 0) AS minted, coalesce(t.tapped, 0) AS tapped,
+      FROM {s}.expired_amulets GROUP BY 1),
+b AS (SELECT (record_time AT TIME ZONE 'UTC')::date AS day, sum(amount) AS dso FROM {s}.dso_burnt_amulets GROUP BY 1),
+days AS (SELECT day FROM t UNION SELECT day FROM d UNION SELECT day FROM b)
+SELECT days.day, coalesce(t.minted, 0) AS minted, coalesce(t.tapped, 0) AS tapped,
        coalesce(t.burnt, 0) AS burnt, coalesce(d.dust, 0) AS dust_burnt,
-       coalesce(t.burnt, 0) + coalesce(d.dust, 0) AS total_burnt,
-       CASE WHEN coalesce(t.minted, 0) > 0 THEN (coalesce(t.burnt, 0) + coalesce(d.dust, 0)) / t.minted END AS burn_mint_ratio
-FROM t FULL JOIN d ON d.day = t.day;
+       coalesce(t.burnt, 0) + coalesce(d.dust, 0) + coalesce(b.dso, 0) AS total_burnt,
+       CASE WHEN coalesce(t.minted, 0) > 0 THEN (coalesce(t.burnt, 0) + coalesce(d.dust, 0) + coalesce(b.dso, 0)) / t.minted
+            END AS burn_mint_ratio,
+       coalesce(b.dso, 0) AS dso_burnt
+FROM days LEFT JOIN t ON t.day = days.day LEFT JOIN d ON d.day = days.day LEFT JOIN b ON b.day = days.day;
 
 -- Minted against burnt, per closed transfer round.
 DROP VIEW IF EXISTS {s}.burn_mint_rounds CASCADE;
