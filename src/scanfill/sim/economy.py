@@ -827,7 +827,7 @@ class Economy:
         rnd = self.rnd
         root = self._id()
         amount, created = c.info["amount"], c.info["created"]
-        dust_meta = meta(("tx-kind", "expire-dust"), ("burned", num(amount)["numeric"]))
+        dust_meta = tx_meta("expire-dust", None, amount)
         if self.since(rnd, 17):
             choice_arg = rec(("externalPartyConfigState0Cid", cid_v(self._new_cid("external-party-config", rnd, 0))),
                              ("externalPartyConfigState1Cid", cid_v(self._new_cid("external-party-config", rnd, 1))))  # fmt: skip
@@ -1009,16 +1009,11 @@ class Economy:
             amount, fee = DUST, (create_fee + mul(DUST, TRANSFER_RATE) if era else 0)
             if available - amount - fee < 0:
                 amount, fee = 0, 0
-        outputs = []
-        locked = False
-        if amount > 0:
-            locked = outer is None and not dust and self.rng.random() < 0.1
-            outputs.append(self._amulet(receiver, amount, rnd, locked))
+        locked = amount > 0 and outer is None and not dust and self.rng.random() < 0.1
         leftover = available - amount - fee
         change_fee = min(create_fee, leftover) if era else 0
         change = leftover - change_fee
-        change_eid = self._amulet(sender, change, rnd) if change > 0 else None
-        coupon_kids = []
+        coupon_kids = []  # executeTransfer issues the rewards, then creates the outputs and the change
         if era and fee > 0:
             coupon_kids.append(self._coupon("validator", sender, fee, rnd))
         app = (fee if era else 0) + (div(EXTRA_FEATURED_USD, price) if featured else 0)
@@ -1031,15 +1026,17 @@ class Economy:
             coupon_kids.append(
                 self._coupon("app_featured" if featured else "app_unfeatured", provider, app, rnd, featured)
             )
+        outputs = [self._amulet(receiver, amount, rnd, locked)] if amount > 0 else []
+        change_eid = self._amulet(sender, change, rnd) if change > 0 else None
         burnt = fee + s["holding"] + change_fee
         summary = self._summary(rnd, s, [fee] if amount > 0 else [], change_fee, change, price, sender,
                                 [(receiver, amount)] if amount > 0 else [])  # fmt: skip
         made = [variant("TransferResultLockedAmulet" if self.events[o]["template_id"].endswith(":LockedAmulet")
                         else "TransferResultAmulet", cid_v(self.events[o]["contract_id"])) for o in outputs]  # fmt: skip
         change_v = opt(cid_v(self.events[change_eid]["contract_id"])) if change_eid else opt(None)
-        tx_meta = meta(("tx-kind", "transfer"), ("sender", sender))
+        result_meta = tx_meta("transfer", sender, burnt, s) if amount > 0 else tx_meta("merge-split", None, burnt, s)
         result = rec(("round", rnd_rec(rnd)), ("summary", summary), ("createdAmulets", lst(made)),
-                     ("senderChangeAmulet", change_v), ("meta", opt(tx_meta)))  # fmt: skip
+                     ("senderChangeAmulet", change_v), ("meta", opt(result_meta)))  # fmt: skip
         inputs = [variant("InputAmulet", cid_v(c.cid)) for c in amulets] + [
             variant(_INPUT[c.info["coupon"]], cid_v(c.cid)) for c in coupons
         ]
@@ -1048,8 +1045,8 @@ class Economy:
                                    ("outputs", lst([self._output(receiver, amount, rnd, locked)] if amount else [])),
                                    ("beneficiaries", opt(None)))),
                   ("context", context), ("expectedDso", opt(party(self.lg.dso))))  # fmt: skip
-        self.rules(root, "AmuletRules_Transfer", arg, result, kids + outputs + ([change_eid] if change_eid else [])
-                   + coupon_kids, [sender], rnd)  # fmt: skip
+        self.rules(root, "AmuletRules_Transfer", arg, result, kids + coupon_kids + outputs
+                   + ([change_eid] if change_eid else []), [sender], rnd)  # fmt: skip
         if outer is not None:  # TransferPreapproval_Send: the inner result without its meta, the meta outside
             inner = rec(*[(f["label"], opt(None) if f["label"] == "meta" else f["value"])
                           for f in result["record"]["fields"]])  # fmt: skip
@@ -1058,7 +1055,7 @@ class Economy:
                           rec(("context", rec(("amuletRules", cid_v(self.amulet_rules.cid)), ("context", context))),
                               ("inputs", lst(inputs)), ("amount", num(amount)), ("sender", party(sender)),
                               ("description", opt(None))),
-                          rec(("result", inner), ("meta", opt(tx_meta))), False, [sender], outer)  # fmt: skip
+                          rec(("result", inner), ("meta", opt(result_meta))), False, [sender], outer)  # fmt: skip
             self.children(outer, [root])
         self._book(rnd, sender, s, burnt, fee, 0, 0)
 
@@ -1114,8 +1111,7 @@ class Economy:
                        ("expiresAt", ts(expires)), ("expectedDso", opt(party(self.lg.dso)))),
                    rec(("transferPreapprovalCid", cid_v(self.preapprovals[receiver].cid)),
                        ("transferResult", transfer_result), ("amuletPaid", num(paid)),
-                       ("meta", opt(meta(("tx-kind", "burn"), ("reason", "create TransferPreapproval"),
-                                         ("burned", num(burnt)["numeric"]))))),
+                       ("meta", opt(tx_meta("burn", None, burnt, reason="create TransferPreapproval")))),
                    kids + [out] + ([change_eid] if change_eid else []) + [burn, coupon, p_eid], [provider, receiver],
                    rnd)  # fmt: skip
         self._book(rnd, provider, s, fee + s["holding"] + change_fee, fee, 0, paid)
@@ -1247,8 +1243,7 @@ class Economy:
                        ("expectedDso", opt(party(self.lg.dso)))),
                    rec(("round", rnd_rec(rnd)), ("summary", summary), ("amuletPaid", num(cc)),
                        ("purchasedTraffic", cid_v(traffic_c.cid)), ("senderChangeAmulet", change_v),
-                       ("meta", opt(meta(("tx-kind", "burn"), ("reason", "traffic purchase"),
-                                         ("burned", num(cc + s["holding"] + change_fee)["numeric"]))))),
+                       ("meta", opt(tx_meta("burn", None, cc + s["holding"] + change_fee, reason="traffic purchase")))),
                    kids + [out] + ([change_eid] if change_eid else []) + [burn, coupon, t_eid], [buyer], rnd)  # fmt: skip
         self._book(rnd, buyer, s, s["holding"] + change_fee, fee, traffic, cc)
 
@@ -1349,8 +1344,27 @@ SPLICE_META = "splice.lfdecentralizedtrust.org/"
 
 
 def meta(*values: tuple[str, str]) -> Json:
-    """The token standard's Metadata (a TextMap of texts), keys under Splice's prefix."""
-    return rec(("values", {"textMap": {"entries": [{"key": SPLICE_META + k, "value": text(v)} for k, v in values]}}))
+    """The token standard's Metadata (a TextMap of texts, in key order), keys under Splice's prefix
+    ("amulet/x": under Amulet's, TokenApiUtils.daml)."""
+    keys = [("amulet." + SPLICE_META + k[7:] if k.startswith("amulet/") else SPLICE_META + k, v) for k, v in values]
+    return rec(("values", {"textMap": {"entries": [{"key": k, "value": text(v)} for k, v in sorted(keys)]}}))
+
+
+def show(x: int) -> str:
+    """A Numeric 10 as Daml's `show` writes it (no trailing zeros, at least one decimal)."""
+    whole = str(num(x)["numeric"]).rstrip("0")
+    return whole + "0" if whole.endswith(".") else whole
+
+
+def tx_meta(kind: str, sender: str | None, burnt: int, s: dict[str, int] | None = None, reason: str | None = None) -> Json:
+    """holdingTxMeta (TokenApiUtils.daml) with, for a transfer, its reward inputs (executeTransfer):
+    the burn and the rewards only when not zero."""
+    values = [("tx-kind", kind)] + ([("sender", sender)] if sender else []) + ([("reason", reason)] if reason else [])
+    values += [("burned", show(burnt))] if burnt else []
+    for key, field_ in (("amulet/sv-rewards", "sv"), ("amulet/app-rewards", "app"), ("amulet/validator-rewards", "validator")):
+        if s and s[field_]:
+            values.append((key, show(s[field_])))
+    return meta(*values)
 
 
 def rnd_rec(n: int) -> Json:
