@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from replay import (
@@ -31,8 +32,10 @@ from replay import (
     num,
     stepped,
 )
+from scanfill.load.run import run
 from scanfill.sim import LedgerConfig, MigrationSpec, SimConfig, Simulator
 from scanfill.sim.ledger import EconomyConfig
+from shared import options
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MAINNET = FIXTURES / "real-scan" / "mainnet-genesis" / "scan.v2.updates.json"
@@ -93,6 +96,45 @@ def test_the_scans_state_is_the_replayed_state(scan: str, served: dict[str, list
     acs = fetch_acs(scan, last, at)
     assert acs == {cid: c.template for cid, c in r.acs.items()}
     assert sum(1 for t in acs.values() if t == "Splice.Amulet:Amulet") > 10
+
+
+def test_scanfills_figures_are_the_replays(db: str, scan: str, served: dict[str, list[Any]]) -> None:
+    """scanfill's copy of the same history, read through its own code (active(), holdings(),
+    supply_at(), minted(), burnt() of update_burns, dust from expired_amulets), equals the
+    independent replay midway through and at the end of each migration."""
+    summary = run(options(db, [scan], concurrency=4, page_size=200))
+    assert summary.complete and not summary.failures
+    ups = served["protobuf_json"]
+    last_of = {u["migration_id"]: i for i, u in enumerate(ups)}
+    first_of = {m: min(i for i, u in enumerate(ups) if u["migration_id"] == m) for m in last_of}
+    points = sorted({*last_of.values(), *((first_of[m] + last_of[m]) // 2 for m in last_of)})
+    r = Replay()
+    with psycopg.connect(db) as conn:
+        for i, u in enumerate(ups):
+            r.apply(compact_update(u))
+            if i not in points:
+                continue
+            m, t = u["migration_id"], u["record_time"]
+
+            def one(sql: str, m: int = m, t: str = t) -> Any:
+                return conn.execute(sql, {"m": m, "t": t}).fetchone()[0]  # type: ignore[index]
+
+            where = f"update {i} (migration {m}, {t})"
+            active = conn.execute("SELECT contract_id FROM active(NULL, %(m)s, %(t)s::timestamptz)", {"m": m, "t": t})
+            assert {row[0] for row in active} == set(r.acs), where
+            holdings = conn.execute("SELECT owner, sum(initial_amount) FROM holdings(%(m)s, %(t)s::timestamptz) GROUP BY 1",
+                                    {"m": m, "t": t})  # fmt: skip
+            assert dict(holdings.fetchall()) == r.holdings(), where
+            assert one("SELECT supply FROM supply_at(%(m)s, %(t)s::timestamptz)") == r.supply, where
+            before = "(migration_id, record_time) <= (%(m)s, %(t)s::timestamptz)"
+            assert one(f"SELECT coalesce(sum(minted(x)), 0) FROM amulet_transfers x WHERE tapped IS NULL AND {before}") \
+                == r.minted, where  # fmt: skip
+            assert one(f"SELECT coalesce(sum(tapped), 0) FROM amulet_transfers WHERE {before}") == r.tapped, where
+            assert one("SELECT coalesce(sum(b.burnt), 0) FROM update_burns b JOIN ledger_updates u USING (update_id) "
+                       "WHERE (u.migration_id, u.record_time) <= (%(m)s, %(t)s::timestamptz)") == r.burnt, where  # fmt: skip
+            assert one("SELECT coalesce(sum(initial_amount), 0) FROM expired_amulets "
+                       "WHERE archived_record_time <= %(t)s::timestamptz") == r.dust, where  # fmt: skip
+    assert r.minted > 0 and r.burnt > 0 and r.dust > 0
 
 
 def instant(text: str) -> datetime:
@@ -226,46 +268,54 @@ def test_the_replay_names_each_planted_breach() -> None:
 
 
 def test_the_replay_names_breaches_planted_into_transfers(served: dict[str, list[Any]]) -> None:
-    """A summary field off by 10^-10, a change amulet off by 10^-10, a coupon whose round is not
-    issuing: each named in its own transaction (the simulator's other findings aside)."""
+    """A summary field off by 10^-10, a change amulet off by 10^-10, a validator coupon off by
+    10^-10, a coupon whose round is not issuing: each named in its own transaction (the simulator's
+    other findings aside). Only the history up to the planted update is replayed; the updates that
+    change are copies."""
     ups = [compact_update(u) for u in served["protobuf_json"]]
     base = Replay().run(ups)
 
-    def transfer(u: dict[str, Any]) -> dict[str, Any] | None:
-        return next((e for e in u["events_by_id"].values() if e.get("choice") == "AmuletRules_Transfer"
-                     and get(e, "exercise_result", "senderChangeAmulet")), None)  # fmt: skip
+    def planted(upto: int, change: Any, *copied: int) -> set[str]:
+        """The kinds of problem the plant adds to update `upto`: `change` edits copies of `copied`."""
+        prefix = list(ups[: upto + 1])
+        for k in copied:
+            prefix[k] = copy.deepcopy(prefix[k])
+        change(prefix)
+        uid = ups[upto]["update_id"]
+        return kinds_in(Replay().run(prefix), uid) - kinds_in(base, uid)
 
-    i = next(k for k, u in enumerate(ups) if transfer(u) is not None)
-    uid = ups[i]["update_id"]
-    tampered = copy.deepcopy(ups)
-    s = transfer(tampered[i])["exercise_result"]["summary"]  # type: ignore[index]
-    s["senderChangeAmount"] = str(num(s["senderChangeAmount"]) + Decimal("1e-10"))
-    r = Replay().run(tampered)
-    assert {"conservation", "sender-change"} <= kinds_in(r, uid) - kinds_in(base, uid)
+    def transfer(u: dict[str, Any]) -> dict[str, Any]:
+        return next(e for e in u["events_by_id"].values() if e.get("choice") == "AmuletRules_Transfer"
+                    and get(e, "exercise_result", "senderChangeAmulet"))  # fmt: skip
 
-    tampered = copy.deepcopy(ups)
-    change = tampered[i]["events_by_id"]
-    t = transfer(tampered[i])
-    cid = t["exercise_result"]["senderChangeAmulet"]  # type: ignore[index]
-    made = next(e for e in change.values() if e.get("contract_id") == cid and e["event_type"] == "created_event")
-    amount = made["create_arguments"]["amount"]
-    amount["initialAmount"] = str(num(amount["initialAmount"]) + Decimal("1e-10"))
-    r = Replay().run(tampered)
-    assert {"sender-change", "supply-delta"} <= kinds_in(r, uid) - kinds_in(base, uid)
+    def has(find: Any, u: dict[str, Any]) -> bool:
+        try:
+            return find(u) is not None
+        except StopIteration:
+            return False
 
-    # a fee-era transfer's ValidatorRewardCoupon worth other than its output fees
-    def validator_coupon(u: dict[str, Any]) -> dict[str, Any] | None:
-        t = transfer(u)
-        kids = [u["events_by_id"][c] for c in (t or {}).get("child_event_ids", [])]
-        return next((k for k in kids if k["template_id"].endswith(":ValidatorRewardCoupon")), None)
+    def plus_tiny(record: dict[str, Any], key: str) -> None:
+        record[key] = str(num(record[key]) + Decimal("1e-10"))
 
-    k = next(k for k, u in enumerate(ups) if validator_coupon(u) is not None)
-    tampered = copy.deepcopy(ups)
-    coupon = validator_coupon(tampered[k])
-    assert coupon is not None
-    coupon["create_arguments"]["amount"] = str(num(coupon["create_arguments"]["amount"]) + Decimal("1e-10"))
-    r = Replay().run(tampered)
-    assert "reward-coupon" in kinds_in(r, ups[k]["update_id"]) - kinds_in(base, ups[k]["update_id"])
+    i = next(k for k, u in enumerate(ups) if has(transfer, u))
+    assert {"conservation", "sender-change"} <= planted(
+        i, lambda p: plus_tiny(transfer(p[i])["exercise_result"]["summary"], "senderChangeAmount"), i
+    )
+
+    def change_amulet(u: dict[str, Any]) -> dict[str, Any]:
+        cid = transfer(u)["exercise_result"]["senderChangeAmulet"]
+        return next(e for e in u["events_by_id"].values() if e.get("contract_id") == cid and "create_arguments" in e)
+
+    assert {"sender-change", "supply-delta"} <= planted(
+        i, lambda p: plus_tiny(change_amulet(p[i])["create_arguments"]["amount"], "initialAmount"), i
+    )
+
+    def validator_coupon(u: dict[str, Any]) -> dict[str, Any]:
+        kids = [u["events_by_id"][c] for c in transfer(u)["child_event_ids"]]
+        return next(k for k in kids if k["template_id"].endswith(":ValidatorRewardCoupon"))
+
+    k = next(k for k, u in enumerate(ups) if has(validator_coupon, u))
+    assert "reward-coupon" in planted(k, lambda p: plus_tiny(validator_coupon(p[k])["create_arguments"], "amount"), k)
 
     # a reward coupon consumed by a transfer, re-dated to a round that never issues
     def coupon_input(u: dict[str, Any]) -> str | None:
@@ -278,9 +328,13 @@ def test_the_replay_names_breaches_planted_into_transfers(served: dict[str, list
 
     j = next(k for k, u in enumerate(ups) if coupon_input(u) is not None)
     cid = coupon_input(ups[j])
-    tampered = copy.deepcopy(ups)
-    made = next(e for u in tampered for e in u["events_by_id"].values()
-                if e.get("contract_id") == cid and e["event_type"] == "created_event")  # fmt: skip
-    made["create_arguments"]["round"]["number"] = "999999"
-    r = Replay().run(tampered)
-    assert "coupon-round" in kinds_in(r, ups[j]["update_id"]) - kinds_in(base, ups[j]["update_id"])
+    made_in = next(k for k, u in enumerate(ups) if any(e.get("contract_id") == cid and "create_arguments" in e
+                                                       for e in u["events_by_id"].values()))  # fmt: skip
+
+    def redate(p: list[Any]) -> None:
+        made = next(
+            e for e in p[made_in]["events_by_id"].values() if e.get("contract_id") == cid and "create_arguments" in e
+        )
+        made["create_arguments"]["round"]["number"] = "999999"
+
+    assert "coupon-round" in planted(j, redate, made_in)
