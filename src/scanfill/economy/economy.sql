@@ -377,7 +377,8 @@ CREATE OR REPLACE FUNCTION {s}.rounds_check()
 RETURNS TABLE (rule text, subject text, detail text)
 LANGUAGE sql STABLE AS $$
     -- coupons consumed by a transfer, valued at their own round's rates, equal its summary's fields
-    -- (AmuletRules.daml executeTransfer sums each input coupon's value into its summary field); only
+    -- (AmuletRules.daml summarizeAndConsumeInput adds each input coupon's weight x its round's rate to its field;
+    -- faucet and liveness go to inputValidatorRewardAmount too); only
     -- where every consumed coupon's creation and its round's IssuingMiningRound are in the copy
     WITH s AS (
         SELECT update_id, sum(coalesce(app_rewards, 0)) AS app, sum(coalesce(validator_rewards, 0)) AS val,
