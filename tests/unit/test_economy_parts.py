@@ -204,7 +204,7 @@ def test_transfer_outputs_results_and_arguments_carry_their_daml_fields(econ: Ec
         for choice, path in (("LockedAmulet_Unlock", ("amuletSum", "amulet")), ("LockedAmulet_UnlockV2", ("amuletCid",))):
             for e in exercises(u, choice):  # V2 from 0.1.17, which deprecates the first
                 assert (choice == "LockedAmulet_UnlockV2") == (version_of(e["template_id"]) in ("0.1.17", "0.1.21"))
-                (amulet,) = below(u, e["event_id"])
+                (amulet,) = [k for k in below(u, e["event_id"]) if k["template_id"].endswith(":Amulet")]
                 assert field(e["exercise_result"], *path)["contractId"] == amulet["contract_id"]
                 seen[choice] += 1
         for e in exercises(u, "DsoRules_AdvanceOpenMiningRounds"):
@@ -291,3 +291,32 @@ def test_balance_changes_are_the_holdings_moved_as_of_round_zero(econ: EconomyLe
                                sum(x[1] for x in made) - sum(x[1] for x in gone)], (u["update_id"], choice)
                 n += 1
     assert n > 200
+
+
+def test_token_standard_v2_history_from_0_1_21(econ: EconomyLedger) -> None:
+    """From splice-amulet 0.1.21 a transfer, a mint, a split-and-burn and an unlock log their holdings
+    changes (EventLog_HoldingsChange through the EventLog interface, one per account): together they
+    name exactly the amulets consumed and created below the choice; never before 0.1.21."""
+    seen: dict[str, int] = defaultdict(int)
+    for u in updates(econ):
+        for e in u["events_by_id"].values():
+            choice = e.get("choice")
+            if choice not in ("AmuletRules_Transfer", "AmuletRules_Mint", "AmuletRules_BuyMemberTraffic",
+                              "AmuletRules_CreateTransferPreapproval", "LockedAmulet_UnlockV2"):  # fmt: skip
+                continue
+            kids = below(u, e["event_id"])
+            logs = [k for k in kids if k.get("choice") == "EventLog_HoldingsChange"]
+            if version_of(e["template_id"]) != "0.1.21":
+                assert not logs
+                continue
+            assert logs and all(k["interface_id"].endswith(":Splice.Api.Token.TransferEventsV2:EventLog") for k in logs)
+            named_in = [c["contractId"] for k in logs for c in field(k["choice_argument"], "inputHoldingCids")["list"]["elements"]]
+            named_out = [c["contractId"] for k in logs for c in field(k["choice_argument"], "outputHoldingCids")["list"]["elements"]]
+            made = [k["contract_id"] for k in kids if k["event_type"] == "created_event"
+                    and k["template_id"].endswith((":Amulet", ":LockedAmulet"))]  # fmt: skip
+            gone = [k["contract_id"] for k in kids if k.get("consuming") and k["template_id"].endswith(":Amulet")]
+            if choice == "LockedAmulet_UnlockV2":
+                gone = [e["contract_id"]]
+            assert sorted(named_in) == sorted(gone) and sorted(named_out) == sorted(made), (u["update_id"], choice)
+            seen[choice] += 1
+    assert all(seen[c] > 0 for c in ("AmuletRules_Transfer", "AmuletRules_BuyMemberTraffic", "LockedAmulet_UnlockV2")), seen

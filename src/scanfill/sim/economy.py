@@ -25,8 +25,12 @@ archives and creates the rounds; genesis is a DsoBootstrap create and its DsoBoo
 are onboarded by DsoRules_OnboardValidator, preapprovals created by AmuletRules_CreateTransferPreapproval.
 Simplified, and said so: confirmations and price votes are not modelled (empty lists), every SV's
 reward state is created at genesis, ValidatorRight and FeaturedAppRight contracts are referenced by
-id only, configs hold the fields the simulator uses (DsoRulesConfig abbreviated), and the rounds
-keep the simulator's schedule (one opens every tick) rather than Bootstrap_Rounds' first long round.
+id only, configs hold the fields the simulator uses (DsoRulesConfig abbreviated), the rounds keep
+the simulator's schedule (one opens every tick) rather than Bootstrap_Rounds' first long round, and
+ExternalPartyConfigState contracts are referenced by id only, so the 0.1.21 transaction-history
+events logged through them (a token-standard self-transfer's, a dust expiry's) are left out; those
+logged through AmuletRules or a temporary AmuletEventLog (transfers, mints, splitAndBurn, unlocks)
+are there.
 
 Scope: one synchronizer per migration (a transfer consumes what lives on its own synchronizer);
 no reassignments. Contracts alive when a migration ends are imported by the next one.
@@ -48,6 +52,8 @@ UNIT = 10**10
 DSO_PKGS = frozenset(DSO_PACKAGES.values())
 TOKEN_TRANSFER_V1 = "55ba4deb0ad4662c4168b39859738a0e91388d252286480c7331b3f71a517281"  # splice-api-token-transfer-instruction-v1 1.0.0
 HOLDING_V1 = "718a0f77e505a8de22f188bd4c87fe74101274e9d4cb1bfac7d09aec7158d35b"  # splice-api-token-holding-v1 1.0.0
+EVENT_LOG = ("5c1097a9bad0af4bcfe6d3fb0fe55112d3d11f18eae57ddfb14c20836fee226c"  # splice-api-token-transfer-events-v2 1.0.0
+             ":Splice.Api.Token.TransferEventsV2:EventLog")  # fmt: skip
 HOLDING_RATE = 190259  # CC per round an amulet pays for being held (units)
 CREATE_FEE_USD = 3 * 10**8  # 0.03 USD per output (fee era)
 TRANSFER_RATE = 10**7  # 0.001 of the amount (fee era; Splice's steps start at 1 %, lower here)
@@ -105,6 +111,19 @@ class _C:
         self.cid, self.pkg, self.module, self.entity, self.args = cid, pkg, module, entity, args
         self.where, self.created_us, self.signatories, self.observers, self.info = (where, created_us, signatories,
                                                                                    observers, info)  # fmt: skip
+
+
+@dataclass
+class _Change:
+    """One EventLog_HoldingsChange of Token Standard V2's transaction history (0.1.21): an account
+    (a party's basic account, or the mint/burn account when `owner` is None), what it gave and got."""
+
+    owner: str | None
+    ident: str = ""
+    inputs: list[str] = field(default_factory=list)
+    legs: list[Json] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    reason: str | None = None
 
 
 class Economy:
@@ -785,6 +804,55 @@ class Economy:
         """AmuletCreateSummary (Amulet.daml): the amulet, the round's price and number."""
         return rec(("amulet", cid_v(made)), ("amuletPrice", num(self.rounds[rnd]["price"])), ("round", rnd_rec(rnd)))
 
+    def _leg(self, leg_id: str, side: str, other: str | None, amount: int, leg_meta: Json) -> Json:
+        """TransferLegSide (TransferEventsV2.daml); `other` None is the mint or burn account of `leg_id`."""
+        return rec(("transferLegId", text(leg_id)), ("side", enum(side)),
+                   ("otherside", account(other, "" if other else "cip-112/" + leg_id)), ("amount", num(amount)),
+                   ("instrumentId", text("Amulet")), ("meta", leg_meta))  # fmt: skip
+
+    def _log(self, changes: list[_Change], on: _C | None = None) -> list[str]:
+        """0.1.21's transaction history: the changes merged per account (mergeHoldingsChangeEventsByAccount,
+        accounts in Daml's order: the mint/burn ones first), each an EventLog_HoldingsChange exercised
+        through the EventLog interface of `on` (AmuletRules unless given), nonconsuming, by the DSO."""
+        merged: dict[tuple[bool, str, str], _Change] = {}
+        for ch in changes:
+            key = (ch.owner is not None, ch.owner or "", ch.ident)
+            if key in merged:
+                m = merged[key]
+                m.inputs, m.legs, m.outputs = m.inputs + ch.inputs, m.legs + ch.legs, m.outputs + ch.outputs
+            else:
+                merged[key] = _Change(ch.owner, ch.ident, list(ch.inputs), list(ch.legs), list(ch.outputs), ch.reason)
+        target = on or self.amulet_rules
+        eids = []
+        for key in sorted(merged):
+            ch = merged[key]
+            arg = rec(("admin", party(self.lg.dso)), ("account", account(ch.owner, ch.ident)),
+                      ("inputHoldingCids", lst([cid_v(c) for c in ch.inputs])), ("transferLegSides", lst(ch.legs)),
+                      ("outputHoldingCids", lst([cid_v(c) for c in ch.outputs])),
+                      ("observers", lst([party(ch.owner)] if ch.owner else [])),
+                      ("extraArgs", rec(("context", rec(("values", {"textMap": {"entries": []}}))),
+                                        ("meta", meta(("reason", ch.reason)) if ch.reason else meta()))))  # fmt: skip
+            eids.append(self.exercise(target.cid, self.pkg(self.rnd), target.module, target.entity,
+                                      "EventLog_HoldingsChange", arg, rec(), False, [self.lg.dso],
+                                      interface=EVENT_LOG))  # fmt: skip
+        return eids
+
+    def _split_and_burn_log(self, who: str, inputs: list[_C], split: str, change: str | None, amount: int,
+                            usage: str) -> list[str]:  # fmt: skip
+        """splitAndBurn's transfer history from 0.1.21: the self-transfer of the split (leg0, its output
+        meta "split for <usage>"), merged into the one account."""
+        split_meta = meta(("reason", f"split for {usage}"))
+        return self._log([
+            _Change(who, inputs=[c.cid for c in inputs], outputs=[self.events[change]["contract_id"]] if change else []),
+            _Change(who, legs=[self._leg("leg0", "SenderSide", who, amount, split_meta)]),
+            _Change(who, legs=[self._leg("leg0", "ReceiverSide", who, amount, split_meta)],
+                    outputs=[self.events[split]["contract_id"]])])  # fmt: skip
+
+    def _burn_log(self, who: str, burnt: str, amount: int, usage: str) -> list[str]:
+        """logAmuletBurn (Amulet.daml, 0.1.21): the split amulet into the burn account."""
+        return self._log([_Change(who, inputs=[self.events[burnt]["contract_id"]],
+                                  legs=[self._leg("burn", "SenderSide", None, amount, meta(("reason", usage)))])])  # fmt: skip
+
     def _tap(self, owner: str, amount: int) -> None:
         """AmuletRules_DevNet_Tap, which exercises AmuletRules_Mint below it (AmuletRules.daml)."""
         rnd = self.rnd
@@ -793,11 +861,17 @@ class Economy:
         made = self.events[kid]["contract_id"]
         arg = rec(("receiver", party(owner)), ("amount", num(amount)),
                   ("openRound", cid_v(self.rounds[rnd]["open"].cid)))  # fmt: skip
-        self.rules(inner, "AmuletRules_Mint", arg, rec(("amuletSum", self._create_sum(made, rnd))), [kid],
+        reason, mint_arg, kids = "tapped faucet", arg, [kid]
+        if self.since(rnd, 21):  # the Mint takes a reason and logs the mint (AmuletRules.daml, Amulet.daml)
+            reason = "tapped DevNet faucet"
+            mint_arg = rec(*[(f["label"], f["value"]) for f in arg["record"]["fields"]], ("reason", opt(text(reason))))
+            kids += self._log([_Change(owner, legs=[self._leg("mint", "ReceiverSide", None, amount,
+                                                              meta(("reason", reason)))], outputs=[made])])  # fmt: skip
+        self.rules(inner, "AmuletRules_Mint", mint_arg, rec(("amuletSum", self._create_sum(made, rnd))), kids,
                    [self.lg.dso, owner])  # fmt: skip
         self.rules(root, "AmuletRules_DevNet_Tap", arg,
                    rec(("amuletSum", self._create_sum(made, rnd)), ("meta", opt(meta(("tx-kind", "mint"),
-                                                                                     ("reason", "tapped faucet"))))),
+                                                                                     ("reason", reason))))),
                    [inner], [owner])  # fmt: skip
         self.books.tapped += amount
 
@@ -856,6 +930,12 @@ class Economy:
         owner = c.info["owner"]
         kid = self._amulet(owner, c.info["amount"], c.info["created"])
         made = self.events[kid]["contract_id"]
+        kids = [kid]
+        if self.since(rnd, 21):  # logAmuletUnlock: through a temporary AmuletEventLog (AmuletEventLog.daml)
+            e_eid, log = self.create(self.pkg(rnd), "Splice.AmuletEventLog", "AmuletEventLog", rec(("dso", party(self.lg.dso))),
+                                     [self.lg.dso])  # fmt: skip
+            kids += [e_eid, *self._log([_Change(owner, inputs=[c.cid], outputs=[made], reason="holders released lock")],
+                                       log), self.consume(log, "Archive", [self.lg.dso])]  # fmt: skip
         if self.since(rnd, 17):
             choice, arg = "LockedAmulet_UnlockV2", rec()
             result = rec(("amuletCid", cid_v(made)), ("meta", meta(("tx-kind", "unlock"),
@@ -865,7 +945,7 @@ class Economy:
             result = rec(("amuletSum", self._create_sum(made, rnd)), ("meta", opt(meta(("tx-kind", "unlock")))))
         self.exercise(c.cid, self.pkg(rnd), "Splice.Amulet", "LockedAmulet", choice, arg, result, True,
                       [owner, self.lg.dso], root)  # fmt: skip
-        self.children(root, [kid])
+        self.children(root, kids)
 
     # ----- transfers -------------------------------------------------------------------------------
 
@@ -1045,8 +1125,20 @@ class Economy:
                                    ("outputs", lst([self._output(receiver, amount, rnd, locked)] if amount else [])),
                                    ("beneficiaries", opt(None)))),
                   ("context", context), ("expectedDso", opt(party(self.lg.dso))))  # fmt: skip
+        logs: list[str] = []
+        if self.since(rnd, 21):  # executeTransfer's transaction history, V2 (AmuletRules.daml)
+            minted = s["app"] + s["validator"] + s["sv"]
+            changes = [_Change(sender, inputs=[c.cid for c in amulets],
+                               legs=[self._leg("mint", "ReceiverSide", None, minted, reward_meta(s))] if minted else [],
+                               outputs=[self.events[change_eid]["contract_id"]] if change_eid else [])]  # fmt: skip
+            if amount > 0:
+                leg_meta = meta()
+                changes += [_Change(sender, legs=[self._leg("leg0", "SenderSide", receiver, amount, leg_meta)]),
+                            _Change(receiver, legs=[self._leg("leg0", "ReceiverSide", sender, amount, leg_meta)],
+                                    outputs=[self.events[outputs[0]]["contract_id"]])]  # fmt: skip
+            logs = self._log(changes)
         self.rules(root, "AmuletRules_Transfer", arg, result, kids + coupon_kids + outputs
-                   + ([change_eid] if change_eid else []), [sender], rnd)  # fmt: skip
+                   + ([change_eid] if change_eid else []) + logs, [sender], rnd)  # fmt: skip
         if outer is not None:  # TransferPreapproval_Send: the inner result without its meta, the meta outside
             inner = rec(*[(f["label"], opt(None) if f["label"] == "meta" else f["value"])
                           for f in result["record"]["fields"]])  # fmt: skip
@@ -1089,7 +1181,10 @@ class Economy:
         change = leftover - change_fee
         out = self._amulet(provider, paid, rnd)
         change_eid = self._amulet(provider, change, rnd) if change > 0 else None
+        usage = "create TransferPreapproval"
+        logs = self._split_and_burn_log(provider, amulets, out, change_eid, paid, usage) if self.since(rnd, 21) else []
         burn = self.consume(self.live[self.events[out]["contract_id"]], "Archive", [provider])
+        logs += self._burn_log(provider, out, paid, usage) if self.since(rnd, 21) else []
         coupon = self._coupon("validator", provider, paid + fee, rnd)
         expires = self.eff + PREAPPROVAL_DAYS * 86_400_000_000
         p_eid, self.preapprovals[receiver] = self.create(self.pkg(rnd), "Splice.AmuletRules", "TransferPreapproval", rec(
@@ -1112,8 +1207,8 @@ class Economy:
                    rec(("transferPreapprovalCid", cid_v(self.preapprovals[receiver].cid)),
                        ("transferResult", transfer_result), ("amuletPaid", num(paid)),
                        ("meta", opt(tx_meta("burn", None, burnt, reason="create TransferPreapproval")))),
-                   kids + [out] + ([change_eid] if change_eid else []) + [burn, coupon, p_eid], [provider, receiver],
-                   rnd)  # fmt: skip
+                   kids + [out] + ([change_eid] if change_eid else []) + logs[:-1] + [burn] + logs[-1:] + [coupon, p_eid],
+                   [provider, receiver], rnd)  # fmt: skip
         self._book(rnd, provider, s, fee + s["holding"] + change_fee, fee, 0, paid)
 
     def _markers(self) -> list[_C]:
@@ -1226,7 +1321,10 @@ class Economy:
         change = leftover - change_fee
         out = self._amulet(buyer, cc - fee, rnd)
         change_eid = self._amulet(buyer, change, rnd) if change > 0 else None
+        usage = "traffic purchase"
+        logs = self._split_and_burn_log(buyer, amulets, out, change_eid, cc - fee, usage) if self.since(rnd, 21) else []
         burn = self.consume(self.live[self.events[out]["contract_id"]], "Archive", [buyer])
+        logs += self._burn_log(buyer, out, cc - fee, usage) if self.since(rnd, 21) else []
         coupon = self._coupon("validator", buyer, cc, rnd)
         member = text(f"PAR::{buyer.split('::')[0]}")
         t_eid, traffic_c = self.create(self.pkg(rnd), "Splice.DecentralizedSynchronizer", "MemberTraffic", rec(
@@ -1244,7 +1342,8 @@ class Economy:
                    rec(("round", rnd_rec(rnd)), ("summary", summary), ("amuletPaid", num(cc)),
                        ("purchasedTraffic", cid_v(traffic_c.cid)), ("senderChangeAmulet", change_v),
                        ("meta", opt(tx_meta("burn", None, cc + s["holding"] + change_fee, reason="traffic purchase")))),
-                   kids + [out] + ([change_eid] if change_eid else []) + [burn, coupon, t_eid], [buyer], rnd)  # fmt: skip
+                   kids + [out] + ([change_eid] if change_eid else []) + logs[:-1] + [burn] + logs[-1:] + [coupon, t_eid],
+                   [buyer], rnd)  # fmt: skip
         self._book(rnd, buyer, s, s["holding"] + change_fee, fee, traffic, cc)
 
     # ----- serving ---------------------------------------------------------------------------------
@@ -1348,6 +1447,20 @@ def meta(*values: tuple[str, str]) -> Json:
     ("amulet/x": under Amulet's, TokenApiUtils.daml)."""
     keys = [("amulet." + SPLICE_META + k[7:] if k.startswith("amulet/") else SPLICE_META + k, v) for k, v in values]
     return rec(("values", {"textMap": {"entries": [{"key": k, "value": text(v)} for k, v in sorted(keys)]}}))
+
+
+def account(owner: str | None, ident: str = "") -> Json:
+    """Account (splice-api-token-holding-v2): a party's basic account, or a named one (mint, burn)."""
+    return rec(("owner", opt(party(owner)) if owner else opt(None)), ("provider", opt(None)), ("id", text(ident)))
+
+
+def reward_meta(s: dict[str, int]) -> Json:
+    """The mint leg's metadata (executeTransfer, 0.1.21): the reason and the non-zero reward inputs."""
+    values = [("reason", "mint rewards")]
+    for key, field_ in (("amulet/sv-rewards", "sv"), ("amulet/app-rewards", "app"), ("amulet/validator-rewards", "validator")):
+        if s[field_]:
+            values.append((key, show(s[field_])))
+    return meta(*values)
 
 
 def show(x: int) -> str:
