@@ -68,7 +68,36 @@ def test_follower_keeps_verdict_only_items_exactly_once(db: str) -> None:
     assert json.loads(st)["follower"]["scan_events"] == len(expected)
     # verify holds the ledger tables to what the loaders committed; the verdicts kept beside them
     # are no update's events, so none of them counts as an orphan or an uncommitted row
-    verdicts = {c["name"]: c for c in json.loads(checks[checks.index("["):])}
+    verdicts = checked(checks)
     for name in ("orphaned events (events without their update)", "rows in the tables equal what the loaders committed",
-                 "every update's stored events equal its event_count"):
+                 "every update's stored events equal its event_count", KEPT):
         assert verdicts[name]["ok"], verdicts[name]
+    assert verdicts[KEPT]["detail"] == f"{len(expected)} kept / {len(expected)} committed"
+
+
+KEPT = "verdicts kept (scan_events, verdict-only items too) equal what the follower committed"
+
+
+def checked(out: str) -> dict[str, dict[str, object]]:
+    return {c["name"]: c for c in json.loads(out[out.index("["):])}
+
+
+def test_verify_counts_the_verdicts_kept_through_a_rewind(db: str) -> None:
+    """verify holds scan_events to what the follower committed: a row lost is named; `follow
+    --rewind` removing events rows (an earlier release's corrupted item, at migration 99) uncounts them."""
+    with Simulator(SimConfig(ledger=LEDGER)) as sim:
+        out = finish(scanfill("follow", "--once", "--start", "beginning", dsn=db, urls=sim.urls), 120, db)
+        n = len(_stream(Ledger(LEDGER)))
+        with psycopg.connect(db, autocommit=True) as conn:  # what one corrupted item used to leave
+            conn.execute("INSERT INTO scan_events (update_id, migration_id, domain_id, record_time, verdict) "
+                         "SELECT update_id || '-99', 99, domain_id, record_time, verdict FROM scan_events LIMIT 1")
+            conn.execute("UPDATE follow_cursors SET items = items + 1, migration_id = 99 WHERE stream = 'events'")
+        fixed = finish(scanfill("follow", "--once", "--rewind", dsn=db, urls=sim.urls), 120, db)
+        assert "migration 99" in fixed, fixed
+        after = checked(scanfill("verify", "--json", dsn=db, urls=[]).communicate(timeout=120)[0].decode())
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("DELETE FROM scan_events WHERE update_id = (SELECT max(update_id) FROM scan_events)")
+        lost = checked(scanfill("verify", "--json", dsn=db, urls=[]).communicate(timeout=120)[0].decode())
+    assert "followed" in out
+    assert after[KEPT]["ok"] and after[KEPT]["detail"] == f"{n} kept / {n} committed", after[KEPT]
+    assert not lost[KEPT]["ok"] and lost[KEPT]["detail"] == f"{n - 1} kept / {n} committed", lost[KEPT]

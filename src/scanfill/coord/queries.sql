@@ -578,6 +578,15 @@ SELECT migration_id, max_text FROM {s}.backfill_ranges ORDER BY migration_id DES
 -- The newest events item stored: a safe cursor for the events stream (items are kept by update id).
 SELECT migration_id, record_time FROM {s}.scan_events ORDER BY migration_id DESC, record_time DESC LIMIT 1;
 
+-- name: scan_events_vs_committed
+-- The /v0/events rows the follower says it committed (verdict-only items too) against what scan_events holds.
+SELECT (SELECT coalesce(sum(items), 0) FROM {s}.follow_cursors WHERE stream = 'events'),
+       (SELECT count(*) FROM {s}.scan_events);
+
+-- name: follow_uncount_scan_events
+-- `follow --rewind` removed events rows: the events stream no longer claims them.
+UPDATE {s}.follow_cursors SET items = items - %(n)s WHERE stream = 'events';
+
 -- name: contracts_stale
 -- A load without contract state (`--no-contract-state`): `contracts` misses what it stores until
 -- `scanfill rebuild-state`; verify says so.

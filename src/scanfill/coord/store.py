@@ -607,6 +607,11 @@ class Store:
         row = self.one(conn, "follower_active")
         return None if row is None else str(row[0])
 
+    def scan_events_vs_committed(self, conn: Conn) -> tuple[int, int]:
+        """(rows the events stream committed, rows `scan_events` holds): equal unless one was lost or doubled."""
+        row = self.one(conn, "scan_events_vs_committed")
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
     def follow_positions(self, conn: Conn) -> dict[str, tuple[int, int]]:
         return {str(r[0]): (int(r[1]), parse_us(r[2])) for r in self.all(conn, "follow_positions")}
 
@@ -633,7 +638,9 @@ class Store:
                     self.run(conn, "rewind_updates", m=m, after=after)
                     self.run(conn, "transfers_forget", lo=lo, hi=position(m + 1, 0), sync=None)
                 self.days_recount(conn, m, lo_us=None if head is None else head + 1)
-                self.run(conn, "rewind_scan_events", m=m, after=after)
+                gone = self.run(conn, "rewind_scan_events", m=m, after=after).rowcount
+                if gone > 0:
+                    self.run(conn, "follow_uncount_scan_events", n=gone)
                 if head is None:
                     self.run(conn, "rewind_drop_migration", m=m)
                 else:

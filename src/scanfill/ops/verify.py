@@ -81,6 +81,9 @@ def checks(db: Database) -> list[Check]:
         out.append(Check("rows in the tables equal what the loaders committed", cnt.equal,
                          f"updates {cnt.updates_stored:,} stored / {cnt.updates_committed:,} committed, events "
                          f"{cnt.events_stored:,} / {cnt.events_committed:,}"))  # fmt: skip
+        committed, kept = store.scan_events_vs_committed(conn)
+        out.append(Check("verdicts kept (scan_events, verdict-only items too) equal what the follower committed",
+                         committed == kept, f"{kept:,} kept / {committed:,} committed"))  # fmt: skip
     return out
 
 
