@@ -511,11 +511,12 @@ class Economy:
             ("numRoundsMissed", i64(0)), ("numRoundsCollected", i64(collected)), ("lastRoundCollected", rnd_rec(last)),
             ("numCouponsIssued", i64(collected)))))  # fmt: skip
 
-    def _license(self, v: str, faucet: tuple[int, int] | None, active_us: int | None) -> Json:
-        """ValidatorLicense (splice-amulet Splice.ValidatorLicense)."""
+    def _license(self, v: str, faucet: tuple[int, int] | None, active_us: int | None, sponsor: str | None = None) -> Json:
+        """ValidatorLicense (splice-amulet Splice.ValidatorLicense; from 0.1.21 a license the validator
+        renews names itself as sponsor)."""
         state = opt(rec(("firstReceivedFor", rnd_rec(faucet[0])), ("lastReceivedFor", rnd_rec(faucet[1])),
                         ("numCouponsMissed", i64(0)))) if faucet else opt(None)  # fmt: skip
-        return rec(("validator", party(v)), ("sponsor", party(self.delegate)), ("dso", party(self.lg.dso)),
+        return rec(("validator", party(v)), ("sponsor", party(sponsor or self.delegate)), ("dso", party(self.lg.dso)),
                    ("faucetState", state), ("metadata", opt(None)),
                    ("lastActiveAt", opt(ts(active_us)) if active_us is not None else opt(None)))  # fmt: skip
 
@@ -751,7 +752,7 @@ class Economy:
         old = self.sv_states[sv]
         arch = self.consume(old, "Archive", [self.lg.dso])
         collected = int(old.args["record"]["fields"][2]["value"]["record"]["fields"][1]["value"]["int64"]) + 1
-        s_eid, self.sv_states[sv] = self.create(old.pkg, "Splice.DSO.SvState", "SvRewardState",
+        s_eid, self.sv_states[sv] = self.create(self.dso_pkg(rnd), "Splice.DSO.SvState", "SvRewardState",
                                                 self._sv_state(sv, rnd, collected), [self.lg.dso])  # fmt: skip
         kid = self._coupon("sv", sv, weight * UNIT, rnd)
         self.exercise(self.dso_rules.cid, self.dso_pkg(rnd), "Splice.DsoRules", "DsoRules",
@@ -771,8 +772,10 @@ class Economy:
         root = self._id()
         old = self.licenses[validator]
         first = old.info.get("first", rnd)
-        l_eid, self.licenses[validator] = self.create(old.pkg, old.module, old.entity,
-                                                      self._license(validator, (first, rnd), self.eff), [self.lg.dso],
+        l_eid, self.licenses[validator] = self.create(self.pkg(rnd), old.module, old.entity,
+                                                      self._license(validator, (first, rnd), self.eff,
+                                                                    validator if self.since(rnd, 21) else None),
+                                                      [self.lg.dso],
                                                       [validator], first=first)  # fmt: skip
         kid = self._coupon("liveness", validator, UNIT, rnd)
         self.exercise(old.cid, self.pkg(rnd), "Splice.ValidatorLicense", "ValidatorLicense",
@@ -1015,12 +1018,13 @@ class Economy:
                    ("validatorRights", genmap([(party(u), cid_v(self._right(u))) for u in users])),
                    ("featuredAppRight", right))  # fmt: skip
 
-    def _output(self, receiver: str, amount: int, rnd: int, locked: bool) -> Json:
-        """TransferOutput (AmuletRules.daml; `meta` from 0.1.21, Token Standard V2)."""
+    def _output(self, receiver: str, amount: int, rnd: int, locked: bool, described: bool = False) -> Json:
+        """TransferOutput (AmuletRules.daml; `meta` from 0.1.21, Token Standard V2, where a
+        TransferPreapproval_Send sets it to its description's metadata, empty without one)."""
         fields: list[tuple[str, Json]] = [("receiver", party(receiver)), ("receiverFeeRatio", num(0)),
                                           ("amount", num(amount)), ("lock", opt(self._lock()) if locked else opt(None))]
         if self.since(rnd, 21):
-            fields.append(("meta", opt(None)))
+            fields.append(("meta", opt(meta()) if described else opt(None)))
         return rec(*fields)
 
     def _summary(self, rnd: int, s: dict[str, int], fees: list[int], change_fee: int, change: int, price: int,
@@ -1122,7 +1126,7 @@ class Economy:
         ]
         context = self._context(rnd, coupons, provider)
         arg = rec(("transfer", rec(("sender", party(sender)), ("provider", party(provider)), ("inputs", lst(inputs)),
-                                   ("outputs", lst([self._output(receiver, amount, rnd, locked)] if amount else [])),
+                                   ("outputs", lst([self._output(receiver, amount, rnd, locked, outer is not None)] if amount else [])),
                                    ("beneficiaries", opt(None)))),
                   ("context", context), ("expectedDso", opt(party(self.lg.dso))))  # fmt: skip
         logs: list[str] = []
