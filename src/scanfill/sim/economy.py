@@ -725,7 +725,7 @@ class Economy:
         if kind.startswith("app"):
             eid, _ = self.create(pkg, "Splice.Amulet", "AppRewardCoupon", rec(
                 ("dso", party(self.lg.dso)), ("provider", party(who)), ("featured", {"bool": featured}),
-                ("amount", num(weight)), ("round", rnd_rec(rnd)), ("beneficiary", opt(None))),
+                ("amount", num(weight)), ("round", rnd_rec(rnd)), ("beneficiary", opt(party(who)))),
                 [self.lg.dso], [who], coupon=kind, owner=who, weight=weight, round=rnd)  # fmt: skip
         elif kind == "validator":
             eid, _ = self.create(pkg, "Splice.Amulet", "ValidatorRewardCoupon", rec(
@@ -1102,11 +1102,11 @@ class Economy:
             coupon_kids.append(self._coupon("validator", sender, fee, rnd))
         app = (fee if era else 0) + (div(EXTRA_FEATURED_USD, price) if featured else 0)
         if self._token_standard(rnd):
-            if featured and amount > 0:  # a marker, converted into a coupon once a round
+            if featured:  # a marker (issueRewards), converted into a coupon once a round
                 coupon_kids.append(self.create(self.pkg(rnd), "Splice.Amulet", "FeaturedAppActivityMarker", rec(
                     ("dso", party(self.lg.dso)), ("provider", party(provider)), ("beneficiary", party(provider)),
                     ("weight", num(UNIT))), [self.lg.dso, provider], marker=provider)[0])  # fmt: skip
-        elif app > 0 and amount > 0:
+        elif app > 0:  # issueRewards: the output fees, plus the extra reward if featured
             coupon_kids.append(
                 self._coupon("app_featured" if featured else "app_unfeatured", provider, app, rnd, featured)
             )
