@@ -126,7 +126,8 @@ from scanfill.cli import main
 @click.option("--economy-versions", default="0.1.13,0.1.14,0.1.17,0.1.21", show_default=True,
               help="The splice-amulet versions the economy runs, one after another every 8 rounds (of 0.1.13, "
                    "0.1.14, 0.1.17, 0.1.21). Splice's scan_txlog.py predates 0.1.17 and cannot read its "
-                   "token-standard transfers: 0.1.13,0.1.14 gives it a history it reads whole.")  # fmt: skip
+                   "token-standard transfers nor its V2 expiry and unlock choices: 0.1.13,0.1.14 gives it a "
+                   "history it reads whole.")  # fmt: skip
 @click.option("--acs-snapshot-hours", default=3.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Each scan snapshots its ACS every this many hours of record time (the /v0|v1/state/acs "
                    "snapshots; the registry's totalSupply is the newest one's).")  # fmt: skip
