@@ -510,3 +510,37 @@ def test_a_corrupting_proxy_and_concurrent_runs_leave_the_figures_exact(loaded_d
 
     refused = [sum(int(n) for n in re.findall(r"(\d+) malformed page\(s\) refused", o)) for o in outs]
     assert sum(refused) > 0, outs  # the proxy was met (the follower meets it; the backfills may not)
+
+
+def test_the_economy_versions_from_the_command_line() -> None:
+    """`scanfill sim --economy --economy-versions`: the eras asked for and no other (the history
+    Splice's scan_txlog.py reads whole is 0.1.13,0.1.14); an unknown version is refused, named."""
+    import subprocess
+    import sys
+
+    from helpers import post_json
+    from scanfill.economy.packages import version_of
+
+    bad = subprocess.run([sys.executable, "-m", "scanfill.cli", "sim", "--economy", "--economy-versions", "0.1.13,0.1.99"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode != 0 and "'0.1.13,0.1.99'" in bad.stderr and "--economy-versions" in bad.stderr, bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "scanfill.cli", "sim", "--economy", "--economy-versions",
+                             "0.1.13,0.1.14", "--rows", "6000", "--port", "0"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = next(line.split()[-1] for line in proc.stdout if line.strip().startswith("serving "))
+        versions: set[str | None] = set()
+        after: dict[str, Any] | None = None
+        while True:
+            page = post_json(url + "/v2/updates", {"page_size": 500, **({"after": after} if after else {})})
+            for t in page["transactions"]:
+                versions |= {version_of(e["template_id"]) for e in t.get("events_by_id", {}).values()
+                             if e["package_name"] == "splice-amulet"}  # fmt: skip
+            if len(page["transactions"]) < 500:
+                break
+            last = page["transactions"][-1]
+            after = {"after_migration_id": last["migration_id"], "after_record_time": last["record_time"]}
+        assert versions == {"0.1.13", "0.1.14"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
