@@ -7,9 +7,10 @@ rounds, minting `amount x rate` of the coupon's own IssuingMiningRound (rounded 
 places, in input order); coupons nobody claims expire when their round closes; validators buy
 traffic (split and burn); dust amulets expire; the network moves from `splice-amulet` 0.1.13
 (transfer fees and holding fees charged on inputs) to 0.1.14 (CIP-0078: no holding fees on inputs,
-fees voted to zero, featured transfers still earn a coupon) and then to 0.1.17 (CIP-0107:
+fees voted to zero, featured transfers still earn a coupon), to 0.1.17 (CIP-0107:
 token-standard transfers without AmuletRules_Transfer, featured transfers earn activity markers that
-the DSO converts into coupons once a round) at rounds of its choice.
+the DSO converts into coupons once a round, V2 expiry and unlock choices) and then to 0.1.21 (Token
+Standard V2: output metadata, a transaction history of holdings changes) at rounds of its choice.
 
 Everything it intends is written into `Books` while it generates, in its own terms (per coupon,
 per purchase), so a derivation from the stored history is compared with what was meant, not with
@@ -51,7 +52,6 @@ from scanfill.timeutil import MIN_US, format_instant, format_trimmed, format_us
 UNIT = 10**10
 DSO_PKGS = frozenset(DSO_PACKAGES.values())
 TOKEN_TRANSFER_V1 = "55ba4deb0ad4662c4168b39859738a0e91388d252286480c7331b3f71a517281"  # splice-api-token-transfer-instruction-v1 1.0.0
-HOLDING_V1 = "718a0f77e505a8de22f188bd4c87fe74101274e9d4cb1bfac7d09aec7158d35b"  # splice-api-token-holding-v1 1.0.0
 EVENT_LOG = ("5c1097a9bad0af4bcfe6d3fb0fe55112d3d11f18eae57ddfb14c20836fee226c"  # splice-api-token-transfer-events-v2 1.0.0
              ":Splice.Api.Token.TransferEventsV2:EventLog")  # fmt: skip
 HOLDING_RATE = 190259  # CC per round an amulet pays for being held (units)
@@ -188,7 +188,6 @@ class Economy:
         self.uid = self.lg.update_id(m, 0, i)
         self.events: dict[str, Json] = {}
         self.n = 0
-        self.made: list[str] = []
 
     def _id(self) -> str:
         eid = f"{self.uid}:{self.n}"
