@@ -102,10 +102,16 @@ DELEGATES = {
 
 
 def num(v: Any) -> Decimal:
-    """A Daml Decimal as served (a string); anything else raises."""
+    """A Daml Numeric 10 as served (a string, at most 10 decimals, 38 digits); anything else raises."""
     if not isinstance(v, str):
         raise ValueError(f"expected a Numeric string, got {v!r}")
-    return Decimal(v)
+    try:
+        d = Decimal(v)
+    except ArithmeticError:
+        raise ValueError(f"{v!r} is not a number") from None
+    if not d.is_finite() or d != d.quantize(TEN, context=_CTX) or abs(d) >= Decimal("1e28"):
+        raise ValueError(f"{v!r} is not a Daml Numeric 10")
+    return d
 
 
 def half_even(x: Decimal) -> Decimal:
@@ -394,10 +400,13 @@ class _Tx:
         if c.template != tpl:
             self.problem("acs-template", f"{e['choice']} on {cid[:16]} as {tpl}, created as {c.template}")
         if e.get("consuming"):
-            self.consume(cid, c, e["choice"])
+            del self.r.acs[cid]
+            try:
+                self.consume(c, e["choice"], cid)
+            except (KeyError, TypeError, ValueError, ArithmeticError) as x:
+                self.problem("shape", f"{tpl} {e['choice']} ({e['event_id']}) of a contract whose payload lacks {x}")
 
-    def consume(self, cid: str, c: Contract, choice: str) -> None:
-        del self.r.acs[cid]
+    def consume(self, c: Contract, choice: str, cid: str) -> None:
         if c.template in (AMULET, LOCKED):
             amount = num(get(amulet_amount(c), "initialAmount"))
             self.r.supply -= amount

@@ -310,6 +310,11 @@ def test_the_replay_names_breaches_planted_into_transfers(served: dict[str, list
         i, lambda p: plus_tiny(change_amulet(p[i])["create_arguments"]["amount"], "initialAmount"), i
     )
 
+    def eleven_places(p: list[Any]) -> None:
+        change_amulet(p[i])["create_arguments"]["amount"]["initialAmount"] = "1.00000000001"
+
+    assert "shape" in planted(i, eleven_places, i)  # not a Daml Numeric 10
+
     def validator_coupon(u: dict[str, Any]) -> dict[str, Any]:
         kids = [u["events_by_id"][c] for c in transfer(u)["child_event_ids"]]
         return next(k for k in kids if k["template_id"].endswith(":ValidatorRewardCoupon"))
