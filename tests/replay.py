@@ -77,6 +77,7 @@ APP, VALIDATOR, SV = (
 FAUCET = "Splice.ValidatorLicense:ValidatorFaucetCoupon"
 LIVENESS = "Splice.ValidatorLicense:ValidatorLivenessActivityRecord"
 ROUND_COUPONS = (APP, VALIDATOR, SV, FAUCET, LIVENESS)
+MALFORMED = (KeyError, TypeError, ValueError, ArithmeticError, AttributeError, IndexError)  # a value of another shape
 PHASE_BEFORE = {SUMMARIZING: OPEN, ISSUING: SUMMARIZING, CLOSED: ISSUING}
 EXPIRE_CHOICES = ("Amulet_Expire", "Amulet_ExpireV2", "LockedAmulet_ExpireAmulet", "LockedAmulet_ExpireAmuletV2")
 # Choices whose result carries a TransferSummary, and where it sits in the result.
@@ -266,7 +267,10 @@ class Replay:
             self.problems.append(
                 Problem("synchronizer", str(tx["update_id"]), f"on {sync}, before on {self.synchronizer}")
             )
-        _Tx(self, tx).replay()
+        try:
+            _Tx(self, tx).replay()
+        except MALFORMED as x:  # the transaction's own envelope (ids, tree) is not Scan's
+            self.problems.append(Problem("shape", str(tx.get("update_id")), f"transaction not readable: {x!r}"))
         self.timeline.append(Point(int(tx.get("migration_id", 0)), str(tx["record_time"]), self.minted, self.burnt,
                                    self.dust, self.tapped, self.supply))  # fmt: skip
 
@@ -370,7 +374,7 @@ class _Tx:
     def safely(self, check: Any, e: Json) -> None:
         try:
             check(e)
-        except (KeyError, TypeError, ValueError, ArithmeticError) as x:
+        except MALFORMED as x:
             what = f"missing field {x}" if isinstance(x, KeyError) else str(x)
             self.problem("shape", f"{qname(e['template_id'])} {e.get('choice', 'create')} ({e['event_id']}): {what}")
 
@@ -385,7 +389,7 @@ class _Tx:
         self.r.acs[cid] = c
         try:
             self.created_rules(cid, c)
-        except (KeyError, TypeError, ValueError, ArithmeticError) as x:
+        except MALFORMED as x:
             self.problem(
                 "shape", f"{tpl} create ({e['event_id']}): {'missing field ' if isinstance(x, KeyError) else ''}{x}"
             )
@@ -403,7 +407,7 @@ class _Tx:
             del self.r.acs[cid]
             try:
                 self.consume(c, e["choice"], cid)
-            except (KeyError, TypeError, ValueError, ArithmeticError) as x:
+            except MALFORMED as x:
                 self.problem("shape", f"{tpl} {e['choice']} ({e['event_id']}) of a contract whose payload lacks {x}")
 
     def consume(self, c: Contract, choice: str, cid: str) -> None:
