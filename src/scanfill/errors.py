@@ -93,6 +93,11 @@ _TRANSIENT_STATES = frozenset({"40001", "40P01", "40003", "55P03", "57014", "25P
                                "57P05", "53300", "58000", "58030"})  # fmt: skip
 
 
+# SQLSTATEs PostgreSQL gives a failed access to its own files (errcode_for_file_access: EACCES and
+# EPERM are 42501, ENOENT 58P01, EEXIST 58P02); nothing in the rows causes them.
+_FILE_ACCESS_STATES = frozenset({"42501", "58P01", "58P02"})
+
+
 def db_error_kind(exc: BaseException) -> str:
     """How a database error that ended a commit will behave if the same commit is sent again:
     `transient` (connection lost, deadlock, serialization, a guard's timeout, shutdown: the next try
@@ -106,6 +111,8 @@ def db_error_kind(exc: BaseException) -> str:
         return "resource"
     if state.startswith("58") and "No space left" in str(exc):
         return "resource"
+    if state in _FILE_ACCESS_STATES and str(exc).lstrip().startswith("could not"):
+        return "resource"  # the server's own files (permissions, a lost tablespace): the operator's to fix
     if state.startswith("08") or state in _TRANSIENT_STATES:
         return "transient"
     return "permanent"

@@ -78,3 +78,15 @@ class _Err(Exception):
 ])  # fmt: skip
 def test_database_errors_are_classified(state: str | None, kind: str) -> None:
     assert db_error_kind(_Err(state)) == kind
+
+
+@pytest.mark.parametrize(("state", "text", "kind"), [
+    ("42501", 'could not open file "pg_tblspc/1/PG_16/2/3_fsm": Permission denied', "resource"),
+    ("58P01", 'could not open file "base/1/2": No such file or directory', "resource"),
+    ("42501", "permission denied for table ledger_updates", "permanent"),
+    ("58030", "could not write to file: No space left on device", "resource"),
+])  # fmt: skip
+def test_the_servers_own_files_are_the_operators_to_fix(state: str, text: str, kind: str) -> None:
+    """A failed access to the server's files (a tablespace whose permissions changed) is nothing in
+    the rows: the load stops for the operator instead of blaming an update."""
+    assert db_error_kind(_Err(state, text)) == kind

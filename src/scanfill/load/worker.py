@@ -275,7 +275,8 @@ class Worker:
                 # disk full, out of memory: retrying now only fails again
                 msg = (f"the database server ran out of a resource ({type(exc).__name__}: "
                        f"{first}) while committing slice {claim.cursor_name}; nothing of "
-                       "that commit was stored. Free the resource (disk space, memory) and run the same command "
+                       "that commit was stored. Free the resource (disk space, memory; or mend the permissions of the "
+                       "server's files it names) and run the same command "
                        "again: it resumes from the last committed page")  # fmt: skip
                 log.error("%s", msg)
                 self.report.failures.append(msg)
