@@ -88,3 +88,26 @@ def run_ok(db: str, urls: list[str], start: int | None = None, **kw: object):  #
     summary = run(options(db, urls, concurrency=4, page_size=100, start_migration=start, **kw))
     assert summary.complete and not summary.failures, (summary.failures, summary.warnings)
     return summary
+
+
+def test_an_upgraded_database_gets_the_contract_state_functions_of_this_release(db: str) -> None:
+    """contracts.sql's functions were applied once, by the v8 upgrade, so a fix to them (holdings as
+    Scan computes them, earliest_open_round) never reached a database created before it. A database
+    made by an older release (older function text, no earliest_open_round, the old holdings()
+    signature) gets this release's on the next init, and its indexes are left as they are."""
+    from scanfill.coord import schema
+    from scanfill.db import Database
+
+    schema.init(Database(db))
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION earliest_open_round(bigint, timestamptz)")
+        conn.execute("DROP FUNCTION holdings(bigint, timestamptz, text, bigint)")
+        conn.execute("CREATE FUNCTION holdings(at_migration bigint DEFAULT NULL, at_time timestamptz DEFAULT NULL, "
+                     "owner text DEFAULT NULL) RETURNS TABLE (x int) LANGUAGE sql AS 'SELECT 1'")  # fmt: skip
+        conn.execute("DROP INDEX contracts_template_created_idx")  # as `prepare` leaves it
+        conn.execute("UPDATE scanfill_meta SET value = 'an older release' WHERE key = 'functions_digest'")
+    schema.init(Database(db))
+    with psycopg.connect(db, autocommit=True) as conn:
+        assert conn.execute("SELECT earliest_open_round()").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM holdings()").fetchone() == (0,)  # one holdings(), this release's
+        assert conn.execute("SELECT to_regclass('contracts_template_created_idx')").fetchone() == (None,)

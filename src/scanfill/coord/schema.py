@@ -289,6 +289,16 @@ def contracts_ddl(s: str) -> str:
     return files("scanfill.state").joinpath("contracts.sql").read_text().replace("{s}", s)
 
 
+_FUNCTIONS_MARK = "-- FUNCTIONS:"
+
+
+def contracts_functions(s: str) -> str:
+    """Only the functions of contracts.sql: re-applied with the others when their text changes, never
+    the table's indexes (`prepare` may have dropped them for a load)."""
+    text = contracts_ddl(s)
+    return text[text.index(_FUNCTIONS_MARK):]
+
+
 # Version 9: the completeness ledger, one row per (migration, synchronizer, UTC day) kept by every
 # commit (counts, first and last record time, how the rows came, how many scans agreed) and what
 # `verify --against-scan --days` found; a slice a worker gave up on says so (a gap, not "waiting").
@@ -472,13 +482,14 @@ def init(db: Database) -> tuple[int, int]:
 
 
 def functions_sql(s: str) -> str:
-    """The SQL functions and views that hold no data (completeness.sql, economy.sql): replaced
-    whenever their text changes."""
+    """The SQL functions and views that hold no data (contract state's, completeness.sql,
+    economy.sql): replaced whenever their text changes."""
     from scanfill.economy.packages import AMULET_PACKAGES
 
     known = ", ".join(f"('{k}', '{v}')" for k, v in AMULET_PACKAGES.items())
     economy = files("scanfill.economy").joinpath("economy.sql").read_text().replace("{packages}", known)
-    return (files("scanfill.coord").joinpath("completeness.sql").read_text() + economy).replace("{s}", s)
+    completeness = files("scanfill.coord").joinpath("completeness.sql").read_text()
+    return contracts_functions(s) + (completeness + economy).replace("{s}", s)
 
 
 def _functions(db: Database, conn: Conn, s: str) -> None:

@@ -40,6 +40,8 @@ CREATE INDEX IF NOT EXISTS contracts_template_ends_idx ON {s}.contracts
     (template_name, (coalesce(archived_pos, 9223372036854775807))) INCLUDE (created_pos);
 ALTER TABLE {s}.contracts ALTER COLUMN payload SET STORAGE MAIN;
 
+-- FUNCTIONS: what follows holds no data and is applied again whenever its text changes (coord.schema).
+
 -- A position: (migration, record time) as one ordered number.
 CREATE OR REPLACE FUNCTION {s}.ledger_position(migration bigint, at_time timestamptz) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
