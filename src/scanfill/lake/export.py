@@ -69,10 +69,16 @@ def _stream(conn: Conn, name: str, query: sql.Composed, params: tuple[Any, ...],
             yield pa.RecordBatch.from_arrays(arrays + (also(rows) if also else []), schema=sch)
 
 
-def _select(cols: list[str], json_cols: tuple[str, ...]) -> sql.Composable:
-    """The column list, JSON columns read as their text."""
-    return sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) if c in json_cols
-                              else sql.Identifier(c) for c in cols)  # fmt: skip
+def _select(cols: list[str], json_cols: tuple[str, ...], exact: dict[str, str] | None = None) -> sql.Composable:
+    """The column list, JSON columns read as their text; `exact` names a column that holds a value
+    exactly where the other cannot (contracts.payload_exact beside payload) and is read first."""
+    def one(c: str) -> sql.Composable:
+        if exact and c in exact:
+            return sql.SQL("coalesce({}::text, {}::text) AS {}").format(sql.Identifier(exact[c]), sql.Identifier(c),
+                                                                        sql.Identifier(c))  # fmt: skip
+        return sql.SQL("{}::text").format(sql.Identifier(c)) if c in json_cols else sql.Identifier(c)
+
+    return sql.SQL(", ").join(one(c) for c in cols)
 
 
 def _batches(db: Database, conn: Conn, table: str, m: int, day: date, span: list[Any]) -> Iterator[Any]:
@@ -228,6 +234,10 @@ def _write_contracts(db: Database, conn: Conn, lake: Lake) -> int:
     return contracts
 
 
+# Where a whole table keeps a value jsonb cannot hold (NUL, a lone surrogate): the lake gets it exactly.
+EXACT = {"contracts": {"payload": "payload_exact"}}
+
+
 def _write_whole(db: Database, conn: Conn, lake: Lake, table: str, sch: Any) -> int:
     import pyarrow as pa
     from deltalake import WriterProperties, write_deltalake
@@ -238,7 +248,8 @@ def _write_whole(db: Database, conn: Conn, lake: Lake, table: str, sch: Any) -> 
         n[0] += len(rows)
         return []
 
-    q = sql.SQL("SELECT {} FROM {}").format(_select([f.name for f in sch], ("payload",)), db.t(table))
+    q = sql.SQL("SELECT {} FROM {}").format(_select([f.name for f in sch], ("payload",), EXACT.get(table)),
+                                             db.t(table))
     batches = _stream(conn, f"scanfill_export_{table}", q, (), sch, counted)
     write_deltalake(lake.uri(table), pa.RecordBatchReader.from_batches(sch, batches), mode="overwrite",
                     schema_mode="overwrite", storage_options=lake.storage_options(),

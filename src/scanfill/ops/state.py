@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -69,7 +70,8 @@ def active(db: Database, pos: Position | None, template: str | None = None, part
     s = sql.Identifier(db.schema)
     q = sql.SQL(
         "SELECT c.contract_id, c.template_id, c.package_name, c.created_migration_id, c.created_record_time, "
-        "c.created_update_id, c.synchronizer_id, c.signatories, c.observers, c.payload::text AS payload "
+        "c.created_update_id, c.synchronizer_id, c.signatories, c.observers, "
+        "coalesce(c.payload_exact::text, c.payload::text) AS payload "
         "FROM {}.active(%(t)s, %(m)s, %(at)s) c WHERE %(p)s::text IS NULL OR %(p)s = ANY(c.signatories) "
         "OR %(p)s = ANY(c.observers)" + (" LIMIT %(n)s" if limit else "")
     ).format(s)
@@ -104,6 +106,15 @@ def per_owner(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 _DECIMAL = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def _loads(text: str) -> Any:
+    """A stored payload: orjson refuses a lone surrogate (`\\ud800`), which a Daml text may hold and
+    payload_exact keeps; the standard library reads it as Python does."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def normalize(v: Any) -> Any:
@@ -216,7 +227,7 @@ async def _compare(db: Database, client: ScanClient, snap: Snapshot, at: Positio
         c, r = theirs[cid], ours[cid]
         if c["template_id"] != r["template_id"]:
             differ.append(f"{cid}: template {r['template_id']} here, {c['template_id']} at the scan")
-        elif normalize(orjson.loads(r["payload"])) != normalize(c["create_arguments"]):
+        elif normalize(_loads(r["payload"])) != normalize(c["create_arguments"]):
             differ.append(f"{cid}: payload differs")
     rows = ([f"missing here (active at the scan): {cid} ({theirs[cid]['template_id']})" for cid in missing]
             + [f"extra here (not active at the scan): {cid} ({ours[cid]['template_id']})" for cid in extra]
