@@ -10,7 +10,8 @@
 -- Each range cut into segments of one state: 'stored', or why not: 'loading' (a live lease is on
 -- it), 'failed' (a worker gave up on that slice: `detail` says why), 'waiting' (an open slice nobody
 -- holds), 'unproven' (no scan reporting a complete history served the range), 'missing' (no slice
--- covers it: a hole in the plan).
+-- covers it: a hole in the plan), 'disputed' (stored, but `verify` proved that day's copy wrong:
+-- `detail` is its finding and the repair; a refetch covering the day clears it).
 CREATE OR REPLACE FUNCTION {s}.coverage_segments()
 RETURNS TABLE (migration_id bigint, synchronizer_id text, seg_from timestamptz, seg_to timestamptz, state text,
                detail text)
@@ -22,6 +23,12 @@ WITH r AS (
            r.max_time + interval '1 microsecond' AS hi, r.source_complete AS proven,
            r.followed_after::timestamptz + interval '1 microsecond' AS f
     FROM {s}.backfill_ranges r),
+fd AS (  -- the days verify proved wrong, each clipped to its range
+    SELECT c.migration_id AS m, c.synchronizer_id AS sync,
+           greatest(c.day::timestamp AT TIME ZONE 'UTC', r.lo) AS lo,
+           least((c.day + 1)::timestamp AT TIME ZONE 'UTC', r.hi) AS hi
+    FROM {s}.completeness c JOIN r ON r.m = c.migration_id AND r.sync = c.synchronizer_id
+    WHERE c.finding IS NOT NULL),
 sl AS (
     SELECT c.migration_id AS m, c.synchronizer_id AS sync, c.min_time AS lo, c.max_time AS hi, c.complete,
            CASE WHEN c.complete THEN c.min_time
@@ -29,26 +36,32 @@ sl AS (
            coalesce(c.lease_until > now(), false) AS leased, c.failure
     FROM {s}.backfill_cursors c),
 ev AS (
-    SELECT sl.m, sl.sync, sl.done_from AS t, 1 AS dl, 0 AS dp, 0 AS dpl, 0 AS dpf FROM sl WHERE sl.done_from < sl.hi
-    UNION ALL SELECT sl.m, sl.sync, sl.hi, -1, 0, 0, 0 FROM sl WHERE sl.done_from < sl.hi
-    UNION ALL SELECT sl.m, sl.sync, sl.lo, 0, 1, sl.leased::int, (sl.failure IS NOT NULL)::int
+    SELECT sl.m, sl.sync, sl.done_from AS t, 1 AS dl, 0 AS dp, 0 AS dpl, 0 AS dpf, 0 AS dd FROM sl
+    WHERE sl.done_from < sl.hi
+    UNION ALL SELECT sl.m, sl.sync, sl.hi, -1, 0, 0, 0, 0 FROM sl WHERE sl.done_from < sl.hi
+    UNION ALL SELECT sl.m, sl.sync, sl.lo, 0, 1, sl.leased::int, (sl.failure IS NOT NULL)::int, 0
               FROM sl WHERE NOT sl.complete AND sl.lo < sl.done_from
-    UNION ALL SELECT sl.m, sl.sync, sl.done_from, 0, -1, -sl.leased::int, -(sl.failure IS NOT NULL)::int
+    UNION ALL SELECT sl.m, sl.sync, sl.done_from, 0, -1, -sl.leased::int, -(sl.failure IS NOT NULL)::int, 0
               FROM sl WHERE NOT sl.complete AND sl.lo < sl.done_from
-    UNION ALL SELECT r.m, r.sync, r.lo, 0, 0, 0, 0 FROM r
-    UNION ALL SELECT r.m, r.sync, r.hi, 0, 0, 0, 0 FROM r
-    UNION ALL SELECT r.m, r.sync, r.f, 0, 0, 0, 0 FROM r WHERE r.f IS NOT NULL),
-pts AS (SELECT ev.m, ev.sync, ev.t, sum(ev.dl) AS dl, sum(ev.dp) AS dp, sum(ev.dpl) AS dpl, sum(ev.dpf) AS dpf
+    UNION ALL SELECT fd.m, fd.sync, fd.lo, 0, 0, 0, 0, 1 FROM fd WHERE fd.lo < fd.hi
+    UNION ALL SELECT fd.m, fd.sync, fd.hi, 0, 0, 0, 0, -1 FROM fd WHERE fd.lo < fd.hi
+    UNION ALL SELECT r.m, r.sync, r.lo, 0, 0, 0, 0, 0 FROM r
+    UNION ALL SELECT r.m, r.sync, r.hi, 0, 0, 0, 0, 0 FROM r
+    UNION ALL SELECT r.m, r.sync, r.f, 0, 0, 0, 0, 0 FROM r WHERE r.f IS NOT NULL),
+pts AS (SELECT ev.m, ev.sync, ev.t, sum(ev.dl) AS dl, sum(ev.dp) AS dp, sum(ev.dpl) AS dpl, sum(ev.dpf) AS dpf,
+               sum(ev.dd) AS dd
         FROM ev GROUP BY 1, 2, 3),
 swept AS (
     SELECT pts.m, pts.sync, pts.t AS a, lead(pts.t) OVER w AS z, sum(pts.dl) OVER w AS loaded,
-           sum(pts.dp) OVER w AS pending, sum(pts.dpl) OVER w AS leased, sum(pts.dpf) OVER w AS failed
+           sum(pts.dp) OVER w AS pending, sum(pts.dpl) OVER w AS leased, sum(pts.dpf) OVER w AS failed,
+           sum(pts.dd) OVER w AS disputed
     FROM pts WINDOW w AS (PARTITION BY pts.m, pts.sync ORDER BY pts.t)),
 judged AS (
     SELECT sw.m, sw.sync, sw.a, sw.z,
            CASE WHEN NOT r.proven THEN 'unproven'
                 WHEN sw.pending > 0 THEN CASE WHEN sw.leased > 0 THEN 'loading' WHEN sw.failed > 0 THEN 'failed'
                                               ELSE 'waiting' END
+                WHEN sw.disputed > 0 THEN 'disputed'
                 WHEN r.f IS NOT NULL AND sw.a >= r.f THEN 'stored'
                 WHEN sw.loaded > 0 THEN 'stored'
                 ELSE 'missing' END AS state,
@@ -56,6 +69,10 @@ judged AS (
                 WHEN sw.pending > 0 AND sw.leased = 0 AND sw.failed > 0 THEN
                      (SELECT x.failure FROM sl x WHERE x.m = sw.m AND x.sync = sw.sync AND NOT x.complete
                         AND x.failure IS NOT NULL AND sw.a >= x.lo AND sw.a < x.done_from LIMIT 1)
+                WHEN sw.pending = 0 AND sw.disputed > 0 THEN
+                     (SELECT c.finding || coalesce('; repair: ' || c.repair, '') FROM {s}.completeness c
+                      WHERE c.migration_id = sw.m AND c.synchronizer_id = sw.sync
+                        AND c.day = (sw.a AT TIME ZONE 'UTC')::date)
                 WHEN sw.pending = 0 AND NOT (r.f IS NOT NULL AND sw.a >= r.f) AND sw.loaded = 0 THEN
                      'no slice covers this part of the range'
            END AS detail
@@ -103,8 +120,9 @@ $$;
 --   in progress     part of it is being loaded now (a live lease), or a load is running and will reach
 --                   it, or it is the newest migration's day still going on
 --   gap             part of it is missing and nothing is loading it: a slice a worker gave up on (its
---                   reason in `detail`), a range no complete scan serves, a part no slice covers, or a
---                   day stored in part by a load that stopped
+--                   reason in `detail`), a range no complete scan serves, a part no slice covers, a
+--                   day stored in part by a load that stopped, or a day `verify` proved wrong (its
+--                   finding and the repair in `detail`, until a refetch covering the day)
 --   not yet loaded  nothing of it is stored yet and no load is running
 CREATE OR REPLACE FUNCTION {s}.completeness_days(from_day date DEFAULT NULL, to_day date DEFAULT NULL)
 RETURNS TABLE (migration_id bigint, synchronizer_id text, day date, status text, updates bigint, events bigint,
@@ -127,10 +145,11 @@ seg_days AS (  -- each segment on each UTC day it touches (the segments tile eve
 judged AS (
     SELECT sd.m, sd.sync, sd.day,
            bool_or(sd.state = 'loading') AS loading,
-           bool_or(sd.state IN ('failed', 'unproven', 'missing')) AS broken,
+           bool_or(sd.state IN ('failed', 'unproven', 'missing', 'disputed')) AS broken,
            bool_or(sd.state = 'waiting') AS waiting,
            bool_or(sd.state = 'stored') AS some_stored,
-           string_agg(DISTINCT sd.detail, '; ') FILTER (WHERE sd.state IN ('failed', 'unproven', 'missing')) AS why
+           string_agg(DISTINCT sd.detail, '; ') FILTER (WHERE sd.state IN ('failed', 'unproven', 'missing', 'disputed'))
+               AS why
     FROM seg_days sd GROUP BY sd.m, sd.sync, sd.day),
 disagreed AS (
     SELECT u.migration_id AS m, u.synchronizer_id AS sync, (u.record_time AT TIME ZONE 'UTC')::date AS day,

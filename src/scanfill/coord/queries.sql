@@ -503,14 +503,10 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_n
   AND state = 'active' AND wait_event = 'ClientRead' AND query LIKE 'COPY %%'
   AND now() - query_start > make_interval(secs => %(guard_s)s);
 
--- name: ledger_rows_left
--- Whether crash recovery left anything in the tables a load writes (it empties UNLOGGED tables;
--- rows written since may remain, and a table made UNLOGGED by an older release may hold its rows).
-SELECT (EXISTS (SELECT 1 FROM {s}.ledger_updates) OR EXISTS (SELECT 1 FROM {s}.ledger_events)
-        OR EXISTS (SELECT 1 FROM {s}.contracts))::int;
-
 -- name: ledger_truncate
--- After a crash emptied the UNLOGGED tables: whatever was written since goes too (the cursors start over).
+-- After a crash emptied the UNLOGGED tables: whatever was written since goes too (the cursors start
+-- over), and so do the logged tables that describe those rows (the day ledger, the transfer facts),
+-- which crash recovery leaves: the reload counts and writes them again.
 TRUNCATE {s}.ledger_updates, {s}.ledger_events, {s}.contracts, {s}.amulet_transfers, {s}.completeness;
 
 -- name: canary_arm
@@ -657,9 +653,38 @@ FULL JOIN (SELECT migration_id, synchronizer_id, (record_time AT TIME ZONE 'UTC'
 
 -- name: days_verified
 -- What `verify --against-scan --days` found for a day: the scans that serve exactly the stored copy.
+-- A scan serving exactly that copy vouches for the day: an earlier finding on it is cleared.
 UPDATE {s}.completeness SET verified_at = now(), verified_by = %(by)s, verified_digest = %(digest)s,
-       verified_updates = %(updates)s
+       verified_updates = %(updates)s,
+       finding = CASE WHEN cardinality(%(by)s::text[]) > 0 THEN NULL ELSE finding END,
+       repair = CASE WHEN cardinality(%(by)s::text[]) > 0 THEN NULL ELSE repair END,
+       found_at = CASE WHEN cardinality(%(by)s::text[]) > 0 THEN NULL ELSE found_at END
 WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND day = %(day)s;
+
+-- name: days_found
+-- `verify` proved a day's copy wrong: why, and the command that repairs it. The day is a gap (and
+-- the watermark stops before it) until a refetch covering it or a scan vouching for it clears this.
+INSERT INTO {s}.completeness AS c (migration_id, synchronizer_id, day, finding, repair, found_at)
+VALUES (%(m)s, %(sync)s, %(day)s, %(finding)s, %(repair)s, now())
+ON CONFLICT (migration_id, synchronizer_id, day) DO UPDATE SET finding = EXCLUDED.finding,
+       repair = EXCLUDED.repair, found_at = now(), updated_at = now();
+
+-- name: days_repaired
+-- A repair reloads [lo, hi) of migration m, synchronizer sync (each bound optional): the findings of
+-- the days it covers whole (as far as their range reaches) are cleared; the reload counts them again.
+UPDATE {s}.completeness c SET finding = NULL, repair = NULL, found_at = NULL, updated_at = now()
+FROM {s}.backfill_ranges r
+WHERE c.finding IS NOT NULL AND r.migration_id = c.migration_id AND r.synchronizer_id = c.synchronizer_id
+  AND (%(m)s::bigint IS NULL OR c.migration_id = %(m)s) AND (%(sync)s::text IS NULL OR c.synchronizer_id = %(sync)s)
+  AND (%(lo)s::timestamptz IS NULL
+       OR %(lo)s::timestamptz <= greatest(c.day::timestamp AT TIME ZONE 'UTC', r.min_time))
+  AND (%(hi)s::timestamptz IS NULL
+       OR %(hi)s::timestamptz >= least((c.day + 1)::timestamp AT TIME ZONE 'UTC', r.max_time + interval '1 microsecond'));
+
+-- name: days_findings
+-- The days `verify` proved wrong and no repair has reloaded since (verify fails while any is open).
+SELECT migration_id, synchronizer_id, day, finding, repair, found_at FROM {s}.completeness
+WHERE finding IS NOT NULL ORDER BY day, migration_id, synchronizer_id;
 
 -- name: days_verified_new
 -- The same for a day the ledger has no row for (a quiet day: nothing stored, and the scans agree).
@@ -758,6 +783,15 @@ DELETE FROM {s}.lake_exports WHERE target = %(target)s AND migration_id = %(m)s 
 -- What was exported to this target (verify --lake).
 SELECT migration_id, day, updates, events, delta_version, exported_at FROM {s}.lake_exports
 WHERE target = %(target)s ORDER BY 1, 2;
+
+-- name: ledger_tables_empty
+-- Whether the ledger tables hold no row at all (a database loaded with `run --lake`, or emptied):
+-- an export from them would replace a lake's partitions with nothing.
+SELECT NOT EXISTS (SELECT 1 FROM {s}.ledger_updates) AND NOT EXISTS (SELECT 1 FROM {s}.ledger_events);
+
+-- name: export_contracts_forget
+-- The contract state of a target written again by the next export (its Delta tables are gone).
+DELETE FROM {s}.scanfill_meta WHERE key = 'lake_export_contracts ' || %(target)s;
 
 -- ----- run --lake: files staged by commits, published to the Delta log (lake.sink) -----------------
 

@@ -157,6 +157,17 @@ class DayStatus(NamedTuple):
     detail: str | None
 
 
+class DayFinding(NamedTuple):
+    """What `verify` proved wrong about a day and the command that repairs it (open until repaired)."""
+
+    migration_id: int
+    synchronizer_id: str
+    day: date
+    finding: str
+    repair: str | None
+    found_at: datetime
+
+
 class Watermark(NamedTuple):
     """`complete_through()`: every position up to here is stored."""
 

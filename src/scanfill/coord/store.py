@@ -26,6 +26,7 @@ from scanfill import host
 from scanfill.coord.records import (
     CommittedVsStored,
     DayCount,
+    DayFinding,
     DayStatus,
     Exported,
     ExportPartition,
@@ -257,15 +258,26 @@ class Store:
                      e=list(cols[4]), first=list(cols[5]), last=list(cols[6]), source=source, agreed=agreed)  # fmt: skip
 
     def days_recount(self, conn: Conn, m: int | None = None, sync: str | None = None, lo_us: int | None = None,
-                     hi_us: int | None = None) -> None:  # fmt: skip
+                     hi_us: int | None = None, repaired: bool = True) -> None:  # fmt: skip
         """Inside the caller's transaction: the days touching [lo_us, hi_us) of migration m and
         synchronizer sync (each bound optional) counted again from the ledger tables, after a
-        repair removed rows."""
+        repair removed rows. `repaired`: the caller reloads [lo_us, hi_us), so what `verify` found
+        on the days it covers whole no longer holds (a dedupe or verify itself passes False)."""
         lo = None if lo_us is None else us_to_dt(lo_us).date()
         hi = None if hi_us is None else us_to_dt(max(lo_us or hi_us - 1, hi_us - 1)).date()
         key = {"m": m, "sync": sync, "lo": lo, "hi": hi}
         self.run(conn, "days_zero", **key)
         self.run(conn, "days_count", source="counted", **key)
+        if repaired:
+            self.run(conn, "days_repaired", m=m, sync=sync, lo=None if lo_us is None else us_to_dt(lo_us),
+                     hi=None if hi_us is None else us_to_dt(hi_us))  # fmt: skip
+
+    def day_found(self, conn: Conn, m: int, sync: str, day: date, finding: str, repair: str) -> None:
+        """What `verify` proved wrong about a day, and the repair: the day is a gap until repaired."""
+        self.run(conn, "days_found", m=m, sync=sync, day=day, finding=finding[:2000], repair=repair)
+
+    def day_findings(self, conn: Conn) -> list[DayFinding]:
+        return self._rows(conn, "days_findings", DayFinding)
 
     def days(self, conn: Conn, from_day: date | None = None, to_day: date | None = None) -> list[DayStatus]:
         return self._rows(conn, "days", DayStatus, from_day=from_day, to_day=to_day)
@@ -331,6 +343,12 @@ class Store:
 
     def export_state(self, conn: Conn, target: str) -> list[Exported]:
         return self._rows(conn, "export_state", Exported, target=target)
+
+    def ledger_tables_empty(self, conn: Conn) -> bool:
+        return bool(self.one(conn, "ledger_tables_empty")[0])
+
+    def export_contracts_forget(self, conn: Conn, target: str) -> None:
+        self.run(conn, "export_contracts_forget", target=target)
 
     # ----- run --lake ------------------------------------------------------------------------------
 
@@ -461,8 +479,9 @@ class Store:
             if int(self.one(conn, "canary_rows")[0]):
                 return False
             self.reset_cursors(conn)
-            if int(self.one(conn, "ledger_rows_left")[0]):
-                self.run(conn, "ledger_truncate")
+            # always: crash recovery empties only the UNLOGGED tables; the day ledger and the
+            # transfer facts are logged and still count what is gone, so the reload would double them
+            self.run(conn, "ledger_truncate")
             self.run(conn, "canary_arm")
         return True
 

@@ -279,7 +279,7 @@ def _restore(db: Database, jobs: int, maintenance_work_mem: str, echo: Callable[
         if any(report["duplicates"].values()):  # the completeness ledger counted them: count its days again
             store = Store(db)
             with store.transaction(conn, idle="5min"):
-                store.days_recount(conn)
+                store.days_recount(conn, repaired=False)  # duplicates gone: nothing reloaded
         if stop_after == "dedupe":
             return report
         # 2. SET LOGGED, after saying what it costs

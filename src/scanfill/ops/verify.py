@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import orjson
@@ -57,6 +57,7 @@ def checks(db: Database) -> list[Check]:
                          open_slices[:20]))  # fmt: skip
         out.append(_coverage(db, conn))
         out.append(_days_ledger(db, conn))
+        out.append(_findings(db, conn))
         out.append(_contract_state(db, conn))
         for table, key in (("ledger_updates", "update_id"), ("ledger_events", "event_id")):
             has_pk = _one(conn, "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
@@ -87,18 +88,46 @@ def checks(db: Database) -> list[Check]:
     return out
 
 
+def refetch_day(m: int, day: date) -> str:
+    """The command that loads one UTC day of a migration again (refetch clips it to each range)."""
+    a = dt_to_us(datetime.combine(day, time(), tzinfo=UTC))
+    return f"scanfill run --migration {m} --refetch {format_us(a)}/{format_us(a + DAY_US)}"
+
+
 def _days_ledger(db: Database, conn: Any) -> Check:
-    """The ledger the loaders kept equals an independent count of the ledger tables, day by day."""
+    """The ledger the loaders kept equals an independent count of the ledger tables, day by day
+    (both read in one snapshot, so a commit landing meanwhile is no difference). A day that differs
+    is recorded in the ledger: counted again from the tables, and a gap with the reason and the
+    refetch that repairs it, so status, report and the watermark stop claiming it."""
     store = Store(db)
-    kept, counted = store.days_ledger(conn), store.days_counted(conn)
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        kept, counted = store.days_ledger(conn), store.days_counted(conn)
+    keys = [k for k in sorted(set(kept) | set(counted)) if kept.get(k, (0, 0)) != counted.get(k, (0, 0))]
     bad = [f"migration {m} {sync[:30]} {day}: ledger {kept.get((m, sync, day), (0, 0))}, tables "
-           f"{counted.get((m, sync, day), (0, 0))} (updates, events)"
-           for m, sync, day in sorted(set(kept) | set(counted))
-           if kept.get((m, sync, day), (0, 0)) != counted.get((m, sync, day), (0, 0))]  # fmt: skip
+           f"{counted.get((m, sync, day), (0, 0))} (updates, events)" for m, sync, day in keys]  # fmt: skip
+    if keys:
+        with store.transaction(conn):
+            for m, sync, day in keys:
+                (ku, ke), (cu, ce) = kept.get((m, sync, day), (0, 0)), counted.get((m, sync, day), (0, 0))
+                a = dt_to_us(datetime.combine(day, time(), tzinfo=UTC))
+                store.days_recount(conn, m, sync, a, a + DAY_US, repaired=False)
+                store.day_found(conn, m, sync, day, f"verify found {cu:,} updates and {ce:,} events in the tables "
+                                f"where the loaders committed {ku:,} and {ke:,} (rows changed outside scanfill)",
+                                refetch_day(m, day))  # fmt: skip
     return Check("the completeness ledger equals a count of the tables, day by day", not bad,
                  f"{len(counted)} day(s) with rows, {len(bad)} differ" + ("" if not bad else
-                 " (a repair outside scanfill? `scanfill verify` names them; `run --refetch` reloads a day)"),
-                 bad[:20])  # fmt: skip
+                 " (rows changed outside scanfill: each such day is now a gap in the ledger, with the "
+                 "`run --refetch` that reloads it)"), bad[:20])  # fmt: skip
+
+
+def _findings(db: Database, conn: Any) -> Check:
+    """Days an earlier `verify` proved wrong stay wrong until repaired: the check fails while any is open."""
+    found = Store(db).day_findings(conn)
+    return Check("no day that verify proved wrong is left unrepaired", not found,
+                 f"{len(found)} day(s) a gap until repaired" if found else "none",
+                 [f"migration {f.migration_id} {f.synchronizer_id[:30]} {f.day}: {f.finding}; repair: {f.repair}"
+                  for f in found])  # fmt: skip
 
 
 def _rounds_advance(db: Database, conn: Any) -> Check:
@@ -347,6 +376,13 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
         with db.connect(autocommit=True, application="scanfill verify") as conn, store.transaction(conn):
             for v in found:
                 store.day_verified(conn, v.migration_id, v.synchronizer_id, v.day, v.agreeing, v.digest, v.stored)
+                if lake is None and v.differing and not v.agreeing:  # no scan asked serves the stored copy
+                    how = "; ".join(f"{d.url}: {d.missing:,} missing, {d.extra:,} extra, {d.changed:,} with other "
+                                    f"content" for d in diffs if (d.migration_id, d.synchronizer_id,
+                                    utc_day(d.start_us)) == (v.migration_id, v.synchronizer_id, v.day))  # fmt: skip
+                    store.day_found(conn, v.migration_id, v.synchronizer_id, v.day,
+                                    f"verify --against-scan found the stored copy ({v.stored:,} updates) differs "
+                                    f"from every scan asked ({how})", refetch_day(v.migration_id, v.day))  # fmt: skip
     detail = f"{len(windows)} window(s) compared with {len(scan.urls)} scan(s), {len(diffs)} (window, scan) pair(s) differ"
     return Check("the stored copy equals each scan's, window by window", not diffs, detail,
                  [f"migration {d.migration_id} {d.synchronizer_id[:30]} {format_us(d.start_us)}/{format_us(d.end_us)}: "
@@ -368,6 +404,7 @@ def lake_checks(db: Database, target: str) -> list[Check]:
 
     require_libraries(target)
     lake = Lake(target)
+    target = lake.root  # the canonical name its bookkeeping is keyed by, whatever the spelling given
     if not read.exists(lake, "updates"):
         return [Check(f"a scanfill lake at {lake.shown}", False,
                       f"no Delta table there: run `scanfill export --to {lake.shown}` first")]  # fmt: skip
@@ -388,8 +425,11 @@ def lake_checks(db: Database, target: str) -> list[Check]:
            for m, d in sorted(keys)
            if (rows["updates"].get((m, d), 0), rows["events"].get((m, d), 0)) != stored.get((m, d), (0, 0))]  # fmt: skip
     what = "the loaders committed" if loaded else "the database stores"
+    repair = ""
+    if bad and not loaded:  # export checks the log against what it recorded and writes these again
+        repair = f": `scanfill export --to {lake.shown}` writes them again"
     out = [Check(f"every lake partition holds exactly the rows {what} for it", not bad,
-                 f"{len(keys)} partition(s) compared, {len(bad)} differ", bad[:20])]
+                 f"{len(keys)} partition(s) compared, {len(bad)} differ{repair}", bad[:20])]
     if loaded:
         pending = sum(loaded.values())
         out.append(Check("every committed file is published in the Delta log", not pending,
