@@ -3,10 +3,16 @@
 The unit is a (migration, UTC day) partition of both tables. A partition is exported when its rows
 changed since it was last exported to that target (the completeness ledger's counts and last
 change per day; import updates by count), by one Delta commit per table that replaces the
-partition whole (`predicate` overwrite): a reader following Delta's log sees the old partition or
-the new one, never a mix, and a partition written twice (a crash between the Delta commit and the
-database's record of it) is simply the same partition again. So an export can be stopped at any
-moment and run again; a second export with nothing changed writes nothing.
+partition whole (`predicate` overwrite), events first: a reader following Delta's log sees each
+table's old partition or its new one, never a mix, and never an update without its events, even
+when the export dies between the two commits. A partition written twice (a crash between the
+Delta commit and the database's record of it) is simply the same partition again. So an export can
+be stopped at any moment and run again; a second export with nothing changed writes nothing.
+
+What was recorded as exported is checked against the target's Delta log first: a partition the
+log no longer holds as recorded (a wiped directory, a new bucket, a restored backup) is written
+again. And a lake whose partitions hold rows is never overwritten from empty ledger tables (a
+database loaded with `run --lake`): the export refuses instead.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from scanfill.lake.layout import (
     schema,
     transfers_schema,
 )
-from scanfill.lake.read import add_actions, ensure_tables, partition_predicate
+from scanfill.lake.read import add_actions, ensure_tables, exists, partition_predicate, partition_rows
 
 log = logging.getLogger("scanfill.lake")
 BATCH_ROWS = 20_000  # rows per Arrow batch read from PostgreSQL (memory stays flat for any day)
@@ -51,6 +57,7 @@ class ExportReport:
     files: int = 0
     bytes: int = 0
     written: list[str] = field(default_factory=list)  # "migration/day" of each partition written
+    lost: int = 0  # partitions recorded as exported that the target's Delta log no longer held as recorded
     contracts: int | None = None  # contracts written (None: contract state unchanged since the last export)
 
 
@@ -101,14 +108,22 @@ def _batches(db: Database, conn: Conn, table: str, m: int, day: date, span: list
     yield from _stream(conn, f"scanfill_export_{table}", q, (m, lo, hi), schema(table), record_date)
 
 
-def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, report: ExportReport) -> int:
-    """Replace one partition in both tables; returns the updates table's Delta version."""
+# The order a partition's tables are replaced in: events first, so an update a reader sees has its
+# events visible already (the new events are a superset of what the old updates refer to), also when
+# the export dies between the two commits. Removal goes the other way (`_remove_partition`).
+WRITE_ORDER = ("events", "updates")
+Committed = Callable[[str, int, date], None]  # (table, migration, day): called after each Delta commit
+
+
+def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, report: ExportReport,
+                     committed: Committed | None = None) -> int:  # fmt: skip
+    """Replace one partition in both tables, events first; returns the updates table's Delta version."""
     import pyarrow as pa
     from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 
     predicate = partition_predicate(p.migration_id, p.day)
     version = -1
-    for table in TABLES:
+    for table in WRITE_ORDER:
         uri = lake.uri(table)
         span: list[Any] = []
         reader = pa.RecordBatchReader.from_batches(schema(table),
@@ -119,6 +134,8 @@ def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, r
                         storage_options=lake.storage_options(), target_file_size=TARGET_FILE_BYTES,
                         writer_properties=WriterProperties(compression="ZSTD"),
                         commit_properties=CommitProperties(custom_metadata=meta))  # fmt: skip
+        if committed is not None:
+            committed(table, p.migration_id, p.day)
         dt = DeltaTable(uri, storage_options=lake.storage_options())
         files = write_manifest(lake, dt, table, p.migration_id, p.day, span)
         report.files += len(files)
@@ -149,11 +166,14 @@ def write_manifest(lake: Lake, dt: Any, table: str, m: int, day: date, span: lis
     return files
 
 
-def _remove_partition(lake: Lake, m: int, day: date) -> None:
+def _remove_partition(lake: Lake, m: int, day: date, committed: Committed | None = None) -> None:
+    """Remove a partition from both tables, updates first (never an update left without its events)."""
     from deltalake import DeltaTable
 
-    for table in TABLES:
+    for table in reversed(WRITE_ORDER):
         DeltaTable(lake.uri(table), storage_options=lake.storage_options()).delete(partition_predicate(m, day))
+        if committed is not None:
+            committed(table, m, day)
 
 
 DERIVED = ("contracts", "amulet_transfers")  # whole tables derived from the ledger, rewritten when they change
@@ -174,11 +194,14 @@ def vacuum(lake: Lake, retention_hours: int) -> int:
     return removed
 
 
-def export(db: Database, target: str, echo: Callable[[str], None] = log.info) -> ExportReport:
-    """Export every partition that changed since the last export to `target`; safe to stop and
-    run again at any moment, and a no-op when nothing changed."""
+def export(db: Database, target: str, echo: Callable[[str], None] = log.info,
+           committed: Committed | None = None) -> ExportReport:  # fmt: skip
+    """Export every partition that changed since the last export to `target`, or that its Delta log
+    no longer holds as recorded; safe to stop and run again at any moment, and a no-op when nothing
+    changed. `committed` is called after each Delta commit of the ledger tables (a reader's instant)."""
     require_libraries(target)
     lake = Lake(target)
+    target = lake.root  # the canonical name: one record and one exporter lock per lake, whatever the spelling
     store = Store(db)
     report = ExportReport()
     with db.connect(autocommit=True, application="scanfill export") as conn:
@@ -195,17 +218,21 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info) ->
             with db.connect(application="scanfill export (read)") as reader:
                 _export_contracts(db, conn, reader, store, lake, target, report)
             return report
-        for m, day in store.export_gone(conn, target):
-            _remove_partition(lake, m, day)
+        held = {t: partition_rows(lake, t) for t in TABLES}
+        report.lost = _forget_lost(conn, store, lake, target, held, echo)
+        gone = store.export_gone(conn, target)
+        todo = store.export_partitions(conn, target)
+        _refuse_emptying(conn, store, lake, held, [*gone, *((p.migration_id, p.day) for p in todo)])
+        for m, day in gone:
+            _remove_partition(lake, m, day, committed)
             store.export_forget(conn, target, m, day)
             report.removed += 1
-        todo = store.export_partitions(conn, target)
         if todo:
             echo(f"exporting {len(todo)} partition(s) to {lake.shown}")
         with db.connect(application="scanfill export (read)") as reader:  # a transaction per partition
             for p in todo:
                 with reader.transaction():
-                    version = _write_partition(db, reader, lake, p, report)
+                    version = _write_partition(db, reader, lake, p, report, committed)
                 store.export_done(conn, target, p, version)
                 report.partitions += 1
                 report.updates += p.updates
@@ -213,6 +240,36 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info) ->
                 report.written.append(f"{p.migration_id}/{p.day.isoformat()}")
             _export_contracts(db, conn, reader, store, lake, target, report)
     return report
+
+
+def _forget_lost(conn: Conn, store: Store, lake: Lake, target: str, held: dict[str, Any],
+                 echo: Callable[[str], None]) -> int:  # fmt: skip
+    """Forget the exports the target's Delta log no longer holds as recorded (a wiped directory, a
+    new bucket, a restored backup: rows per partition from the log's file statistics), so this
+    export writes them again; likewise contract state whose Delta tables are gone. Returns how many."""
+    lost = [(e.migration_id, e.day) for e in store.export_state(conn, target)
+            if (held["updates"].get((e.migration_id, e.day), 0), held["events"].get((e.migration_id, e.day), 0))
+            != (e.updates, e.events)]  # fmt: skip
+    for m, day in lost:
+        store.export_forget(conn, target, m, day)
+    if lost:
+        echo(f"{len(lost)} partition(s) exported before are missing from {lake.shown} or differ from what was "
+             "written (a new or restored lake): writing them again")  # fmt: skip
+    if not all(exists(lake, t) for t in DERIVED):
+        store.export_contracts_forget(conn, target)
+    return len(lost)
+
+
+def _refuse_emptying(conn: Conn, store: Store, lake: Lake, held: dict[str, Any], parts: list[tuple[int, date]]) -> None:
+    """Never replace a lake's partitions with the nothing of empty ledger tables: a database loaded
+    with `run --lake` keeps its rows in a lake, and this one may be it under another name (or a
+    lake of another database). One line, and nothing written."""
+    rows = sum(held["updates"].get(k, 0) + held["events"].get(k, 0) for k in set(parts))
+    if rows and store.ledger_tables_empty(conn):
+        raise ConfigError(f"refusing to export to {lake.shown}: its partitions hold {rows:,} rows and this "
+                          "database's ledger tables are empty, so the export would replace them with nothing "
+                          "(a lake loaded by `run --lake`, or another database's); nothing was written "
+                          "(to empty the lake, delete it)")  # fmt: skip
 
 
 def _export_contracts(db: Database, conn: Conn, reader: Conn, store: Store, lake: Lake, target: str,

@@ -26,7 +26,7 @@ def require_libraries(root: str) -> None:
     """The lake's libraries are an extra: say so in one line before anything starts."""
     from scanfill.errors import ConfigError
 
-    needed = ["deltalake", "pyarrow", *(["boto3"] if root.startswith("s3://") else [])]
+    needed = ["deltalake", "pyarrow", *(["boto3"] if canonical(root).startswith("s3://") else [])]
     missing = []
     for name in needed:
         try:
@@ -91,12 +91,43 @@ def columns(table: str) -> list[str]:
     return [f.name for f in schema(table) if f.name != "record_date"]
 
 
+_SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
+
+
+def canonical(root: str) -> str:
+    """The one name of a lake, whatever the spelling it was given in: its bookkeeping
+    (`lake_files`, `lake_exports`, the publisher and exporter locks) is keyed by it, so `lake`,
+    `./lake/`, `/abs/lake`, `file:///abs/lake` are one lake, never a `run --lake` lake taken for an
+    export target or two publishers on one Delta log. A local path: absolute, normalised, symlinks
+    resolved; an object-store URL: one scheme per store (`s3a://` is `s3://`), no empty, `.` or
+    trailing path segment."""
+    from scanfill.errors import ConfigError
+
+    s = root.strip()
+    scheme, sep, rest = s.partition("://")
+    if sep and scheme.lower() == "file":
+        s, sep = rest.removeprefix("localhost"), ""  # file:///abs and file://localhost/abs: a local path
+    if not sep:
+        if not s:
+            raise ConfigError("the lake's location is empty: name a directory or an s3://bucket/prefix URL")
+        return os.path.realpath(os.path.expanduser(s))
+    scheme = scheme.lower()
+    parts = [p for p in rest.split("/") if p not in ("", ".")]
+    if not parts:
+        raise ConfigError(f"the lake {root!r} names no bucket: use {scheme}://bucket/prefix")
+    return f"{_SCHEME_ALIASES.get(scheme, scheme)}://{'/'.join(parts)}"
+
+
 @dataclass(frozen=True)
 class Lake:
     """Where the lake is: a local directory or an object-store URL (`s3://bucket/prefix`,
-    `gs://...`). Credentials come from the usual environment variables and are never shown."""
+    `gs://...`). Credentials come from the usual environment variables and are never shown.
+    `root` is always the canonical name (`canonical`), whatever spelling the lake was given in."""
 
     root: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", canonical(self.root))
 
     @property
     def shown(self) -> str:
@@ -105,8 +136,7 @@ class Lake:
         return redact_url(self.root)
 
     def uri(self, table: str) -> str:
-        root = self.root if "://" in self.root else os.path.abspath(self.root)
-        return f"{root.rstrip('/')}/{table}"
+        return f"{self.root}/{table}"
 
     def manifest(self, table: str, migration_id: int, day: str) -> str:
         """A partition's manifest, relative to the root."""
@@ -135,7 +165,7 @@ class Lake:
             _s3().put_object(Bucket=bucket, Key=key, Body=data)
             return
         if "://" not in self.root:
-            path = os.path.join(os.path.abspath(self.root), rel)
+            path = os.path.join(self.root, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}"
             with open(tmp, "wb") as f:
@@ -151,7 +181,7 @@ class Lake:
             bucket, key = self._s3_key(rel)
             return bytes(_s3().get_object(Bucket=bucket, Key=key)["Body"].read())
         if "://" not in self.root:
-            with open(os.path.join(os.path.abspath(self.root), rel), "rb") as f:
+            with open(os.path.join(self.root, rel), "rb") as f:
                 return f.read()
         fs, root = self._pyarrow_fs()
         with fs.open_input_stream(f"{root.rstrip('/')}/{rel}") as f:

@@ -59,7 +59,7 @@ class LakeWriter:
     def __init__(self, db: Database, target: str) -> None:
         self.db = db
         self.lake = Lake(target)
-        self.target = target
+        self.target = self.lake.root  # the canonical name: one key (and one publisher lock) per lake
         self.store = Store(db)
         self._ready = False
         self._lock = threading.Lock()  # the worker threads' first commits race to create the tables
