@@ -5,9 +5,13 @@ simulator over HTTP, `scanfill` as processes where the user would run it)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import shlex
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -73,7 +77,7 @@ def test_the_crash_reset_empties_the_day_ledger_with_the_tables(db: str) -> None
     assert not failed, failed
 
 
-def test_rows_deleted_by_hand_make_their_day_a_gap_until_refetched(db: str) -> None:
+def test_rows_deleted_by_hand_make_their_day_a_gap_until_refetched(db: str, tmp_path: Path) -> None:
     ledger = Ledger(DAYS)
     with Simulator(SimConfig(ledger=DAYS)) as sim:
         load(db, sim.urls)
@@ -90,6 +94,9 @@ def test_rows_deleted_by_hand_make_their_day_a_gap_until_refetched(db: str) -> N
         assert v.returncode == 1 and DAY in said, said
         rep = report_json(db, sim.urls)
         table = finish(scanfill("report", "--completeness", dsn=db, urls=sim.urls), 60, db)
+        csv_text = finish(scanfill("report", "--completeness", "--format", "csv", dsn=db, urls=sim.urls), 60, db)
+        page = tmp_path / "report.html"
+        assert scanfill("report", "-o", str(page), dsn=db, urls=sim.urls).wait(timeout=60) == 0
         status = json.loads(finish(scanfill("status", "--json", dsn=db, urls=sim.urls), 60, db))
         again = scanfill("verify", dsn=db, urls=sim.urls)  # the finding stays until repaired
         said_again = finish(again, 120, db)
@@ -104,6 +111,11 @@ def test_rows_deleted_by_hand_make_their_day_a_gap_until_refetched(db: str) -> N
         assert status["complete_through"] == mark and status["days"]["gap"] == 1
         assert f"{DAY}   0 global-domain::" in table and " gap " in table, table
         assert "rows changed outside scanfill" in " ".join(table.split()), table
+        rows = list(csv.DictReader(io.StringIO(csv_text)))
+        assert [(r["migration_id"], r["day"]) for r in rows if r["status"] == "gap"] == [("0", DAY)], csv_text
+        html = page.read_text()
+        assert html.count('data-status="gap"') == 1 and f'data-day="{DAY}" data-status="gap"' in html
+        assert "rows changed outside scanfill" in html and "--refetch" in html
 
         args = repair_of(gaps[0])
         assert args[:4] == ["run", "--migration", "0", "--refetch"]
@@ -153,9 +165,19 @@ def test_a_day_short_at_every_scan_is_a_gap_until_refetched(db: str) -> None:
         said = finish(v, 120, db)
         assert v.returncode == 0, said
         rep = report_json(db, sim.urls)
+        # plain `verify --against-scan` (day windows, every day): the days still short are recorded too
+        v = scanfill("verify", "--against-scan", "--json", dsn=db, urls=sim.urls)
+        found = json.loads(finish(v, 120, db))
+        after = report_json(db, sim.urls)
     days = {x["day"]: x for x in rep["days"] if x["migration_id"] == 0}
     for d in ("2024-06-21", "2024-06-22", "2024-06-23"):
         assert days[d]["status"] == "complete" and days[d]["verified_by"] == [sim.urls[0]], days[d]
     mark = rep["complete_through"]
     assert datetime.fromisoformat(mark["record_time"]) == top_of_migration_1(ledger), mark
     assert kept_days(db) == independent_day_counts(db)
+    rows = next(c["rows"] for c in found if c["name"].startswith("the stored copy equals each scan"))
+    short_days = {(int(m), day) for m, day in (re.match(r"migration (\d+) \S+ (\d{4}-\d\d-\d\d)", r).groups()
+                                                for r in rows)}  # type: ignore[union-attr]  # fmt: skip
+    assert v.returncode == 1 and short_days and not {(0, d) for d in wrong} & short_days, rows
+    gaps = {(x["migration_id"], x["day"]) for x in after["days"] if x["status"] == "gap"}
+    assert gaps == short_days, (gaps, short_days)

@@ -681,6 +681,11 @@ WHERE c.finding IS NOT NULL AND r.migration_id = c.migration_id AND r.synchroniz
   AND (%(hi)s::timestamptz IS NULL
        OR %(hi)s::timestamptz >= least((c.day + 1)::timestamp AT TIME ZONE 'UTC', r.max_time + interval '1 microsecond'));
 
+-- name: days_vouched
+-- A scan serves exactly the stored copy of a day (`verify --against-scan`): its finding is cleared.
+UPDATE {s}.completeness SET finding = NULL, repair = NULL, found_at = NULL, updated_at = now()
+WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND day = %(day)s AND finding IS NOT NULL;
+
 -- name: days_findings
 -- The days `verify` proved wrong and no repair has reloaded since (verify fails while any is open).
 SELECT migration_id, synchronizer_id, day, finding, repair, found_at FROM {s}.completeness

@@ -276,6 +276,10 @@ class Store:
         """What `verify` proved wrong about a day, and the repair: the day is a gap until repaired."""
         self.run(conn, "days_found", m=m, sync=sync, day=day, finding=finding[:2000], repair=repair)
 
+    def day_vouched(self, conn: Conn, m: int, sync: str, day: date) -> None:
+        """A scan serves exactly the stored copy of the day: what verify found on it no longer holds."""
+        self.run(conn, "days_vouched", m=m, sync=sync, day=day)
+
     def day_findings(self, conn: Conn) -> list[DayFinding]:
         return self._rows(conn, "days_findings", DayFinding)
 

@@ -371,11 +371,14 @@ async def against_scan(db: Database, scan: ScanConfig, window_us: int = DAY_US, 
     for v in found:
         v.agreeing.sort()
         v.differing.sort()
-    if days is not None:
+    if window_us == DAY_US:  # a window is a UTC day: what was found is the day's (in the ledger)
         store = Store(db)
         with db.connect(autocommit=True, application="scanfill verify") as conn, store.transaction(conn):
             for v in found:
-                store.day_verified(conn, v.migration_id, v.synchronizer_id, v.day, v.agreeing, v.digest, v.stored)
+                if days is not None:  # verified_by: the days asked for (a scan serving the copy clears a finding)
+                    store.day_verified(conn, v.migration_id, v.synchronizer_id, v.day, v.agreeing, v.digest, v.stored)
+                elif v.agreeing and lake is None:
+                    store.day_vouched(conn, v.migration_id, v.synchronizer_id, v.day)
                 if lake is None and v.differing and not v.agreeing:  # no scan asked serves the stored copy
                     how = "; ".join(f"{d.url}: {d.missing:,} missing, {d.extra:,} extra, {d.changed:,} with other "
                                     f"content" for d in diffs if (d.migration_id, d.synchronizer_id,
@@ -410,6 +413,9 @@ def lake_checks(db: Database, target: str) -> list[Check]:
                       f"no Delta table there: run `scanfill export --to {lake.shown}` first")]  # fmt: skip
     store = Store(db)
     with db.connect(autocommit=True, application="scanfill verify") as conn:
+        from scanfill.lake.names import adopt
+
+        adopt(store, conn, lake)  # an older release's spelling of this lake: its bookkeeping, under this name
         stored = store.export_source(conn)
         loaded = store.lake_partitions(conn, target)  # written by `run --lake` / `follow --lake`
         if loaded:
