@@ -5,6 +5,7 @@ named in many spellings. Real PostgreSQL, the simulator over HTTP, `scanfill` as
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -100,11 +101,10 @@ def exported(db: str, urls: list[str], root: str, cwd: Path | None = None) -> tu
 
 def _in(cwd: Path, *args: str, dsn: str, urls: list[str]) -> subprocess.Popen[bytes]:
     """`scanfill` run from another working directory (a relative lake name means something else there)."""
-    import os
-
     env = {**os.environ, "DATABASE_URL": dsn, "SCAN_URL": ",".join(urls)}
+    err = subprocess.PIPE if "--json" in args else subprocess.STDOUT  # what it logs stays out of its JSON
     return subprocess.Popen([sys.executable, "-m", "scanfill.cli", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+                            stderr=err)  # fmt: skip
 
 
 # ----- item 3: events before updates, at every instant, also across a killed export -----------------
@@ -175,6 +175,14 @@ def test_a_wiped_or_partly_lost_lake_is_exported_again_and_verify_names_the_repa
     with Simulator(SimConfig(ledger=DAYS)) as sim:
         rc, out = exported(loaded, sim.urls, root)
         assert rc == 0 and "exported" in out, out
+        # recorded as an older release did, under the spelling it was given: still this lake's exports
+        old = os.path.relpath(root) + "/"
+        with psycopg.connect(loaded, autocommit=True) as conn:
+            conn.execute("UPDATE lake_exports SET target = %s WHERE target = %s", (old, canonical(root)))
+            conn.execute("UPDATE scanfill_meta SET key = %s WHERE key = %s",
+                         (f"lake_export_contracts {old}", f"lake_export_contracts {canonical(root)}"))  # fmt: skip
+        rc, out = exported(loaded, sim.urls, root)
+        assert rc == 0 and "nothing changed" in out, out
         shutil.rmtree(root)  # a new bucket, a wiped directory
         rc, out = exported(loaded, sim.urls, root)
         assert rc == 0 and "writing them again" in out and "nothing changed" not in out, out
@@ -202,8 +210,6 @@ def test_a_wiped_or_partly_lost_lake_is_exported_again_and_verify_names_the_repa
 
 
 def test_every_spelling_of_a_lake_is_one_canonical_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     (tmp_path / "real").mkdir()
     os.symlink(tmp_path / "real", tmp_path / "link")
     (tmp_path / "other").mkdir()
@@ -248,7 +254,16 @@ def test_a_run_lake_lake_in_any_spelling_is_never_called_an_export_target_nor_em
         rc, out = exported(db, sim.urls, "./lake/", cwd=work)
         assert rc == 0 and "contract state only" in out, out
         assert sum(partition_rows(Lake(str(work / "lake")), "updates").values()) == total
-        # its bookkeeping under a name this release does not recognise (an older release's spelling):
+        # recorded as an older release did, under the spelling `run --lake lake` was given in work/: the
+        # next command there with any spelling moves it to the canonical name and knows the lake
+        files = count_of(db, "lake_files")
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("UPDATE lake_files SET target = 'lake'")
+        v = _in(work, "verify", "--lake", "./lake/", "--json", dsn=db, urls=sim.urls)
+        checks = json.loads(finish(v, 120, db))
+        assert v.returncode == 0 and all(c["ok"] for c in checks), checks
+        assert count_of(db, "lake_files", f"target = '{canonical(str(work / 'lake'))}'") == files > 0
+        # its bookkeeping under a name that is not a spelling of this lake (another database's lake):
         # the ledger tables are empty, so the export refuses in one line and writes nothing
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("UPDATE lake_files SET target = 'lake-as-spelled-before'")

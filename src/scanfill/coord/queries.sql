@@ -798,6 +798,24 @@ SELECT NOT EXISTS (SELECT 1 FROM {s}.ledger_updates) AND NOT EXISTS (SELECT 1 FR
 -- The contract state of a target written again by the next export (its Delta tables are gone).
 DELETE FROM {s}.scanfill_meta WHERE key = 'lake_export_contracts ' || %(target)s;
 
+-- name: lake_names
+-- Every name a lake's bookkeeping is recorded under (an older release kept the spelling it was given).
+SELECT target FROM {s}.lake_files UNION SELECT target FROM {s}.lake_exports
+UNION SELECT substr(key, 23) FROM {s}.scanfill_meta WHERE key LIKE 'lake\_export\_contracts %%';
+
+-- name: lake_rename
+-- A lake's bookkeeping moved from a spelling to its canonical name, in one statement; an export
+-- record the canonical name already has for the partition wins.
+WITH f AS (UPDATE {s}.lake_files SET target = %(new)s WHERE target = %(old)s RETURNING 1),
+x AS (DELETE FROM {s}.lake_exports o WHERE o.target = %(old)s RETURNING o.*),
+xi AS (INSERT INTO {s}.lake_exports (target, migration_id, day, source_mark, updates, events, delta_version, exported_at)
+       SELECT %(new)s, migration_id, day, source_mark, updates, events, delta_version, exported_at FROM x
+       ON CONFLICT (target, migration_id, day) DO NOTHING RETURNING 1),
+m AS (DELETE FROM {s}.scanfill_meta WHERE key = 'lake_export_contracts ' || %(old)s RETURNING value),
+mi AS (INSERT INTO {s}.scanfill_meta (key, value) SELECT 'lake_export_contracts ' || %(new)s, value FROM m
+       ON CONFLICT (key) DO NOTHING RETURNING 1)
+SELECT (SELECT count(*) FROM f) + (SELECT count(*) FROM x) + (SELECT count(*) FROM m);
+
 -- ----- run --lake: files staged by commits, published to the Delta log (lake.sink) -----------------
 
 -- name: lake_files_add

@@ -354,6 +354,13 @@ class Store:
     def export_contracts_forget(self, conn: Conn, target: str) -> None:
         self.run(conn, "export_contracts_forget", target=target)
 
+    def lake_names(self, conn: Conn) -> list[str]:
+        return [str(r[0]) for r in self.all(conn, "lake_names")]
+
+    def lake_rename(self, conn: Conn, old: str, new: str) -> int:
+        """Move a lake's bookkeeping from `old` to `new`; returns the rows moved."""
+        return int(self.one(conn, "lake_rename", old=old, new=new)[0])
+
     # ----- run --lake ------------------------------------------------------------------------------
 
     def lake_files_add(self, conn: Conn, target: str, files: list[tuple[Any, ...]]) -> None:

@@ -42,6 +42,7 @@ from scanfill.lake.layout import (
     schema,
     transfers_schema,
 )
+from scanfill.lake.names import adopt
 from scanfill.lake.read import add_actions, ensure_tables, exists, partition_predicate, partition_rows
 
 log = logging.getLogger("scanfill.lake")
@@ -207,6 +208,7 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info,
     with db.connect(autocommit=True, application="scanfill export") as conn:
         if not store.export_lock(conn, target):
             raise ConfigError(f"another `scanfill export` to {lake.shown} is running; wait for it to finish")
+        adopt(store, conn, lake)
         ensure_tables(lake)
         if store.lake_partitions(conn, target):
             # written by `run --lake` / `follow --lake`: its rows are not in the ledger tables (an

@@ -40,6 +40,7 @@ from scanfill import framing
 from scanfill.coord.store import Store
 from scanfill.db import Conn, Database
 from scanfill.lake.layout import PARTITIONS, TABLES, TARGET_FILE_BYTES, Lake, schema
+from scanfill.lake.names import adopt
 from scanfill.lake.read import ensure_tables
 from scanfill.lake.read import table as lake_table
 from scanfill.rows import COPY_TYPES, EventRow, UpdateRow
@@ -69,6 +70,10 @@ class LakeWriter:
         if self._ready:
             return
         with self._lock:
+            if self._ready:
+                return
+            with self.db.connect(autocommit=True, application="scanfill lake publish") as conn:
+                adopt(self.store, conn, self.lake)  # an older release's spelling: still this lake's files
             ensure_tables(self.lake)
             self._ready = True
 
