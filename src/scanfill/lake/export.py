@@ -117,13 +117,16 @@ Committed = Callable[[str, int, date], None]  # (table, migration, day): called 
 
 
 def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, report: ExportReport,
-                     committed: Committed | None = None) -> int:  # fmt: skip
-    """Replace one partition in both tables, events first; returns the updates table's Delta version."""
+                     committed: Committed | None = None) -> tuple[int, ExportPartition]:  # fmt: skip
+    """Replace one partition in both tables, events first; returns the updates table's Delta version
+    and the partition with the rows its log now holds (what is recorded: the next export checks the
+    log against it, and a source whose counts disagree with its tables is not rewritten forever)."""
     import pyarrow as pa
     from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 
     predicate = partition_predicate(p.migration_id, p.day)
     version = -1
+    held = {}
     for table in WRITE_ORDER:
         uri = lake.uri(table)
         span: list[Any] = []
@@ -141,9 +144,10 @@ def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, r
         files = write_manifest(lake, dt, table, p.migration_id, p.day, span)
         report.files += len(files)
         report.bytes += sum(f["bytes"] for f in files)
+        held[table] = sum(f["rows"] for f in files)
         if table == "updates":
             version = dt.version()
-    return version
+    return version, p._replace(updates=held["updates"], events=held["events"])
 
 
 def write_manifest(lake: Lake, dt: Any, table: str, m: int, day: date, span: list[Any]) -> list[dict[str, Any]]:
@@ -234,11 +238,11 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info,
         with db.connect(application="scanfill export (read)") as reader:  # a transaction per partition
             for p in todo:
                 with reader.transaction():
-                    version = _write_partition(db, reader, lake, p, report, committed)
-                store.export_done(conn, target, p, version)
+                    version, written = _write_partition(db, reader, lake, p, report, committed)
+                store.export_done(conn, target, written, version)
                 report.partitions += 1
-                report.updates += p.updates
-                report.events += p.events
+                report.updates += written.updates  # the rows written, not what the day ledger counts
+                report.events += written.events
                 report.written.append(f"{p.migration_id}/{p.day.isoformat()}")
             _export_contracts(db, conn, reader, store, lake, target, report)
     return report
