@@ -144,22 +144,34 @@ class LakeWriter:
         return len(files)
 
     def finish(self) -> None:
-        """Publish what is left, compact the partitions this process touched into files of about
-        128 MB (one Delta commit each: readers see the same rows), and write their manifests."""
+        """Publish what is left, compact the partitions with files not yet described into files of
+        about 128 MB (one Delta commit each: readers see the same rows), and write their manifests.
+
+        Under the publisher lock, from a table read after taking it: delta-rs (1.6) lets two OPTIMIZE
+        commits from one table version both land (each removes the same files and adds its own
+        compacted copy: every row twice), so two processes stopping together compact one after the
+        other, and the second finds the partitions already described."""
         from scanfill.lake.export import write_manifest
 
         self.publish()
         with self.db.connect(autocommit=True, application="scanfill lake publish") as conn:
-            for table in TABLES:
-                touched = self.store.lake_partitions_touched(conn, self.target, table)
-                dt = lake_table(self.lake, table)
-                for m, day in touched:
-                    dt.optimize.compact(partition_filters=[("migration_id", "=", str(m)),
-                                                           ("record_date", "=", day.isoformat())],
-                                        target_size=TARGET_FILE_BYTES)  # fmt: skip
-                dt = lake_table(self.lake, table)
-                for m, day in touched:
-                    write_manifest(self.lake, dt, table, m, day,
-                                   self.store.lake_partition_span(conn, self.target, table, m, day))
-                    self.store.lake_described(conn, self.target, table, m, day)
+            key = f"publish {self.target}"
+            self.store.publish_lock(conn, key)  # one writer of a table version: publish or compaction
+            try:
+                for table in TABLES:
+                    self._compact_table(conn, table, write_manifest)
+            finally:
+                self.store.export_unlock(conn, key)
 
+    def _compact_table(self, conn: Conn, table: str, write_manifest: Any) -> None:
+        touched = self.store.lake_partitions_touched(conn, self.target, table)
+        if not touched:
+            return
+        dt = lake_table(self.lake, table)  # read under the lock: the version this compaction replaces
+        for m, day in touched:
+            dt.optimize.compact(partition_filters=[("migration_id", "=", str(m)), ("record_date", "=", day.isoformat())],
+                                target_size=TARGET_FILE_BYTES)  # fmt: skip
+        dt = lake_table(self.lake, table)
+        for m, day in touched:
+            write_manifest(self.lake, dt, table, m, day, self.store.lake_partition_span(conn, self.target, table, m, day))
+            self.store.lake_described(conn, self.target, table, m, day)
