@@ -100,7 +100,7 @@ def test_rows_deleted_by_hand_make_their_day_a_gap_until_refetched(db: str, tmp_
         status = json.loads(finish(scanfill("status", "--json", dsn=db, urls=sim.urls), 60, db))
         again = scanfill("verify", dsn=db, urls=sim.urls)  # the finding stays until repaired
         said_again = finish(again, 120, db)
-        assert again.returncode == 1 and "repair: scanfill run --migration 0 --refetch" in said_again, said_again
+        assert again.returncode == 1 and "`scanfill run --migration 0 --refetch" in said_again, said_again
         gaps = [x for x in rep["days"] if x["status"] == "gap"]
         assert [(g["migration_id"], g["day"]) for g in gaps] == [(0, DAY)], gaps
         assert "rows changed outside scanfill" in gaps[0]["detail"], gaps[0]

@@ -658,21 +658,38 @@ UPDATE {s}.completeness SET verified_at = now(), verified_by = %(by)s, verified_
        verified_updates = %(updates)s,
        finding = CASE WHEN cardinality(%(by)s::text[]) > 0 THEN NULL ELSE finding END,
        repair = CASE WHEN cardinality(%(by)s::text[]) > 0 THEN NULL ELSE repair END,
-       found_at = CASE WHEN cardinality(%(by)s::text[]) > 0 THEN NULL ELSE found_at END
+       found_at = CASE WHEN cardinality(%(by)s::text[]) > 0 THEN NULL ELSE found_at END,
+       expected_updates = CASE WHEN cardinality(%(by)s::text[]) > 0 THEN NULL ELSE expected_updates END,
+       expected_events = CASE WHEN cardinality(%(by)s::text[]) > 0 THEN NULL ELSE expected_events END
 WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND day = %(day)s;
 
 -- name: days_found
 -- `verify` proved a day's copy wrong: why, and the command that repairs it. The day is a gap (and
--- the watermark stops before it) until a refetch covering it or a scan vouching for it clears this.
-INSERT INTO {s}.completeness AS c (migration_id, synchronizer_id, day, finding, repair, found_at)
-VALUES (%(m)s, %(sync)s, %(day)s, %(finding)s, %(repair)s, now())
+-- the watermark stops before it) until a refetch covering it or a scan vouching for it clears this,
+-- or, for counts, the tables holding again what the loaders committed (`expected_*`: the first
+-- finding's, kept while the day stays wrong).
+INSERT INTO {s}.completeness AS c (migration_id, synchronizer_id, day, finding, repair, found_at, expected_updates,
+                                   expected_events)
+VALUES (%(m)s, %(sync)s, %(day)s, %(finding)s, %(repair)s, now(), %(eu)s, %(ee)s)
 ON CONFLICT (migration_id, synchronizer_id, day) DO UPDATE SET finding = EXCLUDED.finding,
-       repair = EXCLUDED.repair, found_at = now(), updated_at = now();
+       repair = EXCLUDED.repair, found_at = now(), updated_at = now(),
+       expected_updates = CASE WHEN c.finding IS NULL THEN EXCLUDED.expected_updates ELSE c.expected_updates END,
+       expected_events = CASE WHEN c.finding IS NULL THEN EXCLUDED.expected_events ELSE c.expected_events END;
+
+-- name: days_settled
+-- Days whose tables hold again exactly what the loaders committed before rows went (a refetch of
+-- the part that was lost, or rows put back): their counts finding is cleared.
+UPDATE {s}.completeness c SET finding = NULL, repair = NULL, found_at = NULL, expected_updates = NULL,
+       expected_events = NULL, updated_at = now()
+FROM unnest(%(m)s::bigint[], %(sync)s::text[], %(day)s::date[], %(u)s::bigint[], %(e)s::bigint[]) AS k(m, sync, day, u, e)
+WHERE c.finding IS NOT NULL AND c.migration_id = k.m AND c.synchronizer_id = k.sync AND c.day = k.day
+  AND c.expected_updates = k.u AND c.expected_events = k.e;
 
 -- name: days_repaired
 -- A repair reloads [lo, hi) of migration m, synchronizer sync (each bound optional): the findings of
 -- the days it covers whole (as far as their range reaches) are cleared; the reload counts them again.
-UPDATE {s}.completeness c SET finding = NULL, repair = NULL, found_at = NULL, updated_at = now()
+UPDATE {s}.completeness c SET finding = NULL, repair = NULL, found_at = NULL, expected_updates = NULL,
+       expected_events = NULL, updated_at = now()
 FROM {s}.backfill_ranges r
 WHERE c.finding IS NOT NULL AND r.migration_id = c.migration_id AND r.synchronizer_id = c.synchronizer_id
   AND (%(m)s::bigint IS NULL OR c.migration_id = %(m)s) AND (%(sync)s::text IS NULL OR c.synchronizer_id = %(sync)s)
@@ -683,7 +700,8 @@ WHERE c.finding IS NOT NULL AND r.migration_id = c.migration_id AND r.synchroniz
 
 -- name: days_vouched
 -- A scan serves exactly the stored copy of a day (`verify --against-scan`): its finding is cleared.
-UPDATE {s}.completeness SET finding = NULL, repair = NULL, found_at = NULL, updated_at = now()
+UPDATE {s}.completeness SET finding = NULL, repair = NULL, found_at = NULL, expected_updates = NULL,
+       expected_events = NULL, updated_at = now()
 WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s AND day = %(day)s AND finding IS NOT NULL;
 
 -- name: days_findings

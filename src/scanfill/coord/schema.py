@@ -428,13 +428,16 @@ ALTER TABLE {s}.amulet_transfers ADD COLUMN IF NOT EXISTS problem text;
 """
 
 # v13: what `verify` proved wrong about a day (its counts differ from the tables, or no scan asked
-# serves the stored copy): the reason and the repair, kept on the day until a refetch covering it (or
-# a scan that serves exactly the stored copy) clears it; until then the day is a gap and the
-# watermark stops before it (completeness.sql).
+# serves the stored copy): the reason and the repair, kept on the day until a refetch covering it, a
+# scan that serves exactly the stored copy, or (for counts) the tables holding again what the
+# loaders committed (`expected_*`) clears it; until then the day is a gap and the watermark stops
+# before it (completeness.sql).
 V13 = """
 ALTER TABLE {s}.completeness ADD COLUMN IF NOT EXISTS finding text;
 ALTER TABLE {s}.completeness ADD COLUMN IF NOT EXISTS repair text;
 ALTER TABLE {s}.completeness ADD COLUMN IF NOT EXISTS found_at timestamptz;
+ALTER TABLE {s}.completeness ADD COLUMN IF NOT EXISTS expected_updates bigint;
+ALTER TABLE {s}.completeness ADD COLUMN IF NOT EXISTS expected_events bigint;
 """
 
 MIGRATIONS: list[str | Callable[[Conn, str], None]] = [V1, V2, V3, _v4, V5, V6, V7, _v8, _v9, V10, V11, V12, V13]

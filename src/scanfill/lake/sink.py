@@ -34,11 +34,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties
+from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction, Transaction
 
 from scanfill import framing
 from scanfill.coord.store import Store
 from scanfill.db import Conn, Database
+from scanfill.lake.errors import writing
 from scanfill.lake.layout import PARTITIONS, TABLES, TARGET_FILE_BYTES, Lake, schema
 from scanfill.lake.names import adopt
 from scanfill.lake.read import ensure_tables
@@ -48,6 +50,7 @@ from scanfill.timeutil import utc_day
 
 log = logging.getLogger("scanfill.lake")
 APP_ID = "scanfill"
+PUBLISH_TRIES = 3  # a publish refused by the Delta log (a concurrent publisher's commit landed) is tried again
 UPDATE_TYPES, EVENT_TYPES = COPY_TYPES[UpdateRow], COPY_TYPES[EventRow]
 _JSON_COLS = {"updates": {10}, "events": {11, 12}}  # framed as raw JSON bytes: stored as text
 _FILE_SCHEMAS = {t: schema(t).remove(schema(t).get_field_index("record_date")) for t in TABLES}  # partition: path
@@ -74,7 +77,8 @@ class LakeWriter:
                 return
             with self.db.connect(autocommit=True, application="scanfill lake publish") as conn:
                 adopt(self.store, conn, self.lake)  # an older release's spelling: still this lake's files
-            ensure_tables(self.lake)
+            with writing(self.lake, "creating its tables"):
+                ensure_tables(self.lake)
             self._ready = True
 
     # ----- 1. inside the commit ---------------------------------------------------------------------
@@ -99,7 +103,8 @@ class LakeWriter:
             pq.write_table(pa.Table.from_arrays(arrays, schema=sch), buf, compression="zstd")
             body = buf.getvalue().to_pybytes()
             rel = f"migration_id={m}/record_date={day.isoformat()}/part-{uuid.uuid4().hex}.zstd.parquet"
-            self.lake.write(f"{table}/{rel}", body)  # one PUT on object stores
+            with writing(self.lake, "writing a commit's files"):  # the commit rolls back
+                self.lake.write(f"{table}/{rel}", body)  # one PUT on object stores
             times = cols[4] if table == "events" else cols[3]
             files.append((table, rel, m, day, len(rows), len(body), min(times), max(times)))
         self.store.lake_files_add(conn, self.target, files)
@@ -114,14 +119,20 @@ class LakeWriter:
             with self.db.connect(autocommit=True, application="scanfill lake publish") as own:
                 return self.publish(own)
         self.ensure()
-        key = f"publish {self.target}"
-        self.store.publish_lock(conn, key)  # waited for: this commit's files are published when it returns
-        try:
-            pid = self.store.lake_publish_next(conn, self.target)  # every committed file, both tables at once
-            # events first: an update a reader sees has all its events visible already
-            return sum(self._publish_table(conn, table, pid) for table in ("events", "updates"))
-        finally:
-            self.store.export_unlock(conn, key)
+        for attempt in range(1, PUBLISH_TRIES + 1):
+            # waited for: this commit's files are published when it returns
+            with self.store.lake_writer_lock(f"publish {self.target}"):
+                pid = self.store.lake_publish_next(conn, self.target)  # every committed file, both tables at once
+                try:
+                    # events first: an update a reader sees has all its events visible already
+                    return sum(self._publish_table(conn, table, pid) for table in ("events", "updates"))
+                except CommitFailedError as exc:
+                    # another publisher's commit landed after this one read the log (this process was
+                    # frozen past the lock's guard): Delta refused the second; read the log again
+                    if attempt == PUBLISH_TRIES or "oncurrent" not in str(exc):
+                        raise
+                    log.warning("lake publish: another publisher wrote the log meanwhile (%s); publishing again", exc)
+        return 0
 
     def _publish_table(self, conn: Conn, table: str, pid: int | None) -> int:
         dt = lake_table(self.lake, table)
@@ -153,15 +164,13 @@ class LakeWriter:
         other, and the second finds the partitions already described."""
         from scanfill.lake.export import write_manifest
 
-        self.publish()
-        with self.db.connect(autocommit=True, application="scanfill lake publish") as conn:
-            key = f"publish {self.target}"
-            self.store.publish_lock(conn, key)  # one writer of a table version: publish or compaction
-            try:
-                for table in TABLES:
+        with writing(self.lake, "publishing"):
+            self.publish()
+        with (self.db.connect(autocommit=True, application="scanfill lake publish") as conn,
+              self.store.lake_writer_lock(f"publish {self.target}")):  # one writer of a table version
+            for table in TABLES:
+                with writing(self.lake, f"compacting its {table} table"):
                     self._compact_table(conn, table, write_manifest)
-            finally:
-                self.store.export_unlock(conn, key)
 
     def _compact_table(self, conn: Conn, table: str, write_manifest: Any) -> None:
         touched = self.store.lake_partitions_touched(conn, self.target, table)

@@ -98,7 +98,8 @@ def _days_ledger(db: Database, conn: Any) -> Check:
     """The ledger the loaders kept equals an independent count of the ledger tables, day by day
     (both read in one snapshot, so a commit landing meanwhile is no difference). A day that differs
     is recorded in the ledger: counted again from the tables, and a gap with the reason and the
-    refetch that repairs it, so status, report and the watermark stop claiming it."""
+    refetch that repairs it, so status, report and the watermark stop claiming it; a day whose
+    tables hold again what the loaders committed is cleared."""
     store = Store(db)
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -106,15 +107,15 @@ def _days_ledger(db: Database, conn: Any) -> Check:
     keys = [k for k in sorted(set(kept) | set(counted)) if kept.get(k, (0, 0)) != counted.get(k, (0, 0))]
     bad = [f"migration {m} {sync[:30]} {day}: ledger {kept.get((m, sync, day), (0, 0))}, tables "
            f"{counted.get((m, sync, day), (0, 0))} (updates, events)" for m, sync, day in keys]  # fmt: skip
-    if keys:
-        with store.transaction(conn):
-            for m, sync, day in keys:
-                (ku, ke), (cu, ce) = kept.get((m, sync, day), (0, 0)), counted.get((m, sync, day), (0, 0))
-                a = dt_to_us(datetime.combine(day, time(), tzinfo=UTC))
-                store.days_recount(conn, m, sync, a, a + DAY_US, repaired=False)
-                store.day_found(conn, m, sync, day, f"verify found {cu:,} updates and {ce:,} events in the tables "
-                                f"where the loaders committed {ku:,} and {ke:,} (rows changed outside scanfill)",
-                                refetch_day(m, day))  # fmt: skip
+    with store.transaction(conn):
+        store.days_settled(conn, counted)  # days whose tables hold again what the loaders committed
+        for m, sync, day in keys:
+            (ku, ke), (cu, ce) = kept.get((m, sync, day), (0, 0)), counted.get((m, sync, day), (0, 0))
+            a = dt_to_us(datetime.combine(day, time(), tzinfo=UTC))
+            store.days_recount(conn, m, sync, a, a + DAY_US, repaired=False)
+            store.day_found(conn, m, sync, day, f"verify found {cu:,} updates and {ce:,} events in the tables "
+                            f"where the loaders committed {ku:,} and {ke:,} (rows changed outside scanfill)",
+                            refetch_day(m, day), expected=(ku, ke))  # fmt: skip
     return Check("the completeness ledger equals a count of the tables, day by day", not bad,
                  f"{len(counted)} day(s) with rows, {len(bad)} differ" + ("" if not bad else
                  " (rows changed outside scanfill: each such day is now a gap in the ledger, with the "
@@ -122,12 +123,14 @@ def _days_ledger(db: Database, conn: Any) -> Check:
 
 
 def _findings(db: Database, conn: Any) -> Check:
-    """Days an earlier `verify` proved wrong stay wrong until repaired: the check fails while any is open."""
+    """Days an earlier `verify` proved wrong stay wrong until repaired: the check fails while any is
+    open. Repaired: a refetch covering the day, a scan serving exactly its stored copy, or (counts)
+    the tables holding again what the loaders committed (a refetch of just the part lost)."""
     found = Store(db).day_findings(conn)
     return Check("no day that verify proved wrong is left unrepaired", not found,
                  f"{len(found)} day(s) a gap until repaired" if found else "none",
-                 [f"migration {f.migration_id} {f.synchronizer_id[:30]} {f.day}: {f.finding}; repair: {f.repair}"
-                  for f in found])  # fmt: skip
+                 [f"migration {f.migration_id} {f.synchronizer_id[:30]} {f.day}: {f.finding}; `{f.repair}` "
+                  "reloads the day" for f in found])  # fmt: skip
 
 
 def _rounds_advance(db: Database, conn: Any) -> Check:
