@@ -903,3 +903,19 @@ ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
 -- removes (`--refetch`, `follow --rewind`): the reload writes them again.
 DELETE FROM {s}.amulet_transfers
 WHERE pos >= %(lo)s AND pos < %(hi)s AND (%(sync)s::text IS NULL OR synchronizer_id = %(sync)s);
+
+-- ----- a database whose ledger is in a lake (lake.known) ------------------------------------------
+
+-- name: lake_ledger
+-- The lakes `run --lake` / `follow --lake` sent this database's ledger to, with the rows committed
+-- there: while one is listed, the ledger tables are not the copy.
+SELECT target, coalesce(sum(rows) FILTER (WHERE lake_table = 'updates'), 0),
+       coalesce(sum(rows) FILTER (WHERE lake_table = 'events'), 0)
+FROM {s}.lake_files GROUP BY 1 ORDER BY 1;
+
+-- name: lake_forget
+-- `abort --truncate --lake`: the lake's tables were removed; everything recorded of it goes too.
+WITH f AS (DELETE FROM {s}.lake_files WHERE target = %(target)s RETURNING 1),
+x AS (DELETE FROM {s}.lake_exports WHERE target = %(target)s RETURNING 1),
+m AS (DELETE FROM {s}.scanfill_meta WHERE key = 'lake_export_contracts ' || %(target)s RETURNING 1)
+SELECT (SELECT count(*) FROM f) + (SELECT count(*) FROM x) + (SELECT count(*) FROM m);

@@ -10,8 +10,9 @@ from __future__ import annotations
 import enum
 import os
 import re
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
@@ -138,6 +139,7 @@ CRASH_RESET = ("The PostgreSQL server crashed or restarted uncleanly while the l
 
 
 IDLE_GUARD = "10s"  # how long any other coordination transaction may sit idle (see idle_guard)
+WRITER_IDLE_S = 10.0  # how long a lake writer lock's holder may be silent before the server ends its hold
 
 
 def guard_timeout(lease_s: float) -> str:
@@ -272,19 +274,9 @@ class Store:
             self.run(conn, "days_repaired", m=m, sync=sync, lo=None if lo_us is None else us_to_dt(lo_us),
                      hi=None if hi_us is None else us_to_dt(hi_us))  # fmt: skip
 
-    def day_found(self, conn: Conn, m: int, sync: str, day: date, finding: str, repair: str,
-                  expected: tuple[int, int] | None = None) -> None:  # fmt: skip
-        """What `verify` proved wrong about a day, and the repair: the day is a gap until repaired.
-        `expected`: the (updates, events) the loaders committed, for a finding about counts."""
-        self.run(conn, "days_found", m=m, sync=sync, day=day, finding=finding[:2000], repair=repair,
-                 eu=None if expected is None else expected[0], ee=None if expected is None else expected[1])  # fmt: skip
-
-    def days_settled(self, conn: Conn, counted: dict[tuple[int, str, date], tuple[int, int]]) -> None:
-        """Clear the counts findings of days whose tables hold again what the loaders had committed."""
-        if counted:
-            keys = sorted(counted)
-            self.run(conn, "days_settled", m=[k[0] for k in keys], sync=[k[1] for k in keys], day=[k[2] for k in keys],
-                     u=[counted[k][0] for k in keys], e=[counted[k][1] for k in keys])  # fmt: skip
+    def day_found(self, conn: Conn, m: int, sync: str, day: date, finding: str, repair: str) -> None:
+        """What `verify` proved wrong about a day, and the repair: the day is a gap until repaired."""
+        self.run(conn, "days_found", m=m, sync=sync, day=day, finding=finding[:2000], repair=repair)
 
     def day_vouched(self, conn: Conn, m: int, sync: str, day: date) -> None:
         """A scan serves exactly the stored copy of the day: what verify found on it no longer holds."""
@@ -323,9 +315,39 @@ class Store:
         """One exporter (or lake publisher) per target: a session lock on the caller's connection."""
         return bool(self.one(conn, "export_lock", key=_lock_key(target))[0])
 
-    def publish_lock(self, conn: Conn, target: str) -> None:
-        """The lake publisher's lock, waited for (publishes take tens of milliseconds)."""
-        self.run(conn, "publish_lock", key=_lock_key(target))
+    @contextmanager
+    def lake_writer_lock(self, name: str) -> Iterator[None]:
+        """A lake's writer lock (publish, compaction), waited for, held by a transaction on a
+        connection of its own that the server ends when it sits idle for WRITER_IDLE_S: a process
+        frozen while holding it costs seconds, not every other loader's progress forever (a session
+        lock has no such bound). A thread keeps a live holder's transaction from going idle. A frozen
+        holder that resumes has lost the lock: what it then writes must be refused by the Delta log
+        itself (publishes carry an app transaction, which delta-rs lets only one commit per version add)."""
+        conn = self.db.connect(application="scanfill lake writer lock")
+        try:
+            self.run(conn, "idle_guard", idle=f"{int(WRITER_IDLE_S * 1000)}ms")
+            self.run(conn, "publish_lock", key=_lock_key(name))
+            stop = threading.Event()
+
+            def keep() -> None:
+                while not stop.wait(WRITER_IDLE_S / 4):
+                    try:
+                        self.run(conn, "lock_alive")
+                    except psycopg.Error:
+                        return  # ended by the server (this process was frozen) or a restart: lock gone
+
+            beat = threading.Thread(target=keep, name="lake writer lock", daemon=True)
+            beat.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                beat.join()
+                with suppress(psycopg.Error):
+                    conn.rollback()  # gives the lock back
+        finally:
+            with suppress(psycopg.Error):
+                conn.close()
 
     def export_unlock(self, conn: Conn, target: str) -> None:
         self.run(conn, "export_unlock", key=_lock_key(target))
