@@ -152,6 +152,7 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
     if lake and (refetch or do_prepare or do_restore):
         raise click.UsageError("--lake does not go with --refetch, --prepare or --restore yet: the lake's rows are "
                                "not in the ledger tables those act on")  # fmt: skip
+    _ledger_where(db, "run", lake, refetch=bool(refetch))
     if no_state:
         _without_state(db)
     _check_agree(agree)
@@ -175,6 +176,26 @@ def run(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: float
 
         _follow(db, scan, page_size=page_size, poll_s=follow_poll, update_json=update_json, db_retry_s=db_retry_s,
                 agree=quorum(agree, len(scan.urls)), contract_state=not no_state, lake=lake)  # fmt: skip
+
+
+def _ledger_where(db: Any, command: str, lake: str | None, refetch: bool = False, rewind: bool = False) -> None:
+    """A database whose ledger is in a lake is loaded into that lake only: the ledger tables
+    (`--refetch`, `--rewind`, no `--lake`) or a second lake would split the copy."""
+    from scanfill.lake import known
+
+    if lake:
+        known.require_same(db, lake, command)
+    elif refetch:
+        known.refuse_in_lake(db, "--refetch deletes and reloads rows of the ledger tables and cannot reload a "
+                             "lake's rows yet", "`scanfill verify --lake {lake} --against-scan` names the windows "
+                             "that differ; `scanfill abort --truncate --lake {lake}` then `scanfill run --lake {lake}` "
+                             "loads the whole ledger again")  # fmt: skip
+    elif rewind:
+        known.refuse_in_lake(db, "--rewind acts on the ledger tables and cannot cut a lake's rows yet",
+                             "`scanfill follow --lake {lake}` follows on from the cursors")  # fmt: skip
+    else:
+        known.refuse_in_lake(db, f"`{command}` without --lake would load a second, split copy into the ledger tables",
+                             f"Run `scanfill {command} --lake {{lake}}`")  # fmt: skip
 
 
 def _without_state(db: Any) -> None:
@@ -276,6 +297,7 @@ def follow(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
         from scanfill.lake.layout import require_libraries
 
         require_libraries(lake)
+    _ledger_where(db, "follow", lake, rewind=rewind)
     if rewind:
         from scanfill.ops.cursors import rewind as do_rewind
 

@@ -25,6 +25,10 @@ def prepare(dsn: str | None, schema: str, force: bool, dry_run: bool) -> None:
 
     db = get_db(dsn, schema)
     sch.init(db)
+    from scanfill.lake import known
+
+    known.refuse_in_lake(db, "bulk-load mode (indexes dropped, UNLOGGED) is for loading the ledger tables",
+                         "`scanfill run --lake {lake}` needs no preparing")  # fmt: skip
     done = maintenance.prepare(db, force=force, dry_run=dry_run, echo=click.echo)
     if not dry_run:
         click.echo("prepared: " + (f"{len(done)} changes" if done else "nothing left to do"))
@@ -47,6 +51,11 @@ def restore(dsn: str | None, schema: str, jobs: int, maintenance_work_mem: str) 
 
     db = get_db(dsn, schema)
     sch.require(db)
+    if maintenance.phase(db) not in ("prepared", "restoring"):  # a database prepared before its lake: restorable
+        from scanfill.lake import known
+
+        known.refuse_in_lake(db, "restore rebuilds the ledger tables' indexes, and they were never prepared",
+                             "`scanfill verify --lake {lake}` checks the lake")  # fmt: skip
     maintenance.restore(db, jobs=jobs, maintenance_work_mem=maintenance_work_mem, echo=click.echo,
                         progress=index_progress)  # fmt: skip
     click.secho("restored: tables LOGGED, indexes and constraints rebuilt, autovacuum on, statistics fresh", fg="green")
@@ -57,16 +66,29 @@ def restore(dsn: str | None, schema: str, jobs: int, maintenance_work_mem: str) 
 @click.option("--truncate", is_flag=True, help="Also empty the ledger tables and cursors (asks first).")
 @click.option("--yes", is_flag=True, help="Do not ask before truncating.")
 @click.option("--wait", "wait_s", default=120.0, show_default=True, help="Seconds to wait for workers to stop.")
+@click.option("--lake", "lakes", multiple=True, metavar="DIR_OR_URL",
+              help="With --truncate, on a database loaded with `run --lake`: also remove that lake's tables "
+                   "(updates, events, manifests, an export's contracts) and forget it, so the next `run --lake` "
+                   "stores every row once. Required for each lake the database loaded.")  # fmt: skip
 @friendly
-def abort(dsn: str | None, schema: str, truncate: bool, yes: bool, wait_s: float) -> None:
+def abort(dsn: str | None, schema: str, truncate: bool, yes: bool, wait_s: float, lakes: tuple[str, ...]) -> None:
     """Emergency stop: tell every worker everywhere to stop, wait for them, restore, optionally truncate."""
     import time
 
     from scanfill.coord import schema as sch
+    from scanfill.lake import known
     from scanfill.ops import maintenance
 
     db = get_db(dsn, schema)
     sch.require(db)
+    if lakes and not truncate:
+        raise click.UsageError("--lake goes with --truncate: it removes the lake's tables with the database's copy")
+    # refused before anything is stopped: truncating the database alone would make the next run double the lake
+    gone_lakes = known.truncate_plan(db, lakes) if truncate else []
+    if gone_lakes and not yes and not click.confirm(f"Also remove the ledger's tables in the lake "
+                                                    f"{known.names(gone_lakes)}?", default=False):  # fmt: skip
+        click.echo("nothing done")
+        return
     # asked before anything is stopped: a "no" (or no terminal to answer) leaves everything as it was
     if truncate and not yes and not click.confirm("Stop every loader and empty the ledger tables, contract state "
                                                   "and every cursor?", default=False):  # fmt: skip
@@ -89,11 +111,16 @@ def abort(dsn: str | None, schema: str, truncate: bool, yes: bool, wait_s: float
         if maintenance.phase(db) in ("prepared", "restoring"):
             maintenance.restore(db, echo=click.echo, progress=index_progress)
         if truncate:
+            for x in gone_lakes:  # the lake first: if this fails, the database still knows it and `abort` again finishes
+                n = known.remove(db, x)
+                click.echo(f"lake {x.shown}: scanfill's tables there removed (updates, events, manifests, "
+                           f"contracts: {n:,} directories or objects) and the lake forgotten")  # fmt: skip
             maintenance.truncate_all(db)
             click.echo("ledger tables, contract state and cursors emptied")
     finally:
         maintenance.clear_stop(db)  # whatever happened above, a later `run` must not stop at once
-    click.echo("aborted cleanly; `scanfill run` starts again from the cursors")
+    again = " ".join(["scanfill run", *(f"--lake {x.shown}" for x in gone_lakes[:1])])
+    click.echo(f"aborted cleanly; `{again}` starts again from the cursors")
 
 
 @main.command()
@@ -220,6 +247,11 @@ def verify(dsn: str | None, schema: str, scan_urls: tuple[str, ...], timeout: fl
     days = parse_days(days_) if days_ else None
     if days is not None and not against_scan:
         raise click.UsageError("--days reconciles days against the scans: add --against-scan")
+    if against_scan and not lake:
+        from scanfill.lake import known
+
+        known.refuse_in_lake(db, "--against-scan without --lake would compare the scans with the empty ledger tables",
+                             "Run `scanfill verify --lake {lake} --against-scan`")  # fmt: skip
     results = vf.lake_checks(db, lake) if lake else vf.checks(db)
     diffs: list[Any] = []
     verdicts: list[Any] = []

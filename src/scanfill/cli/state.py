@@ -138,6 +138,12 @@ def rebuild_state(dsn: str | None, schema: str) -> None:
 
     db = get_db(dsn, schema)
     sch.require(db)
+    from scanfill.lake.known import refuse_in_lake
+
+    refuse_in_lake(db, "rebuild-state derives contract state from the ledger tables and cannot read a lake yet, so it "
+                   "would empty `contracts` and `amulet_transfers`, their only copy",
+                   "Contract state was kept by each commit of the load: `scanfill verify --acs-at now` compares it "
+                   "with the scans, `scanfill verify --lake {lake}` checks the lake")  # fmt: skip
     with db.connect(application="scanfill rebuild-state") as conn:
         with conn.transaction():
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(db.t("contracts")))

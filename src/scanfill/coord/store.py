@@ -393,6 +393,14 @@ class Store:
         """Move a lake's bookkeeping from `old` to `new`; returns the rows moved."""
         return int(self.one(conn, "lake_rename", old=old, new=new)[0])
 
+    def lake_ledger(self, conn: Conn) -> list[tuple[str, int, int]]:
+        """(lake, updates, events) committed there by `run --lake` / `follow --lake`."""
+        return [(str(t), int(u), int(e)) for t, u, e in self.all(conn, "lake_ledger")]
+
+    def lake_forget(self, conn: Conn, target: str) -> int:
+        """Forget a removed lake: its files, exports and contract-state mark; returns the rows deleted."""
+        return int(self.one(conn, "lake_forget", target=target)[0])
+
     # ----- run --lake ------------------------------------------------------------------------------
 
     def lake_files_add(self, conn: Conn, target: str, files: list[tuple[Any, ...]]) -> None:

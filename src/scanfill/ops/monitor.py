@@ -11,6 +11,7 @@ from scanfill.coord.records import FollowState
 from scanfill.coord.store import Store
 from scanfill.db import Database
 from scanfill.ops.maintenance import LEDGER_TABLES, catalog_snapshot, table_oid
+from scanfill.scan.client import redact_url
 
 RATE_WINDOW_S = 300
 
@@ -40,6 +41,7 @@ def status(db: Database) -> dict[str, Any]:
         phase = conn.execute(sql.SQL("SELECT value FROM {} WHERE key = 'phase'").format(t("scanfill_meta"))).fetchone()
         mark = store.complete_through(conn)
         day_counts = dict(store.all(conn, "days_by_status"))
+        lakes = store.lake_ledger(conn)  # `run --lake`: the ledger's rows are there, the ledger tables empty
     out_ranges = []
     tot = {"updates": 0, "events": 0, "span": 0.0, "covered": 0.0, "slices": 0, "done": 0}
     for r in ranges:
@@ -82,6 +84,8 @@ def status(db: Database) -> dict[str, Any]:
         "index_builds": [{"index": b[0], "phase": b[1],
                           "percent": 100.0 * (b[4] / b[5] if b[5] else b[2] / b[3] if b[3] else 0.0)} for b in builds],
         "phase": phase[0] if phase else None,
+        "ledger": {"where": "lake" if lakes else "tables",
+                   "lakes": [{"lake": redact_url(x), "updates": u, "events": e} for x, u, e in lakes]},
         "complete_through": None if mark is None else {
             "migration_id": mark.migration_id, "record_time": mark.record_time.isoformat(),
             "ledger_position": mark.ledger_position},
@@ -150,6 +154,9 @@ def render(st: dict[str, Any]) -> Any:
         f"{100 * tt['fraction']:.1f}% of the time range, {tt['slices_done']:,}/{tt['slices']:,} slices, "
         + (f"{rate:,.0f} rows/s, " if rate else "") + done,
     ]
+    for x in (st.get("ledger") or {}).get("lakes") or ():
+        parts.append(f"ledger: in the lake {x['lake']} ({x['updates']:,} updates, {x['events']:,} events committed "
+                     "there; the ledger tables are empty by design): `scanfill verify --lake` checks it")  # fmt: skip
     mark, days = st.get("complete_through"), st.get("days") or {}
     if days:
         parts.append("complete through: " + (f"migration {mark['migration_id']}, {mark['record_time'][:19]} UTC"

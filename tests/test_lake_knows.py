@@ -1,0 +1,110 @@
+"""A database loaded with `run --lake` knows its ledger is in the lake (issue 29, items 4 and 5):
+every command that would read or write the empty ledger tables instead refuses in one line naming
+the lake and the command that works, `verify` and `status` say where the ledger is, and
+`abort --truncate` leaves nothing that makes the next `run --lake` store a row twice (real
+PostgreSQL, the simulator over HTTP, `scanfill` as processes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+
+from procs import finish, scanfill
+from scanfill.lake.layout import Lake
+from scanfill.lake.read import table
+from scanfill.sim import Ledger, SimConfig, Simulator
+from shared import SMALL
+
+RUN = ("--no-progress", "--concurrency", "3")
+
+
+def _counts(db: str) -> tuple[int, ...]:
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT (SELECT count(*) FROM ledger_updates), (SELECT count(*) FROM ledger_events), "
+                           "(SELECT count(*) FROM contracts), (SELECT count(*) FROM amulet_transfers), "
+                           "(SELECT count(*) FROM lake_files)").fetchone()  # fmt: skip
+    assert row is not None
+    return tuple(int(x) for x in row)
+
+
+def _lake_updates(root: str) -> list[tuple[object, ...]]:
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("u", table(Lake(root), "updates").to_pyarrow_dataset())
+    return con.execute("SELECT update_id, migration_id, synchronizer_id, epoch_us(record_time), kind, event_count "
+                       "FROM u").fetchall()  # fmt: skip
+
+
+def _refused(out: str, *names: str) -> bool:
+    """One line, an error naming the lake and what works."""
+    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    return len(lines) == 1 and lines[0].startswith("error: ") and all(n in lines[0] for n in names)
+
+
+def test_a_lake_loaded_database_refuses_what_would_split_or_empty_it_and_truncates_with_its_lake(
+        db: str, tmp_path: Path) -> None:  # fmt: skip
+    root = str(tmp_path / "lake")
+    other = str(tmp_path / "other-lake")
+    ledger = Ledger(SMALL)
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        p = scanfill("run", *RUN, "--lake", root, dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        assert p.returncode == 0 and "history complete" in out, out
+        before = _counts(db)
+        assert before[:2] == (0, 0) and before[2] > 0 and before[4] > 0, before  # rows in the lake, state in PostgreSQL
+
+        # plain verify: checks what the database holds, names the lake, marks no day from the empty tables
+        v = scanfill("verify", "--json", dsn=db, urls=sim.urls)
+        checks = json.loads(finish(v, 120, db))
+        assert v.returncode == 0 and all(c["ok"] for c in checks), checks
+        assert f"scanfill verify --lake {root}" in checks[0]["detail"], checks[0]
+
+        # every command that would act on the ledger tables instead: refused, nothing done (in parallel)
+        cases = {
+            "rebuild-state": (("rebuild-state",), ("verify --lake",)),
+            "refetch": (("run", *RUN, "--refetch", "2024-06-24T00:00:00Z/2024-06-25T00:00:00Z"), ("run --lake",)),
+            "run": (("run", *RUN), (f"scanfill run --lake {root}",)),
+            "follow": (("follow", "--once"), (f"scanfill follow --lake {root}",)),
+            "rewind": (("follow", "--once", "--rewind"), (f"scanfill follow --lake {root}",)),
+            "second lake": (("run", *RUN, "--lake", other), (f"scanfill run --lake {root}",)),
+            "against-scan": (("verify", "--against-scan"), (f"scanfill verify --lake {root} --against-scan",)),
+            "prepare": (("prepare",), ("run --lake",)),
+            "restore": (("restore",), ("verify --lake",)),
+            "truncate": (("abort", "--truncate", "--yes", "--wait", "5"), (f"abort --truncate --lake {root}",)),
+            "truncate another lake": (("abort", "--truncate", "--yes", "--lake", other), (other,)),
+        }
+        procs = {k: scanfill(*args, dsn=db, urls=sim.urls) for k, (args, _) in cases.items()}
+        outs = {k: finish(p, 120, db) for k, p in procs.items()}
+        for k, (_, names) in cases.items():
+            assert procs[k].returncode == 2 and _refused(outs[k], root, *names), (k, outs[k])
+        assert _counts(db) == before  # contract state, transfer facts and the lake's bookkeeping untouched
+        assert not (tmp_path / "other-lake").exists()
+
+        # status says where the ledger is; no day became a gap
+        s = scanfill("status", "--json", dsn=db, urls=sim.urls)
+        st = json.loads(finish(s, 60, db))
+        assert st["ledger"]["where"] == "lake" and st["ledger"]["lakes"][0]["lake"] == root, st["ledger"]
+        assert st["ledger"]["lakes"][0]["updates"] == ledger.total_updates() and st["days"]["gap"] == 0, st
+        text = finish(scanfill("status", dsn=db, urls=sim.urls), 60, db)
+        assert f"ledger: in the lake {root}" in " ".join(text.split()), text
+
+        # abort --truncate naming the lake: the lake's tables go with the rest, and the next run stores each row once
+        a = scanfill("abort", "--truncate", "--yes", "--wait", "5", "--lake", root + "/", dsn=db, urls=sim.urls)
+        out = finish(a, 120, db)
+        assert a.returncode == 0 and f"lake {root}: scanfill's tables there removed" in out, out
+        assert f"scanfill run --lake {root}" in out and not (tmp_path / "lake" / "updates").exists(), out
+        assert _counts(db) == (0, 0, 0, 0, 0)
+        p = scanfill("run", *RUN, "--lake", root, dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        assert p.returncode == 0 and "history complete" in out, out
+        v = scanfill("verify", "--lake", root, "--json", dsn=db, urls=sim.urls)
+        checks = json.loads(finish(v, 120, db))
+        assert v.returncode == 0 and all(c["ok"] for c in checks), checks
+    got = _lake_updates(root)
+    want = [(h.update_id, h.migration_id, h.synchronizer_id, h.record_us, h.kind, h.event_count)
+            for h in ledger.expected_all()]  # fmt: skip
+    assert len(got) == len(want) == ledger.total_updates() and set(got) == set(want)  # exactly once
+    assert _counts(db)[2:4] == before[2:4]  # contract state and transfer facts derived again, the same
