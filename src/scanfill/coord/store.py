@@ -274,9 +274,19 @@ class Store:
             self.run(conn, "days_repaired", m=m, sync=sync, lo=None if lo_us is None else us_to_dt(lo_us),
                      hi=None if hi_us is None else us_to_dt(hi_us))  # fmt: skip
 
-    def day_found(self, conn: Conn, m: int, sync: str, day: date, finding: str, repair: str) -> None:
-        """What `verify` proved wrong about a day, and the repair: the day is a gap until repaired."""
-        self.run(conn, "days_found", m=m, sync=sync, day=day, finding=finding[:2000], repair=repair)
+    def day_found(self, conn: Conn, m: int, sync: str, day: date, finding: str, repair: str,
+                  expected: tuple[int, int] | None = None) -> None:  # fmt: skip
+        """What `verify` proved wrong about a day, and the repair: the day is a gap until repaired.
+        `expected`: the (updates, events) the loaders committed, for a finding about counts."""
+        self.run(conn, "days_found", m=m, sync=sync, day=day, finding=finding[:2000], repair=repair,
+                 eu=None if expected is None else expected[0], ee=None if expected is None else expected[1])  # fmt: skip
+
+    def days_settled(self, conn: Conn, counted: dict[tuple[int, str, date], tuple[int, int]]) -> None:
+        """Clear the counts findings of days whose tables hold again what the loaders had committed."""
+        if counted:
+            keys = sorted(counted)
+            self.run(conn, "days_settled", m=[k[0] for k in keys], sync=[k[1] for k in keys], day=[k[2] for k in keys],
+                     u=[counted[k][0] for k in keys], e=[counted[k][1] for k in keys])  # fmt: skip
 
     def day_vouched(self, conn: Conn, m: int, sync: str, day: date) -> None:
         """A scan serves exactly the stored copy of the day: what verify found on it no longer holds."""
