@@ -15,7 +15,7 @@ from procs import finish, scanfill
 from scanfill.lake.layout import Lake
 from scanfill.lake.read import table
 from scanfill.sim import Ledger, SimConfig, Simulator
-from shared import SMALL
+from shared import SMALL, drop_database, new_database
 
 RUN = ("--no-progress", "--concurrency", "3")
 
@@ -45,7 +45,7 @@ def _refused(out: str, *names: str) -> bool:
 
 
 def test_a_lake_loaded_database_refuses_what_would_split_or_empty_it_and_truncates_with_its_lake(
-        db: str, tmp_path: Path) -> None:  # fmt: skip
+        db: str, pg_admin_dsn: str, tmp_path: Path) -> None:  # fmt: skip
     root = str(tmp_path / "lake")
     other = str(tmp_path / "other-lake")
     ledger = Ledger(SMALL)
@@ -103,6 +103,22 @@ def test_a_lake_loaded_database_refuses_what_would_split_or_empty_it_and_truncat
         v = scanfill("verify", "--lake", root, "--json", dsn=db, urls=sim.urls)
         checks = json.loads(finish(v, 120, db))
         assert v.returncode == 0 and all(c["ok"] for c in checks), checks
+
+        # another database: not into a lake holding rows it did not write, nor beside its own ledger tables
+        db2 = new_database(pg_admin_dsn)
+        try:
+            p = scanfill("run", *RUN, "--lake", root + "/", dsn=db2, urls=sim.urls)
+            out = finish(p, 120, db2)
+            assert p.returncode == 2 and _refused(out, root, f"holds {ledger.total_updates():,} updates this database did not write"), out
+            p = scanfill("run", *RUN, dsn=db2, urls=sim.urls)
+            out = finish(p, 240, db2)
+            assert p.returncode == 0 and "history complete" in out, out
+            p = scanfill("run", *RUN, "--lake", other, dsn=db2, urls=sim.urls)
+            out = finish(p, 120, db2)
+            assert p.returncode == 2 and _refused(out, other, f"scanfill export --to {other}"), out
+            assert _counts(db2)[4] == 0 and not (tmp_path / "other-lake").exists()
+        finally:
+            drop_database(pg_admin_dsn, db2)
     got = _lake_updates(root)
     want = [(h.update_id, h.migration_id, h.synchronizer_id, h.record_us, h.kind, h.event_count)
             for h in ledger.expected_all()]  # fmt: skip

@@ -47,6 +47,17 @@ def ledger_lakes(db: Database) -> list[LedgerLake]:
         return []
 
 
+def _adopt(db: Database, lake: Lake) -> None:
+    """What an older release recorded under another spelling of `lake` is this lake's (`lake.names`)."""
+    from scanfill.lake.names import adopt
+
+    try:
+        with db.connect(autocommit=True, application="scanfill lake check") as conn:
+            adopt(Store(db), conn, lake)
+    except psycopg.errors.UndefinedTable:
+        pass
+
+
 def names(lakes: list[LedgerLake]) -> str:
     return ", ".join(x.shown for x in lakes)
 
@@ -61,13 +72,34 @@ def refuse_in_lake(db: Database, what: str, instead: str) -> None:
 
 
 def require_same(db: Database, target: str, command: str) -> None:
-    """`run --lake` / `follow --lake` into another lake than the one holding this database's ledger
-    would split it in two."""
+    """`run --lake` / `follow --lake` loads the lake this database's ledger is in, and only there:
+    into a second lake, beside rows in the ledger tables, or into a lake holding rows this database
+    did not write (another database's, an export target, one a truncate left), every row it loads
+    would be split from the rest or stored twice."""
+    lake = Lake(target)
+    _adopt(db, lake)
     lakes = ledger_lakes(db)
-    root = canonical(target)
-    if lakes and root not in {x.root for x in lakes}:
-        raise Refused(f"this database's ledger is in the lake {names(lakes)} ({_rows(lakes)}), not in {target}: "
+    if lakes and lake.root not in {x.root for x in lakes}:
+        raise Refused(f"this database's ledger is in the lake {names(lakes)} ({_rows(lakes)}), not in {lake.shown}: "
                       f"a second lake would split it; run `scanfill {command} --lake {lakes[0].shown}`")  # fmt: skip
+    if lakes:
+        return
+    try:
+        with db.connect(autocommit=True, application="scanfill lake check") as conn:
+            empty = Store(db).ledger_tables_empty(conn)
+    except psycopg.errors.UndefinedTable:
+        empty = True
+    if not empty:
+        raise Refused(f"this database's ledger is in its ledger tables, not in a lake: `{command} --lake "
+                      f"{lake.shown}` would put the rest of it there, a split copy; nothing done. Run `scanfill "
+                      f"{command}` without --lake, and `scanfill export --to {lake.shown}` for a lake of it")  # fmt: skip
+    from scanfill.lake import read
+
+    if read.exists(lake, "updates") and (held := sum(read.partition_rows(lake, "updates").values())):
+        raise Refused(f"the lake {lake.shown} holds {held:,} updates this database did not write (another "
+                      f"database's lake, an export target, or one a truncate left): `{command} --lake` would store "
+                      "them a second time; nothing done. Name an empty lake, or remove scanfill's tables there "
+                      f"({', '.join(LAKE_DIRS)}) first")  # fmt: skip
 
 
 def _rows(lakes: list[LedgerLake]) -> str:
@@ -77,6 +109,8 @@ def _rows(lakes: list[LedgerLake]) -> str:
 def truncate_plan(db: Database, named: tuple[str, ...]) -> list[LedgerLake]:
     """The lakes `abort --truncate` must remove with the ledger: every lake of this database, each
     named with `--lake` (else the next `run --lake` would store its rows a second time)."""
+    for n in named:
+        _adopt(db, Lake(n))
     lakes = ledger_lakes(db)
     given = {canonical(n) for n in named}
     unknown = sorted(given - {x.root for x in lakes})
