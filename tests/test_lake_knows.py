@@ -124,3 +124,60 @@ def test_a_lake_loaded_database_refuses_what_would_split_or_empty_it_and_truncat
             for h in ledger.expected_all()]  # fmt: skip
     assert len(got) == len(want) == ledger.total_updates() and set(got) == set(want)  # exactly once
     assert _counts(db)[2:4] == before[2:4]  # contract state and transfer facts derived again, the same
+
+
+def test_abort_removes_only_scanfills_tables_under_the_lakes_prefix_on_a_real_s3_server(tmp_path: Path) -> None:
+    """`abort --truncate --lake s3://...`'s removal on moto's standalone S3 server (real HTTP): every
+    object of the lake's tables and manifests goes (more than one listing page), nothing else in
+    the bucket does, and a second removal finds nothing."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from procs import wait_for
+    from scanfill.lake.known import _remove_tables
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115 (the server's whole life)
+    moto = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "scanfill-test", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        def up() -> bool:
+            with socket.socket() as c:
+                return c.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(up, timeout=60, what="moto_server to listen")
+        import boto3
+
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="lake-bucket")
+        ours = [f"canton/updates/migration_id=0/record_date=2024-06-24/part-{k}.parquet" for k in range(1005)]
+        ours += ["canton/updates/_delta_log/00000000000000000000.json", "canton/events/_delta_log/0.json",
+                 "canton/_manifests/updates/migration_id=0/record_date=2024-06-24.json", "canton/contracts/x.parquet"]
+        kept = ["canton/notes/updates/readme.txt", "canton/updates-old/x", "other/updates/x", "cantonx/events/y",
+                "canton/README"]  # fmt: skip
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:  # more than one page of a listing and of a batch delete
+            list(pool.map(lambda key: s3.put_object(Bucket="lake-bucket", Key=key, Body=b"1"), ours + kept))
+        assert _remove_tables(Lake("s3a://lake-bucket/canton/")) == len(ours)
+        left = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="lake-bucket")
+                      for o in page.get("Contents", []))  # fmt: skip
+        assert left == sorted(kept)
+        assert _remove_tables(Lake("s3://lake-bucket/canton")) == 0
+    finally:
+        moto.terminate()
+        moto.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
