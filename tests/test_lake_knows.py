@@ -90,6 +90,9 @@ def test_a_lake_loaded_database_refuses_what_would_split_or_empty_it_and_truncat
         assert st["ledger"]["lakes"][0]["updates"] == ledger.total_updates() and st["days"]["gap"] == 0, st
         text = finish(scanfill("status", dsn=db, urls=sim.urls), 60, db)
         assert f"ledger: in the lake {root}" in " ".join(text.split()), text
+        found = json.loads(finish(scanfill("doctor", "--json", dsn=db, urls=sim.urls), 60, db))
+        where = [f for f in found if f["check"] == "where the ledger is"]
+        assert where and f"in the lake {root} (" in where[0]["finding"] and "verify --lake" in where[0]["fix"], found
 
         # abort --truncate naming the lake: the lake's tables go with the rest, and the next run stores each row once
         a = scanfill("abort", "--truncate", "--yes", "--wait", "5", "--lake", root + "/", dsn=db, urls=sim.urls)

@@ -76,6 +76,13 @@ def database_findings(db: Database, workers: int, db_connections: int) -> list[F
                            f"{st[0]:,} transactions, {st[1]:,} rows inserted ({loaded:,} by scanfill), {st[2]:,} "
                            f"updated, {st[3]:,} deleted, database {st[4] / 1e9:.2f} GB",
                            "" if amp < 0.5 else "many updates/deletes per insert: something upserts or rewrites rows"))  # fmt: skip
+        lakes = Store(db).lake_ledger(conn)
+        if lakes:  # the ledger tables are empty by design: what checks and repairs the copy is `--lake`
+            out.append(Finding("where the ledger is", True,
+                               "in the lake " + ", ".join(f"{redact_url(t)} ({u:,} updates, {e:,} events)" for t, u, e in lakes)
+                               + "; the ledger tables are empty by design",
+                               f"`scanfill verify --lake {redact_url(lakes[0][0])}` checks it; commands acting on the ledger "
+                               "tables refuse"))  # fmt: skip
     return out
 
 
