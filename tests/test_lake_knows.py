@@ -72,6 +72,7 @@ def test_a_lake_loaded_database_refuses_what_would_split_or_empty_it_and_truncat
             "second lake": (("run", *RUN, "--lake", other), (f"scanfill run --lake {root}",)),
             "against-scan": (("verify", "--against-scan"), (f"scanfill verify --lake {root} --against-scan",)),
             "prepare": (("prepare",), ("run --lake",)),
+            "export elsewhere": (("export", "--to", other), (other, f"scanfill export --to {root}")),
             "restore": (("restore",), ("verify --lake",)),
             "truncate": (("abort", "--truncate", "--yes", "--wait", "5"), (f"abort --truncate --lake {root}",)),
             "truncate another lake": (("abort", "--truncate", "--yes", "--lake", other), (other,)),

@@ -27,6 +27,9 @@ def export(dsn: str | None, schema: str, target: str, vacuum_hours: int | None) 
 
     db = get_db(dsn, schema)
     sch.require(db)
+    from scanfill.lake.known import require_export_source
+
+    require_export_source(db, target)
     report = run_export(db, target, echo=click.echo)
     shown = Lake(target).shown
     if vacuum_hours is not None:

@@ -102,6 +102,19 @@ def require_same(db: Database, target: str, command: str) -> None:
                       f"({', '.join(LAKE_DIRS)}) first")  # fmt: skip
 
 
+def require_export_source(db: Database, target: str) -> None:
+    """`export` reads the ledger tables: on a database whose ledger is in a lake they are empty, and
+    an export elsewhere would write a lake of nothing (its own lake gets contract state only)."""
+    lake = Lake(target)
+    _adopt(db, lake)
+    lakes = ledger_lakes(db)
+    if lakes and lake.root not in {x.root for x in lakes}:
+        raise Refused(f"this database's ledger is in the lake {names(lakes)} ({_rows(lakes)}), not in the ledger "
+                      f"tables `export` reads: an export to {lake.shown} would hold none of it; nothing done. The "
+                      "lake is Delta tables any engine copies; `scanfill export --to "
+                      f"{lakes[0].shown}` adds contract state there")  # fmt: skip
+
+
 def _rows(lakes: list[LedgerLake]) -> str:
     return f"{sum(x.updates for x in lakes):,} updates and {sum(x.events for x in lakes):,} events committed there"
 
