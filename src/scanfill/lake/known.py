@@ -109,9 +109,9 @@ def require_export_source(db: Database, target: str) -> None:
     _adopt(db, lake)
     lakes = ledger_lakes(db)
     if lakes and lake.root not in {x.root for x in lakes}:
-        raise Refused(f"this database's ledger is in the lake {names(lakes)} ({_rows(lakes)}), not in the ledger "
-                      f"tables `export` reads: an export to {lake.shown} would hold none of it; nothing done. The "
-                      "lake is Delta tables any engine copies; `scanfill export --to "
+        raise Refused(f"refusing to export to {lake.shown}: this database's ledger is in the lake {names(lakes)} "
+                      f"({_rows(lakes)}) and its ledger tables are empty, so the export would hold none of it; nothing "
+                      "done. The lake is Delta tables any engine copies; `scanfill export --to "
                       f"{lakes[0].shown}` adds contract state there")  # fmt: skip
 
 
