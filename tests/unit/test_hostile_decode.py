@@ -5,6 +5,7 @@ take the documented two forms, amounts that are not a Daml Numeric 10 are named,
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import orjson
 import pytest
@@ -90,3 +91,33 @@ def test_the_servers_own_files_are_the_operators_to_fix(state: str, text: str, k
     """A failed access to the server's files (a tablespace whose permissions changed) is nothing in
     the rows: the load stops for the operator instead of blaming an update."""
     assert db_error_kind(_Err(state, text)) == kind
+
+
+def _row(**amounts: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    from scanfill.economy.transfers import _FIELDS, TransferRow
+
+    base = dict.fromkeys(_FIELDS, None) | {"output_fees": None}
+    return TransferRow("e", "u", 0, "s", datetime(2024, 1, 1, tzinfo=UTC), 0, "AmuletRules_Transfer", None, None, 1,
+                       "p", None, traffic_bytes=None, readable=True, **(base | amounts))  # fmt: skip
+
+
+@pytest.mark.parametrize(("amounts", "fees", "named"), [
+    ({"input_amulets": "224019632.4829619323", "holding_fees": "0E-10"}, ["209.9976000000"], None),
+    ({"input_amulets": "1|2"}, [], "inputAmuletAmount '1|2': not a decimal number"),  # one value, not two
+    ({"input_amulets": "1", "holding_fees": "1.00000000001"}, [], "holdingFees '1.00000000001': more than 10"),
+    ({"input_amulets": "1"}, ["1e30"], "outputFees[0] '1e30': not a decimal number"),
+    ({"input_amulets": "1.50000000000"}, ["0"], None),  # trailing zeros: exact all the same
+])  # fmt: skip
+def test_every_amount_is_checked_whichever_way_it_is_read(amounts: dict[str, str], fees: list[str],
+                                                          named: str | None) -> None:  # fmt: skip
+    """The one-match common case and the field-by-field check agree: a value the first cannot take is
+    named by the second, never let through."""
+    from scanfill.economy.transfers import _REQUIRED, _checked
+
+    summary: dict[str, Any] = {key: {"numeric": "0"} for key in _REQUIRED} | {"outputFees": {"list": {"elements": [
+        {"numeric": f} for f in fees]}}}  # fmt: skip
+    got = _checked(_row(**amounts), summary)
+    assert (got.problem is None) if named is None else (got.problem is not None and named in got.problem), got.problem
+    assert got.readable is (named is None)

@@ -262,6 +262,10 @@ _FIELDS = {"input_amulets": "inputAmuletAmount", "app_rewards": "inputAppRewardA
 _REQUIRED = ("inputAppRewardAmount", "inputValidatorRewardAmount", "inputSvRewardAmount", "inputAmuletAmount",
              "holdingFees", "outputFees", "senderChangeFee", "senderChangeAmount", "amuletPrice")  # fmt: skip
 _BIGINT = 2**63
+# Amounts as Scan serves them, all at once: a run of Numeric 10 values (no more than 28 integer digits
+# nor 10 decimals, or a zero as "0E-10") each ended by '|'; when it does not match, each is checked
+# alone and named with its reason.
+_ALL_NUMERIC10 = re.compile(r"(?:(?:-?[0-9]{1,28}(?:\.[0-9]{1,10})?|-?0(?:\.0*)?E[-+]?[0-9]{1,2})\|)*")
 
 
 def not_numeric10(text: str) -> str | None:
@@ -288,16 +292,21 @@ def _checked(row: TransferRow, s: dict[str, Any] | None) -> TransferRow:
     `problem` (field and value) and left NULL, and the row is unreadable; never rounded, never a
     commit the database refuses. A summary's missing fields are named too (`s`: its fields by label;
     None for a tap, which has none)."""
+    fees = _value(s.get("outputFees")) if s else None  # each fee checked: their sum would hide which
+    fees = fees if isinstance(fees, list) else []
+    texts = [v for v in (getattr(row, col) for col in _FIELDS) if v is not None]
+    texts += [_num(fee) or "?" for fee in fees]
+    joined = "".join(f"{t}|" for t in texts)  # a '|' inside a value makes the count differ
+    fits = joined.count("|") == len(texts) and _ALL_NUMERIC10.fullmatch(joined) is not None  # the common case
     bad: list[str] = []
     fixes: dict[str, Any] = {}
-    for col, name in _FIELDS.items():
+    for col, name in () if fits else _FIELDS.items():
         v = getattr(row, col)
         why = not_numeric10(v) if v is not None else None
         if why is not None:
             bad.append(f"{name} {_shown(v)}: {why}")
             fixes[col] = None
-    fees = _value(s.get("outputFees")) if s else None  # each fee checked: their sum would hide which
-    for i, fee in enumerate(fees if isinstance(fees, list) else ()):
+    for i, fee in enumerate(() if fits else fees):
         text = _num(fee)
         why = "not a decimal number" if text is None else not_numeric10(text)
         if why is not None:
