@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from procs import finish
+from procs import finish, scanfill
 from scanfill.lake.layout import Lake
 from scanfill.lake.read import add_actions, table
 from scanfill.sim import Ledger, SimConfig, Simulator
@@ -97,3 +98,87 @@ def test_two_loaders_stopping_together_compact_one_after_the_other_and_the_lake_
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def small_mount(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a small tmpfs of its own (tests run as root), remountable read-only."""
+    mnt = tmp_path / "lake"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _remount(mnt: Path, how: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{how}", str(mnt)], check=True)
+
+
+def test_run_into_a_read_only_lake_stops_with_one_line_and_resumes_exactly(db: str, small_mount: Path) -> None:
+    """Item 7: `run --lake` into a lake that cannot be written stops with one line naming the lake
+    and what to do, no traceback; made writable, the same command completes it exactly once."""
+    root = str(small_mount)
+    args = ("run", "--no-progress", "--concurrency", "3", "--lake", root, "--page-size", "50")
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        _remount(small_mount, "ro")
+        p = scanfill(*args, dsn=db, urls=sim.urls)
+        out = finish(p, 120, db)
+        assert p.returncode == 1 and "Traceback" not in out and "panicked" not in out, out
+        said = [ln for ln in out.splitlines() if "ERROR" in ln]
+        assert len(said) == 1 and f"the lake at {root} cannot be written (Read-only file system)" in said[0], out
+        _remount(small_mount, "rw")
+        p = scanfill(*args, dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        assert p.returncode == 0 and "history complete" in out, out
+        _assert_exact(db, sim.urls, root)
+
+
+def _assert_exact(db: str, urls: list[str], root: str) -> None:
+    """The lake holds the simulator's ledger exactly once, and `verify --lake` agrees."""
+    want = sorted((h.update_id, h.migration_id) for h in Ledger(SMALL).expected_all())
+    got = sorted(_lake_ids(root))
+    assert got == want, f"{len(got)} rows in the lake, {len(want)} in the ledger"
+    v = subprocess.run([sys.executable, "-m", "scanfill.cli", "verify", "--lake", root, "--json"],
+                       env={**os.environ, "DATABASE_URL": db, "SCAN_URL": ",".join(urls)},
+                       capture_output=True, timeout=120)  # fmt: skip
+    checks = json.loads(v.stdout)
+    assert v.returncode == 0 and all(c["ok"] for c in checks), checks
+
+
+def test_a_follower_waits_out_a_read_only_lake_and_resumes_exactly(db: str, small_mount: Path) -> None:
+    """Item 7: the lake turns read-only under `follow --lake` (its tables exist, the ledger grows):
+    the follower says so in one line, keeps running (no panic, no traceback) and, the lake
+    writable again, stores what grew meanwhile: every update exactly once."""
+    from procs import lines_of, wait_for
+
+    root = str(small_mount)
+    total = Ledger(SMALL).total_updates()
+    with Simulator(SimConfig(ledger=SMALL, grow=50, grow_updates=60)) as sim:
+        p = scanfill("run", "--no-progress", "--concurrency", "3", "--lake", root, dsn=db, urls=sim.urls)
+        assert p.returncode == 0 if finish(p, 240, db) is not None else False
+        _remount(small_mount, "ro")
+        f = scanfill("follow", "--lake", root, "--poll", "0.2", "--lease", "4", dsn=db, urls=sim.urls)
+        said = lines_of(f)
+        try:
+            wait_for(lambda: any("cannot be written (Read-only file system)" in ln for ln in said), timeout=60,
+                     what="the follower to say the lake cannot be written")  # fmt: skip
+            assert f.poll() is None, "".join(said)  # still following
+            _remount(small_mount, "rw")
+
+            def caught_up() -> bool:
+                import psycopg
+
+                with psycopg.connect(db) as conn:
+                    row = conn.execute("SELECT coalesce(sum(updates), 0) FROM completeness").fetchone()
+                return bool(sim.stats()["grown"]) and row is not None and int(row[0]) == total
+
+            wait_for(caught_up, timeout=120, what="the follower to store the grown ledger")
+        finally:
+            _remount(small_mount, "rw")
+            f.terminate()
+            rc = f.wait(timeout=120)
+        out = "".join(said)
+        assert rc == 0 and "Traceback" not in out and "panicked" not in out, out
+        _assert_exact(db, sim.urls, root)

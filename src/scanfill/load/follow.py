@@ -45,6 +45,7 @@ from scanfill.errors import (
     Unstorable,
     db_error_kind,
 )
+from scanfill.lake.errors import LakeUnwritable
 from scanfill.load.decode import Batch
 from scanfill.load.pipeline import Pipeline, PipelineReport
 from scanfill.load.sink import WAY_OUT, Sink, finish_lake
@@ -191,6 +192,9 @@ class Follower:
                                                   f"{exc.sqlstate}: {first}); {WAY_OUT}")  # fmt: skip
                 else:
                     await self._problem(what, f"follow {what}: {first}", failures)
+            except LakeUnwritable as exc:  # full or read-only: waited out like a scan outage, the cursor unmoved
+                failures = 1 if self.report.pages + self.report.scan_event_pages > pages else failures + 1
+                await self._problem(what, f"follow {what}: {exc}", failures)
             except (ScanError, MalformedPage) as exc:
                 failures = 1 if self.report.pages + self.report.scan_event_pages > pages else failures + 1
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -183,8 +183,11 @@ class Sink:
         """With a lake: the files just committed added to its Delta log (or by whoever publishes
         next, if this fails: they are recorded)."""
         if self.lake is not None:
+            from scanfill.lake.errors import writing
+
             try:
-                self.lake.publish(conn)
+                with writing(self.lake.lake, "publishing"):  # a delta-rs panic too, as one line
+                    self.lake.publish(conn)
             except Exception as exc:  # the files stay recorded; the next publish adds them
                 logging.getLogger("scanfill.lake").warning("publishing to %s failed (the next commit retries): %s",
                                                            self.lake.lake.shown, exc)  # fmt: skip

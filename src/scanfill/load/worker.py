@@ -26,6 +26,7 @@ from scanfill.coord.slices import Claim, Leases, Partition
 from scanfill.coord.store import Lease, WorkerState
 from scanfill.db import Conn, Database, DbPool
 from scanfill.errors import DatabaseUnavailable, Fenced, MalformedPage, ScanError, UnloggedLost, db_error_kind
+from scanfill.lake.errors import LakeUnwritable
 from scanfill.load.budget import DEFAULT_MB, ByteBudget
 from scanfill.load.decode import Batch
 from scanfill.load.pipeline import Pipeline, PipelineReport
@@ -179,6 +180,11 @@ class Worker:
         except (DatabaseUnavailable, UnloggedLost) as exc:
             log.error("%s", exc)
             self.report.failures.append(str(exc))
+            self.stop.set()
+        except LakeUnwritable as exc:  # one line, once: every slot meets the same lake
+            if str(exc) not in self.report.failures:
+                log.error("%s", exc)
+                self.report.failures.append(str(exc))
             self.stop.set()
         except Exception as exc:
             log.exception("worker %s failed", what)
