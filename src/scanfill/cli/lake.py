@@ -35,7 +35,7 @@ def export(dsn: str | None, schema: str, target: str, vacuum_hours: int | None) 
     if vacuum_hours is not None:
         from scanfill.lake.export import vacuum
 
-        click.echo(f"vacuum: {vacuum(Lake(target), vacuum_hours):,} file(s) no version younger than {vacuum_hours} h "
+        click.echo(f"vacuum: {vacuum(db, Lake(target), vacuum_hours):,} file(s) no version younger than {vacuum_hours} h "
                    "references were deleted")  # fmt: skip
     if not report.partitions and not report.removed and report.contracts is None:
         click.echo(f"nothing changed since the last export to {shown}")

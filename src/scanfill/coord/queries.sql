@@ -750,12 +750,19 @@ WHERE id = 1 AND owner = %(owner)s AND lease_epoch = %(epoch)s;
 SELECT pg_try_advisory_lock(%(key)s);
 
 -- name: publish_lock
--- A lake's publisher lock, waited for: a commit whose files another publisher did not take publishes
--- them itself right after, so nothing committed stays invisible until the next commit.
-SELECT pg_advisory_lock(%(key)s);
+-- A lake's writer lock (publish, compaction, vacuum), waited for: a commit whose files another
+-- publisher did not take publishes them itself right after, so nothing committed stays invisible
+-- until the next commit. Transaction-scoped, after idle_guard: a holder frozen while holding it
+-- (SIGSTOP, a paused VM) leaves its transaction idle, and the server ends it within the guard; a
+-- live holder keeps it with lock_alive.
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: lock_alive
+-- A live lock holder's keep-alive on its lock's connection (resets the idle guard's clock).
+SELECT 1;
 
 -- name: export_unlock
--- The exporter's (or publisher's) lock given back (its connection lives on in a pool).
+-- The exporter's lock given back (its connection lives on in a pool).
 SELECT pg_advisory_unlock(%(key)s);
 
 -- name: export_partitions
@@ -835,6 +842,19 @@ mi AS (INSERT INTO {s}.scanfill_meta (key, value) SELECT 'lake_export_contracts 
 SELECT (SELECT count(*) FROM f) + (SELECT count(*) FROM x) + (SELECT count(*) FROM m);
 
 -- ----- run --lake: files staged by commits, published to the Delta log (lake.sink) -----------------
+
+-- name: lake_stage_shared
+-- Inside a commit, before it writes a file: vacuum (lake_stage_drain) waits for every such commit.
+SELECT pg_advisory_xact_lock_shared(%(key)s);
+
+-- name: lake_stage_drain
+-- Vacuum, after listing the files no version references: every commit that was writing files then
+-- has ended (committed: its files are in lake_files; rolled back: they are orphans).
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: lake_unpublished_paths
+-- Files committed commits staged that the Delta log does not hold yet: vacuum must keep them.
+SELECT lake_table, path FROM {s}.lake_files WHERE target = %(target)s AND NOT published;
 
 -- name: lake_files_add
 -- In a commit's transaction: the Parquet files it wrote (invisible until published), in one statement.

@@ -413,6 +413,21 @@ class Store:
 
     # ----- run --lake ------------------------------------------------------------------------------
 
+    def lake_staging(self, conn: Conn, target: str) -> None:
+        """Inside a commit that writes files to this lake: vacuum waits for the commit to end."""
+        self.run(conn, "lake_stage_shared", key=_lock_key(f"stage {target}"))
+
+    def lake_staging_drain(self, target: str) -> None:
+        """Wait until every commit writing files to this lake now has ended (bounded by their
+        commit guards: a frozen one's transaction is ended by the server)."""
+        with self.db.connect(application="scanfill vacuum") as conn:
+            self.run(conn, "idle_guard", idle=IDLE_GUARD)
+            self.run(conn, "lake_stage_drain", key=_lock_key(f"stage {target}"))
+            conn.rollback()
+
+    def lake_unpublished_paths(self, conn: Conn, target: str) -> set[tuple[str, str]]:
+        return {(str(t), str(p)) for t, p in self.all(conn, "lake_unpublished_paths", target=target)}
+
     def lake_files_add(self, conn: Conn, target: str, files: list[tuple[Any, ...]]) -> None:
         """(table, path, migration, day, rows, bytes, first time, last time) of each file a commit wrote."""
         if files:

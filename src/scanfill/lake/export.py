@@ -184,18 +184,35 @@ def _remove_partition(lake: Lake, m: int, day: date, committed: Committed | None
 DERIVED = ("contracts", "amulet_transfers")  # whole tables derived from the ledger, rewritten when they change
 
 
-def vacuum(lake: Lake, retention_hours: int) -> int:
+def vacuum(db: Database, lake: Lake, retention_hours: int) -> int:
     """Delete files no table version younger than `retention_hours` references: files compaction
     replaced, and files of commits that rolled back (never referenced). Readers of a version older
-    than that may then miss files; 168 h (Delta's default) keeps a week of versions readable."""
+    than that may then miss files; 168 h (Delta's default) keeps a week of versions readable.
+
+    Never a file a commit of `run --lake` / `follow --lake` staged and the Delta log does not hold
+    yet (the publisher would add a missing file: every reader fails). Under the lake's writer lock,
+    so no publish or compaction changes the log meanwhile: delta-rs lists the candidates (dry run),
+    every commit that was writing files then is waited out (committed, its files are in
+    `lake_files`; rolled back, they are orphans), and the committed, unpublished ones are kept."""
     from deltalake import DeltaTable
 
-    removed = 0
-    for table in (*TABLES, *DERIVED):
-        uri = lake.uri(table)
-        if DeltaTable.is_deltatable(uri, storage_options=lake.storage_options()):
-            removed += len(DeltaTable(uri, storage_options=lake.storage_options()).vacuum(
-                retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True))
+    store = Store(db)
+    candidates: dict[str, list[str]] = {}
+    with store.lake_writer_lock(f"publish {lake.root}"):
+        for table in (*TABLES, *DERIVED):
+            uri = lake.uri(table)
+            if DeltaTable.is_deltatable(uri, storage_options=lake.storage_options()):
+                candidates[table] = DeltaTable(uri, storage_options=lake.storage_options()).vacuum(
+                    retention_hours=retention_hours, dry_run=True, enforce_retention_duration=False, full=True)
+        store.lake_staging_drain(lake.root)
+        with db.connect(autocommit=True, application="scanfill vacuum") as conn:
+            keep = store.lake_unpublished_paths(conn, lake.root)
+        removed = 0
+        for table, paths in candidates.items():
+            for path in paths:
+                if (table, path) not in keep:
+                    lake.delete(f"{table}/{path}")
+                    removed += 1
     return removed
 
 

@@ -13,6 +13,7 @@ second source of truth."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +187,20 @@ class Lake:
         fs, root = self._pyarrow_fs()
         with fs.open_input_stream(f"{root.rstrip('/')}/{rel}") as f:
             return bytes(f.read())
+
+    def delete(self, rel: str) -> None:
+        """Remove the file at `rel` (vacuum); one already gone is fine."""
+        if self.root.startswith("s3://"):
+            bucket, key = self._s3_key(rel)
+            _s3().delete_object(Bucket=bucket, Key=key)
+            return
+        if "://" not in self.root:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.root, rel))
+            return
+        fs, root = self._pyarrow_fs()
+        with contextlib.suppress(FileNotFoundError):
+            fs.delete_file(f"{root.rstrip('/')}/{rel}")
 
     def _s3_key(self, rel: str) -> tuple[str, str]:
         bucket, _, prefix = self.root.removeprefix("s3://").partition("/")

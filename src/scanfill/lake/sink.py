@@ -86,6 +86,7 @@ class LakeWriter:
     def stage(self, conn: Conn, batch: Any) -> None:
         """Write the batch's rows as one Parquet file per (table, migration, day) and record them."""
         self.ensure()
+        self.store.lake_staging(conn, self.target)  # a vacuum deletes none of them while this commit runs
         groups: dict[tuple[str, int, date], list[tuple[Any, ...]]] = defaultdict(list)
         for u in batch.updates:
             key = (u.migration_id, utc_day(u.t_us))
