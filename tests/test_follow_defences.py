@@ -257,7 +257,7 @@ def test_a_follower_in_another_pid_namespace_is_not_presumed_dead(db: str) -> No
         first = leader(db)
         import os
 
-        env = {**os.environ, "DATABASE_URL": db, "SCAN_URL": ",".join(sim.urls)}
+        env = {**os.environ, "DATABASE_URL": db, "SCAN_URL": ",".join(sim.urls), "FREEZE_AT": "2"}
         b = subprocess.Popen(["unshare", "--pid", "--fork", sys.executable, "-m", "scanfill.cli", "follow", "--poll",
                               "0.1", "--lease", "30"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              start_new_session=True)  # fmt: skip
@@ -333,3 +333,81 @@ def test_a_follower_waits_out_a_scan_serving_only_garbage_says_so_in_status_and_
     assert f.returncode == 0, out
     assert "malformed page(s) refused and asked again" in out, out
     assert_db_matches(db, Ledger(BASE))
+
+
+# `scanfill follow ARGS...` that stops itself (SIGSTOP) in the middle of the COPY of its FREEZE_AT-th
+# followed page: what that commit holds, it holds until the test kills it.
+FROZEN_IN_COPY = """
+import os, signal, sys, time
+from scanfill.load.sink import Sink
+
+inside, calls = [], []
+
+def commit_followed(self, *args, **kwargs):
+    inside.append(1)
+    try:
+        return followed(self, *args, **kwargs)
+    finally:
+        inside.pop()
+
+def copy_rows(self, conn, batch):
+    if inside and batch.updates:
+        calls.append(1)
+    if inside and batch.updates and len(calls) == int(os.environ.get("FREEZE_AT", "1")):
+        with conn.cursor().copy(self.copy_updates) as cp:
+            cp.write(b"PGCOPY\\n\\xff\\r\\n\\x00" + bytes(8))
+            os.kill(os.getpid(), signal.SIGSTOP)
+            time.sleep(3600)  # another thread may take the stop first: this one goes no further
+    return copy(self, conn, batch)
+
+followed, copy = Sink.commit_followed, Sink.copy_rows
+Sink.commit_followed, Sink.copy_rows = commit_followed, copy_rows
+sys.argv = ["scanfill", *sys.argv[1:]]
+from scanfill.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("commit", [1, 2], ids=["creating-its-ranges", "ordinary"])
+def test_a_follower_frozen_in_its_commit_stops_no_run_init_or_standby(db: str, commit: int) -> None:
+    """Issue 29, item 11: a follower's first page creates its ranges. Frozen in the COPY of that
+    commit or a later one (the server never times a COPY out), it must hold no lock that `init`,
+    `run`'s planning or a standby wait on before they can reap it: each completes while it stays
+    frozen, and then the copy ends exact."""
+    import os
+    import sys
+
+    from scanfill.coord.schema import LOCK_KEY
+
+    with Simulator(SimConfig(ledger=BASE)) as sim:
+        env = {**os.environ, "DATABASE_URL": db, "SCAN_URL": ",".join(sim.urls), "FREEZE_AT": str(commit)}
+        frozen = subprocess.Popen([sys.executable, "-c", FROZEN_IN_COPY, "follow", "--start", "beginning",
+                                   "--page-size", "50", "--lease", "1"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+
+        def stopped() -> bool:
+            with open(f"/proc/{frozen.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+        try:
+            wait_for(lambda: frozen.poll() is not None or stopped(), 90, "the follower to stop itself in its COPY")
+            assert frozen.poll() is None, frozen.communicate()[0].decode()[-3000:]
+            assert one(db, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %'") == 1
+            assert one(db, f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = "
+                           f"{LOCK_KEY & 0xFFFFFFFF}") == 0  # the planning lock is not held through the COPY
+            t0 = time.monotonic()
+            run_ok("init", dsn=db, urls=sim.urls, timeout=120)
+            run_ok("run", "--no-progress", "--lease", "1", dsn=db, urls=sim.urls, timeout=240)
+            out = run_ok("follow", "--once", "--lease", "1", dsn=db, urls=sim.urls, timeout=240)
+            took = time.monotonic() - t0
+            assert stopped()  # all of it while the follower stays frozen
+            assert "ended the commit of a frozen loader" in out and "took over from" in out, out
+            assert took < 150, f"init, run and a standby took {took:.0f} s"
+        finally:
+            frozen.kill()
+            frozen.communicate(timeout=60)
+        run_ok("run", "--no-progress", dsn=db, urls=sim.urls)  # what the frozen follower had begun
+        run_ok("follow", "--once", dsn=db, urls=sim.urls)
+    assert_db_matches(db, Ledger(BASE))
+    assert_state_matches(db, Ledger(BASE))
+    assert_days_match(db)

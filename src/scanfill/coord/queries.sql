@@ -8,6 +8,12 @@
 SELECT max_text, source_complete, min_text, followed_after FROM {s}.backfill_ranges
 WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s FOR UPDATE;
 
+-- name: plan_row_wait
+-- After the plan lock: how long planning waits for a range row another transaction holds. Only a
+-- follower's commit holds one; frozen in its COPY (which the server never times out) it would hold
+-- the row, and planning the plan lock, until reaped, and the reaper starts after planning.
+SELECT set_config('lock_timeout', %(wait)s, true);
+
 -- name: range_insert
 -- A (migration, synchronizer) range as a scan announced it: what its slices must cover.
 INSERT INTO {s}.backfill_ranges (migration_id, synchronizer_id, min_time, max_time, min_text, max_text, source_complete)
@@ -427,6 +433,14 @@ SELECT migration_id, min_text FROM (
 -- A range in a follower's commit: locked, with what the backfill and the follower own of it.
 SELECT max_text, followed_after, min_text FROM {s}.backfill_ranges
 WHERE migration_id = %(m)s AND synchronizer_id = %(sync)s FOR UPDATE;
+
+-- name: range_insert_pending
+-- A range the follower found first (a new migration or synchronizer), created before the commit of
+-- its first page: empty, and nobody's until that commit makes all of it the follower's
+-- (range_follow_to). Should that commit never come, planning treats it as any range of the backfill.
+INSERT INTO {s}.backfill_ranges (migration_id, synchronizer_id, min_time, max_time, min_text, max_text,
+                                 source_complete)
+VALUES (%(m)s, %(sync)s, %(min_time)s, %(min_time)s, %(min_text)s, %(before_min)s, true);
 
 -- name: range_insert_followed
 -- A range the follower found first (a new migration or synchronizer): all of it is the follower's.

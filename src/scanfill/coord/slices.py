@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from scanfill.coord.discovery import Discovery, Range
 from scanfill.coord.schema import take_lock
 from scanfill.coord.store import Lease, LeaseKind, Share, Store
@@ -25,6 +27,7 @@ from scanfill.state.rebuild import rederived
 from scanfill.timeutil import dt_to_us, format_us, parse_us, us_to_dt
 
 log = logging.getLogger("scanfill.slices")
+PLAN_ROW_WAIT = "3s"  # how long planning waits for a range row a follower's commit holds
 
 
 @dataclass(frozen=True)
@@ -40,15 +43,26 @@ def _cursor_name(m: int, sync: str, lo: int, hi: int) -> str:
 def plan(db: Database, conn: Conn, disc: Discovery, options: PlanOptions) -> dict[str, int]:
     """Record ranges and create their slices; idempotent, and extends a range that grew at either end."""
     store = Store(db)
-    stats = {"ranges_new": 0, "slices_new": 0, "ranges_extended": 0}
+    stats = {"ranges_new": 0, "slices_new": 0, "ranges_extended": 0, "ranges_busy": 0}
     spans = {(r.migration_id, r.synchronizer_id): max(1, r.max_us + 1 - r.min_us) for r in disc.ranges}
     total = sum(spans.values()) or 1
     with conn.transaction():
         take_lock(conn)
+        store.run(conn, "plan_row_wait", wait=PLAN_ROW_WAIT)
         next_slot = int(store.one(conn, "slot_next")[0])
         for r in disc.ranges:
             key = {"m": r.migration_id, "sync": r.synchronizer_id}
-            row = store.one(conn, "range_get", **key)
+            try:
+                with conn.transaction():
+                    row = store.one(conn, "range_get", **key)
+            except psycopg.errors.LockNotAvailable:
+                # a follower's commit holds it, perhaps frozen: that commit (or the follower taking
+                # over from it) decides the range's top; planning it again is the next run's
+                log.warning("range of migration %s on %s: a follower's commit has held it for %s (frozen?); "
+                            "not planned this time, the next run plans it", r.migration_id, r.synchronizer_id,
+                            PLAN_ROW_WAIT)  # fmt: skip
+                stats["ranges_busy"] += 1
+                continue
             lo, hi = r.min_us, r.max_us + 1  # `before` is exclusive: the top slice ends 1 us past `max`
             if row is None:
                 store.run(conn, "range_insert", min_time=us_to_dt(r.min_us), max_time=us_to_dt(r.max_us),

@@ -654,14 +654,31 @@ class Store:
         row = self.one(conn, "backfill_frontier")
         return None if row is None else (int(row[0]), parse_us(row[1]))
 
+    def follow_create_ranges(self, conn: Conn, lease: FollowLease, lease_s: float,
+                             firsts: dict[tuple[int, str], int]) -> None:  # fmt: skip
+        """Before a follower's commit, in a short transaction of its own: the ranges its page is the
+        first to reach, created as the follower's from their first item. Creating a range takes the
+        planning lock; inside the page's commit it would be held through the COPY, which the server
+        never times out, and a follower frozen there would stop every `run`, `init` and standby."""
+        keys = list(firsts)
+        if not int(self.one(conn, "ranges_missing", ms=[m for m, _ in keys], syncs=[s for _, s in keys])[0]):
+            return
+        with self.transaction(conn):  # its idle guard bounds a follower frozen here to seconds
+            self.follow_fence(conn, lease, lease_s)
+            self.run(conn, "plan_lock", key=LOCK_KEY)  # serialised with planning, which creates ranges too
+            for m, sync in sorted(keys):
+                if self.one(conn, "range_lock_follow", m=m, sync=sync) is None:
+                    first = firsts[(m, sync)]
+                    self.run(conn, "range_insert_pending", m=m, sync=sync, min_time=us_to_dt(first),
+                             min_text=format_us(first), before_min=format_us(first - 1))  # fmt: skip
+
     def follow_range_tops(self, conn: Conn, keys: list[tuple[int, str]], firsts: dict[tuple[int, str], int]
                           ) -> dict[tuple[int, str], int]:  # fmt: skip
-        """Inside a follower's commit: each range's top, locked; ranges seen first here are created
-        as the follower's from their first item."""
+        """Inside a follower's commit: each range's top, locked. The ranges are created before the
+        commit (`follow_create_ranges`); one removed since (a rewind) is created here alike."""
         tops = {}
         if int(self.one(conn, "ranges_missing", ms=[m for m, _ in keys], syncs=[s for _, s in keys])[0]):
-            # creating a range: serialised with planning (which creates ranges too), and taken
-            # before any range row is locked here, so the two cannot deadlock
+            # taken before any range row is locked here, so this and planning cannot deadlock
             self.run(conn, "plan_lock", key=LOCK_KEY)
         for m, sync in sorted(keys):
             row = self.one(conn, "range_lock_follow", m=m, sync=sync)

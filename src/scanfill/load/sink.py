@@ -196,11 +196,12 @@ class Sink:
         """A followed page and the updates cursor in one transaction. Each update is stored only if
         it lies above its range's top (locked): below it the backfill, or this follower on an
         earlier page (the re-read boundary microsecond), already stored it. Returns what was stored."""
+        firsts: dict[tuple[int, str], int] = {}
+        for u in batch.updates:
+            firsts.setdefault((u.migration_id, u.synchronizer_id), u.t_us)
+        self.store.follow_create_ranges(conn, lease, lease_s, firsts)
         with refused_for_good(batch), conn.transaction():
             self.store.follow_fence(conn, lease, lease_s)
-            firsts: dict[tuple[int, str], int] = {}
-            for u in batch.updates:
-                firsts.setdefault((u.migration_id, u.synchronizer_id), u.t_us)
             tops = self.store.follow_range_tops(conn, list(firsts), firsts)
             new_tops = dict(tops)
             above = []
