@@ -165,6 +165,77 @@ def test_a_reader_never_sees_an_update_without_its_events_during_an_export_or_af
     assert first != second
 
 
+# `scanfill export ARGS...` whose database session ends (as a restart ends it) while delta-rs reads
+# the rows of the third table it writes (events of the second partition), after one batch of them.
+ENDED_AT = """
+import sys, psycopg
+import scanfill.lake.export as ex
+
+calls, stream, dsn = [0], ex._stream, sys.argv[1]
+
+def _stream(conn, *args, **kwargs):
+    calls[0] += 1
+    for k, batch in enumerate(stream(conn, *args, **kwargs)):
+        yield batch
+        if k == 0 and calls[0] == 3:
+            with psycopg.connect(dsn, autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+ex._stream = _stream
+sys.argv = ["scanfill", *sys.argv[2:]]
+from scanfill.cli import main
+main()
+"""
+
+
+def test_an_export_whose_database_restarts_says_so_in_one_line_and_the_next_export_completes_it(
+        loaded: str, tmp_path: Path) -> None:  # fmt: skip
+    """Item 7: delta-rs pulls the rows, so the database's error came back as a DeltaError around it
+    (a 45-line traceback). Now one line naming the lake, what failed and what to do; nothing partial
+    is visible, and the same export run again completes the lake."""
+    root = str(tmp_path / "lake")
+    env = {**os.environ, "DATABASE_URL": loaded}
+    p = subprocess.run([sys.executable, "-c", ENDED_AT, loaded, "export", "--to", root], env=env, capture_output=True,
+                       timeout=240)  # fmt: skip
+    out = p.stdout.decode() + p.stderr.decode()
+    assert p.returncode == 2 and "Traceback" not in out, out
+    errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "stopped: the database failed" in errors[0], out
+    assert "terminating connection" in errors[0] and "`scanfill export` again" in errors[0], errors
+    assert exists(Lake(root), "events") and not partial_updates(root)
+    with Simulator(SimConfig(ledger=DAYS)) as sim:
+        rc, out = exported(loaded, sim.urls, root)
+        assert rc == 0 and "exported" in out, out
+        rc, checks = verified(loaded, sim.urls, root)
+    assert rc == 0 and all(c["ok"] for c in checks), checks
+    assert_lake_equals_db(loaded, root)
+
+
+def test_an_export_into_a_read_only_lake_says_so_in_one_line_and_completes_once_writable(
+        loaded: str, tmp_path: Path) -> None:  # fmt: skip
+    """Item 7: a lake that cannot be written (a read-only mount here; a full disk and a bucket
+    denying PUTs are the same error) is one line naming it and what to do, and nothing is recorded
+    as exported: made writable, the same export writes everything."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        with Simulator(SimConfig(ledger=DAYS)) as sim:
+            rc, out = exported(loaded, sim.urls, str(mnt))
+            assert rc == 2 and "Traceback" not in out and "panicked" not in out, out
+            said = [ln for ln in out.splitlines() if ln.startswith("error:")]
+            assert len(said) == 1 and f"the lake at {mnt} cannot be written (Read-only file system)" in said[0], out
+            subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
+            rc, out = exported(loaded, sim.urls, str(mnt))
+            assert rc == 0 and "exported" in out, out
+            rc, checks = verified(loaded, sim.urls, str(mnt))
+        assert rc == 0 and all(c["ok"] for c in checks), checks
+        assert_lake_equals_db(loaded, str(mnt))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 # ----- item 6: a lost or replaced lake is exported again ------------------------------------------------
 
 

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from scanfill.errors import ScanfillError
 
-class LakeUnwritable(Exception):
+
+class LakeUnwritable(ScanfillError):
     """The lake could not be written: nothing of the commit (or publish) in progress is visible to
     its readers, and the database's bookkeeping says what is still to do."""
 

@@ -21,16 +21,19 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from psycopg import sql
+import psycopg
+from psycopg import pq, sql
 
 from scanfill.coord.records import ExportPartition
 from scanfill.coord.store import Store
 from scanfill.db import Conn, Database
-from scanfill.errors import ConfigError
+from scanfill.errors import ConfigError, DatabaseUnavailable
+from scanfill.lake.errors import LakeUnwritable, writing
 from scanfill.lake.layout import (
     PARTITIONS,
     TABLES,
@@ -230,15 +233,17 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info,
         if not store.export_lock(conn, target):
             raise ConfigError(f"another `scanfill export` to {lake.shown} is running; wait for it to finish")
         adopt(store, conn, lake)
-        ensure_tables(lake)
+        with writing(lake, "creating its tables"):
+            ensure_tables(lake)
         if store.lake_partitions(conn, target):
             # written by `run --lake` / `follow --lake`: its rows are not in the ledger tables (an
             # export of those would empty it); publish what a killed loader left, add contract state
             from scanfill.lake.sink import LakeWriter
 
-            LakeWriter(db, target).publish()
+            with writing(lake, "publishing what a stopped loader committed"):
+                LakeWriter(db, target).publish()
             echo(f"{lake.shown} is loaded by `run --lake`: exporting contract state only")
-            with db.connect(application="scanfill export (read)") as reader:
+            with db.connect(application="scanfill export (read)") as reader, _exporting(lake, reader):
                 _export_contracts(db, conn, reader, store, lake, target, report)
             return report
         held = {t: partition_rows(lake, t) for t in TABLES}
@@ -247,13 +252,14 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info,
         todo = store.export_partitions(conn, target)
         _refuse_emptying(conn, store, lake, held, [*gone, *((p.migration_id, p.day) for p in todo)])
         for m, day in gone:
-            _remove_partition(lake, m, day, committed)
+            with writing(lake, "removing a partition no longer stored"):
+                _remove_partition(lake, m, day, committed)
             store.export_forget(conn, target, m, day)
             report.removed += 1
         if todo:
             echo(f"exporting {len(todo)} partition(s) to {lake.shown}")
-        with db.connect(application="scanfill export (read)") as reader:  # a transaction per partition
-            for p in todo:
+        with db.connect(application="scanfill export (read)") as reader, _exporting(lake, reader):
+            for p in todo:  # a transaction per partition
                 with reader.transaction():
                     version, written = _write_partition(db, reader, lake, p, report, committed)
                 store.export_done(conn, target, written, version)
@@ -263,6 +269,33 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info,
                 report.written.append(f"{p.migration_id}/{p.day.isoformat()}")
             _export_contracts(db, conn, reader, store, lake, target, report)
     return report
+
+
+@contextmanager
+def _exporting(lake: Lake, reader: Conn) -> Iterator[None]:
+    """Writing what `reader` reads into `lake`, each failure as one line: the lake's own (full,
+    read-only, unreachable), and the database's. delta-rs pulls the rows, so a database error while
+    they are read (a restart, a terminated session) reaches us as its DeltaError around the text
+    of ours; the reader's connection tells which side failed."""
+    try:
+        with writing(lake, "exporting"):
+            yield
+    except (LakeUnwritable, psycopg.OperationalError) as exc:
+        if isinstance(exc, LakeUnwritable) and not (
+                reader.broken or reader.info.transaction_status == pq.TransactionStatus.INERROR):  # fmt: skip
+            raise
+        raise DatabaseUnavailable(
+            f"export to {lake.shown} stopped: the database failed "
+            f"({_first_line(exc.__cause__ or exc)}); nothing of the partition in progress is visible in the "
+            "lake. Run the same `scanfill export` again once the database is back: it writes what is still to do"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    if "Unknown error: " in text:  # delta-rs's wrapping of our own error: "... Unknown error: <ours>. Detail: ..."
+        text = text.split("Unknown error: ", 1)[1].split(". Detail:", 1)[0]
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
 
 
 def _forget_lost(conn: Conn, store: Store, lake: Lake, target: str, held: dict[str, Any],
