@@ -1,8 +1,9 @@
 """A database loaded with `run --lake` knows its ledger is in the lake (issue 29, items 4 and 5):
 every command that would read or write the empty ledger tables instead refuses in one line naming
 the lake and the command that works, `verify` and `status` say where the ledger is, and
-`abort --truncate` leaves nothing that makes the next `run --lake` store a row twice (real
-PostgreSQL, the simulator over HTTP, `scanfill` as processes)."""
+`abort --truncate` leaves nothing that makes the next `run --lake` store a row twice;
+`rebuild-state` reads the ledger from the lake (real PostgreSQL, the simulator over HTTP,
+`scanfill` as processes)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import json
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from procs import finish, scanfill
 from scanfill.lake.layout import Lake
-from scanfill.lake.read import table
-from scanfill.sim import Ledger, SimConfig, Simulator
+from scanfill.lake.read import add_actions, table
+from scanfill.sim import Ledger, LedgerConfig, MigrationSpec, SimConfig, Simulator
+from scanfill.sim.ledger import EconomyConfig
 from shared import SMALL, drop_database, new_database
 
 RUN = ("--no-progress", "--concurrency", "3")
@@ -64,7 +67,6 @@ def test_a_lake_loaded_database_refuses_what_would_split_or_empty_it_and_truncat
 
         # every command that would act on the ledger tables instead: refused, nothing done (in parallel)
         cases = {
-            "rebuild-state": (("rebuild-state",), ("verify --lake",)),
             "refetch": (("run", *RUN, "--refetch", "2024-06-24T00:00:00Z/2024-06-25T00:00:00Z"), ("run --lake",)),
             "run": (("run", *RUN), (f"scanfill run --lake {root}",)),
             "follow": (("follow", "--once"), (f"scanfill follow --lake {root}",)),
@@ -185,3 +187,97 @@ def test_abort_removes_only_scanfills_tables_under_the_lakes_prefix_on_a_real_s3
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# a ledger with real round economics, so transfer facts are there to derive (two migrations, imports;
+# the economy simulator runs one synchronizer per migration: SMALL has two, and moves between them)
+ECONOMY = LedgerConfig(
+    seed=41,
+    migrations=(
+        MigrationSpec(0, "2024-06-24T21:08:00Z", 300),
+        MigrationSpec(1, "2024-06-25T01:30:00Z", 250, import_updates=2),
+    ),
+    economy=EconomyConfig(per_round=24, upgrades=(4, 8, 12)),
+)
+# every column, in a form equal rows compare equal in (payload_exact is json: its text)
+CONTRACTS = "SELECT c.*, c.payload_exact::text AS exact FROM contracts c ORDER BY contract_id"
+TRANSFERS = "SELECT * FROM amulet_transfers ORDER BY event_id"
+
+
+def _table(db: str, query: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(db) as conn:
+        cur = conn.execute(query)
+        return [tuple(v for d, v in zip(cur.description or [], r, strict=True) if d.name != "payload_exact")
+                for r in cur.fetchall()]  # fmt: skip
+
+
+def _spoil(db: str) -> tuple[int, int]:
+    """Half the contracts gone, others wrong, one that never was; transfer facts likewise."""
+    with psycopg.connect(db) as conn:
+        conn.execute("DELETE FROM contracts WHERE md5(contract_id) < '8'")
+        conn.execute("UPDATE contracts SET archived_pos = NULL, archived_choice = NULL, payload = '{}' "
+                     "WHERE md5(contract_id) > 'c'")  # fmt: skip
+        conn.execute("INSERT INTO contracts (contract_id, template_id, created_pos) SELECT 'bogus', template_id, "
+                     "created_pos FROM contracts LIMIT 1")  # fmt: skip
+        conn.execute("DELETE FROM amulet_transfers WHERE md5(event_id) < '8'")
+        conn.execute("UPDATE amulet_transfers SET app_rewards = app_rewards + 1, party = 'someone'")
+    return _counts(db)[2], _counts(db)[3]
+
+
+@pytest.mark.parametrize("ledger", [ECONOMY, SMALL], ids=["economy", "two-synchronizers"])
+def test_rebuild_state_derives_contract_state_and_transfer_facts_from_the_lake(
+        db: str, tmp_path: Path, ledger: LedgerConfig) -> None:  # fmt: skip
+    """Issue 29: a database loaded with `run --lake` has empty ledger tables; `rebuild-state` reads
+    the ledger from its lake and derives exactly the contract state and transfer facts the load kept.
+    A lake missing rows the database committed there is refused, and one it cannot read is one
+    line: either way nothing is changed (one transaction)."""
+    root = str(tmp_path / "lake")
+    with Simulator(SimConfig(ledger=ledger)) as sim:
+        p = scanfill("run", *RUN, "--import-updates", "--lake", root, dsn=db, urls=sim.urls)
+        out = finish(p, 300, db)
+        assert p.returncode == 0 and "history complete" in out, out
+        counts = _counts(db)
+        contracts, transfers = _table(db, CONTRACTS), _table(db, TRANSFERS)
+        assert counts[:2] == (0, 0) and counts[4] > 0, counts  # the ledger is in the lake only
+        with psycopg.connect(db) as conn:  # ends, not only creates; moves between synchronizers
+            ends, moved = conn.execute("SELECT count(archived_pos), count(*) FILTER (WHERE synchronizer_pos <> "
+                                       "created_pos) FROM contracts").fetchone() or (0, 0)  # fmt: skip
+        assert len(contracts) > 300 and ends > 50, (len(contracts), ends)
+        if ledger is ECONOMY:
+            assert len(transfers) > 50, len(transfers)
+        else:
+            assert moved > 0, moved
+
+        # a lake missing rows this database committed there (here: one file more recorded than it holds)
+        with psycopg.connect(db) as conn:
+            conn.execute("INSERT INTO lake_files (target, lake_table, path, migration_id, day, rows, bytes, published) "
+                         "SELECT target, lake_table, path || '.gone', migration_id, day, rows, bytes, true "
+                         "FROM lake_files WHERE lake_table = 'updates' LIMIT 1")  # fmt: skip
+        spoiled = _spoil(db)
+        p = scanfill("rebuild-state", dsn=db, urls=[])
+        out = finish(p, 120, db)
+        assert p.returncode == 2 and _refused(out, root, "verify --lake", "nothing done"), out
+        assert (_counts(db)[2], _counts(db)[3]) == spoiled
+        with psycopg.connect(db) as conn:
+            conn.execute("DELETE FROM lake_files WHERE path LIKE '%.gone'")
+
+        # a lake that cannot be read: one of its committed files missing
+        victim = tmp_path / "lake" / "events" / max(add_actions(table(Lake(root), "events"))["path"])
+        aside = tmp_path / "aside.parquet"
+        victim.rename(aside)
+        p = scanfill("rebuild-state", dsn=db, urls=[])
+        out = finish(p, 120, db)
+        assert p.returncode == 2 and _refused(out, root, "cannot be read", "nothing was changed"), out
+        assert (_counts(db)[2], _counts(db)[3]) == spoiled
+        aside.rename(victim)
+
+        p = scanfill("rebuild-state", dsn=db, urls=[])
+        out = finish(p, 300, db)
+        assert p.returncode == 0 and f"contract state rebuilt from the lake {root}:" in out, out
+        assert f"{len(contracts):,} contracts, {len(transfers):,} transfer summaries" in out, out
+        assert _table(db, CONTRACTS) == contracts
+        assert _table(db, TRANSFERS) == transfers
+        assert _counts(db) == counts
+        v = scanfill("verify", "--lake", root, "--json", dsn=db, urls=sim.urls)
+        checks = json.loads(finish(v, 120, db))
+        assert v.returncode == 0 and all(c["ok"] for c in checks), checks

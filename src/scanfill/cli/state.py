@@ -128,30 +128,47 @@ def holdings(dsn: str | None, schema: str, at: str | None, migration: int | None
 @db_options
 @friendly
 def rebuild_state(dsn: str | None, schema: str) -> None:
-    """Derive contract state from the stored ledger (a copy loaded before contract state existed, or
-    with --no-contract-state). Loads may run meanwhile: their merges wait for this transaction."""
+    """Derive contract state and the transfer facts from the stored ledger (a copy loaded before
+    contract state existed, or with --no-contract-state): from the ledger tables, or, on a database
+    loaded with `run --lake`, from that lake (read in place, partition by partition; refused, nothing
+    done, when the lake does not hold every row committed there, and one line when it cannot be
+    read). Everything is replaced in one transaction; loads may run meanwhile: their merges wait
+    for it."""
     from psycopg import sql
 
     from scanfill.coord import schema as sch
+    from scanfill.coord.store import Store
     from scanfill.economy.rebuild import rebuild as rebuild_economy
+    from scanfill.lake.known import ledger_lakes, names
     from scanfill.state.rebuild import rebuild
 
     db = get_db(dsn, schema)
     sch.require(db)
-    from scanfill.lake.known import refuse_in_lake
+    lakes = ledger_lakes(db)
+    if lakes:
+        from scanfill.lake.layout import require_libraries
 
-    refuse_in_lake(db, "rebuild-state derives contract state from the ledger tables and cannot read a lake yet, so it "
-                   "would empty `contracts` and `amulet_transfers`, their only copy",
-                   "Contract state was kept by each commit of the load: `scanfill verify --acs-at now` compares it "
-                   "with the scans, `scanfill verify --lake {lake}` checks the lake")  # fmt: skip
+        for known in lakes:
+            require_libraries(known.root)
     with db.connect(application="scanfill rebuild-state") as conn:
         with conn.transaction():
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(db.t("contracts")))
-            n = rebuild(db, conn, None, progress=lambda k: click.echo(f"  {k:,} ledger rows read", err=True)
-                        if k % 500_000 < 5_000 else None)  # fmt: skip
+            source = []
+            if lakes:  # after the lock: no load commits more rows there until this transaction ends
+                from scanfill.lake.ledger import open_lakes
+
+                source = open_lakes(conn, Store(db), lakes)
+            shown = [0]
+
+            def progress(k: int) -> None:  # every 500,000 rows (a lake's chunks end with its partitions)
+                if k // 500_000 > shown[0]:
+                    shown[0] = k // 500_000
+                    click.echo(f"  {k:,} ledger rows read", err=True)
+
+            n = rebuild(db, conn, None, progress=progress, lakes=source)
             conn.execute(sql.SQL("DELETE FROM {} WHERE key = 'contracts_stale'").format(db.t("scanfill_meta")))
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(db.t("amulet_transfers")))
-            summaries = rebuild_economy(db, conn)
+            summaries = rebuild_economy(db, conn, lakes=source)
         got = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(db.t("contracts"))).fetchone()
-    click.echo(f"contract state rebuilt: {n:,} ledger rows read, {got[0] if got else 0:,} contracts, "
-               f"{summaries:,} transfer summaries")
+    click.echo(f"contract state rebuilt{' from the lake ' + names(lakes) if lakes else ''}: {n:,} ledger rows read, "
+               f"{got[0] if got else 0:,} contracts, {summaries:,} transfer summaries")  # fmt: skip

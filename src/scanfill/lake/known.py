@@ -1,8 +1,9 @@
 """A database whose ledger went to a lake knows it. `run --lake` / `follow --lake` record every file
 they write in `lake_files`; while any row is there, the ledger tables are not the copy (they are
 empty), so a command that would read or write them instead (`verify`, `rebuild-state`, `--refetch`,
-`run`/`follow` without `--lake`, `prepare`, `abort --truncate`) either works on the lake or is
-refused in one line naming the lake and the command that does work. `abort --truncate --lake`
+`run`/`follow` without `--lake`, `prepare`, `abort --truncate`) either works on the lake
+(`rebuild-state` reads it: `lake.ledger`) or is refused in one line naming the lake and the
+command that does work. `abort --truncate --lake`
 removes the lake's tables with the rest, so the next `run --lake` stores every row once."""
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def _checks_in_lake(db: Database, lakes: list[Any]) -> list[Check]:
         out.append(_findings(db, conn))
         stale = _one(conn, sql.SQL("SELECT value FROM {} WHERE key = 'contracts_stale'").format(db.t("scanfill_meta")))
         out.append(Check("contract state kept by the loaders", not stale,
-                         f"not kept for the whole copy ({stale}); `rebuild-state` cannot derive it from a lake yet"
+                         f"not kept for the whole copy ({stale}): run `scanfill rebuild-state` (it reads the lake)"
                          if stale else "kept in each commit of the load (`verify --acs-at` compares it with the "
                          "scans)"))  # fmt: skip
         out.append(_rounds_advance(db, conn))

@@ -1,20 +1,25 @@
 """Contract state derived from the stored ledger instead of from pages: for a copy loaded before
 contract state existed (or with it off), and for the contracts a `--refetch` window touches.
 
-It reads ledger_events (with each event's update kind) and merges the same facts, with the same
-statement, that the loaders merge page by page, so the result is the one a load would have kept.
+It reads ledger_events (with each event's update kind), or the same rows from the lake a
+`run --lake` sent the ledger to, and merges the same facts, with the same statement, that the
+loaders merge page by page, so the result is the one a load would have kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from scanfill.db import Conn, Database
 from scanfill.state.facts import Fact, of_stored
 from scanfill.state.sink import StateSink
+
+if TYPE_CHECKING:
+    from scanfill.lake.ledger import LakeLedger
 
 CHUNK = 5_000
 
@@ -29,10 +34,29 @@ def _events(db: Database, only: bool) -> sql.Composed:
     ).format(e=db.t("ledger_events"), u=db.t("ledger_updates"))
 
 
+def stored_events(db: Database, conn: Conn, contract_ids: list[str] | None = None,
+                  lakes: Sequence[LakeLedger] = ()) -> Iterator[Sequence[tuple[Any, ...]]]:  # fmt: skip
+    """The stored ledger's contract events (`_events`' columns, the arguments of `of_stored`), in
+    chunks: from the ledger tables, or from the lakes the ledger went to (`lake.ledger`: the same
+    tuples; all contracts only). The merge is order-free, so neither gives them in any order."""
+    if lakes:
+        if contract_ids is not None:
+            raise ValueError("a lake's ledger is read for all contracts")
+        for lake in lakes:
+            yield from lake.state_events()
+        return
+    with conn.cursor(name="scanfill_rebuild") as cur:
+        cur.itersize = CHUNK
+        cur.execute(_events(db, contract_ids is not None), (contract_ids,) if contract_ids is not None else None)
+        while rows := cur.fetchmany(CHUNK):
+            yield rows
+
+
 def rebuild(db: Database, conn: Conn, contract_ids: list[str] | None = None,
-            progress: Callable[[int], None] | None = None) -> int:  # fmt: skip
-    """Replace the rows of these contracts (all when None) by what the stored ledger says, in the
-    caller's transaction; returns the ledger rows read."""
+            progress: Callable[[int], None] | None = None, lakes: Sequence[LakeLedger] = ()) -> int:  # fmt: skip
+    """Replace the rows of these contracts (all when None) by what the stored ledger says (the
+    ledger tables, or `lakes` when the ledger is there), in the caller's transaction; returns the
+    ledger rows read."""
     sink = StateSink(db)
     if contract_ids is None:
         conn.execute(sql.SQL("TRUNCATE {}").format(db.t("contracts")))
@@ -42,15 +66,12 @@ def rebuild(db: Database, conn: Conn, contract_ids: list[str] | None = None,
     else:
         return 0
     read = 0
-    with conn.cursor(name="scanfill_rebuild") as cur:
-        cur.itersize = CHUNK
-        cur.execute(_events(db, contract_ids is not None), (contract_ids,) if contract_ids is not None else None)
-        while rows := cur.fetchmany(CHUNK):
-            facts: list[Fact] = [f for r in rows if (f := of_stored(*r)) is not None]
-            sink.write(conn, facts)
-            read += len(rows)
-            if progress:
-                progress(read)
+    for rows in stored_events(db, conn, contract_ids, lakes):
+        facts: list[Fact] = [f for r in rows if (f := of_stored(*r)) is not None]
+        sink.write(conn, facts)
+        read += len(rows)
+        if progress:
+            progress(read)
     return read
 
 
