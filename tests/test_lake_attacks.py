@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from procs import finish, scanfill
+from procs import finish, scanfill, wait_for
 from scanfill.db import Database
 from scanfill.lake.layout import Lake, canonical
 from scanfill.lake.read import exists, partition_rows, table
@@ -234,6 +235,72 @@ def test_an_export_into_a_read_only_lake_says_so_in_one_line_and_completes_once_
         assert_lake_equals_db(loaded, str(mnt))
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+# `scanfill export ARGS...` that stops itself (SIGSTOP) right after its first Delta commit, holding
+# the export lock, and goes no further until the test sends SIGCONT.
+FROZEN_EXPORT = """
+import os, signal, sys, time
+import scanfill.lake.export as ex
+
+calls, manifest = [0], ex.write_manifest
+
+def write_manifest(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == 1:
+        os.kill(os.getpid(), signal.SIGSTOP)
+        time.sleep(0.5)  # another thread may take the stop first: this one goes no further before it
+    return manifest(*args, **kwargs)
+
+ex.write_manifest = write_manifest
+sys.argv = ["scanfill", *sys.argv[1:]]
+from scanfill.cli import main
+main()
+"""
+
+
+def test_an_export_frozen_holding_its_lock_costs_seconds_and_writes_nothing_more_when_it_resumes(
+        loaded: str, tmp_path: Path) -> None:  # fmt: skip
+    """'Every lock bounded': an export frozen (SIGSTOP) after its first Delta commit held the
+    export lock (a session lock) until its TCP connection died, and every other export of that
+    lake was refused meanwhile. Now another export finishes the lake within seconds while it stays
+    frozen; resumed, the frozen one writes nothing more and says why in one line."""
+    root = str(tmp_path / "lake")
+    env = {**os.environ, "DATABASE_URL": loaded}
+    frozen = subprocess.Popen([sys.executable, "-c", FROZEN_EXPORT, "export", "--to", root], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        def stopped() -> bool:
+            with open(f"/proc/{frozen.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+        wait_for(lambda: frozen.poll() is not None or stopped(), 120, "the export to stop itself after a commit")
+        assert frozen.poll() is None, frozen.communicate()[0].decode()[-3000:]
+        outs: list[str] = []
+        t0 = time.monotonic()
+        with Simulator(SimConfig(ledger=DAYS)) as sim:
+            def another() -> bool:
+                rc, out = exported(loaded, sim.urls, root)
+                outs.append(out)
+                assert rc == 0 or "another `scanfill export`" in out, out
+                return rc == 0
+
+            wait_for(another, 90, "another export to take the lake over")
+            took = time.monotonic() - t0
+            assert stopped() and took < 60, (took, outs)
+            assert "exported" in outs[-1], outs
+            frozen.send_signal(signal.SIGCONT)
+            out = frozen.communicate(timeout=120)[0].decode()
+            assert frozen.returncode == 2 and "Traceback" not in out, out
+            assert "lost it, perhaps to another export: it wrote nothing more" in out, out
+            rc, checks = verified(loaded, sim.urls, root)
+        assert rc == 0 and all(c["ok"] for c in checks), checks
+        assert not partial_updates(root)
+        assert_lake_equals_db(loaded, root)
+    finally:
+        if frozen.poll() is None:
+            frozen.kill()
+            frozen.communicate()
 
 
 # ----- item 6: a lost or replaced lake is exported again ------------------------------------------------

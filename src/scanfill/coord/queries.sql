@@ -760,8 +760,9 @@ WHERE id = 1 AND owner = %(owner)s AND lease_epoch = %(epoch)s;
 -- ----- exports to a lake (lake.export) ----------------------------------------------------------
 
 -- name: export_lock
--- One exporter per target at a time (a session lock, released when the exporter's connection ends).
-SELECT pg_try_advisory_lock(%(key)s);
+-- One exporter per target at a time, not waited for (a second export says another is running).
+-- Transaction-scoped after idle_guard, like publish_lock: a frozen exporter loses it within seconds.
+SELECT pg_try_advisory_xact_lock(%(key)s);
 
 -- name: publish_lock
 -- A lake's writer lock (publish, compaction, vacuum), waited for: a commit whose files another
@@ -774,10 +775,6 @@ SELECT pg_advisory_xact_lock(%(key)s);
 -- name: lock_alive
 -- A live lock holder's keep-alive on its lock's connection (resets the idle guard's clock).
 SELECT 1;
-
--- name: export_unlock
--- The exporter's lock given back (its connection lives on in a pool).
-SELECT pg_advisory_unlock(%(key)s);
 
 -- name: export_partitions
 -- The (migration, UTC day) partitions whose stored rows changed since they were last exported to

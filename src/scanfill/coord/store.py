@@ -153,6 +153,15 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"scanfill export {name}".encode()).digest()[:8], "big", signed=True)
 
 
+@dataclass(frozen=True)
+class HeldLock:
+    """What `Store.export_lock` / `lake_writer_lock` yield: whether the lock is held, and an event
+    set once the server took it away (the holder was frozen past the idle guard)."""
+
+    held: bool
+    lost: threading.Event
+
+
 class Store:
     """Runs the named statements of queries.sql against one schema; a connection is passed in
     (the worker keeps a pool of them), and a method never commits more than its own work."""
@@ -321,35 +330,50 @@ class Store:
 
     # ----- exports to a lake ----------------------------------------------------------------------
 
-    def export_lock(self, conn: Conn, target: str) -> bool:
-        """One exporter (or lake publisher) per target: a session lock on the caller's connection."""
-        return bool(self.one(conn, "export_lock", key=_lock_key(target))[0])
+    @contextmanager
+    def export_lock(self, target: str) -> Iterator[HeldLock]:
+        """One exporter per target, not waited for (`held` False: another export runs), bounded
+        like the writer lock: an exporter frozen holding it loses it within seconds, and `lost`
+        tells it so when it resumes, before it writes anything more."""
+        with self._held_lock(target, "scanfill export lock", wait=False) as got:
+            yield got
 
     @contextmanager
-    def lake_writer_lock(self, name: str) -> Iterator[None]:
-        """A lake's writer lock (publish, compaction), waited for, held by a transaction on a
-        connection of its own that the server ends when it sits idle for WRITER_IDLE_S: a process
-        frozen while holding it costs seconds, not every other loader's progress forever (a session
-        lock has no such bound). A thread keeps a live holder's transaction from going idle. A frozen
-        holder that resumes has lost the lock: what it then writes must be refused by the Delta log
-        itself (publishes carry an app transaction, which delta-rs lets only one commit per version add)."""
-        conn = self.db.connect(application="scanfill lake writer lock")
+    def lake_writer_lock(self, name: str) -> Iterator[HeldLock]:
+        """A lake's writer lock (publish, compaction, vacuum), waited for. A frozen holder that
+        resumes has lost the lock: what it then writes must be refused by the Delta log itself
+        (publishes carry an app transaction, which delta-rs lets only one commit per version add)."""
+        with self._held_lock(name, "scanfill lake writer lock", wait=True) as got:
+            yield got
+
+    @contextmanager
+    def _held_lock(self, name: str, application: str, wait: bool) -> Iterator[HeldLock]:
+        """An advisory lock held by a transaction on a connection of its own that the server ends
+        when it sits idle for WRITER_IDLE_S: a process frozen while holding it costs seconds, not
+        every other process's progress forever (a session lock has no such bound). A thread keeps a
+        live holder's transaction from going idle, and sets `lost` when the server ended it."""
+        conn = self.db.connect(application=application)
         try:
             self.run(conn, "idle_guard", idle=f"{int(WRITER_IDLE_S * 1000)}ms")
-            self.run(conn, "publish_lock", key=_lock_key(name))
-            stop = threading.Event()
+            if wait:
+                self.run(conn, "publish_lock", key=_lock_key(name))
+            elif not self.one(conn, "export_lock", key=_lock_key(name))[0]:
+                yield HeldLock(False, threading.Event())
+                return
+            stop, lost = threading.Event(), threading.Event()
 
             def keep() -> None:
                 while not stop.wait(WRITER_IDLE_S / 4):
                     try:
                         self.run(conn, "lock_alive")
                     except psycopg.Error:
-                        return  # ended by the server (this process was frozen) or a restart: lock gone
+                        lost.set()  # ended by the server (this process was frozen) or a restart: lock gone
+                        return
 
-            beat = threading.Thread(target=keep, name="lake writer lock", daemon=True)
+            beat = threading.Thread(target=keep, name=application, daemon=True)
             beat.start()
             try:
-                yield
+                yield HeldLock(True, lost)
             finally:
                 stop.set()
                 beat.join()
@@ -358,9 +382,6 @@ class Store:
         finally:
             with suppress(psycopg.Error):
                 conn.close()
-
-    def export_unlock(self, conn: Conn, target: str) -> None:
-        self.run(conn, "export_unlock", key=_lock_key(target))
 
     def export_partitions(self, conn: Conn, target: str) -> list[ExportPartition]:
         return self._rows(conn, "export_partitions", ExportPartition, target=target)

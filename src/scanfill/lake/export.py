@@ -120,7 +120,8 @@ Committed = Callable[[str, int, date], None]  # (table, migration, day): called 
 
 
 def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, report: ExportReport,
-                     committed: Committed | None = None) -> tuple[int, ExportPartition]:  # fmt: skip
+                     committed: Committed | None = None, still: Callable[[], None] = lambda: None,
+                     ) -> tuple[int, ExportPartition]:  # fmt: skip
     """Replace one partition in both tables, events first; returns the updates table's Delta version
     and the partition with the rows its log now holds (what is recorded: the next export checks the
     log against it, and a source whose counts disagree with its tables is not rewritten forever)."""
@@ -137,6 +138,7 @@ def _write_partition(db: Database, conn: Conn, lake: Lake, p: ExportPartition, r
                                                    _batches(db, conn, table, p.migration_id, p.day, span))
         meta = {"scanfill": json.dumps({"migration_id": p.migration_id, "record_date": p.day.isoformat(),
                                         "updates": p.updates, "events": p.events, "source_mark": p.mark})}  # fmt: skip
+        still()
         write_deltalake(uri, reader, mode="overwrite", predicate=predicate, partition_by=PARTITIONS,
                         storage_options=lake.storage_options(), target_file_size=TARGET_FILE_BYTES,
                         writer_properties=WriterProperties(compression="ZSTD"),
@@ -229,9 +231,10 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info,
     target = lake.root  # the canonical name: one record and one exporter lock per lake, whatever the spelling
     store = Store(db)
     report = ExportReport()
-    with db.connect(autocommit=True, application="scanfill export") as conn:
-        if not store.export_lock(conn, target):
+    with db.connect(autocommit=True, application="scanfill export") as conn, store.export_lock(target) as lock:
+        if not lock.held:
             raise ConfigError(f"another `scanfill export` to {lake.shown} is running; wait for it to finish")
+        still = _still_held(lock.lost, lake)
         adopt(store, conn, lake)
         with writing(lake, "creating its tables"):
             ensure_tables(lake)
@@ -261,14 +264,27 @@ def export(db: Database, target: str, echo: Callable[[str], None] = log.info,
         with db.connect(application="scanfill export (read)") as reader, _exporting(lake, reader):
             for p in todo:  # a transaction per partition
                 with reader.transaction():
-                    version, written = _write_partition(db, reader, lake, p, report, committed)
+                    version, written = _write_partition(db, reader, lake, p, report, committed, still)
                 store.export_done(conn, target, written, version)
                 report.partitions += 1
                 report.updates += written.updates  # the rows written, not what the day ledger counts
                 report.events += written.events
                 report.written.append(f"{p.migration_id}/{p.day.isoformat()}")
+            still()
             _export_contracts(db, conn, reader, store, lake, target, report)
     return report
+
+
+def _still_held(lost: Any, lake: Lake) -> Callable[[], None]:
+    """Called before each Delta commit: an export frozen past its lock's bound (SIGSTOP, a paused
+    VM) has lost it, perhaps to another export, and must write nothing more."""
+    def still() -> None:
+        if lost.is_set():
+            raise ConfigError(f"this export to {lake.shown} was stopped (frozen) for longer than its lock "
+                              "lasts and lost it, perhaps to another export: it wrote nothing more; run "
+                              "`scanfill export` again if another did not finish the work")  # fmt: skip
+
+    return still
 
 
 @contextmanager
