@@ -128,3 +128,38 @@ pidfile = {d / "pgbouncer.pid"}
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def moto_s3(logdir: Path, secret: str = "x") -> Iterator[dict[str, str]]:
+    """moto's standalone S3 server (a real HTTP S3 API on a local port) for the test's life, with
+    the usual AWS_* variables set in this process; yields them for child processes. Its log is
+    `logdir/moto.log`."""
+    import sys
+
+    from procs import wait_for
+
+    port = free_port()
+    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    log = open(logdir / "moto.log", "wb")  # noqa: SIM115 (the server's whole life)
+    moto = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "scanfill-test", "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        def up() -> bool:
+            with socket.socket() as c:
+                return c.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(up, timeout=60, what="moto_server to listen")
+        yield env
+    finally:
+        moto.terminate()
+        moto.wait(timeout=30)
+        log.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -249,31 +249,12 @@ def test_a_run_into_the_lake_with_kills_is_exact_and_readers_never_see_a_partial
 def test_a_run_into_an_s3_bucket_on_a_real_s3_compatible_server(db: str, tmp_path: Path) -> None:
     """Object storage: moto's standalone S3 server (`moto_server`, a real HTTP S3 API on a local port),
     credentials and endpoint from the usual AWS_* variables; the secret never appears in any output."""
-    import os
-    import shutil
-    import socket
-    import subprocess
-    import sys
-
     import duckdb
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115 (the server's whole life)
-    moto = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    secret = "s3cr3t-never-shown-9f2c"
-    env = {"AWS_ACCESS_KEY_ID": "scanfill-test", "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        def up() -> bool:
-            with socket.socket() as c:
-                return c.connect_ex(("127.0.0.1", port)) == 0
+    from servers import moto_s3
 
-        wait_for(up, timeout=60, what="moto_server to listen")
+    secret = "s3cr3t-never-shown-9f2c"
+    with moto_s3(tmp_path, secret) as env:
         import boto3
 
         boto3.client("s3").create_bucket(Bucket="ledger-lake")
@@ -284,8 +265,6 @@ def test_a_run_into_an_s3_bucket_on_a_real_s3_compatible_server(db: str, tmp_pat
             v = scanfill("verify", "--lake", root, dsn=db, urls=sim.urls, env=env)
             vout = finish(v, 120, db)
         if p.returncode:
-            moto.terminate()
-            moto.wait(timeout=30)
             bad = [ln for ln in (tmp_path / "moto.log").read_text().splitlines() if "POST" in ln or "rror" in ln]
             raise AssertionError(out[-1500:] + "\n".join(bad[-40:]))
         assert "history complete" in out, out
@@ -296,14 +275,6 @@ def test_a_run_into_an_s3_bucket_on_a_real_s3_compatible_server(db: str, tmp_pat
         got = con.execute("SELECT update_id, migration_id, epoch_us(record_time), event_count FROM u").fetchall()
         want = [(h.update_id, h.migration_id, h.record_us, h.event_count) for h in Ledger(SMALL).expected_all()]
         assert len(got) == len(want) and set(got) == set(want)
-    finally:
-        moto.terminate()
-        moto.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_following_into_the_lake_keeps_it_exact_and_compacts_on_stop(db: str, tmp_path: Path) -> None:

@@ -136,31 +136,10 @@ def test_abort_removes_only_scanfills_tables_under_the_lakes_prefix_on_a_real_s3
     """`abort --truncate --lake s3://...`'s removal on moto's standalone S3 server (real HTTP): every
     object of the lake's tables and manifests goes (more than one listing page), nothing else in
     the bucket does, and a second removal finds nothing."""
-    import os
-    import shutil
-    import socket
-    import subprocess
-    import sys
-
-    from procs import wait_for
     from scanfill.lake.known import _remove_tables
+    from servers import moto_s3
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115 (the server's whole life)
-    moto = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    env = {"AWS_ACCESS_KEY_ID": "scanfill-test", "AWS_SECRET_ACCESS_KEY": "x", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        def up() -> bool:
-            with socket.socket() as c:
-                return c.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(up, timeout=60, what="moto_server to listen")
+    with moto_s3(tmp_path):
         import boto3
 
         s3 = boto3.client("s3")
@@ -179,14 +158,6 @@ def test_abort_removes_only_scanfills_tables_under_the_lakes_prefix_on_a_real_s3
                       for o in page.get("Contents", []))  # fmt: skip
         assert left == sorted(kept)
         assert _remove_tables(Lake("s3://lake-bucket/canton")) == 0
-    finally:
-        moto.terminate()
-        moto.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # a ledger with real round economics, so transfer facts are there to derive (two migrations, imports;

@@ -135,6 +135,30 @@ def test_run_into_a_read_only_lake_stops_with_one_line_and_resumes_exactly(db: s
         _assert_exact(db, sim.urls, root)
 
 
+def test_run_into_a_bucket_that_refuses_writes_stops_with_one_line_and_resumes_exactly(db: str, tmp_path: Path) -> None:
+    """Item 7 on object storage (moto's S3 server over HTTP): a lake in a bucket that does not
+    exist (a wiped or mistyped bucket; a bucket denying PUTs is refused alike) stops `run --lake`
+    with one line naming the lake, no traceback; with the bucket there, the same command completes
+    it exactly once."""
+    from servers import moto_s3
+
+    root = "s3://ledger-lake/canton"
+    args = ("run", "--no-progress", "--concurrency", "3", "--lake", root, "--page-size", "50")
+    with moto_s3(tmp_path), Simulator(SimConfig(ledger=SMALL)) as sim:
+        p = scanfill(*args, dsn=db, urls=sim.urls)
+        out = finish(p, 180, db)
+        assert p.returncode != 0 and "Traceback" not in out and "panicked" not in out, out
+        said = [ln for ln in out.splitlines() if "cannot be written" in ln]
+        assert len(said) == 1 and f"the lake at {root} cannot be written (NoSuchBucket" in said[0], out
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="ledger-lake")
+        p = scanfill(*args, dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        assert p.returncode == 0 and "history complete" in out, out
+        _assert_exact(db, sim.urls, root)
+
+
 def _assert_exact(db: str, urls: list[str], root: str) -> None:
     """The lake holds the simulator's ledger exactly once, and `verify --lake` agrees."""
     want = sorted((h.update_id, h.migration_id) for h in Ledger(SMALL).expected_all())

@@ -184,7 +184,11 @@ def _ledger_where(db: Any, command: str, lake: str | None, refetch: bool = False
     from scanfill.lake import known
 
     if lake:
-        known.require_same(db, lake, command)
+        from scanfill.lake.errors import writing
+        from scanfill.lake.layout import Lake
+
+        with writing(Lake(lake), "opening it"):  # a missing bucket, an unreachable store: one line
+            known.require_same(db, lake, command)
     elif refetch:
         known.refuse_in_lake(db, "--refetch deletes and reloads rows of the ledger tables and cannot reload a "
                              "lake's rows yet", "`scanfill verify --lake {lake} --against-scan` names the windows "

@@ -39,6 +39,9 @@ def reason(exc: BaseException) -> str:
     found = re.search(r'message: "([^"]+)"', text)
     if found:
         return found.group(1)
+    s3 = re.search(r"<Code>([^<]+)</Code>\s*<Message>([^<]+)</Message>", text)  # an S3 server's refusal
+    if s3:
+        return f"{s3.group(1)}: {s3.group(2)}"
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
