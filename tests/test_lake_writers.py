@@ -135,6 +135,26 @@ def test_run_into_a_read_only_lake_stops_with_one_line_and_resumes_exactly(db: s
         _assert_exact(db, sim.urls, root)
 
 
+def test_run_into_a_lake_that_fills_up_stops_with_one_line_and_resumes_exactly(db: str, small_mount: Path) -> None:
+    """Item 7, a full disk: the lake's tmpfs holds 256 KiB, less than the ledger's files. `run
+    --lake` stops with one line naming the lake and the reason; given room, the same command
+    completes it exactly once (files of the failed commits are never published)."""
+    root = str(small_mount)
+    args = ("run", "--no-progress", "--concurrency", "3", "--lake", root, "--page-size", "50")
+    with Simulator(SimConfig(ledger=SMALL)) as sim:
+        _remount(small_mount, "size=256k")
+        p = scanfill(*args, dsn=db, urls=sim.urls)
+        out = finish(p, 180, db)
+        assert p.returncode != 0 and "Traceback" not in out and "panicked" not in out, out
+        said = [ln for ln in out.splitlines() if "ERROR" in ln]
+        assert len(said) == 1 and f"the lake at {root} cannot be written (No space left on device)" in said[0], out
+        _remount(small_mount, "size=64m")
+        p = scanfill(*args, dsn=db, urls=sim.urls)
+        out = finish(p, 240, db)
+        assert p.returncode == 0 and "history complete" in out, out
+        _assert_exact(db, sim.urls, root)
+
+
 def test_run_into_a_bucket_that_refuses_writes_stops_with_one_line_and_resumes_exactly(db: str, tmp_path: Path) -> None:
     """Item 7 on object storage (moto's S3 server over HTTP): a lake in a bucket that does not
     exist (a wiped or mistyped bucket; a bucket denying PUTs is refused alike) stops `run --lake`

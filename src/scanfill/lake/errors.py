@@ -58,6 +58,6 @@ def writing(lake: Any, doing: str) -> Iterator[None]:
             raise
         raise LakeUnwritable(
             f"the lake at {lake.shown} cannot be written ({reason(exc)}) while {doing}: nothing of it is visible to "
-            "readers and nothing is lost; free space or make it writable (a read-only mount, the bucket's "
-            "permissions)"
+            "readers and nothing is lost; free space or make it writable (a read-only mount; a bucket that is "
+            "missing or denies writes)"
         ) from exc
