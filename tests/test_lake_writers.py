@@ -116,39 +116,25 @@ def _remount(mnt: Path, how: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{how}", str(mnt)], check=True)
 
 
-def test_run_into_a_read_only_lake_stops_with_one_line_and_resumes_exactly(db: str, small_mount: Path) -> None:
-    """Item 7: `run --lake` into a lake that cannot be written stops with one line naming the lake
-    and what to do, no traceback; made writable, the same command completes it exactly once."""
+@pytest.mark.parametrize(("spoil", "mend", "why"), [("ro", "rw", "Read-only file system"),
+                                                    ("size=256k", "size=64m", "No space left on device")],
+                         ids=["read-only", "full"])  # fmt: skip
+def test_run_into_a_lake_that_cannot_be_written_stops_with_one_line_and_resumes_exactly(
+        db: str, small_mount: Path, spoil: str, mend: str, why: str) -> None:  # fmt: skip
+    """Item 7: `run --lake` into a lake that cannot be written (a read-only mount; a tmpfs of 256 KiB,
+    less than the ledger's files) stops with one line naming the lake, the reason and what to do, no
+    traceback; made writable or given room, the same command completes it exactly once (files of
+    the failed commits are never published)."""
     root = str(small_mount)
     args = ("run", "--no-progress", "--concurrency", "3", "--lake", root, "--page-size", "50")
     with Simulator(SimConfig(ledger=SMALL)) as sim:
-        _remount(small_mount, "ro")
-        p = scanfill(*args, dsn=db, urls=sim.urls)
-        out = finish(p, 120, db)
-        assert p.returncode == 1 and "Traceback" not in out and "panicked" not in out, out
-        said = [ln for ln in out.splitlines() if "ERROR" in ln]
-        assert len(said) == 1 and f"the lake at {root} cannot be written (Read-only file system)" in said[0], out
-        _remount(small_mount, "rw")
-        p = scanfill(*args, dsn=db, urls=sim.urls)
-        out = finish(p, 240, db)
-        assert p.returncode == 0 and "history complete" in out, out
-        _assert_exact(db, sim.urls, root)
-
-
-def test_run_into_a_lake_that_fills_up_stops_with_one_line_and_resumes_exactly(db: str, small_mount: Path) -> None:
-    """Item 7, a full disk: the lake's tmpfs holds 256 KiB, less than the ledger's files. `run
-    --lake` stops with one line naming the lake and the reason; given room, the same command
-    completes it exactly once (files of the failed commits are never published)."""
-    root = str(small_mount)
-    args = ("run", "--no-progress", "--concurrency", "3", "--lake", root, "--page-size", "50")
-    with Simulator(SimConfig(ledger=SMALL)) as sim:
-        _remount(small_mount, "size=256k")
+        _remount(small_mount, spoil)
         p = scanfill(*args, dsn=db, urls=sim.urls)
         out = finish(p, 180, db)
-        assert p.returncode != 0 and "Traceback" not in out and "panicked" not in out, out
+        assert p.returncode == 1 and "Traceback" not in out and "panicked" not in out, out
         said = [ln for ln in out.splitlines() if "ERROR" in ln]
-        assert len(said) == 1 and f"the lake at {root} cannot be written (No space left on device)" in said[0], out
-        _remount(small_mount, "size=64m")
+        assert len(said) == 1 and f"the lake at {root} cannot be written ({why})" in said[0], out
+        _remount(small_mount, mend)
         p = scanfill(*args, dsn=db, urls=sim.urls)
         out = finish(p, 240, db)
         assert p.returncode == 0 and "history complete" in out, out

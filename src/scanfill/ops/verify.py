@@ -13,7 +13,7 @@ import orjson
 from psycopg import sql
 
 from scanfill.coord.store import Store
-from scanfill.db import Database
+from scanfill.db import Conn, Database
 from scanfill.load.pipeline import Pipeline
 from scanfill.scan.client import ScanClient, ScanConfig, redact_url
 from scanfill.timeutil import DAY_US, dt_to_us, format_us, parse_us, us_to_dt, utc_day
@@ -52,13 +52,7 @@ def checks(db: Database) -> list[Check]:
         ne = _one(conn, sql.SQL("SELECT count(*) FROM {} WHERE migration_id IS NULL").format(t("ledger_events")))
         out.append(Check("NULL migration ids", nu == 0 and ne == 0, f"updates {nu:,}, events {ne:,}"))
         store = Store(db)
-        progress = store.progress(conn)
-        open_slices = store.open_slices(conn)
-        out.append(Check("every slice complete, every range from a scan reporting complete, every import cursor complete",
-                         progress.complete,
-                         f"{len(open_slices)} open slice(s), {progress.ranges_unproven} unproven range(s), "
-                         f"{progress.imports_open} open import cursor(s), {progress.ranges} range(s)",
-                         open_slices[:20]))  # fmt: skip
+        out.append(_plan_done(store, conn))
         out.append(_coverage(db, conn))
         out.append(_days_ledger(db, conn))
         out.append(_findings(db, conn))
@@ -102,13 +96,7 @@ def _checks_in_lake(db: Database, lakes: list[Any]) -> list[Check]:
                  f"{sum(x.updates for x in lakes):,} updates and {sum(x.events for x in lakes):,} events committed "
                  f"to {shown}: `scanfill verify --lake {lakes[0].shown}` checks them there")]  # fmt: skip
     with db.connect(autocommit=True, application="scanfill verify") as conn:
-        progress = store.progress(conn)
-        open_slices = store.open_slices(conn)
-        out.append(Check("every slice complete, every range from a scan reporting complete, every import cursor complete",
-                         progress.complete,
-                         f"{len(open_slices)} open slice(s), {progress.ranges_unproven} unproven range(s), "
-                         f"{progress.imports_open} open import cursor(s), {progress.ranges} range(s)",
-                         open_slices[:20]))  # fmt: skip
+        out.append(_plan_done(store, conn))
         out.append(_coverage(db, conn))
         out.append(_findings(db, conn))
         stale = _one(conn, sql.SQL("SELECT value FROM {} WHERE key = 'contracts_stale'").format(db.t("scanfill_meta")))
@@ -229,6 +217,17 @@ def _contract_state(db: Database, conn: Any) -> Check:
     return Check("contract state equals the stored ledger", not rows,
                  f"{n:,} contracts" + (f"; {len(rows)} inconsistencies (first ones listed; `scanfill rebuild-state` "
                                       "derives it again)" if rows else ""), rows)  # fmt: skip
+
+
+def _plan_done(store: Store, conn: Conn) -> Check:
+    """The plan's own account: every slice and import cursor complete, every range proven."""
+    progress = store.progress(conn)
+    open_slices = store.open_slices(conn)
+    return Check("every slice complete, every range from a scan reporting complete, every import cursor complete",
+                 progress.complete,
+                 f"{len(open_slices)} open slice(s), {progress.ranges_unproven} unproven range(s), "
+                 f"{progress.imports_open} open import cursor(s), {progress.ranges} range(s)",
+                 open_slices[:20])  # fmt: skip
 
 
 def _coverage(db: Database, conn: Any) -> Check:
