@@ -43,7 +43,7 @@ def loaded_db(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> An
     dsn = new_database(pg_admin_dsn, "t_state")
     ledger = Ledger(STATE)
     with Simulator(SimConfig(ledger=STATE)) as sim:
-        p = scanfill("run", "--no-progress", "--concurrency", "6", "--page-size", "20", "--import-updates",
+        p = scanfill("run", "--no-progress", "--concurrency", "6", "--page-size", "20", "--import-updates", "--lease", "4",
                      dsn=dsn, urls=sim.urls)  # fmt: skip
         wait_for(lambda: loaded(dsn) > ledger.total_updates() // 3, timeout=120, what="a third of the ledger")
         p.send_signal(signal.SIGKILL)
