@@ -42,6 +42,14 @@ def corrupted(sim: Simulator, k: int) -> dict[str, int]:
 PATHS = {"at_/v0/backfilling/updates-before", "at_/v2/updates", "at_/v0/events"}
 
 
+def events_at(db: str) -> tuple[int, int]:
+    """Where the /v0/events stream's cursor is: (migration, record time in microseconds)."""
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT migration_id, (extract(epoch FROM record_text::timestamptz) * 1e6)::bigint "
+                           "FROM follow_cursors WHERE stream = 'events'").fetchone()  # fmt: skip
+    return (int(row[0]), int(row[1])) if row else (-1, 0)
+
+
 # agree=1 rides out every spoiled page by retries and backoff alone (about 50 s): a long chaos run
 @pytest.mark.parametrize("agree", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_a_corrupting_proxy_in_both_directions_leaves_the_copy_exact_and_the_follower_running(db: str,
@@ -58,6 +66,10 @@ def test_a_corrupting_proxy_in_both_directions_leaves_the_copy_exact_and_the_fol
                      "--page-size", "10", "--agree", str(agree), dsn=db, urls=sim.urls)  # fmt: skip
         wait_for(lambda: sim.stats()["grown"], timeout=120, what="the ledger to stop growing")
         wait_for(lambda: stored(db) == full.total_updates(), timeout=120, what="the follower to catch up")
+        last = max(max((h.migration_id, h.record_us) for h in full.expected_all()),
+                   max((m, t) for m in full.migration_ids() for i in range(full.specs[m].updates)
+                       if (t := full.verdict_only_us(m, i)) is not None))  # fmt: skip
+        wait_for(lambda: events_at(db) >= last, timeout=120, what="the events stream to catch up")
         try:
             wait_for(lambda: set(corrupted(sim, 0)) >= set(KINDS) | PATHS, timeout=60,
                      what="every kind of spoiled page, on every paging endpoint")  # fmt: skip
@@ -81,8 +93,17 @@ def test_a_corrupting_proxy_in_both_directions_leaves_the_copy_exact_and_the_fol
         unmatched = {r[0] for r in conn.execute(
             "SELECT update_id FROM scan_events WHERE update_id NOT IN (SELECT update_id FROM ledger_updates)")}
         state = conn.execute("SELECT count(*) FROM scan_disagreements").fetchone()
+        kept = {(str(u), int(m), int(t)) for u, m, t in conn.execute(
+            "SELECT update_id, migration_id, (extract(epoch FROM record_time) * 1e6)::bigint FROM scan_events")}
     assert cursor == (2,)  # never moved to a migration no scan has
-    assert ev is not None and ev[0] > 50 and ev[1] == 0
+    assert ev is not None and ev[0] == len(kept) > 50 and ev[1] == 0
+    # exactly the items the scans serve from where the events stream began: none lost, none spoiled
+    start = min((m, t) for _, m, t in kept)
+    want = {(h.update_id, h.migration_id, h.record_us) for h in full.expected_all()
+            if h.kind == "transaction" and (h.migration_id, h.record_us) >= start}  # reassignments bear no verdict
+    want |= {(full.verdict_only_id(m, i), m, t) for m in full.migration_ids() for i in range(full.specs[m].updates)
+             if (t := full.verdict_only_us(m, i)) is not None and (m, t) >= start}  # fmt: skip
+    assert kept == want, (sorted(want - kept)[:5], sorted(kept - want)[:5])
     # an item with no update is one of the verdict-only items the scans served, never a spoiled id
     assert unmatched and unmatched <= {u for m in full.migration_ids() for u in full.verdict_only_ids(m)}
     if agree > 1:

@@ -399,7 +399,14 @@ class ScanInstance:
                     if t is not None and (m != am or t > at):
                         heads.append((t, ledger.synchronizer_id(0), 0, i - 1, n, True))
             heapq.heapify(heads)
+            # /v0/events of a migration still growing: nothing past synchronizer 0's newest update, as
+            # the verdict-only item after it is not known yet (served later, it would lie behind items
+            # of other synchronizers already served: a reader's cursor would pass it)
+            n0 = self.count(m, 0)
+            cap = ledger.record_us(m, 0, n0 - 1) if verdict_only and 0 < n0 < ledger.specs[m].updates else None
             while heads and len(out) < size:
+                if cap is not None and heads[0][0] > cap:
+                    break
                 _, sid, s, i, n, private = heapq.heappop(heads)
                 out.append((m, s, i, private))
                 if private or i + 1 >= n:
