@@ -19,7 +19,7 @@ _MISSING: list[str] = []
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(*packages): Debian packages the test needs (see system_deps.py)")
-    if config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+    if config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER") or _unit_only(config):
         return
     terminal = config.pluginmanager.get_plugin("terminalreporter")
 
@@ -32,6 +32,14 @@ def pytest_configure(config: pytest.Config) -> None:
     _MISSING[:] = system_deps.ensure(say)
     if _MISSING:
         say(system_deps.explain(_MISSING))
+
+
+def _unit_only(config: pytest.Config) -> bool:
+    """Only the fast tier asked for (`pytest tests/unit`): it needs no system package, so nothing
+    is installed or checked for it."""
+    unit = (Path(__file__).parent / "unit").resolve()
+    paths = [Path(str(a).split("::")[0]).resolve() for a in config.args]
+    return bool(paths) and all(p == unit or unit in p.parents for p in paths)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
