@@ -351,6 +351,9 @@ def _print_summary(summary: Any) -> None:
         won = sum(r.hedges_won for r in summary.reports)
         click.echo(f"{requests:,} requests to scans: {retries:,} retried, {hedges:,} also sent to a second scan "
                    f"after a slow answer ({won:,} answered there first)")  # fmt: skip
+    malformed = sum(r.malformed for r in summary.reports)
+    if malformed:
+        click.secho(f"{malformed:,} malformed page(s) refused and asked again", fg="yellow")
     if summary.complete:
         click.secho("history complete: every slice reached its range's start on a scan reporting complete", fg="green")
     elif summary.stopped:

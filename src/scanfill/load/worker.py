@@ -91,6 +91,7 @@ class WorkerReport:
     hedges_won: int = 0  # ... and the second answered first
     memory_peak: int = 0  # most page bytes held in flight at once (the --memory budget)
     memory_waits: int = 0  # pages that waited for the budget
+    malformed: int = 0  # pages refused as malformed and asked again (as the follower counts them)
     seconds: float = 0.0
     stopped: bool = False
 
@@ -156,6 +157,7 @@ class Worker:
                     st, r = client.stats, self.report
                     r.requests, r.retries, r.hedges, r.hedges_won = st.requests, st.retries, st.hedges, st.hedges_won
                     r.memory_peak, r.memory_waits = self.budget.stats.peak, self.budget.stats.waits
+                    r.malformed = self.pipeline.report.malformed
         finally:
             for task in bg:
                 task.cancel()
