@@ -114,7 +114,10 @@ def test_a_hung_scan_costs_a_hedge_not_the_read_timeout(db: str) -> None:
     assert summary.complete and not summary.failures
     assert took < 50  # the read timeout alone would take 60 s for the first hung request
     hedges = sum(r.hedges for r in summary.reports)
-    assert hedges >= 1 and sum(r.hedges_won for r in summary.reports) == hedges and hung <= hedges
+    won = sum(r.hedges_won for r in summary.reports)
+    # every request the hung scan got was rescued by a hedge that won; a loaded machine may also hedge a
+    # healthy scan that was merely slow, and that one's first answer may still win
+    assert 1 <= hung <= won <= hedges, (hung, won, hedges)
     assert sum(answered) > 10 * hung  # benched after losing: the hung scan soon gets nothing
     assert_db_matches(db, Ledger(SMALL))
 
